@@ -1,0 +1,8 @@
+use super::ClaimKind;
+use crate::TenantId;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimCommand<K: ClaimKind> {
+    /// Take the key for `owner`; fails if anybody (including `owner`) already holds it.
+    Claim { tenant: TenantId, key: K::Key, owner: K::Owner },
+}

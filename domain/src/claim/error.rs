@@ -1,0 +1,5 @@
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("already claimed")]
+    AlreadyClaimed,
+}

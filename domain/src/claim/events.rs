@@ -1,0 +1,23 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::ClaimKind;
+use crate::TenantId;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound = "", rename_all = "snake_case")]
+pub enum ClaimEvent<K: ClaimKind> {
+    Claimed { tenant: TenantId, key: K::Key, owner: K::Owner },
+}
+
+impl<K: ClaimKind> DomainEvent for ClaimEvent<K> {
+    fn event_type(&self) -> String {
+        match self {
+            ClaimEvent::Claimed { .. } => "claimed".to_owned(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}

@@ -1,0 +1,175 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::InvalidValue;
+
+/// Declares a UUIDv7 id newtype with `Display`, `FromStr` and serde as a string.
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self(Uuid::nil())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s)
+                    .map(Self)
+                    .map_err(|_| InvalidValue::new($field, "not a uuid"))
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// Identifies a user within the whole installation (ids never repeat across tenants).
+    UserId, "user_id"
+);
+typed_id!(
+    /// Identifies a catalogue product.
+    ProductId, "product_id"
+);
+typed_id!(
+    /// Identifies an order.
+    OrderId, "order_id"
+);
+typed_id!(
+    /// Identifies a payment.
+    PaymentId, "payment_id"
+);
+typed_id!(
+    /// Identifies a refresh-token family (one login and all its rotations).
+    SessionId, "session_id"
+);
+
+/// A tenant: every aggregate and read-model row belongs to exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn default_tenant() -> Self {
+        Self("default".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for TenantId {
+    fn default() -> Self {
+        Self::default_tenant()
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = InvalidValue;
+
+    /// Lowercase letters, digits and `-`, 1 to 63 characters, starting with a letter or digit.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && !s.starts_with('-')
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidValue::new("tenant", "must be 1-63 lowercase letters, digits or '-'"))
+        }
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> Self {
+        t.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The event-store stream id of an aggregate: `<tenant>:<key>`. Scoping every stream by its
+/// tenant means a command in one tenant can never load or append to another tenant's aggregate.
+pub fn stream_id(tenant: &TenantId, key: impl fmt::Display) -> String {
+    format!("{tenant}:{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_display_and_serde() {
+        let id = ProductId::new();
+        assert_eq!(id.to_string().parse::<ProductId>(), Ok(id));
+        let json = serde_json::to_string(&id).expect("ids serialise");
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<ProductId>(&json).expect("ids deserialise"), id);
+    }
+
+    #[test]
+    fn a_malformed_id_is_rejected() {
+        assert_eq!(
+            "nope".parse::<UserId>(),
+            Err(InvalidValue::new("user_id", "not a uuid"))
+        );
+    }
+
+    #[test]
+    fn tenants_are_lowercase_slugs() {
+        assert!("acme-1".parse::<TenantId>().is_ok());
+        assert!("Acme".parse::<TenantId>().is_err());
+        assert!("".parse::<TenantId>().is_err());
+        assert!("-x".parse::<TenantId>().is_err());
+        assert!("a:b".parse::<TenantId>().is_err());
+    }
+
+    #[test]
+    fn stream_ids_are_scoped_by_tenant() {
+        let t = TenantId::default_tenant();
+        assert_eq!(stream_id(&t, "SKU-1"), "default:SKU-1");
+    }
+}

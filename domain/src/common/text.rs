@@ -1,0 +1,205 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::InvalidValue;
+
+/// Declares a string newtype that can only be built through `FromStr` (its parser), with serde
+/// going through the same parser so a stored or received value is always valid.
+macro_rules! parsed_string {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> Self {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+parsed_string!(
+    /// An e-mail address, normalised (trimmed, lower-cased) so that one mailbox has one claim.
+    Email
+);
+parsed_string!(
+    /// A stock-keeping unit: upper-case letters, digits, `-`, `_` and `.`, 1 to 64 characters.
+    Sku
+);
+parsed_string!(
+    /// A category path such as `electronics/phones`: lower-case segments joined by `/`.
+    CategoryPath
+);
+parsed_string!(
+    /// A non-empty, trimmed line of text of at most 200 characters (names, titles).
+    Name
+);
+parsed_string!(
+    /// Free text of at most 10,000 characters (may be empty).
+    Description
+);
+
+impl FromStr for Email {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let e = s.trim().to_lowercase();
+        let bad = || InvalidValue::new("email", "not a valid e-mail address");
+        if e.len() > 254 || e.chars().any(char::is_whitespace) {
+            return Err(bad());
+        }
+        let (local, domain) = e.split_once('@').ok_or_else(bad)?;
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && !domain.contains('@');
+        if local.is_empty() || local.len() > 64 || !domain_ok {
+            return Err(bad());
+        }
+        Ok(Self(e))
+    }
+}
+
+impl FromStr for Sku {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let sku = s.trim().to_ascii_uppercase();
+        let ok = !sku.is_empty()
+            && sku.len() <= 64
+            && sku
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if ok {
+            Ok(Self(sku))
+        } else {
+            Err(InvalidValue::new("sku", "must be 1-64 letters, digits, '-', '_' or '.'"))
+        }
+    }
+}
+
+impl CategoryPath {
+    /// The path and each of its ancestors, most general first: `a`, `a/b`, `a/b/c`.
+    pub fn ancestors_and_self(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .match_indices('/')
+            .map(|(i, _)| &self.0[..i])
+            .chain(std::iter::once(self.0.as_str()))
+    }
+}
+
+impl FromStr for CategoryPath {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let path = s.trim().trim_matches('/').to_lowercase();
+        let segment_ok = |seg: &str| {
+            !seg.is_empty()
+                && seg.len() <= 64
+                && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if path.split('/').count() <= 8 && path.split('/').all(segment_ok) {
+            Ok(Self(path))
+        } else {
+            Err(InvalidValue::new(
+                "category",
+                "must be '/'-separated segments of lowercase letters, digits or '-'",
+            ))
+        }
+    }
+}
+
+impl FromStr for Name {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            Err(InvalidValue::new("name", "must be 1-200 characters of text"))
+        } else {
+            Ok(Self(name.to_owned()))
+        }
+    }
+}
+
+impl FromStr for Description {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.chars().count() > 10_000 {
+            Err(InvalidValue::new("description", "must be at most 10000 characters"))
+        } else {
+            Ok(Self(s.to_owned()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(
+            " Ada@Example.COM ".parse::<Email>().map(|e| e.to_string()),
+            Ok("ada@example.com".into())
+        );
+    }
+
+    #[test]
+    fn malformed_emails_are_rejected() {
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "a@b@c.com"] {
+            assert!(bad.parse::<Email>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn skus_are_upper_cased_and_restricted() {
+        assert_eq!("ab-1".parse::<Sku>().map(|s| s.to_string()), Ok("AB-1".into()));
+        assert!("AB 1".parse::<Sku>().is_err());
+        assert!("AB:1".parse::<Sku>().is_err());
+    }
+
+    #[test]
+    fn category_paths_know_their_ancestors() {
+        let p: CategoryPath = "/Electronics/phones/".parse().expect("valid");
+        assert_eq!(p.as_str(), "electronics/phones");
+        assert_eq!(p.ancestors_and_self().collect::<Vec<_>>(), ["electronics", "electronics/phones"]);
+        assert!("a//b".parse::<CategoryPath>().is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_non_empty() {
+        assert_eq!("  Ada ".parse::<Name>().map(|n| n.to_string()), Ok("Ada".into()));
+        assert!("   ".parse::<Name>().is_err());
+    }
+
+    #[test]
+    fn stored_values_are_parsed_again_on_the_way_in() {
+        assert!(serde_json::from_str::<Sku>("\"bad sku\"").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! The shop's business rules: aggregates, their commands, events and errors, with no I/O.
+//!
+//! Every aggregate follows the cqrs-es 0.5 shape: rules live only in `handle`, `apply` only
+//! mutates state, and every event is past tense and carries the values views need.
+//!
+//! # Layout
+//! - [`common`]: typed ids, tenants, money, e-mail addresses, SKUs, category paths, stream ids.
+//! - [`user`]: registration, profile, passwords and resets, roles, deactivation.
+//! - [`claim`]: `EmailClaim` and `SkuClaim`, which make natural keys unique per tenant through
+//!   the event store's key on (type, id, sequence) instead of a read-then-write check.
+//! - [`product`]: the catalogue entry: details, price, publication, discontinuation.
+//! - [`stock`]: one aggregate per SKU with on-hand quantity and reservations per order.
+//! - [`session`]: refresh-token families with rotation and reuse detection.
+//! - [`order`], [`payment`]: declared here; the ordering work completes them.
+//!
+//! Each aggregate folder has the same files: `aggregate.rs`, `commands.rs`, `events.rs`,
+//! `error.rs` and, where it calls out, `services.rs`.
+
+pub mod claim;
+pub mod common;
+pub mod order;
+pub mod payment;
+pub mod product;
+pub mod session;
+pub mod stock;
+pub mod user;
+
+pub use common::*;

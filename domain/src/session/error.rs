@@ -1,0 +1,11 @@
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    #[error("session already started")]
+    AlreadyStarted,
+    #[error("refresh token is invalid")]
+    InvalidToken,
+    #[error("refresh token has expired")]
+    Expired,
+    #[error("session is revoked")]
+    Revoked,
+}

@@ -1,0 +1,31 @@
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::{Password, Role, TokenHash};
+use crate::{Email, Name, TenantId, UserId};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    /// Create the user; the e-mail address must already be claimed in the same write.
+    Register {
+        tenant: TenantId,
+        user_id: UserId,
+        email: Email,
+        name: Name,
+        password: Password,
+        roles: BTreeSet<Role>,
+    },
+    ChangeProfile { name: Name },
+    /// Requires the current password, so a stolen access token alone cannot take the account.
+    ChangePassword { current: Password, new: Password },
+    /// Record a reset token (hashed) that is valid until `expires_at`.
+    RequestPasswordReset { token_hash: TokenHash, expires_at: DateTime<Utc> },
+    /// Use a reset token once, before it expires, to set a new password.
+    ConfirmPasswordReset { token_hash: TokenHash, new: Password, now: DateTime<Utc> },
+    Deactivate,
+    GrantRole { role: Role },
+    RevokeRole { role: Role },
+    /// Make the user's roles exactly `roles` (grants and revokes the difference).
+    SetRoles { roles: BTreeSet<Role> },
+}
