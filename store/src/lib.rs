@@ -1,1 +1,33 @@
+//! The event store: an append-only log in PostgreSQL (production) or SQLite (embedded), a
+//! repository that runs cqrs-es aggregates against it, and a gap-free reader of the global log.
+//!
+//! Why not `postgres-es`' `PersistedEventStore`: it replays the whole stream on every command
+//! and writes each event in its own statement inside a transaction (six round trips and two
+//! commits per command). Here a command costs one round trip when its aggregate is cached: the
+//! append is a single multi-row `INSERT` whose primary key on (type, id, sequence) is the
+//! optimistic-concurrency check. The table keeps postgres-es's seven columns, so its
+//! repository can still read the log.
+//!
+//! # Layout
+//! - [`EventStore`] (`backend.rs`): connection, migrations, atomic multi-stream appends,
+//!   stream loads, snapshots, for both backends.
+//! - [`Repository`] (`repository.rs`): load (cached, snapshot + tail), handle, append, retry on
+//!   conflict; several aggregates can be committed in one atomic write ([`commit`]).
+//! - [`LogCursor`], [`LogEvent`] (`log.rs`): the global log, read in commit order.
+//! - [`Idempotency`] (`idempotency.rs`): stored answers for retried requests.
+//! - [`testkit`]: fresh databases for tests of this and other crates.
 
+mod backend;
+mod error;
+mod idempotency;
+mod log;
+mod metadata;
+mod repository;
+pub mod testkit;
+
+pub use backend::*;
+pub use error::*;
+pub use idempotency::*;
+pub use log::*;
+pub use metadata::*;
+pub use repository::*;

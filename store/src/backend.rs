@@ -1,0 +1,401 @@
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row};
+
+use crate::{LogCursor, LogEvent, StoreError};
+
+/// Events to add to one stream, which must be at `expected_version` when they land.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+/// An event of one stream, as loaded to rebuild an aggregate.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub sequence: u64,
+    pub position: i64,
+    pub payload: serde_json::Value,
+}
+
+/// A saved aggregate state and the stream point it reflects.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    pub last_sequence: u64,
+    pub last_position: i64,
+    pub payload: serde_json::Value,
+}
+
+/// The event store; cheap to clone (pools inside).
+#[derive(Debug, Clone)]
+pub enum EventStore {
+    Postgres(PgPool),
+    /// SQLite allows one writer at a time, so writes go through a one-connection pool and
+    /// queue in-process instead of spinning on `SQLITE_BUSY`.
+    Sqlite { read: SqlitePool, write: SqlitePool },
+}
+
+type StreamKey = (String, String, i64);
+
+impl EventStore {
+    /// Connects to `postgres://…` or `sqlite://<path>` (the file is created if missing).
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(pool_size)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(EventStore::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is on disk before the command is answered.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+            let read = SqlitePoolOptions::new().max_connections(pool_size.max(2)).connect_with(options).await?;
+            Ok(EventStore::Sqlite { read, write })
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// `postgresql` or `sqlite`, for the start-up log line and `/ready`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            EventStore::Postgres(_) => "postgresql",
+            EventStore::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            EventStore::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+            EventStore::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
+        }
+        Ok(())
+    }
+
+    /// One cheap query: is the store reachable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            EventStore::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            EventStore::Sqlite { read, .. } => {
+                sqlx::query("SELECT 1").execute(read).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            EventStore::Postgres(pool) => pool.close().await,
+            EventStore::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+        }
+    }
+
+    /// Appends to one or more streams atomically, in one statement: either every event lands
+    /// with consecutive sequences after each stream's expected version, or none does and the
+    /// answer is [`StoreError::Conflict`]. Returns the global position of each event, stream by
+    /// stream, in the order given.
+    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
+        let rows: Vec<(&StreamAppend, i64, &NewEvent)> = appends
+            .iter()
+            .flat_map(|a| {
+                a.events.iter().enumerate().map(move |(i, e)| (a, a.expected_version as i64 + 1 + i as i64, e))
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(appends.iter().map(|_| Vec::new()).collect());
+        }
+        let returned: Vec<(String, String, i64, i64)> = match self {
+            EventStore::Postgres(pool) => {
+                let mut cols: [Vec<String>; 6] = Default::default();
+                let mut seqs = Vec::with_capacity(rows.len());
+                for (a, seq, e) in &rows {
+                    cols[0].push(a.aggregate_type.clone());
+                    cols[1].push(a.aggregate_id.clone());
+                    cols[2].push(e.event_type.clone());
+                    cols[3].push(e.event_version.clone());
+                    cols[4].push(e.payload.to_string());
+                    cols[5].push(e.metadata.to_string());
+                    seqs.push(*seq);
+                }
+                let [types, ids, event_types, versions, payloads, metadata] = cols;
+                sqlx::query_as(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                     SELECT t, i, s, et, ev, p::jsonb, m::jsonb \
+                     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                       AS u(t, i, s, et, ev, p, m) \
+                     RETURNING aggregate_type, aggregate_id, sequence, global_position",
+                )
+                .bind(types)
+                .bind(ids)
+                .bind(seqs)
+                .bind(event_types)
+                .bind(versions)
+                .bind(payloads)
+                .bind(metadata)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_write)?
+            }
+            EventStore::Sqlite { write, .. } => {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+                );
+                qb.push_values(&rows, |mut b, (a, seq, e)| {
+                    b.push_bind(&a.aggregate_type)
+                        .push_bind(&a.aggregate_id)
+                        .push_bind(*seq)
+                        .push_bind(&e.event_type)
+                        .push_bind(&e.event_version)
+                        .push_bind(e.payload.to_string())
+                        .push_bind(e.metadata.to_string());
+                });
+                qb.push(" RETURNING aggregate_type, aggregate_id, sequence, global_position");
+                qb.build_query_as().fetch_all(write).await.map_err(StoreError::from_write)?
+            }
+        };
+        let positions: HashMap<StreamKey, i64> =
+            returned.into_iter().map(|(t, i, s, p)| ((t, i, s), p)).collect();
+        let mut out: Vec<Vec<i64>> = appends.iter().map(|a| Vec::with_capacity(a.events.len())).collect();
+        for (n, a) in appends.iter().enumerate() {
+            for i in 0..a.events.len() {
+                let key = (a.aggregate_type.clone(), a.aggregate_id.clone(), a.expected_version as i64 + 1 + i as i64);
+                let position = positions.get(&key).copied().ok_or_else(|| {
+                    StoreError::Database(sqlx::Error::Protocol("insert returned fewer rows than it wrote".into()))
+                })?;
+                out[n].push(position);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events of one stream after `after_sequence`, in order.
+    pub async fn load_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            EventStore::Postgres(pool) => {
+                let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(
+                    "SELECT sequence, global_position, payload FROM events \
+                     WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(after_sequence as i64)
+                .fetch_all(pool)
+                .await?;
+                Ok(rows.into_iter().map(|(s, p, payload)| StoredEvent { sequence: s as u64, position: p, payload }).collect())
+            }
+            EventStore::Sqlite { read, .. } => {
+                let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT sequence, global_position, payload FROM events \
+                     WHERE aggregate_type = ? AND aggregate_id = ? AND sequence > ? ORDER BY sequence",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(after_sequence as i64)
+                .fetch_all(read)
+                .await?;
+                rows.into_iter()
+                    .map(|(s, p, payload)| {
+                        Ok(StoredEvent { sequence: s as u64, position: p, payload: serde_json::from_str(&payload)? })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The current version (last sequence) of a stream; 0 if it has no events.
+    pub async fn stream_version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<u64, StoreError> {
+        let sql_pg = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+        let sql_lite = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?";
+        let v: i64 = match self {
+            EventStore::Postgres(pool) => {
+                sqlx::query_scalar(sql_pg).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?
+            }
+            EventStore::Sqlite { read, .. } => {
+                sqlx::query_scalar(sql_lite).bind(aggregate_type).bind(aggregate_id).fetch_one(read).await?
+            }
+        };
+        Ok(v as u64)
+    }
+
+    pub async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<StoredSnapshot>, StoreError> {
+        match self {
+            EventStore::Postgres(pool) => {
+                let row: Option<(i64, i64, serde_json::Value)> = sqlx::query_as(
+                    "SELECT last_sequence, last_position, payload FROM snapshots \
+                     WHERE aggregate_type = $1 AND aggregate_id = $2",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_optional(pool)
+                .await?;
+                Ok(row.map(|(s, p, payload)| StoredSnapshot { last_sequence: s as u64, last_position: p, payload }))
+            }
+            EventStore::Sqlite { read, .. } => {
+                let row: Option<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT last_sequence, last_position, payload FROM snapshots \
+                     WHERE aggregate_type = ? AND aggregate_id = ?",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_optional(read)
+                .await?;
+                row.map(|(s, p, payload)| {
+                    Ok(StoredSnapshot { last_sequence: s as u64, last_position: p, payload: serde_json::from_str(&payload)? })
+                })
+                .transpose()
+            }
+        }
+    }
+
+    /// Saves a snapshot unless a newer one is already stored.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        snapshot: &StoredSnapshot,
+    ) -> Result<(), StoreError> {
+        let upsert = |p: [&str; 5]| {
+            format!(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, last_position, payload) \
+                 VALUES ({}, {}, {}, {}, {}) ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                 SET last_sequence = excluded.last_sequence, last_position = excluded.last_position, \
+                     payload = excluded.payload \
+                 WHERE snapshots.last_sequence < excluded.last_sequence",
+                p[0], p[1], p[2], p[3], p[4]
+            )
+        };
+        match self {
+            EventStore::Postgres(pool) => {
+                sqlx::query(&upsert(["$1", "$2", "$3", "$4", "$5::jsonb"]))
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(snapshot.last_sequence as i64)
+                    .bind(snapshot.last_position)
+                    .bind(snapshot.payload.to_string())
+                    .execute(pool)
+                    .await?;
+            }
+            EventStore::Sqlite { write, .. } => {
+                sqlx::query(&upsert(["?", "?", "?", "?", "?"]))
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(snapshot.last_sequence as i64)
+                    .bind(snapshot.last_position)
+                    .bind(snapshot.payload.to_string())
+                    .execute(write)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` events of the global log after `after`, in log order, never passing an
+    /// event whose transaction might still commit.
+    ///
+    /// PostgreSQL hands out `global_position` before commit, so a later position can become
+    /// visible before an earlier one. Reading only transactions older than the oldest one still
+    /// running (`pg_snapshot_xmin`) and ordering by (transaction, position) means that nothing
+    /// can ever appear behind the cursor: no event is skipped. SQLite commits one writer at a
+    /// time, so its positions become visible in order.
+    pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
+        match self {
+            EventStore::Postgres(pool) => {
+                let rows = sqlx::query(
+                    "SELECT transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id, \
+                            sequence, event_type, event_version, payload, metadata, recorded_at \
+                     FROM events \
+                     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+                       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY transaction_id, global_position \
+                     LIMIT $3",
+                )
+                .bind(after.transaction_id.to_string())
+                .bind(after.position)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(LogEvent {
+                            cursor: LogCursor { transaction_id: r.try_get("tx")?, position: r.try_get("global_position")? },
+                            aggregate_type: r.try_get("aggregate_type")?,
+                            aggregate_id: r.try_get("aggregate_id")?,
+                            sequence: r.try_get("sequence")?,
+                            event_type: r.try_get("event_type")?,
+                            event_version: r.try_get("event_version")?,
+                            payload: r.try_get("payload")?,
+                            metadata: r.try_get("metadata")?,
+                            recorded_at: r.try_get("recorded_at")?,
+                        })
+                    })
+                    .collect()
+            }
+            EventStore::Sqlite { read, .. } => {
+                let rows = sqlx::query(
+                    "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                            payload, metadata, recorded_at \
+                     FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
+                )
+                .bind(after.position)
+                .bind(i64::from(limit))
+                .fetch_all(read)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        let payload: String = r.try_get("payload")?;
+                        let metadata: String = r.try_get("metadata")?;
+                        let recorded_at: DateTime<Utc> = r.try_get("recorded_at")?;
+                        Ok(LogEvent {
+                            cursor: LogCursor { transaction_id: 0, position: r.try_get("global_position")? },
+                            aggregate_type: r.try_get("aggregate_type")?,
+                            aggregate_id: r.try_get("aggregate_id")?,
+                            sequence: r.try_get("sequence")?,
+                            event_type: r.try_get("event_type")?,
+                            event_version: r.try_get("event_version")?,
+                            payload: serde_json::from_str(&payload)?,
+                            metadata: serde_json::from_str(&metadata)?,
+                            recorded_at,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+}

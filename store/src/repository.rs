@@ -1,0 +1,389 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::{EventStore, Metadata, NewEvent, StoreError, StoredSnapshot, StreamAppend};
+
+/// How many times a command is re-run against fresh state after losing a race.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError<E> {
+    /// A business rule refused it.
+    #[error(transparent)]
+    Domain(E),
+    /// The caller expected another version (`If-Match`).
+    #[error("expected version {expected}, aggregate is at {current}")]
+    VersionMismatch { expected: u64, current: u64 },
+    /// Concurrent writers won every attempt.
+    #[error("concurrent modification, aggregate is at {current}")]
+    Conflict { current: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> ExecError<E> {
+    /// Re-types the domain error, e.g. to combine two aggregates' errors in one flow.
+    pub fn map_domain<F>(self, f: impl FnOnce(E) -> F) -> ExecError<F> {
+        match self {
+            ExecError::Domain(e) => ExecError::Domain(f(e)),
+            ExecError::VersionMismatch { expected, current } => ExecError::VersionMismatch { expected, current },
+            ExecError::Conflict { current } => ExecError::Conflict { current },
+            ExecError::Store(e) => ExecError::Store(e),
+        }
+    }
+}
+
+/// The aggregate state a repository holds for one stream.
+struct Loaded<A> {
+    state: A,
+    version: u64,
+    /// Global position of the stream's last event (0 for an empty stream).
+    position: i64,
+}
+
+/// One stream's cache entry. Its async mutex also serialises commands on that aggregate within
+/// this process, so hot aggregates queue instead of failing on conflicts.
+struct Slot<A> {
+    loaded: Option<Loaded<A>>,
+}
+
+struct Inner<A: Aggregate> {
+    store: EventStore,
+    services: A::Services,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot<A>>>>>,
+    capacity: usize,
+    snapshot_every: Option<u64>,
+}
+
+/// Runs commands of one aggregate type against the event store.
+///
+/// State is cached per stream and trusted optimistically: if another process appended in the
+/// meantime, the append conflicts on the (type, id, sequence) key, the entry is dropped and the
+/// command runs again on fresh state.
+pub struct Repository<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: Aggregate> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+/// What a committed command produced.
+#[derive(Debug, Clone)]
+pub struct Committed<A: Aggregate> {
+    pub version: u64,
+    /// Global position of the stream's last event; 0 if the stream is still empty.
+    pub position: i64,
+    pub events: Vec<A::Event>,
+    pub state: A,
+}
+
+/// A command handled but not yet appended; holds its aggregate's lock until dropped.
+pub struct Prepared<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+    guard: OwnedMutexGuard<Slot<A>>,
+    aggregate_id: String,
+    version_before: u64,
+    position_before: i64,
+    state: A,
+    events: Vec<A::Event>,
+    positions: Vec<i64>,
+}
+
+/// The part of a [`Prepared`] command that [`commit`] needs, whatever its aggregate type.
+pub trait Stage: Send {
+    fn to_append(&self, metadata: &serde_json::Value) -> Result<StreamAppend, StoreError>;
+    fn committed(&mut self, positions: Vec<i64>);
+    fn conflicted(&mut self);
+}
+
+impl<A: Aggregate + Clone> Repository<A>
+where
+    A::Command: Clone,
+{
+    pub fn new(store: EventStore, services: A::Services) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                services,
+                slots: Mutex::new(HashMap::new()),
+                capacity: 50_000,
+                snapshot_every: None,
+            }),
+        }
+    }
+
+    /// Saves a snapshot every `n` events, so long streams (hot SKUs) load quickly.
+    pub fn with_snapshots(self, n: u64) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("configure before sharing"));
+        inner.snapshot_every = Some(n.max(1));
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// At most `n` streams are cached; idle ones are dropped beyond that.
+    pub fn with_capacity(self, n: usize) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("configure before sharing"));
+        inner.capacity = n.max(1);
+        Self { inner: Arc::new(inner) }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.inner.store
+    }
+
+    fn slot(&self, aggregate_id: &str) -> Arc<tokio::sync::Mutex<Slot<A>>> {
+        // The map lock is held only for this lookup, never across an await.
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = slots.get(aggregate_id) {
+            return Arc::clone(slot);
+        }
+        if slots.len() >= self.inner.capacity {
+            let keep = self.inner.capacity / 2;
+            let idle: Vec<String> = slots
+                .iter()
+                .filter(|(_, s)| Arc::strong_count(s) == 1)
+                .map(|(k, _)| k.clone())
+                .take(slots.len().saturating_sub(keep))
+                .collect();
+            for k in idle {
+                slots.remove(&k);
+            }
+        }
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot { loaded: None }));
+        slots.insert(aggregate_id.to_owned(), Arc::clone(&slot));
+        slot
+    }
+
+    async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let mut loaded = Loaded { state: A::default(), version: 0, position: 0 };
+        if self.inner.snapshot_every.is_some() {
+            if let Some(s) = self.inner.store.load_snapshot(A::TYPE, aggregate_id).await? {
+                loaded = Loaded { state: serde_json::from_value(s.payload)?, version: s.last_sequence, position: s.last_position };
+            }
+        }
+        self.catch_up(aggregate_id, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    async fn catch_up(&self, aggregate_id: &str, loaded: &mut Loaded<A>) -> Result<(), StoreError> {
+        for e in self.inner.store.load_stream(A::TYPE, aggregate_id, loaded.version).await? {
+            loaded.state.apply(serde_json::from_value(e.payload)?);
+            loaded.version = e.sequence;
+            loaded.position = e.position;
+        }
+        Ok(())
+    }
+
+    /// The aggregate's current state and version, read through to the store (so a write by
+    /// another process is seen), for decisions outside a command such as a login.
+    pub async fn read(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        let slot = self.slot(aggregate_id);
+        let mut guard = slot.lock().await;
+        match guard.loaded.as_mut() {
+            Some(loaded) => {
+                if let Err(e) = self.catch_up(aggregate_id, loaded).await {
+                    guard.loaded = None;
+                    return Err(e);
+                }
+            }
+            None => guard.loaded = Some(self.load(aggregate_id).await?),
+        }
+        let loaded = guard.loaded.as_ref().expect("loaded just above");
+        Ok((loaded.state.clone(), loaded.version))
+    }
+
+    /// Handles `command` on the aggregate's current state without appending; the aggregate
+    /// stays locked until the returned value is committed or dropped.
+    pub async fn prepare(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        expected_version: Option<u64>,
+    ) -> Result<Prepared<A>, ExecError<A::Error>> {
+        let mut guard = self.slot(aggregate_id).lock_owned().await;
+        if guard.loaded.is_none() {
+            guard.loaded = Some(self.load(aggregate_id).await?);
+        }
+        let loaded = guard.loaded.as_ref().expect("loaded just above");
+        if let Some(expected) = expected_version {
+            if expected != loaded.version {
+                return Err(ExecError::VersionMismatch { expected, current: loaded.version });
+            }
+        }
+        let (version_before, position_before) = (loaded.version, loaded.position);
+        let mut state = loaded.state.clone();
+        let sink = EventSink::default();
+        state.handle(command, &self.inner.services, &sink).await.map_err(ExecError::Domain)?;
+        let events = sink.collect().await;
+        Ok(Prepared {
+            inner: Arc::clone(&self.inner),
+            guard,
+            aggregate_id: aggregate_id.to_owned(),
+            version_before,
+            position_before,
+            state,
+            events,
+            positions: Vec::new(),
+        })
+    }
+
+    /// Handles and appends one command, re-running it on fresh state when a concurrent writer
+    /// got there first (up to [`MAX_ATTEMPTS`]). With `expected_version`, a changed aggregate
+    /// is reported as [`ExecError::VersionMismatch`] instead.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        expected_version: Option<u64>,
+        metadata: &Metadata,
+    ) -> Result<Committed<A>, ExecError<A::Error>> {
+        let result = retry_on_conflict(|| async {
+            let mut prepared = self.prepare(aggregate_id, command.clone(), expected_version).await?;
+            commit(&self.inner.store, metadata, &mut [&mut prepared]).await?;
+            Ok(prepared.finish().await)
+        })
+        .await;
+        match result {
+            Err(ExecError::Conflict { .. }) => {
+                let current = self.inner.store.stream_version(A::TYPE, aggregate_id).await?;
+                Err(ExecError::Conflict { current })
+            }
+            other => other,
+        }
+    }
+}
+
+/// Runs `attempt` again (with a little jitter) while it fails with a conflict, at most
+/// [`MAX_ATTEMPTS`] times. Each attempt must prepare afresh: a conflict drops the cached state.
+pub async fn retry_on_conflict<T, E, F, Fut>(mut attempt: F) -> Result<T, ExecError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ExecError<E>>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(ExecError::Conflict { .. }) if n < MAX_ATTEMPTS => {
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::from(d.subsec_nanos()) % 2000);
+                tokio::time::sleep(Duration::from_micros(200 * u64::from(n) + jitter)).await;
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Appends the events of every stage in one atomic write. On a conflict every stage forgets
+/// its cached state, so the next attempt loads what the other writer wrote.
+pub async fn commit<E>(
+    store: &EventStore,
+    metadata: &Metadata,
+    stages: &mut [&mut dyn Stage],
+) -> Result<(), ExecError<E>> {
+    let metadata = serde_json::to_value(metadata).map_err(StoreError::from)?;
+    let appends = stages.iter().map(|s| s.to_append(&metadata)).collect::<Result<Vec<_>, _>>()?;
+    match store.append(&appends).await {
+        Ok(positions) => {
+            for (stage, positions) in stages.iter_mut().zip(positions) {
+                stage.committed(positions);
+            }
+            Ok(())
+        }
+        Err(StoreError::Conflict) => {
+            for stage in stages.iter_mut() {
+                stage.conflicted();
+            }
+            Err(ExecError::Conflict { current: 0 })
+        }
+        Err(e) => {
+            // The write may or may not have landed (e.g. a lost connection): forget the cache.
+            for stage in stages.iter_mut() {
+                stage.conflicted();
+            }
+            Err(ExecError::Store(e))
+        }
+    }
+}
+
+impl<A: Aggregate + Clone> Prepared<A> {
+    pub fn events(&self) -> &[A::Event] {
+        &self.events
+    }
+
+    /// The state after the command (not yet durable before [`commit`]).
+    pub fn state(&self) -> &A {
+        &self.state
+    }
+
+    /// Releases the aggregate and reports what was committed; saves a snapshot when one is due.
+    pub async fn finish(self) -> Committed<A> {
+        let version = self.version_before + self.events.len() as u64;
+        let position = self.positions.last().copied().unwrap_or(self.position_before);
+        if let Some(every) = self.inner.snapshot_every {
+            if !self.events.is_empty() && version / every > self.version_before / every {
+                self.save_snapshot(version, position).await;
+            }
+        }
+        Committed { version, position, events: self.events, state: self.state }
+    }
+
+    async fn save_snapshot(&self, version: u64, position: i64) {
+        let payload = match serde_json::to_value(&self.state) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(aggregate_type = A::TYPE, error = %e, "snapshot not serialisable");
+                return;
+            }
+        };
+        let snapshot = StoredSnapshot { last_sequence: version, last_position: position, payload };
+        // A missed snapshot only makes the next cold load longer; it is never needed for
+        // correctness, so a failure is logged and the command still succeeds.
+        if let Err(e) = self.inner.store.save_snapshot(A::TYPE, &self.aggregate_id, &snapshot).await {
+            tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %self.aggregate_id, error = %e, "snapshot not saved");
+        }
+    }
+}
+
+impl<A: Aggregate + Clone> Stage for Prepared<A> {
+    fn to_append(&self, metadata: &serde_json::Value) -> Result<StreamAppend, StoreError> {
+        let events = self
+            .events
+            .iter()
+            .map(|e| {
+                Ok(NewEvent {
+                    event_type: e.event_type(),
+                    event_version: e.event_version(),
+                    payload: serde_json::to_value(e)?,
+                    metadata: metadata.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(StreamAppend {
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: self.aggregate_id.clone(),
+            expected_version: self.version_before,
+            events,
+        })
+    }
+
+    fn committed(&mut self, positions: Vec<i64>) {
+        let version = self.version_before + self.events.len() as u64;
+        let position = positions.last().copied().unwrap_or(self.position_before);
+        self.guard.loaded = Some(Loaded { state: self.state.clone(), version, position });
+        self.positions = positions;
+    }
+
+    fn conflicted(&mut self) {
+        self.guard.loaded = None;
+    }
+}

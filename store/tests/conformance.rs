@@ -1,0 +1,348 @@
+//! One suite, both backends: every test runs against SQLite and PostgreSQL.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use domain::stock::{Stock, StockCommand, StockError};
+use domain::{OrderId, Quantity, Sku, TenantId};
+use store::testkit::{fresh_store, Backend};
+use store::{EventStore, ExecError, LogCursor, Metadata, NewEvent, Repository, StoreError, StreamAppend};
+
+/// Declares `<name>_sqlite` and `<name>_postgres` tests running `body(store)`.
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                if let Some(t) = fresh_store(Backend::Sqlite).await {
+                    $body(t.store.clone(), Backend::Sqlite).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(t) = fresh_store(Backend::Postgres).await {
+                    $body(t.store.clone(), Backend::Postgres).await;
+                    t.store.close().await;
+                }
+            }
+        }
+    };
+}
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        event_type: "happened".into(),
+        event_version: "1".into(),
+        payload: serde_json::json!({ "n": n }),
+        metadata: serde_json::json!({}),
+    }
+}
+
+fn append(id: &str, expected: u64, events: Vec<NewEvent>) -> StreamAppend {
+    StreamAppend { aggregate_type: "thing".into(), aggregate_id: id.into(), expected_version: expected, events }
+}
+
+async fn whole_log(store: &EventStore) -> Vec<store::LogEvent> {
+    let mut out = Vec::new();
+    let mut cursor = LogCursor::default();
+    loop {
+        let batch = store.read_log(cursor, 100).await.expect("log reads");
+        let Some(last) = batch.last() else { return out };
+        cursor = last.cursor;
+        out.extend(batch);
+    }
+}
+
+both_backends!(appends_land_in_sequence_and_load_back, |store: EventStore, _| async move {
+    let positions = store.append(&[append("a", 0, vec![event(1), event(2)])]).await.expect("append");
+    assert_eq!(positions[0].len(), 2);
+    assert!(positions[0][0] < positions[0][1]);
+    store.append(&[append("a", 2, vec![event(3)])]).await.expect("append at version 2");
+    let loaded = store.load_stream("thing", "a", 0).await.expect("load");
+    assert_eq!(loaded.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(loaded[2].payload["n"], 3);
+    assert_eq!(store.load_stream("thing", "a", 2).await.expect("load").len(), 1);
+    assert_eq!(store.stream_version("thing", "a").await.expect("version"), 3);
+    assert_eq!(store.stream_version("thing", "none").await.expect("version"), 0);
+});
+
+both_backends!(an_append_at_a_stale_version_conflicts, |store: EventStore, _| async move {
+    store.append(&[append("a", 0, vec![event(1)])]).await.expect("first append");
+    let err = store.append(&[append("a", 0, vec![event(2)])]).await.expect_err("stale append");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(store.load_stream("thing", "a", 0).await.expect("load").len(), 1);
+});
+
+both_backends!(concurrent_appends_at_one_version_let_exactly_one_win, |store: EventStore, _| async move {
+    let tries = (0..20).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(&[append("hot", 0, vec![event(i)])]).await })
+    });
+    let results = futures::future::join_all(tries).await;
+    let won = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let conflicted = results.iter().filter(|r| matches!(r, Ok(Err(StoreError::Conflict)))).count();
+    assert_eq!((won, conflicted), (1, 19));
+});
+
+both_backends!(a_multi_stream_append_is_all_or_nothing, |store: EventStore, _| async move {
+    store.append(&[append("taken", 0, vec![event(1)])]).await.expect("setup");
+    let err = store
+        .append(&[append("fresh", 0, vec![event(1)]), append("taken", 0, vec![event(2)])])
+        .await
+        .expect_err("one stream is stale");
+    assert!(matches!(err, StoreError::Conflict));
+    assert!(store.load_stream("thing", "fresh", 0).await.expect("load").is_empty(), "nothing half-written");
+});
+
+both_backends!(the_global_log_keeps_every_stream_in_order, |store: EventStore, _| async move {
+    for round in 0..5u64 {
+        for id in ["a", "b", "c"] {
+            store.append(&[append(id, round * 2, vec![event(1), event(2)])]).await.expect("append");
+        }
+    }
+    let log = whole_log(&store).await;
+    assert_eq!(log.len(), 30);
+    let cursors: Vec<_> = log.iter().map(|e| e.cursor).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "cursors strictly increase");
+    for id in ["a", "b", "c"] {
+        let seqs: Vec<i64> = log.iter().filter(|e| e.aggregate_id == id).map(|e| e.sequence).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    }
+    assert_eq!(log[0].payload["n"], 1);
+});
+
+// Writers race, some holding their transaction open for a while after inserting, while a
+// reader tails the log. The reader must end with every committed event exactly once.
+both_backends!(the_reader_never_skips_a_slow_commit, |store: EventStore, backend: Backend| async move {
+    let writers = (0..8).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..15u64 {
+                let id = format!("w{w}");
+                if i % 5 == 2 {
+                    slow_append(&store, backend, &id, i).await;
+                } else {
+                    store.append(&[append(&id, i, vec![event(i as i64)])]).await.expect("append");
+                }
+            }
+        })
+    });
+    let writers = futures::future::join_all(writers);
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = LogCursor::default();
+            while seen.len() < 120 {
+                let batch = store.read_log(cursor, 7).await.expect("log reads");
+                if let Some(last) = batch.last() {
+                    assert!(last.cursor > cursor);
+                    cursor = last.cursor;
+                }
+                seen.extend(batch.into_iter().map(|e| (e.aggregate_id, e.sequence)));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    };
+    for w in writers.await {
+        w.expect("writer finished");
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("reader caught up").expect("reader ok");
+    assert_eq!(seen.len(), 120);
+    let distinct: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(distinct.len(), 120, "no event twice");
+    let mut per_stream: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (id, seq) in seen {
+        per_stream.entry(id).or_default().push(seq);
+    }
+    for seqs in per_stream.values() {
+        assert_eq!(*seqs, (1..=15).collect::<Vec<_>>(), "per-stream order kept");
+    }
+});
+
+/// Inserts one event in a transaction that stays open for 150 ms before it commits.
+async fn slow_append(store: &EventStore, backend: Backend, id: &str, version: u64) {
+    match (store, backend) {
+        (EventStore::Postgres(pool), _) => {
+            let mut tx = pool.begin().await.expect("begin");
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('thing', $1, $2, 'happened', '1', '{}', '{}')",
+            )
+            .bind(id)
+            .bind(version as i64 + 1)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            tx.commit().await.expect("commit");
+        }
+        (EventStore::Sqlite { write, .. }, _) => {
+            let mut tx = write.begin().await.expect("begin");
+            sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('thing', ?, ?, 'happened', '1', '{}', '{}')",
+            )
+            .bind(id)
+            .bind(version as i64 + 1)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            tx.commit().await.expect("commit");
+        }
+    }
+}
+
+/// PostgreSQL only: an open transaction that inserted an earlier position holds the reader back
+/// even after a later position has committed, and both are read once it commits.
+#[tokio::test]
+async fn postgres_reader_waits_for_an_open_transaction_with_an_earlier_position() {
+    let Some(t) = fresh_store(Backend::Postgres).await else { return };
+    let EventStore::Postgres(pool) = &t.store else { unreachable!("postgres backend") };
+    let mut slow = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('thing', 'slow', 1, 'happened', '1', '{}', '{}')",
+    )
+    .execute(&mut *slow)
+    .await
+    .expect("insert in open transaction");
+    t.store.append(&[append("fast", 0, vec![event(1)])]).await.expect("later append commits");
+    assert!(whole_log(&t.store).await.is_empty(), "nothing passes the open transaction");
+    slow.commit().await.expect("commit");
+    let log = whole_log(&t.store).await;
+    let ids: Vec<_> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(ids, ["slow", "fast"]);
+    assert!(log[0].cursor.position < log[1].cursor.position);
+}
+
+fn sku() -> Sku {
+    "HOT-1".parse().expect("valid")
+}
+
+fn tenant() -> TenantId {
+    TenantId::default()
+}
+
+fn receive(n: i64) -> StockCommand {
+    StockCommand::Receive { tenant: tenant(), sku: sku(), quantity: Quantity::try_from(n).expect("valid") }
+}
+
+fn reserve_one() -> StockCommand {
+    StockCommand::Reserve {
+        tenant: tenant(),
+        sku: sku(),
+        order_id: OrderId::new(),
+        quantity: Quantity::try_from(1).expect("valid"),
+        expires_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("valid"),
+    }
+}
+
+/// Runs 200 one-unit reservations against a stock of 100 across `repos` (each stands for one
+/// process) and returns the number that succeeded.
+async fn reserve_200(repos: &[Repository<Stock>]) -> usize {
+    let meta = Metadata::default();
+    repos[0].execute("default:HOT-1", receive(100), None, &meta).await.expect("receive");
+    let tries = (0..200).map(|i| {
+        let repo = repos[i % repos.len()].clone();
+        tokio::spawn(async move { repo.execute("default:HOT-1", reserve_one(), None, &Metadata::default()).await })
+    });
+    let mut ok = 0;
+    for r in futures::future::join_all(tries).await {
+        match r.expect("task ran") {
+            Ok(_) => ok += 1,
+            Err(ExecError::Domain(StockError::InsufficientStock { available: 0, requested: 1 })) => {}
+            Err(e) => panic!("unexpected failure: {e:?}"),
+        }
+    }
+    ok
+}
+
+both_backends!(two_hundred_reservations_against_a_hundred_units_let_exactly_a_hundred_through, |store: EventStore, _| async move {
+    let repo = Repository::<Stock>::new(store.clone(), ());
+    assert_eq!(reserve_200(&[repo]).await, 100);
+    let (fresh, version) = Repository::<Stock>::new(store, ()).read("default:HOT-1").await.expect("read");
+    assert_eq!((fresh.on_hand, fresh.reserved(), fresh.available(), version), (100, 100, 0, 101));
+});
+
+both_backends!(reservations_from_two_processes_never_oversell, |store: EventStore, _| async move {
+    let repos = [Repository::<Stock>::new(store.clone(), ()), Repository::<Stock>::new(store.clone(), ())];
+    let ok = reserve_200(&repos).await;
+    assert_eq!(ok, 100);
+    let (fresh, _) = Repository::<Stock>::new(store, ()).read("default:HOT-1").await.expect("read");
+    assert_eq!((fresh.on_hand, fresh.reserved(), fresh.available()), (100, 100, 0));
+});
+
+both_backends!(a_stale_cache_is_detected_and_the_command_rerun, |store: EventStore, _| async move {
+    let a = Repository::<Stock>::new(store.clone(), ());
+    let b = Repository::<Stock>::new(store.clone(), ());
+    let meta = Metadata::default();
+    a.execute("default:HOT-1", receive(5), None, &meta).await.expect("a receives");
+    b.execute("default:HOT-1", receive(5), None, &meta).await.expect("b receives");
+    // `a` still caches version 1; its next command conflicts once, reloads and succeeds.
+    let done = a.execute("default:HOT-1", receive(1), None, &meta).await.expect("a receives again");
+    assert_eq!((done.version, done.state.on_hand), (3, 11));
+});
+
+both_backends!(an_expected_version_that_moved_is_reported, |store: EventStore, _| async move {
+    let repo = Repository::<Stock>::new(store, ());
+    let meta = Metadata::default();
+    repo.execute("default:HOT-1", receive(5), None, &meta).await.expect("receive");
+    let err = repo.execute("default:HOT-1", receive(5), Some(0), &meta).await.expect_err("stale If-Match");
+    assert!(matches!(err, ExecError::VersionMismatch { expected: 0, current: 1 }), "{err:?}");
+    repo.execute("default:HOT-1", receive(5), Some(1), &meta).await.expect("current If-Match");
+});
+
+both_backends!(snapshots_are_saved_and_used_on_load, |store: EventStore, backend: Backend| async move {
+    let repo = Repository::<Stock>::new(store.clone(), ()).with_snapshots(3);
+    let meta = Metadata::default();
+    for _ in 0..7 {
+        repo.execute("default:HOT-1", receive(1), None, &meta).await.expect("receive");
+    }
+    let snap = store.load_snapshot("stock", "default:HOT-1").await.expect("load").expect("snapshot saved");
+    assert_eq!(snap.last_sequence, 6);
+    // Tamper with the snapshot: a fresh repository that reflects it must have read it.
+    let mut payload = snap.payload.clone();
+    payload["on_hand"] = serde_json::json!(1000);
+    let tampered = store::StoredSnapshot { last_sequence: 7, last_position: snap.last_position, payload };
+    let _ = backend;
+    sqlx_reset_snapshot(&store).await;
+    store.save_snapshot("stock", "default:HOT-1", &tampered).await.expect("save");
+    let (fresh, version) = Repository::<Stock>::new(store.clone(), ()).with_snapshots(3).read("default:HOT-1").await.expect("read");
+    assert_eq!((fresh.on_hand, version), (1000, 7));
+    // Without snapshots the full stream is replayed.
+    let (replayed, _) = Repository::<Stock>::new(store, ()).read("default:HOT-1").await.expect("read");
+    assert_eq!(replayed.on_hand, 7);
+});
+
+async fn sqlx_reset_snapshot(store: &EventStore) {
+    match store {
+        EventStore::Postgres(pool) => {
+            sqlx::query("DELETE FROM snapshots").execute(pool).await.expect("delete");
+        }
+        EventStore::Sqlite { write, .. } => {
+            sqlx::query("DELETE FROM snapshots").execute(write).await.expect("delete");
+        }
+    }
+}
+
+both_backends!(idempotency_keys_replay_the_first_answer, |store: EventStore, _| async move {
+    use store::Idempotency;
+    assert_eq!(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"), Idempotency::Fresh);
+    assert_eq!(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"), Idempotency::InProgress);
+    assert_eq!(store.idempotency_begin("t:u", "k1", "h2").await.expect("begin"), Idempotency::Mismatch);
+    store.idempotency_complete("t:u", "k1", 201, "{\"id\":1}").await.expect("complete");
+    assert_eq!(
+        store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"),
+        Idempotency::Replay { status: 201, body: "{\"id\":1}".into() }
+    );
+    assert_eq!(store.idempotency_begin("t:other", "k1", "h1").await.expect("begin"), Idempotency::Fresh);
+    store.idempotency_abandon("t:other", "k1").await.expect("abandon");
+    assert_eq!(store.idempotency_begin("t:other", "k1", "h9").await.expect("begin"), Idempotency::Fresh);
+});
