@@ -1,1 +1,74 @@
-fn main(){}
+//! `shop`: every role of the shop in one binary. See `shop --help`.
+
+use std::io::BufRead;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shop::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "shop", version, about = "An event-sourced commerce backend")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process (the embedded default when DATABASE_URL is unset).
+    Serve,
+    /// Run the command API only.
+    CommandApi,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// `customer` or `admin` (admins are customers too).
+        #[arg(long, default_value = "customer")]
+        role: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Display name; defaults to the part of the e-mail address before the `@`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("SHOP_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve | Command::CommandApi => Application::build(&cli.config).await?.run_until_stopped().await,
+        Command::Migrate => {
+            let store = shop::connect_store(&cli.config).await?;
+            store.close().await;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, role, tenant, name }) => {
+            let mut password = String::new();
+            std::io::stdin().lock().read_line(&mut password).context("failed to read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let done = shop::create_user(&cli.config, &tenant, &email, name.as_deref(), &role, password).await?;
+            // The id is the command's output, for scripts.
+            println!("{}", done.id);
+            Ok(())
+        }
+    }
+}

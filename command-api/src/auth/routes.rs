@@ -1,0 +1,281 @@
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use domain::session::{RevocationReason, SessionCommand};
+use domain::user::{Password, PasswordHasher as _, Role, User, UserCommand, UserError};
+use domain::{stream_id, Email, Name, SessionId, TenantId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::OpaqueToken;
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{AppJson, IfMatch, RequestMeta, Tenant};
+use crate::mail::Mail;
+use crate::users::register_user;
+use crate::{AppState, CommandAccepted};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/auth/password-reset", post(request_password_reset))
+        .route("/auth/password-reset/confirm", post(confirm_password_reset))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+}
+
+/// A registration that passed parsing.
+pub struct Registration {
+    pub email: Email,
+    pub password: Password,
+    pub name: Name,
+}
+
+impl TryFrom<RegisterRequest> for Registration {
+    type Error = ApiError;
+
+    fn try_from(r: RegisterRequest) -> Result<Self, Self::Error> {
+        Ok(Self { email: r.email.parse()?, password: r.password.parse()?, name: r.name.parse()? })
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    meta: RequestMeta,
+    AppJson(req): AppJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let registration = Registration::try_from(req)?;
+    let roles = BTreeSet::from([Role::Customer]);
+    let done = register_user(&state, &tenant, registration, roles, &meta.metadata(&tenant, None)).await?;
+    Ok((StatusCode::CREATED, Json(done)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(ErrorCode::InvalidCredentials, "the e-mail address or the password is wrong")
+}
+
+/// The active user owning `email` in `tenant`, if any.
+async fn user_by_email(state: &AppState, tenant: &TenantId, email: &Email) -> Result<Option<(UserId, User)>, ApiError> {
+    let (claim, _) = state.emails.read(&stream_id(tenant, email)).await?;
+    let Some(user_id) = claim.owner else { return Ok(None) };
+    let (user, _) = state.users.read(&stream_id(tenant, user_id)).await?;
+    Ok(Some((user_id, user)).filter(|(_, u)| u.active))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    meta: RequestMeta,
+    AppJson(req): AppJson<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    // Input that cannot belong to any account is a failed login like any other.
+    let (Ok(email), Ok(password)) = (req.email.parse::<Email>(), req.password.parse::<Password>()) else {
+        return Err(invalid_credentials());
+    };
+    let key = format!("{tenant}:{email}");
+    state.limiter.check(&key, Instant::now()).map_err(|secs| {
+        ApiError::new(ErrorCode::RateLimited, "too many failed logins for this account; wait and retry").retry_after(secs)
+    })?;
+    let found = user_by_email(&state, &tenant, &email).await?;
+    let verified = match &found {
+        Some((_, user)) => match &user.password_hash {
+            Some(hash) => state.hasher.verify(&password, hash).await,
+            None => false,
+        },
+        None => {
+            state.hasher.verify_dummy(&password).await;
+            false
+        }
+    };
+    let Some((user_id, user)) = found.filter(|_| verified) else {
+        state.limiter.record_failure(&key, Instant::now());
+        tracing::info!(tenant = %tenant, "failed login");
+        return Err(invalid_credentials());
+    };
+    state.limiter.record_success(&key);
+    let session_id = SessionId::new();
+    let refresh = OpaqueToken::generate(session_id);
+    let now = state.clock.now();
+    let start = SessionCommand::Start {
+        tenant: tenant.clone(),
+        session_id,
+        user_id,
+        token_hash: refresh.hash(),
+        expires_at: now + state.config.refresh_token_ttl,
+    };
+    let metadata = meta.metadata(&tenant, Some(user_id));
+    state.sessions.execute(&stream_id(&tenant, session_id), start, None, &metadata).await?;
+    token_response(&state, user_id, &tenant, &user.roles, refresh)
+}
+
+fn token_response(
+    state: &AppState,
+    user_id: UserId,
+    tenant: &TenantId,
+    roles: &BTreeSet<Role>,
+    refresh: OpaqueToken<SessionId>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let access_token = state.jwt.issue(user_id, tenant, roles, state.clock.now()).map_err(ApiError::internal)?;
+    Ok(Json(TokenResponse {
+        access_token,
+        refresh_token: refresh.to_string(),
+        token_type: "Bearer",
+        expires_in: state.jwt.ttl.as_secs(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+fn parse_refresh(token: &str) -> Result<OpaqueToken<SessionId>, ApiError> {
+    token.parse().map_err(|_| ApiError::new(ErrorCode::InvalidRefreshToken, "the refresh token is malformed"))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    meta: RequestMeta,
+    AppJson(req): AppJson<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let presented = parse_refresh(&req.refresh_token)?;
+    let next = OpaqueToken::generate(presented.id);
+    let now = state.clock.now();
+    let rotate = SessionCommand::Rotate {
+        presented: presented.hash(),
+        next: next.hash(),
+        now,
+        expires_at: now + state.config.refresh_token_ttl,
+    };
+    let done = state
+        .sessions
+        .execute(&stream_id(&tenant, presented.id), rotate, None, &meta.metadata(&tenant, None))
+        .await?;
+    if done.state.revoked == Some(RevocationReason::ReuseDetected) {
+        tracing::warn!(tenant = %tenant, session_id = %presented.id, "refresh token reuse; session family revoked");
+        return Err(ApiError::new(
+            ErrorCode::RefreshTokenReused,
+            "this refresh token was already used; every token of its login is now revoked",
+        ));
+    }
+    let user_id = done.state.user_id.ok_or_else(|| ApiError::new(ErrorCode::InvalidRefreshToken, "unknown session"))?;
+    let (user, _) = state.users.read(&stream_id(&tenant, user_id)).await?;
+    if !user.active {
+        return Err(ApiError::new(ErrorCode::InvalidRefreshToken, "the account is deactivated"));
+    }
+    token_response(&state, user_id, &tenant, &user.roles, next)
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    meta: RequestMeta,
+    AppJson(req): AppJson<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    let presented = parse_refresh(&req.refresh_token)?;
+    let revoke = SessionCommand::Revoke { presented: presented.hash() };
+    state
+        .sessions
+        .execute(&stream_id(&tenant, presented.id), revoke, None, &meta.metadata(&tenant, None))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    email: String,
+}
+
+/// Always 202: whether the address has an account is not revealed, by the answer or by its
+/// timing (the work happens after the answer).
+async fn request_password_reset(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    meta: RequestMeta,
+    AppJson(req): AppJson<ResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    let email: Email = req.email.parse()?;
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&state, &tenant, &email, &meta).await {
+            tracing::warn!(tenant = %tenant, code = e.code.as_str(), "password reset not sent");
+        }
+    });
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
+    let Some((user_id, _)) = user_by_email(state, tenant, email).await? else { return Ok(()) };
+    let token = OpaqueToken::generate(user_id);
+    let expires_at = state.clock.now() + state.config.reset_token_ttl;
+    let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at };
+    state.users.execute(&stream_id(tenant, user_id), request, None, &meta.metadata(tenant, Some(user_id))).await?;
+    let mail = Mail {
+        to: email.to_string(),
+        subject: "Reset your shop password".to_owned(),
+        body: format!(
+            "Someone asked to reset the password of your shop account.\r\n\r\n\
+             Reset token: {token}\r\n\r\nIt works once, until {expires_at}. If this was not you, ignore this message."
+        ),
+    };
+    state.mailer.send(mail).await.map_err(ApiError::internal)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmResetRequest {
+    token: String,
+    new_password: String,
+}
+
+async fn confirm_password_reset(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    meta: RequestMeta,
+    IfMatch(if_match): IfMatch,
+    AppJson(req): AppJson<ConfirmResetRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let invalid = || ApiError::new(ErrorCode::InvalidResetToken, "the reset token is invalid, used or expired");
+    let token: OpaqueToken<UserId> = req.token.parse().map_err(|_| invalid())?;
+    let new: Password = req.new_password.parse()?;
+    let confirm = UserCommand::ConfirmPasswordReset { token_hash: token.hash(), new, now: state.clock.now() };
+    let done = state
+        .users
+        .execute(&stream_id(&tenant, token.id), confirm, if_match, &meta.metadata(&tenant, Some(token.id)))
+        .await
+        .map_err(|e| match e {
+            store::ExecError::Domain(UserError::NotFound | UserError::Deactivated) => invalid(),
+            other => other.into(),
+        })?;
+    Ok(Json(CommandAccepted::new(token.id, &done)))
+}

@@ -1,0 +1,144 @@
+//! Extractors: JSON with our error format, the authenticated caller, the tenant of an
+//! anonymous request, `If-Match`, and the metadata stored with every event.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use domain::user::Role;
+use domain::{TenantId, UserId};
+use store::Metadata;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+/// `axum::Json`, but rejections are problem documents.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+/// The caller, from a valid `Authorization: Bearer` access token. A missing or bad token is a
+/// 401, never an anonymous caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user_id: UserId,
+    pub tenant: TenantId,
+    pub roles: BTreeSet<Role>,
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
+        let claims = state
+            .jwt
+            .verify(token)
+            .map_err(|_| ApiError::new(ErrorCode::Unauthenticated, "the access token is invalid or expired"))?;
+        Ok(AuthUser { user_id: claims.sub, tenant: claims.tenant, roles: claims.roles })
+    }
+}
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// An authenticated caller with the `admin` role (403 otherwise).
+#[derive(Debug, Clone)]
+pub struct Admin(pub AuthUser);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.is_admin() {
+            Ok(Admin(user))
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, "this needs the admin role"))
+        }
+    }
+}
+
+/// The tenant an anonymous request addresses: `X-Tenant`, default `default`.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("x-tenant") {
+            None => Ok(Tenant(TenantId::default_tenant())),
+            Some(v) => {
+                let s = v.to_str().map_err(|_| ApiError::new(ErrorCode::MalformedBody, "X-Tenant is not text"))?;
+                Ok(Tenant(s.parse()?))
+            }
+        }
+    }
+}
+
+/// `If-Match: <version>` (quoted or not): the version the client last saw.
+#[derive(Debug, Clone, Copy)]
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get(axum::http::header::IF_MATCH) else { return Ok(IfMatch(None)) };
+        v.to_str()
+            .ok()
+            .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|s| s.parse().ok())
+            .map(|n| IfMatch(Some(n)))
+            .ok_or_else(|| ApiError::new(ErrorCode::MalformedBody, "If-Match must be a version number"))
+    }
+}
+
+/// Correlation id, idempotency key and client address of the request, for event metadata.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub correlation_id: String,
+    pub idempotency_key: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn metadata(&self, tenant: &TenantId, user: Option<UserId>) -> Metadata {
+        Metadata {
+            tenant: Some(tenant.to_string()),
+            user_id: user.map(|u| u.to_string()),
+            correlation_id: Some(self.correlation_id.clone()),
+            causation_id: Some(self.correlation_id.clone()),
+            idempotency_key: self.idempotency_key.clone(),
+            client_addr: self.client_addr.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let correlation_id = header("x-correlation-id")
+            .filter(|c| !c.is_empty() && c.len() <= 128)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let client_addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        Ok(RequestMeta { correlation_id, idempotency_key: header("idempotency-key"), client_addr })
+    }
+}

@@ -1,0 +1,97 @@
+//! `Idempotency-Key` on a POST: the first successful answer is stored and every retry with the
+//! same key (and the same request) gets it back instead of a second effect.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use store::Idempotency;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+/// Largest request body that is buffered to hash it.
+const MAX_BODY: usize = 1024 * 1024;
+
+pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let key = match req.headers().get("idempotency-key") {
+        Some(k) if req.method() == Method::POST && stores_answers(req.uri().path()) => k.to_str().ok().map(str::to_owned),
+        _ => return next.run(req).await,
+    };
+    let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= 255) else {
+        return ApiError::new(ErrorCode::MalformedBody, "Idempotency-Key must be 1-255 characters").into_response();
+    };
+    let scope = scope_of(&state, &req);
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        return ApiError::new(ErrorCode::MalformedBody, "request body too large or unreadable").into_response();
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let request_hash = hex::encode(hasher.finalize());
+
+    match state.store.idempotency_begin(&scope, &key, &request_hash).await {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(Idempotency::Mismatch) => {
+            ApiError::new(ErrorCode::IdempotencyKeyReused, "this Idempotency-Key was used for a different request")
+                .into_response()
+        }
+        Ok(Idempotency::InProgress) => {
+            ApiError::new(ErrorCode::RequestInProgress, "a request with this Idempotency-Key is still running")
+                .retry_after(1)
+                .into_response()
+        }
+        Ok(Idempotency::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+        Ok(Idempotency::Fresh) => {
+            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            if !response.status().is_success() {
+                if let Err(e) = state.store.idempotency_abandon(&scope, &key).await {
+                    tracing::warn!(error = %e, "idempotency key not released");
+                }
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let body = match to_bytes(body, usize::MAX).await {
+                Ok(b) => b,
+                Err(e) => return ApiError::internal(e).into_response(),
+            };
+            let text = String::from_utf8_lossy(&body);
+            if let Err(e) = state.store.idempotency_complete(&scope, &key, parts.status.as_u16(), &text).await {
+                // The effect happened; the answer just cannot be replayed. Say so in the log.
+                tracing::warn!(error = %e, "idempotent answer not stored");
+            }
+            Response::from_parts(parts, Body::from(body))
+        }
+    }
+}
+
+/// Token endpoints are left out: their answers are secrets, which must not be stored.
+fn stores_answers(path: &str) -> bool {
+    !path.starts_with("/api/v1/auth/") || path == "/api/v1/auth/register"
+}
+
+/// Keys are per tenant and caller, so one client's key never collides with another's.
+fn scope_of(state: &AppState, req: &Request) -> String {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(claims) = token.and_then(|t| state.jwt.verify(t.trim()).ok()) {
+        return format!("{}:{}", claims.tenant, claims.sub);
+    }
+    let tenant = req.headers().get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("default");
+    format!("{tenant}:anonymous")
+}

@@ -1,0 +1,215 @@
+//! Catalogue management (admin): create, edit, price, publish, discontinue.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{patch, post, put};
+use axum::{Json, Router};
+use domain::claim::{ClaimCommand, SkuKind};
+use domain::product::{Attributes, ProductCommand};
+use domain::{stream_id, CategoryPath, Description, InvalidValue, Money, Name, Price, ProductId, Sku};
+use serde::Deserialize;
+use store::{commit, retry_on_conflict};
+
+use crate::error::{sku_taken, ApiError};
+use crate::extract::{Admin, AppJson, IfMatch, RequestMeta};
+use crate::{AppState, CommandAccepted};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/products", post(create))
+        .route("/products/{id}", patch(update).delete(discontinue))
+        .route("/products/{id}/price", put(change_price))
+        .route("/products/{id}/publish", post(publish))
+        .route("/products/{id}/unpublish", post(unpublish))
+}
+
+/// `{amount, currency}` with `amount` in minor units.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl TryFrom<PriceBody> for Price {
+    type Error = InvalidValue;
+
+    fn try_from(p: PriceBody) -> Result<Self, Self::Error> {
+        let currency = p.currency.parse().map_err(|_| InvalidValue::new("price.currency", "not an iso 4217 currency code"))?;
+        Price::try_from(Money::new(p.amount, currency))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    sku: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    category: String,
+    price: PriceBody,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+struct NewProduct {
+    sku: Sku,
+    name: Name,
+    description: Description,
+    category: CategoryPath,
+    price: Price,
+    attributes: Attributes,
+}
+
+fn parse_attributes(attributes: BTreeMap<String, String>) -> Result<Attributes, InvalidValue> {
+    let ok = attributes.len() <= 100
+        && attributes.iter().all(|(k, v)| !k.trim().is_empty() && k.len() <= 100 && v.len() <= 1000);
+    if ok {
+        Ok(attributes)
+    } else {
+        Err(InvalidValue::new("attributes", "at most 100 attributes with non-empty names"))
+    }
+}
+
+impl TryFrom<CreateRequest> for NewProduct {
+    type Error = InvalidValue;
+
+    fn try_from(r: CreateRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            sku: r.sku.parse()?,
+            name: r.name.parse()?,
+            description: r.description.parse()?,
+            category: r.category.parse()?,
+            price: r.price.try_into()?,
+            attributes: parse_attributes(r.attributes)?,
+        })
+    }
+}
+
+/// Claims the SKU and creates the product in one atomic append.
+async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    meta: RequestMeta,
+    AppJson(req): AppJson<CreateRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let p = NewProduct::try_from(req)?;
+    let tenant = &admin.tenant;
+    let product_id = ProductId::new();
+    let metadata = meta.metadata(tenant, Some(admin.user_id));
+    let (claim_stream, product_stream) = (stream_id(tenant, &p.sku), stream_id(tenant, product_id));
+    let done = retry_on_conflict(|| async {
+        let claim = ClaimCommand::<SkuKind>::Claim { tenant: tenant.clone(), key: p.sku.clone(), owner: product_id };
+        let mut claim = state.skus.prepare(&claim_stream, claim, None).await.map_err(|e| e.map_domain(sku_taken))?;
+        let create = ProductCommand::Create {
+            tenant: tenant.clone(),
+            product_id,
+            sku: p.sku.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            category: p.category.clone(),
+            price: p.price,
+            attributes: p.attributes.clone(),
+        };
+        let mut product = state.products.prepare(&product_stream, create, None).await.map_err(|e| e.map_domain(ApiError::from))?;
+        commit(&state.store, &metadata, &mut [&mut claim, &mut product]).await?;
+        claim.finish().await;
+        Ok(product.finish().await)
+    })
+    .await
+    .map_err(ApiError::from)?;
+    Ok((StatusCode::CREATED, Json(CommandAccepted::new(product_id, &done))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    name: Option<String>,
+    description: Option<String>,
+    category: Option<String>,
+    attributes: Option<BTreeMap<String, String>>,
+}
+
+impl TryFrom<UpdateRequest> for ProductCommand {
+    type Error = InvalidValue;
+
+    fn try_from(r: UpdateRequest) -> Result<Self, Self::Error> {
+        Ok(ProductCommand::UpdateDetails {
+            name: r.name.map(|s| s.parse()).transpose()?,
+            description: r.description.map(|s| s.parse()).transpose()?,
+            category: r.category.map(|s| s.parse()).transpose()?,
+            attributes: r.attributes.map(parse_attributes).transpose()?,
+        })
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+    AppJson(req): AppJson<UpdateRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, &id, req.try_into()?, if_match, &meta).await
+}
+
+async fn change_price(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+    AppJson(req): AppJson<PriceBody>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let price = Price::try_from(req)?;
+    run(&state, &admin, &id, ProductCommand::ChangePrice { price }, if_match, &meta).await
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, &id, ProductCommand::Publish, if_match, &meta).await
+}
+
+async fn unpublish(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, &id, ProductCommand::Unpublish, if_match, &meta).await
+}
+
+async fn discontinue(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, &id, ProductCommand::Discontinue, if_match, &meta).await
+}
+
+/// Runs a command on product `id` of the admin's tenant.
+async fn run(
+    state: &AppState,
+    Admin(admin): &Admin,
+    id: &str,
+    command: ProductCommand,
+    IfMatch(if_match): IfMatch,
+    meta: &RequestMeta,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let id: ProductId = id.parse().map_err(|_| ApiError::not_found("product"))?;
+    let metadata = meta.metadata(&admin.tenant, Some(admin.user_id));
+    let done = state.products.execute(&stream_id(&admin.tenant, id), command, if_match, &metadata).await?;
+    Ok(Json(CommandAccepted::new(id, &done)))
+}

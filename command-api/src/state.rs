@@ -1,0 +1,110 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::claim::{EmailClaim, SkuClaim};
+use domain::product::Product;
+use domain::session::Session;
+use domain::stock::Stock;
+use domain::user::{User, UserServices};
+use store::{EventStore, Repository};
+
+use crate::auth::{Argon2Hasher, JwtKeys, LoginLimiter};
+use crate::mail::Mailer;
+
+/// The time, injected so tests can move it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Settings of the command API, with their defaults in [`ApiConfig::default`].
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Lifetime of access tokens (capped at 15 minutes).
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token; each rotation starts it again.
+    pub refresh_token_ttl: Duration,
+    /// How long a password-reset token stays valid.
+    pub reset_token_ttl: Duration,
+    /// Failed logins per account before it is refused for `login_window`.
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+    /// Events per Stock snapshot.
+    pub stock_snapshot_every: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            reset_token_ttl: Duration::from_secs(3600),
+            login_max_failures: 10,
+            login_window: Duration::from_secs(15 * 60),
+            stock_snapshot_every: 100,
+        }
+    }
+}
+
+/// Everything a handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Services>);
+
+pub struct Services {
+    pub store: EventStore,
+    pub users: Repository<User>,
+    pub emails: Repository<EmailClaim>,
+    pub products: Repository<Product>,
+    pub skus: Repository<SkuClaim>,
+    pub stock: Repository<Stock>,
+    pub sessions: Repository<Session>,
+    pub jwt: JwtKeys,
+    pub hasher: Argon2Hasher,
+    pub limiter: LoginLimiter,
+    pub clock: Arc<dyn Clock>,
+    pub mailer: Arc<dyn Mailer>,
+    pub config: ApiConfig,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: EventStore, jwt: JwtKeys, mailer: Arc<dyn Mailer>, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
+        let hasher = Argon2Hasher::owasp();
+        let user_services = UserServices { hasher: Arc::new(hasher.clone()) };
+        Self(Arc::new(Services {
+            users: Repository::new(store.clone(), user_services),
+            emails: Repository::new(store.clone(), ()),
+            products: Repository::new(store.clone(), ()),
+            skus: Repository::new(store.clone(), ()),
+            stock: Repository::new(store.clone(), ()).with_snapshots(config.stock_snapshot_every),
+            sessions: Repository::new(store.clone(), ()),
+            store,
+            jwt,
+            hasher,
+            limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
+            clock,
+            mailer,
+            config,
+        }))
+    }
+}
+
+/// Where embedded mode writes mail: one `.eml` file per message.
+pub fn default_outbox(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("outbox")
+}

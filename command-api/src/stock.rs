@@ -1,0 +1,71 @@
+//! Stock management (admin): receipts and adjustments of a SKU's units on hand.
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use domain::stock::StockCommand;
+use domain::{stream_id, Name, Quantity, QuantityDelta, Sku, TenantId};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::extract::{Admin, AppJson, IfMatch, RequestMeta};
+use crate::{AppState, CommandAccepted};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/stock/{sku}/receipts", post(receive))
+        .route("/stock/{sku}/adjustments", post(adjust))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptRequest {
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustmentRequest {
+    quantity_delta: i64,
+    reason: String,
+}
+
+/// Stock exists only for SKUs of this tenant's catalogue.
+async fn known_sku(state: &AppState, tenant: &TenantId, sku: &str) -> Result<Sku, ApiError> {
+    let sku: Sku = sku.parse().map_err(|_| ApiError::not_found("sku"))?;
+    let (claim, _) = state.skus.read(&stream_id(tenant, &sku)).await?;
+    claim.owner.map(|_| sku).ok_or_else(|| ApiError::not_found("sku"))
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(sku): Path<String>,
+    meta: RequestMeta,
+    IfMatch(if_match): IfMatch,
+    AppJson(req): AppJson<ReceiptRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let quantity = Quantity::try_from(req.quantity)?;
+    let sku = known_sku(&state, &admin.tenant, &sku).await?;
+    let command = StockCommand::Receive { tenant: admin.tenant.clone(), sku: sku.clone(), quantity };
+    let metadata = meta.metadata(&admin.tenant, Some(admin.user_id));
+    let done = state.stock.execute(&stream_id(&admin.tenant, &sku), command, if_match, &metadata).await?;
+    Ok(Json(CommandAccepted::new(sku, &done)))
+}
+
+async fn adjust(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(sku): Path<String>,
+    meta: RequestMeta,
+    IfMatch(if_match): IfMatch,
+    AppJson(req): AppJson<AdjustmentRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let delta = QuantityDelta::try_from(req.quantity_delta)?;
+    let reason: Name = req.reason.parse().map_err(|_| domain::InvalidValue::new("reason", "must be 1-200 characters of text"))?;
+    let sku = known_sku(&state, &admin.tenant, &sku).await?;
+    let command = StockCommand::Adjust { tenant: admin.tenant.clone(), sku: sku.clone(), delta, reason };
+    let metadata = meta.metadata(&admin.tenant, Some(admin.user_id));
+    let done = state.stock.execute(&stream_id(&admin.tenant, &sku), command, if_match, &metadata).await?;
+    Ok(Json(CommandAccepted::new(sku, &done)))
+}

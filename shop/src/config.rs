@@ -1,0 +1,72 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Configuration shared by every role; each flag also reads its environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Where embedded mode keeps its SQLite file, the JWT secret and the mail outbox.
+    #[arg(long, env = "SHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "SHOP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// `postgres://…` selects PostgreSQL; unset means the embedded SQLite store.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// HS256 key for access tokens. Required with PostgreSQL (every node must share it);
+    /// in embedded mode one is generated once and kept in the data directory.
+    #[arg(long, env = "SHOP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Connections to the store.
+    #[arg(long, env = "SHOP_DB_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+
+    /// Access-token lifetime in seconds (at most 900).
+    #[arg(long, env = "SHOP_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..=900))]
+    pub access_token_ttl_secs: u64,
+
+    /// Refresh-token lifetime in seconds.
+    #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub refresh_token_ttl_secs: u64,
+}
+
+impl Config {
+    /// The default configuration for a data directory (used by tests and tools).
+    pub fn embedded(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: None,
+            jwt_secret: None,
+            db_pool_size: 16,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+
+    pub fn store_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("shop.db").display()),
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
+
+    pub fn api(&self) -> command_api::ApiConfig {
+        command_api::ApiConfig {
+            access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            ..command_api::ApiConfig::default()
+        }
+    }
+}
