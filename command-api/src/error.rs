@@ -16,7 +16,7 @@ use store::{ExecError, StoreError};
 /// What went wrong, as clients may branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// 400: the body is not the JSON the route takes, or a header is malformed.
+    /// 400: the body is not JSON of the shape the route takes, or a header is malformed.
     MalformedBody,
     /// 415: the body is not declared as `application/json`.
     UnsupportedMediaType,
@@ -187,8 +187,9 @@ impl From<InvalidValue> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        // A body of the wrong shape (bad syntax, a missing field, a string for a number) is
+        // malformed; 422 is kept for well-shaped values that break a rule.
         let code = match r {
-            JsonRejection::JsonDataError(_) => ErrorCode::InvalidValue,
             JsonRejection::MissingJsonContentType(_) => ErrorCode::UnsupportedMediaType,
             _ => ErrorCode::MalformedBody,
         };

@@ -1,0 +1,184 @@
+//! Spawns a real shop on port 0 against a fresh SQLite file or PostgreSQL database, and
+//! talks to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use command_api::auth::Registration;
+use command_api::AppState;
+use domain::user::Role;
+use domain::TenantId;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shop::{Application, Config};
+use store::testkit::{fresh_url, scratch_dir, Backend};
+use store::Metadata;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// Declares `<name>::sqlite` and `<name>::postgres`, each running `body(app)`.
+#[macro_export]
+macro_rules! both_modes {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(app) = common::TestApp::spawn(store::testkit::Backend::Sqlite).await {
+                    $body(app).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = common::TestApp::spawn(store::testkit::Backend::Postgres).await {
+                    $body(app).await;
+                }
+            }
+        }
+    };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub state: AppState,
+    pub backend: Backend,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// An answer: status, headers and the JSON body (`Null` when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        let data_dir = scratch_dir();
+        let url = fresh_url(backend, &data_dir).await?;
+        let mut config = Config::embedded(data_dir.clone());
+        config.jwt_secret = Some(JWT_SECRET.to_owned());
+        if backend == Backend::Postgres {
+            config.database_url = Some(url);
+        }
+        let app = Application::build(&config).await.expect("shop builds");
+        let base = format!("http://{}", app.addr());
+        let state = app.state().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Some(Self { base, client: reqwest::Client::new(), data_dir, state, backend, stop: Some(stop) })
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("server answers");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body reads");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Answer { status, headers, body }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        self.call(Method::POST, path, token, Some(body), &[]).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Answer {
+        self.post("/api/v1/auth/register", None, json!({"email": email, "password": password, "name": "Test User"})).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Answer {
+        self.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await
+    }
+
+    /// Registers (if needed) and logs in; returns the access token.
+    pub async fn customer_token(&self, email: &str) -> String {
+        self.register(email, "correct horse").await;
+        let login = self.login(email, "correct horse").await;
+        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+        login.body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates an admin of `tenant` the way `shop user create` does, and logs in.
+    pub async fn admin_token_in(&self, tenant: &str, email: &str) -> String {
+        let tenant: TenantId = tenant.parse().expect("valid tenant");
+        let registration = Registration {
+            email: email.parse().expect("valid"),
+            password: "admin password".parse().expect("valid"),
+            name: "Admin".parse().expect("valid"),
+        };
+        let roles = BTreeSet::from([Role::Customer, Role::Admin]);
+        command_api::users::register_user(&self.state, &tenant, registration, roles, &Metadata::default())
+            .await
+            .expect("admin registers");
+        let login = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": "admin password"})),
+                &[("x-tenant", tenant.as_str())],
+            )
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+        login.body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.admin_token_in("default", "admin@example.com").await
+    }
+
+    pub async fn create_product(&self, token: &str, sku: &str) -> Answer {
+        self.post(
+            "/api/v1/products",
+            Some(token),
+            json!({
+                "sku": sku, "name": "Phone", "description": "A phone", "category": "electronics/phones",
+                "price": {"amount": 19900, "currency": "EUR"}, "attributes": {"colour": "black"}
+            }),
+        )
+        .await
+    }
+
+    /// Files in the mail outbox, oldest first.
+    pub fn outbox(&self) -> Vec<String> {
+        let dir = self.data_dir.join("outbox");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().map(|p| std::fs::read_to_string(p).expect("mail reads")).collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! The real binary, killed with SIGKILL and started again: nothing acknowledged is lost.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use store::testkit::{fresh_url, scratch_dir, Backend};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shop");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn command(dir: &Path, url: Option<&str>, port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("SHOP_DATA_DIR", dir).env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}")).env_remove("DATABASE_URL");
+    cmd.env_remove("SHOP_JWT_SECRET");
+    if let Some(url) = url {
+        cmd.env("DATABASE_URL", url).env("SHOP_JWT_SECRET", "restart-test-secret-restart-test-secret");
+    }
+    cmd
+}
+
+async fn start(dir: &Path, url: Option<&str>, port: u16) -> Child {
+    let child = command(dir, url, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("http://127.0.0.1:{port}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("shop did not become ready");
+}
+
+async fn post(port: u16, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().post(format!("http://127.0.0.1:{port}{path}")).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("answers");
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn survives_kill_9(backend: Backend) {
+    let dir = scratch_dir();
+    let Some(url) = fresh_url(backend, &dir).await else { return };
+    let url = (backend == Backend::Postgres).then_some(url);
+    let port = free_port();
+    let mut shop = start(&dir, url.as_deref(), port).await;
+
+    let mut create = command(&dir, url.as_deref(), port)
+        .args(["user", "create", "--email", "root@example.com", "--role", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("user create runs");
+    create.stdin.take().expect("stdin").write_all(b"root password\n").expect("password written");
+    let out = create.wait_with_output().expect("user create finishes");
+    assert!(out.status.success());
+    let admin_id = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    assert!(admin_id.parse::<uuid::Uuid>().is_ok(), "prints the new id: {admin_id}");
+
+    let (status, login) = post(port, "/api/v1/auth/login", None, json!({"email": "root@example.com", "password": "root password"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let product = json!({"sku": "KEEP-1", "name": "Kept", "category": "misc", "price": {"amount": 100, "currency": "EUR"}});
+    assert_eq!(post(port, "/api/v1/products", Some(&token), product.clone()).await.0, StatusCode::CREATED);
+    let (status, receipt) = post(port, "/api/v1/stock/KEEP-1/receipts", Some(&token), json!({"quantity": 5})).await;
+    assert_eq!((status, receipt["version"].as_u64()), (StatusCode::OK, Some(1)));
+
+    shop.kill().expect("SIGKILL");
+    shop.wait().expect("reaped");
+    let mut shop = start(&dir, url.as_deref(), port).await;
+
+    // The signing key survived too, so the old access token still works.
+    let (status, receipt) = post(port, "/api/v1/stock/KEEP-1/receipts", Some(&token), json!({"quantity": 5})).await;
+    assert_eq!((status, receipt["version"].as_u64()), (StatusCode::OK, Some(2)), "{receipt:?}");
+    assert_eq!(post(port, "/api/v1/products", Some(&token), product).await.0, StatusCode::CONFLICT);
+    let (status, _) = post(port, "/api/v1/auth/login", None, json!({"email": "root@example.com", "password": "root password"})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    shop.kill().expect("SIGKILL");
+    shop.wait().expect("reaped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn embedded_mode_survives_kill_9() {
+    survives_kill_9(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_mode_survives_kill_9() {
+    survives_kill_9(Backend::Postgres).await;
+}
