@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The whole test suite. Starts PostgreSQL and Redis on 127.0.0.1 when they are not running,
+# installing them with apt-get first on a fresh Debian machine, then runs every test of the
+# workspace. Tests that need a server fail loudly under CI=true when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+apt_install() {
+    if [ -z "${APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+    if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+        return
+    fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        log "installing PostgreSQL"
+        apt_install postgresql postgresql-client
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+        pg_createcluster "$version" main >/dev/null
+    fi
+    log "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 1 60); do
+        pg_isready -h 127.0.0.1 -p 5432 -q && break
+        sleep 0.5
+    done
+    pg_isready -h 127.0.0.1 -p 5432 -q || { log "PostgreSQL did not start"; exit 1; }
+    # A fresh cluster asks TCP clients for a password: give the superuser one the tests know.
+    su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+}
+
+ensure_redis() {
+    if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        return
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        log "installing Redis"
+        apt_install redis-server
+    fi
+    log "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/shop-test.log
+    for _ in $(seq 1 40); do
+        redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+        sleep 0.25
+    done
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis did not start"; exit 1; }
+}
+
+ensure_postgres
+ensure_redis
+
+export SHOP_TEST_PG_URL="${SHOP_TEST_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+export SHOP_TEST_REDIS_URL="${SHOP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+# Databases left behind by earlier (killed) runs.
+drop_test_databases() {
+    PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+        "SELECT datname FROM pg_database WHERE datname LIKE 'shop_test_%'" 2>/dev/null |
+        while read -r db; do
+            PGPASSWORD=postgres dropdb -h 127.0.0.1 -U postgres --if-exists "$db" 2>/dev/null || true
+        done
+}
+drop_test_databases
+
+log "running the test suite"
+output=$(mktemp)
+trap 'rm -f "$output"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$output"
+status=${PIPESTATUS[0]}
+set -e
+drop_test_databases
+# One closing line over every test binary and doc-test run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$output"
+exit "$status"
