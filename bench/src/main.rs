@@ -1,1 +1,276 @@
-fn main(){}
+//! Command benchmark: N concurrent HTTP clients drive a realistic catalogue-management mix
+//! against a real `shop` on PostgreSQL, and pgbench measures the one-event append rate of the
+//! same database at the same concurrency in the same run, as the baseline.
+//!
+//! `cargo build --release -p shop -p bench && target/release/bench --clients 32 --seconds 20`
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(about = "shop command throughput against pgbench's one-event append rate")]
+struct Args {
+    /// Concurrent clients (and pgbench clients).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Products (and stock SKUs) the mix spreads over.
+    #[arg(long, default_value_t = 500)]
+    products: usize,
+    /// SKUs of the hot-aggregate phase.
+    #[arg(long, default_value_t = 4)]
+    hot: usize,
+    /// PostgreSQL server; a fresh database is created on it.
+    #[arg(long, default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres")]
+    admin_url: String,
+    /// The shop binary to start.
+    #[arg(long, default_value = "target/release/shop")]
+    shop_bin: PathBuf,
+}
+
+struct Shop {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn psql(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let status = Command::new("psql").arg(admin_url).args(["-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql]).status()?;
+    if !status.success() {
+        bail!("psql failed: {sql}");
+    }
+    Ok(())
+}
+
+fn db_url(admin_url: &str, db: &str) -> String {
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    format!("{base}/{db}")
+}
+
+async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = std::env::temp_dir().join(format!("shop-bench-{port}"));
+    let child = Command::new(&args.shop_bin)
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("SHOP_JWT_SECRET", "bench-secret-bench-secret-bench-secret!")
+        .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHOP_DATA_DIR", &dir)
+        .env("SHOP_DB_POOL_SIZE", args.clients.to_string())
+        .env("SHOP_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("failed to start {}", args.shop_bin.display()))?;
+    let shop = Shop { child, base: format!("http://127.0.0.1:{port}") };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{}/ready", shop.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(shop);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("shop did not become ready")
+}
+
+async fn admin_token(args: &Args, database_url: &str, shop: &Shop) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut create = Command::new(&args.shop_bin)
+        .args(["user", "create", "--email", "bench@example.com", "--role", "admin"])
+        .env("DATABASE_URL", database_url)
+        .env("SHOP_JWT_SECRET", "bench-secret-bench-secret-bench-secret!")
+        .env("SHOP_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    create.stdin.take().context("stdin")?.write_all(b"bench password\n")?;
+    if !create.wait()?.success() {
+        bail!("shop user create failed");
+    }
+    let login: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", shop.base))
+        .json(&json!({"email": "bench@example.com", "password": "bench password"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    login["access_token"].as_str().map(str::to_owned).context("no access token")
+}
+
+/// One command of the mix: method, path, body.
+fn pick(n: u64, products: &[String], skus: &[String], i: usize) -> (reqwest::Method, String, Value) {
+    let p = &products[i % products.len()];
+    let s = &skus[i % skus.len()];
+    match n % 20 {
+        0..=9 => (reqwest::Method::POST, format!("/api/v1/stock/{s}/receipts"), json!({"quantity": 1 + n % 5})),
+        10..=12 => (reqwest::Method::POST, format!("/api/v1/stock/{s}/adjustments"), json!({"quantity_delta": 1, "reason": "cycle count"})),
+        13..=16 => (reqwest::Method::PUT, format!("/api/v1/products/{p}/price"), json!({"amount": 1000 + n % 9000, "currency": "EUR"})),
+        17..=18 => (reqwest::Method::PATCH, format!("/api/v1/products/{p}"), json!({"description": format!("revision {n}")})),
+        _ => (
+            reqwest::Method::POST,
+            "/api/v1/products".to_owned(),
+            json!({"sku": format!("NEW-{n}-{i}"), "name": "New", "category": "bench/new", "price": {"amount": 100, "currency": "EUR"}}),
+        ),
+    }
+}
+
+struct PhaseResult {
+    ok: u64,
+    failed: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+async fn drive(base: &str, token: &str, clients: usize, seconds: u64, products: Arc<Vec<String>>, skus: Arc<Vec<String>>) -> PhaseResult {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|w| {
+            let (client, stop, counter) = (client.clone(), Arc::clone(&stop), Arc::clone(&counter));
+            let (base, token, products, skus) = (base.to_owned(), token.to_owned(), Arc::clone(&products), Arc::clone(&skus));
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+                let mut i = w * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    i = i.wrapping_mul(31).wrapping_add(n as usize + 17);
+                    let (method, path, body) = pick(n, &products, &skus, i);
+                    let t = Instant::now();
+                    let res = client.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body).send().await;
+                    match res {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                            latencies.push(t.elapsed());
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed, latencies)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut result = PhaseResult { ok: 0, failed: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
+    for w in workers {
+        if let Ok((ok, failed, lat)) = w.await {
+            result.ok += ok;
+            result.failed += failed;
+            result.latencies.extend(lat);
+        }
+    }
+    result.elapsed = start.elapsed();
+    result.latencies.sort();
+    result
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, r: &PhaseResult) -> f64 {
+    let total = r.ok + r.failed;
+    let rate = r.ok as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "{name:<22} {rate:>9.0} commands/s   p50 {:>7.2} ms   p99 {:>7.2} ms   success {:>6.2}% ({} of {})",
+        percentile(&r.latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&r.latencies, 0.99).as_secs_f64() * 1000.0,
+        if total == 0 { 0.0 } else { 100.0 * r.ok as f64 / total as f64 },
+        r.ok,
+        total
+    );
+    rate
+}
+
+/// pgbench with one single-row INSERT per transaction into a copy of the events table (same
+/// columns, defaults and indexes) at the same concurrency.
+fn pgbench(args: &Args, database_url: &str) -> anyhow::Result<f64> {
+    psql(database_url, "CREATE TABLE IF NOT EXISTS pgbench_events (LIKE events INCLUDING ALL); CREATE SEQUENCE IF NOT EXISTS pgbench_seq")?;
+    let script = std::env::temp_dir().join("shop-bench-append.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO pgbench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('bench', 'client-' || :client_id, nextval('pgbench_seq'), 'happened', '1', '{\"quantity\": 1}', '{\"tenant\": \"default\"}');\n",
+    )?;
+    let out = Command::new("pgbench")
+        .args(["-n", "-c", &args.clients.to_string(), "-j", "2", "-T", &args.seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(database_url)
+        .output()
+        .context("failed to run pgbench")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("pgbench printed no tps: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(tps)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db = format!("shop_bench_{}", std::process::id());
+    psql(&args.admin_url, &format!("CREATE DATABASE {db}"))?;
+    let database_url = db_url(&args.admin_url, &db);
+    let result = run(&args, &database_url).await;
+    let _ = psql(&args.admin_url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    result
+}
+
+async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
+    let shop = start_shop(args, database_url).await?;
+    let token = admin_token(args, database_url, &shop).await?;
+    let client = reqwest::Client::new();
+    println!("setting up {} products with stock", args.products);
+    let mut products = Vec::new();
+    let mut skus = Vec::new();
+    for i in 0..args.products {
+        let sku = format!("SKU-{i}");
+        let created: Value = client
+            .post(format!("{}/api/v1/products", shop.base))
+            .bearer_auth(&token)
+            .json(&json!({"sku": sku, "name": format!("Product {i}"), "category": "bench/items", "price": {"amount": 1000, "currency": "EUR"}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        products.push(created["id"].as_str().context("product id")?.to_owned());
+        skus.push(sku);
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("clients {}  seconds {}  cores {cores}", args.clients, args.seconds);
+    let mix = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(products.clone()), Arc::new(skus.clone())).await;
+    let shop_rate = report("shop mix", &mix);
+    let hot_skus: Vec<String> = skus.iter().take(args.hot).cloned().collect();
+    let hot_products: Vec<String> = products.iter().take(args.hot).cloned().collect();
+    let hot = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(hot_products), Arc::new(hot_skus)).await;
+    report(&format!("shop hot ({} aggregates)", args.hot), &hot);
+    drop(shop);
+    let tps = pgbench(args, database_url)?;
+    println!("{:<22} {tps:>9.0} appends/s", "pgbench 1-event append");
+    println!("ratio shop/pgbench     {:.2}", shop_rate / tps);
+    Ok(())
+}

@@ -30,10 +30,15 @@ struct AdjustmentRequest {
     reason: String,
 }
 
-/// Stock exists only for SKUs of this tenant's catalogue.
+/// Stock exists only for SKUs of this tenant's catalogue. A claimed SKU stays claimed, so a
+/// cached claim answers without a round trip; only an unclaimed one is checked again.
 async fn known_sku(state: &AppState, tenant: &TenantId, sku: &str) -> Result<Sku, ApiError> {
     let sku: Sku = sku.parse().map_err(|_| ApiError::not_found("sku"))?;
-    let (claim, _) = state.skus.read(&stream_id(tenant, &sku)).await?;
+    let stream = stream_id(tenant, &sku);
+    if state.skus.peek(&stream).await?.0.owner.is_some() {
+        return Ok(sku);
+    }
+    let (claim, _) = state.skus.read(&stream).await?;
     claim.owner.map(|_| sku).ok_or_else(|| ApiError::not_found("sku"))
 }
 

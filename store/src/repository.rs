@@ -200,6 +200,19 @@ where
         Ok((loaded.state.clone(), loaded.version))
     }
 
+    /// The cached state (loaded if absent) without asking the store for newer events: only for
+    /// facts that never change once true, such as a claim having an owner. Anything else must
+    /// use [`Repository::read`].
+    pub async fn peek(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        let slot = self.slot(aggregate_id);
+        let mut guard = slot.lock().await;
+        if guard.loaded.is_none() {
+            guard.loaded = Some(self.load(aggregate_id).await?);
+        }
+        let loaded = guard.loaded.as_ref().expect("loaded just above");
+        Ok((loaded.state.clone(), loaded.version))
+    }
+
     /// Handles `command` on the aggregate's current state without appending; the aggregate
     /// stays locked until the returned value is committed or dropped.
     pub async fn prepare(
