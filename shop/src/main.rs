@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use shop::{Application, Config};
 use tracing_subscriber::EnvFilter;
 
+/// glibc malloc showed up at ~15% of the command path under load; mimalloc is cheaper there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "shop", version, about = "An event-sourced commerce backend")]
 struct Cli {

@@ -5,8 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row as _};
 
+use crate::batch::Batcher;
 use crate::{LogCursor, LogEvent, StoreError};
 
 /// Events to add to one stream, which must be at `expected_version` when they land.
@@ -42,16 +43,101 @@ pub struct StoredSnapshot {
     pub payload: serde_json::Value,
 }
 
-/// The event store; cheap to clone (pools inside).
+/// The database behind an [`EventStore`].
 #[derive(Debug, Clone)]
-pub enum EventStore {
+pub enum Db {
     Postgres(PgPool),
     /// SQLite allows one writer at a time, so writes go through a one-connection pool and
     /// queue in-process instead of spinning on `SQLITE_BUSY`.
     Sqlite { read: SqlitePool, write: SqlitePool },
 }
 
-type StreamKey = (String, String, i64);
+/// The event store; cheap to clone (pools inside).
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    db: Db,
+    batcher: Batcher,
+}
+
+/// (aggregate type, aggregate id, sequence): the key of one event.
+pub(crate) type StreamKey = (String, String, i64);
+
+/// One event row, ready to insert.
+#[derive(Clone)]
+pub(crate) struct Row {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+impl Row {
+    pub fn new(a: &StreamAppend, sequence: u64, e: &NewEvent) -> Self {
+        Self {
+            aggregate_type: a.aggregate_type.clone(),
+            aggregate_id: a.aggregate_id.clone(),
+            sequence: sequence as i64,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.to_string(),
+            metadata: e.metadata.to_string(),
+        }
+    }
+
+    pub fn key(&self) -> StreamKey {
+        (self.aggregate_type.clone(), self.aggregate_id.clone(), self.sequence)
+    }
+}
+
+/// Inserts `rows` in one statement (one transaction) and returns the position of each row
+/// inserted. Without `skip_conflicts` any taken key fails the whole statement with
+/// [`StoreError::Conflict`]; with it, rows whose key is taken are left out of the answer.
+pub(crate) async fn insert_rows(db: &Db, rows: &[Row], skip_conflicts: bool) -> Result<HashMap<StreamKey, i64>, StoreError> {
+    let on_conflict = if skip_conflicts { " ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING" } else { "" };
+    let returned: Vec<(String, String, i64, i64)> = match db {
+        Db::Postgres(pool) => {
+            let column = |f: fn(&Row) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
+            sqlx::query_as(&format!(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT t, i, s, et, ev, p::jsonb, m::jsonb \
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                   AS u(t, i, s, et, ev, p, m){on_conflict} \
+                 RETURNING aggregate_type, aggregate_id, sequence, global_position"
+            ))
+            .bind(column(|r| &r.aggregate_type))
+            .bind(column(|r| &r.aggregate_id))
+            .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
+            .bind(column(|r| &r.event_type))
+            .bind(column(|r| &r.event_version))
+            .bind(column(|r| &r.payload))
+            .bind(column(|r| &r.metadata))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::from_write)?
+        }
+        Db::Sqlite { write, .. } => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+            );
+            qb.push_values(rows, |mut b, r| {
+                b.push_bind(&r.aggregate_type)
+                    .push_bind(&r.aggregate_id)
+                    .push_bind(r.sequence)
+                    .push_bind(&r.event_type)
+                    .push_bind(&r.event_version)
+                    .push_bind(&r.payload)
+                    .push_bind(&r.metadata);
+            });
+            qb.push(on_conflict);
+            qb.push(" RETURNING aggregate_type, aggregate_id, sequence, global_position");
+            qb.build_query_as().fetch_all(write).await.map_err(StoreError::from_write)?
+        }
+    };
+    Ok(returned.into_iter().map(|(t, i, s, p)| ((t, i, s), p)).collect())
+}
 
 impl EventStore {
     /// Connects to `postgres://…` or `sqlite://<path>` (the file is created if missing).
@@ -62,7 +148,7 @@ impl EventStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
-            Ok(EventStore::Postgres(pool))
+            Ok(Self::new(Db::Postgres(pool), 4))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -72,36 +158,46 @@ impl EventStore {
                 .busy_timeout(Duration::from_secs(10));
             let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
             let read = SqlitePoolOptions::new().max_connections(pool_size.max(2)).connect_with(options).await?;
-            Ok(EventStore::Sqlite { read, write })
+            Ok(Self::new(Db::Sqlite { read, write }, 1))
         } else {
             Err(StoreError::UnsupportedUrl)
         }
     }
 
+    fn new(db: Db, batch_workers: usize) -> Self {
+        let batcher = Batcher::start(db.clone(), batch_workers);
+        Self { db, batcher }
+    }
+
+    /// The database, for tests and tools that need SQL of their own.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// `postgresql` or `sqlite`, for the start-up log line and `/ready`.
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            EventStore::Postgres(_) => "postgresql",
-            EventStore::Sqlite { .. } => "sqlite",
+        match &self.db {
+            Db::Postgres(_) => "postgresql",
+            Db::Sqlite { .. } => "sqlite",
         }
     }
 
     /// Applies the embedded migrations of this backend.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            EventStore::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            EventStore::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
+        match &self.db {
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+            Db::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
         }
         Ok(())
     }
 
     /// One cheap query: is the store reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            EventStore::Postgres(pool) => {
+        match &self.db {
+            Db::Postgres(pool) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
             }
-            EventStore::Sqlite { read, .. } => {
+            Db::Sqlite { read, .. } => {
                 sqlx::query("SELECT 1").execute(read).await?;
             }
         }
@@ -109,9 +205,9 @@ impl EventStore {
     }
 
     pub async fn close(&self) {
-        match self {
-            EventStore::Postgres(pool) => pool.close().await,
-            EventStore::Sqlite { read, write } => {
+        match &self.db {
+            Db::Postgres(pool) => pool.close().await,
+            Db::Sqlite { read, write } => {
                 read.close().await;
                 write.close().await;
             }
@@ -123,71 +219,31 @@ impl EventStore {
     /// answer is [`StoreError::Conflict`]. Returns the global position of each event, stream by
     /// stream, in the order given.
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
-        let rows: Vec<(&StreamAppend, i64, &NewEvent)> = appends
+        // The common case, one event for one stream, shares a statement and a commit with the
+        // other single events waiting at the same moment.
+        if let [single] = appends {
+            if let [event] = single.events.as_slice() {
+                let position = self.batcher.append(single, event).await?;
+                return Ok(vec![vec![position]]);
+            }
+        }
+        self.append_now(appends).await
+    }
+
+    async fn append_now(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
+        let rows: Vec<Row> = appends
             .iter()
-            .flat_map(|a| {
-                a.events.iter().enumerate().map(move |(i, e)| (a, a.expected_version as i64 + 1 + i as i64, e))
-            })
+            .flat_map(|a| a.events.iter().enumerate().map(move |(i, e)| Row::new(a, a.expected_version + 1 + i as u64, e)))
             .collect();
         if rows.is_empty() {
             return Ok(appends.iter().map(|_| Vec::new()).collect());
         }
-        let returned: Vec<(String, String, i64, i64)> = match self {
-            EventStore::Postgres(pool) => {
-                let mut cols: [Vec<String>; 6] = Default::default();
-                let mut seqs = Vec::with_capacity(rows.len());
-                for (a, seq, e) in &rows {
-                    cols[0].push(a.aggregate_type.clone());
-                    cols[1].push(a.aggregate_id.clone());
-                    cols[2].push(e.event_type.clone());
-                    cols[3].push(e.event_version.clone());
-                    cols[4].push(e.payload.to_string());
-                    cols[5].push(e.metadata.to_string());
-                    seqs.push(*seq);
-                }
-                let [types, ids, event_types, versions, payloads, metadata] = cols;
-                sqlx::query_as(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                     SELECT t, i, s, et, ev, p::jsonb, m::jsonb \
-                     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-                       AS u(t, i, s, et, ev, p, m) \
-                     RETURNING aggregate_type, aggregate_id, sequence, global_position",
-                )
-                .bind(types)
-                .bind(ids)
-                .bind(seqs)
-                .bind(event_types)
-                .bind(versions)
-                .bind(payloads)
-                .bind(metadata)
-                .fetch_all(pool)
-                .await
-                .map_err(StoreError::from_write)?
-            }
-            EventStore::Sqlite { write, .. } => {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
-                );
-                qb.push_values(&rows, |mut b, (a, seq, e)| {
-                    b.push_bind(&a.aggregate_type)
-                        .push_bind(&a.aggregate_id)
-                        .push_bind(*seq)
-                        .push_bind(&e.event_type)
-                        .push_bind(&e.event_version)
-                        .push_bind(e.payload.to_string())
-                        .push_bind(e.metadata.to_string());
-                });
-                qb.push(" RETURNING aggregate_type, aggregate_id, sequence, global_position");
-                qb.build_query_as().fetch_all(write).await.map_err(StoreError::from_write)?
-            }
-        };
-        let positions: HashMap<StreamKey, i64> =
-            returned.into_iter().map(|(t, i, s, p)| ((t, i, s), p)).collect();
+        let mut positions = insert_rows(&self.db, &rows, false).await?;
         let mut out: Vec<Vec<i64>> = appends.iter().map(|a| Vec::with_capacity(a.events.len())).collect();
         for (n, a) in appends.iter().enumerate() {
             for i in 0..a.events.len() {
-                let key = (a.aggregate_type.clone(), a.aggregate_id.clone(), a.expected_version as i64 + 1 + i as i64);
-                let position = positions.get(&key).copied().ok_or_else(|| {
+                let key = (a.aggregate_type.clone(), a.aggregate_id.clone(), (a.expected_version + 1 + i as u64) as i64);
+                let position = positions.remove(&key).ok_or_else(|| {
                     StoreError::Database(sqlx::Error::Protocol("insert returned fewer rows than it wrote".into()))
                 })?;
                 out[n].push(position);
@@ -203,8 +259,8 @@ impl EventStore {
         aggregate_id: &str,
         after_sequence: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        match self {
-            EventStore::Postgres(pool) => {
+        match &self.db {
+            Db::Postgres(pool) => {
                 let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(
                     "SELECT sequence, global_position, payload FROM events \
                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
@@ -216,7 +272,7 @@ impl EventStore {
                 .await?;
                 Ok(rows.into_iter().map(|(s, p, payload)| StoredEvent { sequence: s as u64, position: p, payload }).collect())
             }
-            EventStore::Sqlite { read, .. } => {
+            Db::Sqlite { read, .. } => {
                 let rows: Vec<(i64, i64, String)> = sqlx::query_as(
                     "SELECT sequence, global_position, payload FROM events \
                      WHERE aggregate_type = ? AND aggregate_id = ? AND sequence > ? ORDER BY sequence",
@@ -239,11 +295,11 @@ impl EventStore {
     pub async fn stream_version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<u64, StoreError> {
         let sql_pg = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
         let sql_lite = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?";
-        let v: i64 = match self {
-            EventStore::Postgres(pool) => {
+        let v: i64 = match &self.db {
+            Db::Postgres(pool) => {
                 sqlx::query_scalar(sql_pg).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?
             }
-            EventStore::Sqlite { read, .. } => {
+            Db::Sqlite { read, .. } => {
                 sqlx::query_scalar(sql_lite).bind(aggregate_type).bind(aggregate_id).fetch_one(read).await?
             }
         };
@@ -255,8 +311,8 @@ impl EventStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<StoredSnapshot>, StoreError> {
-        match self {
-            EventStore::Postgres(pool) => {
+        match &self.db {
+            Db::Postgres(pool) => {
                 let row: Option<(i64, i64, serde_json::Value)> = sqlx::query_as(
                     "SELECT last_sequence, last_position, payload FROM snapshots \
                      WHERE aggregate_type = $1 AND aggregate_id = $2",
@@ -267,7 +323,7 @@ impl EventStore {
                 .await?;
                 Ok(row.map(|(s, p, payload)| StoredSnapshot { last_sequence: s as u64, last_position: p, payload }))
             }
-            EventStore::Sqlite { read, .. } => {
+            Db::Sqlite { read, .. } => {
                 let row: Option<(i64, i64, String)> = sqlx::query_as(
                     "SELECT last_sequence, last_position, payload FROM snapshots \
                      WHERE aggregate_type = ? AND aggregate_id = ?",
@@ -301,8 +357,8 @@ impl EventStore {
                 p[0], p[1], p[2], p[3], p[4]
             )
         };
-        match self {
-            EventStore::Postgres(pool) => {
+        match &self.db {
+            Db::Postgres(pool) => {
                 sqlx::query(&upsert(["$1", "$2", "$3", "$4", "$5::jsonb"]))
                     .bind(aggregate_type)
                     .bind(aggregate_id)
@@ -312,7 +368,7 @@ impl EventStore {
                     .execute(pool)
                     .await?;
             }
-            EventStore::Sqlite { write, .. } => {
+            Db::Sqlite { write, .. } => {
                 sqlx::query(&upsert(["?", "?", "?", "?", "?"]))
                     .bind(aggregate_type)
                     .bind(aggregate_id)
@@ -335,8 +391,8 @@ impl EventStore {
     /// can ever appear behind the cursor: no event is skipped. SQLite commits one writer at a
     /// time, so its positions become visible in order.
     pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
-        match self {
-            EventStore::Postgres(pool) => {
+        match &self.db {
+            Db::Postgres(pool) => {
                 let rows = sqlx::query(
                     "SELECT transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id, \
                             sequence, event_type, event_version, payload, metadata, recorded_at \
@@ -367,7 +423,7 @@ impl EventStore {
                     })
                     .collect()
             }
-            EventStore::Sqlite { read, .. } => {
+            Db::Sqlite { read, .. } => {
                 let rows = sqlx::query(
                     "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
                             payload, metadata, recorded_at \

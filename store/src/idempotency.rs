@@ -1,4 +1,4 @@
-use crate::{EventStore, StoreError};
+use crate::{Db, EventStore, StoreError};
 
 /// What to do with a request that carries an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +19,8 @@ const STALE_SECONDS: i64 = 60;
 impl EventStore {
     /// Claims `key` within `scope` (tenant and caller) for the request with `request_hash`.
     pub async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str) -> Result<Idempotency, StoreError> {
-        let (inserted, row) = match self {
-            EventStore::Postgres(pool) => {
+        let (inserted, row) = match self.db() {
+            Db::Postgres(pool) => {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
@@ -52,7 +52,7 @@ impl EventStore {
                 .await?;
                 (taken_over, row)
             }
-            EventStore::Sqlite { write, .. } => {
+            Db::Sqlite { write, .. } => {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 )
@@ -98,8 +98,8 @@ impl EventStore {
 
     /// Stores the answer to send to every retry of the request.
     pub async fn idempotency_complete(&self, scope: &str, key: &str, status: u16, body: &str) -> Result<(), StoreError> {
-        match self {
-            EventStore::Postgres(pool) => {
+        match self.db() {
+            Db::Postgres(pool) => {
                 sqlx::query("UPDATE idempotency_keys SET status = $3, response_body = $4 WHERE scope = $1 AND key = $2")
                     .bind(scope)
                     .bind(key)
@@ -108,7 +108,7 @@ impl EventStore {
                     .execute(pool)
                     .await?;
             }
-            EventStore::Sqlite { write, .. } => {
+            Db::Sqlite { write, .. } => {
                 sqlx::query("UPDATE idempotency_keys SET status = ?, response_body = ? WHERE scope = ? AND key = ?")
                     .bind(i32::from(status))
                     .bind(body)
@@ -124,15 +124,15 @@ impl EventStore {
     /// Frees the key after a request that changed nothing (a refused or failed request), so a
     /// corrected retry can run.
     pub async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<(), StoreError> {
-        match self {
-            EventStore::Postgres(pool) => {
+        match self.db() {
+            Db::Postgres(pool) => {
                 sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL")
                     .bind(scope)
                     .bind(key)
                     .execute(pool)
                     .await?;
             }
-            EventStore::Sqlite { write, .. } => {
+            Db::Sqlite { write, .. } => {
                 sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL")
                     .bind(scope)
                     .bind(key)

@@ -11,6 +11,8 @@
 //! # Layout
 //! - [`EventStore`] (`backend.rs`): connection, migrations, atomic multi-stream appends,
 //!   stream loads, snapshots, for both backends.
+//! - `batch.rs`: single-event appends waiting at the same moment share one statement and
+//!   one commit (group commit), each still succeeding or conflicting on its own.
 //! - [`Repository`] (`repository.rs`): load (cached, snapshot + tail), handle, append, retry on
 //!   conflict; several aggregates can be committed in one atomic write ([`commit`]).
 //! - [`LogCursor`], [`LogEvent`] (`log.rs`): the global log, read in commit order.
@@ -18,6 +20,7 @@
 //! - [`testkit`]: fresh databases for tests of this and other crates.
 
 mod backend;
+mod batch;
 mod error;
 mod idempotency;
 mod log;

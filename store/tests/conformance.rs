@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use domain::stock::{Stock, StockCommand, StockError};
 use domain::{OrderId, Quantity, Sku, TenantId};
 use store::testkit::{fresh_store, Backend};
-use store::{EventStore, ExecError, LogCursor, Metadata, NewEvent, Repository, StoreError, StreamAppend};
+use store::{Db, EventStore, ExecError, LogCursor, Metadata, NewEvent, Repository, StoreError, StreamAppend};
 
 /// Declares `<name>_sqlite` and `<name>_postgres` tests running `body(store)`.
 macro_rules! both_backends {
@@ -167,8 +167,8 @@ both_backends!(the_reader_never_skips_a_slow_commit, |store: EventStore, backend
 
 /// Inserts one event in a transaction that stays open for 150 ms before it commits.
 async fn slow_append(store: &EventStore, backend: Backend, id: &str, version: u64) {
-    match (store, backend) {
-        (EventStore::Postgres(pool), _) => {
+    match (store.db(), backend) {
+        (Db::Postgres(pool), _) => {
             let mut tx = pool.begin().await.expect("begin");
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -182,7 +182,7 @@ async fn slow_append(store: &EventStore, backend: Backend, id: &str, version: u6
             tokio::time::sleep(Duration::from_millis(150)).await;
             tx.commit().await.expect("commit");
         }
-        (EventStore::Sqlite { write, .. }, _) => {
+        (Db::Sqlite { write, .. }, _) => {
             let mut tx = write.begin().await.expect("begin");
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -204,7 +204,7 @@ async fn slow_append(store: &EventStore, backend: Backend, id: &str, version: u6
 #[tokio::test]
 async fn postgres_reader_waits_for_an_open_transaction_with_an_earlier_position() {
     let Some(t) = fresh_store(Backend::Postgres).await else { return };
-    let EventStore::Postgres(pool) = &t.store else { unreachable!("postgres backend") };
+    let Db::Postgres(pool) = t.store.db() else { unreachable!("postgres backend") };
     let mut slow = pool.begin().await.expect("begin");
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -331,11 +331,11 @@ both_backends!(snapshots_are_saved_and_used_on_load, |store: EventStore, backend
 });
 
 async fn sqlx_reset_snapshot(store: &EventStore) {
-    match store {
-        EventStore::Postgres(pool) => {
+    match store.db() {
+        Db::Postgres(pool) => {
             sqlx::query("DELETE FROM snapshots").execute(pool).await.expect("delete");
         }
-        EventStore::Sqlite { write, .. } => {
+        Db::Sqlite { write, .. } => {
             sqlx::query("DELETE FROM snapshots").execute(write).await.expect("delete");
         }
     }
@@ -354,4 +354,40 @@ both_backends!(idempotency_keys_replay_the_first_answer, |store: EventStore, _| 
     assert_eq!(store.idempotency_begin("t:other", "k1", "h1").await.expect("begin"), Idempotency::Fresh);
     store.idempotency_abandon("t:other", "k1").await.expect("abandon");
     assert_eq!(store.idempotency_begin("t:other", "k1", "h9").await.expect("begin"), Idempotency::Fresh);
+});
+
+/// The events table keeps postgres-es's columns: its repository reads what ours wrote.
+#[tokio::test]
+async fn postgres_es_reads_the_log_we_write() {
+    use cqrs_es::persist::PersistedEventRepository;
+    let Some(t) = fresh_store(Backend::Postgres).await else { return };
+    let Db::Postgres(pool) = t.store.db() else { unreachable!("postgres backend") };
+    let repo = Repository::<Stock>::new(t.store.clone(), ());
+    let meta = Metadata { tenant: Some("default".into()), ..Metadata::default() };
+    repo.execute("default:HOT-1", receive(3), None, &meta).await.expect("receive");
+    repo.execute("default:HOT-1", receive(4), None, &meta).await.expect("receive");
+    let theirs = postgres_es::PostgresEventRepository::new(pool.clone()).with_tables("events", "snapshots");
+    let events = theirs.get_events::<Stock>("default:HOT-1").await.expect("postgres-es reads our events");
+    assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(events[1].event_type, "received");
+    let second: domain::stock::StockEvent = serde_json::from_value(events[1].payload.clone()).expect("payload is the event");
+    assert!(matches!(second, domain::stock::StockEvent::Received { quantity: 4, on_hand: 7, .. }));
+    assert_eq!(events[0].metadata["tenant"], "default");
+}
+
+both_backends!(batched_appends_succeed_or_conflict_each_on_their_own, |store: EventStore, _| async move {
+    // 100 single-event appends at once, two per stream at version 0: whatever batches they
+    // share, exactly one per stream lands and the other conflicts.
+    let tries = (0..100).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(&[append(&format!("s{}", i % 50), 0, vec![event(i)])]).await })
+    });
+    let results = futures::future::join_all(tries).await;
+    let won = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let conflicted = results.iter().filter(|r| matches!(r, Ok(Err(StoreError::Conflict)))).count();
+    assert_eq!((won, conflicted), (50, 50));
+    for s in 0..50 {
+        assert_eq!(store.load_stream("thing", &format!("s{s}"), 0).await.expect("load").len(), 1);
+    }
+    assert_eq!(whole_log(&store).await.len(), 50);
 });
