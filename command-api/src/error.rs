@@ -235,7 +235,11 @@ impl From<UserError> for ApiError {
             UserError::WrongPassword => ErrorCode::Rule("wrong_password"),
             UserError::ResetTokenInvalid | UserError::ResetTokenExpired => ErrorCode::InvalidResetToken,
             UserError::NoRoles => ErrorCode::Rule("no_roles"),
-            UserError::HashingUnavailable => return ApiError::internal(e),
+            UserError::HashingUnavailable => {
+                tracing::warn!("password hashing saturated");
+                return ApiError::new(ErrorCode::Unavailable, "too many password operations at once; retry shortly")
+                    .retry_after(1);
+            }
         };
         ApiError::new(code, e.to_string())
     }

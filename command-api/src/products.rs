@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{patch, post, put};
+use axum::routing::{on, patch, post, put, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use domain::claim::{ClaimCommand, SkuKind};
 use domain::product::{Attributes, ProductCommand};
@@ -19,10 +19,10 @@ use crate::{AppState, CommandAccepted};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/products", post(create))
-        .route("/products/{id}", patch(update).delete(discontinue))
+        .route("/products/{id}", patch(update).merge(transition(MethodFilter::DELETE, || ProductCommand::Discontinue)))
         .route("/products/{id}/price", put(change_price))
-        .route("/products/{id}/publish", post(publish))
-        .route("/products/{id}/unpublish", post(unpublish))
+        .route("/products/{id}/publish", transition(MethodFilter::POST, || ProductCommand::Publish))
+        .route("/products/{id}/unpublish", transition(MethodFilter::POST, || ProductCommand::Unpublish))
 }
 
 /// `{amount, currency}` with `amount` in minor units.
@@ -169,34 +169,14 @@ async fn change_price(
     run(&state, &admin, &id, ProductCommand::ChangePrice { price }, if_match, &meta).await
 }
 
-async fn publish(
-    State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    meta: RequestMeta,
-    if_match: IfMatch,
-) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, &id, ProductCommand::Publish, if_match, &meta).await
-}
-
-async fn unpublish(
-    State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    meta: RequestMeta,
-    if_match: IfMatch,
-) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, &id, ProductCommand::Unpublish, if_match, &meta).await
-}
-
-async fn discontinue(
-    State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    meta: RequestMeta,
-    if_match: IfMatch,
-) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, &id, ProductCommand::Discontinue, if_match, &meta).await
+/// A handler for a command without a body (publish, unpublish, discontinue).
+fn transition(method: MethodFilter, command: fn() -> ProductCommand) -> MethodRouter<AppState> {
+    on(
+        method,
+        move |State(state): State<AppState>, admin: Admin, Path(id): Path<String>, meta: RequestMeta, if_match: IfMatch| async move {
+            run(&state, &admin, &id, command(), if_match, &meta).await
+        },
+    )
 }
 
 /// Runs a command on product `id` of the admin's tenant.

@@ -300,3 +300,12 @@ both_modes!(unknown_routes_and_methods_get_problems, |app: TestApp| async move {
     let method = app.call(Method::GET, "/api/v1/auth/login", None, None, &[]).await;
     assert_eq!((method.status, method.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
 });
+
+both_modes!(readiness_fails_while_the_store_is_unreachable, |app: TestApp| async move {
+    app.state.store.close().await;
+    let ready = app.call(Method::GET, "/ready", None, None, &[]).await;
+    assert_eq!((ready.status, ready.code()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+    assert!(ready.headers.contains_key("retry-after"));
+    let health = app.call(Method::GET, "/health", None, None, &[]).await;
+    assert_eq!(health.status, StatusCode::OK, "the process itself is still up");
+});
