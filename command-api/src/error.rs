@@ -56,6 +56,8 @@ pub enum ErrorCode {
     RateLimited,
     /// 503: a dependency (the store, the hashing pool) is unavailable; see `Retry-After`.
     Unavailable,
+    /// 503: the read model has not reached the `X-Min-Position` asked for within the bound.
+    ProjectionBehind,
     /// 500: a fault of ours; details are only in the log.
     Internal,
 }
@@ -74,7 +76,7 @@ impl ErrorCode {
             EmailTaken | SkuTaken | VersionConflict | RequestInProgress | Rule(_) => StatusCode::CONFLICT,
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable | ProjectionBehind => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +104,7 @@ impl ErrorCode {
             InvalidResetToken => "invalid_reset_token",
             RateLimited => "rate_limited",
             Unavailable => "unavailable",
+            ProjectionBehind => "projection_behind",
             Internal => "internal",
         }
     }

@@ -4,14 +4,14 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use domain::user::Role;
 use domain::{TenantId, UserId};
 use store::Metadata;
 
+use crate::auth::JwtKeys;
 use crate::error::{ApiError, ErrorCode};
-use crate::AppState;
 
 /// `axum::Json`, but rejections are problem documents.
 #[derive(Debug, FromRequest)]
@@ -33,13 +33,15 @@ impl AuthUser {
     }
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser
+where
+    JwtKeys: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
-        let claims = state
-            .jwt
+        let claims = JwtKeys::from_ref(state)
             .verify(token)
             .map_err(|_| ApiError::new(ErrorCode::Unauthenticated, "the access token is invalid or expired"))?;
         Ok(AuthUser { user_id: claims.sub, tenant: claims.tenant, roles: claims.roles })
@@ -60,10 +62,13 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct Admin(pub AuthUser);
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Admin
+where
+    JwtKeys: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         if user.is_admin() {
             Ok(Admin(user))

@@ -75,6 +75,12 @@ pub struct Services {
     pub config: ApiConfig,
 }
 
+impl axum::extract::FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> JwtKeys {
+        state.jwt.clone()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Services;
     fn deref(&self) -> &Services {

@@ -1,1 +1,37 @@
+//! Projection workers: they read the global log from a checkpoint and keep read models in
+//! SQL (PostgreSQL in production, the embedded SQLite file otherwise).
+//!
+//! Each batch of events and the projection's checkpoint are written in one transaction, so a
+//! crash anywhere replays at most the uncommitted batch and no event takes effect twice.
+//!
+//! # Layout
+//! - [`ReadDb`] (`db.rs`): the read-model database (sqlx `Any`, one SQL text for both
+//!   backends) and its schema.
+//! - [`Projection`] (`projection.rs`): what a projection is; `ProjectionError`.
+//! - [`Runner`] (`runner.rs`): drives projections (`try_process_next`, `run`), checkpoints,
+//!   status and lag, read-your-writes waits, and a fault-injection point for tests.
+//! - `catalogue.rs`, `stock.rs`, `users.rs`: the read models.
 
+mod catalogue;
+mod db;
+mod projection;
+mod runner;
+mod stock;
+mod users;
+
+pub use catalogue::Catalogue;
+pub use db::*;
+pub use projection::*;
+pub use runner::*;
+pub use stock::StockLevels;
+pub use users::Users;
+
+/// The tenant and key of a stream id `<tenant>:<key>`.
+pub fn split_stream_id(aggregate_id: &str) -> Result<(&str, &str), ProjectionError> {
+    aggregate_id.split_once(':').ok_or_else(|| ProjectionError::Malformed(format!("stream id without tenant: {aggregate_id}")))
+}
+
+/// Every projection this build knows, in the order they are run and listed.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users)]
+}

@@ -1,1 +1,114 @@
+//! The read side over HTTP: catalogue, categories, stock, users and projection status, served
+//! from the read models that `projections` keeps.
+//!
+//! Every query is scoped to the caller's tenant (from the token, or `X-Tenant` when
+//! anonymous). `X-Min-Position: N` waits, up to a bound, until the read model a route uses has
+//! processed the event at position `N` (the position a command returned); past the bound the
+//! answer is a 503 `projection_behind`, never stale data presented as fresh.
+//!
+//! # Layout
+//! - `viewer.rs`: [`Viewer`] (an authenticated user, or anonymous in a tenant) and
+//!   `MinPosition`.
+//! - `products.rs`: `/products`, `/products/{id}`, `/categories`.
+//! - `stock.rs`: `/stock/{sku}`; `users.rs`: `/users/me`, `/admin/users`, `/admin/projections`.
 
+mod products;
+mod stock;
+mod users;
+mod viewer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use command_api::auth::JwtKeys;
+use command_api::{ApiError, ErrorCode};
+use projections::Runner;
+use serde::Serialize;
+
+pub use viewer::*;
+
+/// What query handlers use; cheap to clone.
+#[derive(Clone)]
+pub struct QueryState {
+    pub runner: Arc<Runner>,
+    pub jwt: JwtKeys,
+    /// Longest wait for `X-Min-Position`.
+    pub read_wait: Duration,
+}
+
+impl FromRef<QueryState> for JwtKeys {
+    fn from_ref(state: &QueryState) -> JwtKeys {
+        state.jwt.clone()
+    }
+}
+
+impl QueryState {
+    fn pool(&self) -> &sqlx::AnyPool {
+        &self.runner.db().pool
+    }
+
+    /// Read-your-writes: waits until `projection` has processed `min` (when asked).
+    async fn consistent(&self, projection: &str, MinPosition(min): MinPosition) -> Result<(), ApiError> {
+        let Some(position) = min else { return Ok(()) };
+        let reached = self.runner.wait_for(projection, position, self.read_wait).await.map_err(ApiError::internal)?;
+        if reached {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::ProjectionBehind,
+                format!("the {projection} view has not reached position {position} yet; retry"),
+            )
+            .retry_after(1))
+        }
+    }
+}
+
+/// The query API's routes (under `/api/v1`), ready to merge with the command API.
+pub fn router(state: QueryState) -> Router {
+    let api = Router::new().merge(products::router()).merge(stock::router()).merge(users::router());
+    Router::new().nest("/api/v1", api).with_state(state)
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::internal(e)
+}
+
+/// A single resource with its version as `ETag`; `304` when `If-None-Match` already has it.
+fn versioned<T: Serialize>(headers: &HeaderMap, version: i64, body: T) -> Response {
+    let etag = format!("\"{version}\"");
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+    let mut response = if matches { StatusCode::NOT_MODIFIED.into_response() } else { Json(body).into_response() };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+/// An opaque keyset cursor: the last row's sort key and id.
+fn encode_cursor(key: &str, id: &str) -> String {
+    hex::encode(format!("{key}\u{1f}{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(String, String), ApiError> {
+    let bad = || ApiError::new(ErrorCode::InvalidValue, "invalid cursor").with("field", "cursor");
+    let bytes = hex::decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (key, id) = text.split_once('\u{1f}').ok_or_else(bad)?;
+    Ok((key.to_owned(), id.to_owned()))
+}
+
+/// `limit` within 1..=100, default 20.
+fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(20),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::new(ErrorCode::InvalidValue, "limit must be between 1 and 100").with("field", "limit")),
+    }
+}

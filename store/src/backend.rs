@@ -57,6 +57,9 @@ pub enum Db {
 pub struct EventStore {
     db: Db,
     batcher: Batcher,
+    /// Notified after every successful append from this process, so in-process readers of
+    /// the log (projections) wake at once instead of on their next poll.
+    appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// (aggregate type, aggregate id, sequence): the key of one event.
@@ -166,7 +169,12 @@ impl EventStore {
 
     fn new(db: Db, batch_workers: usize) -> Self {
         let batcher = Batcher::start(db.clone(), batch_workers);
-        Self { db, batcher }
+        Self { db, batcher, appended: Default::default() }
+    }
+
+    /// Notified after each successful append made through this store (and its clones).
+    pub fn appended(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        std::sync::Arc::clone(&self.appended)
     }
 
     /// The database, for tests and tools that need SQL of their own.
@@ -221,13 +229,16 @@ impl EventStore {
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
         // The common case, one event for one stream, shares a statement and a commit with the
         // other single events waiting at the same moment.
-        if let [single] = appends {
-            if let [event] = single.events.as_slice() {
-                let position = self.batcher.append(single, event).await?;
-                return Ok(vec![vec![position]]);
+        let result = match appends {
+            [single] if single.events.len() == 1 => {
+                self.batcher.append(single, &single.events[0]).await.map(|position| vec![vec![position]])
             }
+            _ => self.append_now(appends).await,
+        };
+        if result.is_ok() {
+            self.appended.notify_waiters();
         }
-        self.append_now(appends).await
+        result
     }
 
     async fn append_now(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
@@ -380,6 +391,31 @@ impl EventStore {
             }
         }
         Ok(())
+    }
+
+    /// Where the event at global `position` stands in log order, if it exists.
+    pub async fn cursor_of(&self, position: i64) -> Result<Option<LogCursor>, StoreError> {
+        let tx: Option<i64> = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT transaction_id::text::bigint FROM events WHERE global_position = $1")
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Db::Sqlite { read, .. } => {
+                sqlx::query_scalar("SELECT 0 FROM events WHERE global_position = ?").bind(position).fetch_optional(read).await?
+            }
+        };
+        Ok(tx.map(|transaction_id| LogCursor { transaction_id, position }))
+    }
+
+    /// The highest global position written so far (0 for an empty log).
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
+        Ok(match &self.db {
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await?,
+        })
     }
 
     /// Up to `limit` events of the global log after `after`, in log order, never passing an

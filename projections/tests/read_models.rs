@@ -1,0 +1,206 @@
+//! Read models from real events, in both backends: contents, a crash in the middle of a batch,
+//! and rebuilds that give the same read model every time.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use domain::product::{Attributes, Product, ProductCommand};
+use domain::stock::{Stock, StockCommand};
+use domain::user::{HashingUnavailable, Password, PasswordHash, PasswordHasher, Role, User, UserCommand, UserServices};
+use domain::{Money, OrderId, Price, ProductId, Quantity, TenantId, UserId};
+use projections::{ReadDb, Runner};
+use sqlx::Row as _;
+use store::testkit::{fresh_store, Backend, TestStore};
+use store::{Metadata, Repository};
+
+struct PlainHasher;
+
+#[async_trait]
+impl PasswordHasher for PlainHasher {
+    async fn hash(&self, p: &Password) -> Result<PasswordHash, HashingUnavailable> {
+        Ok(PasswordHash(p.expose().to_owned()))
+    }
+    async fn verify(&self, p: &Password, h: &PasswordHash) -> bool {
+        p.expose() == h.0
+    }
+}
+
+fn eur(amount: i64) -> Price {
+    Price::try_from(Money::new(amount, "EUR".parse().expect("valid"))).expect("valid")
+}
+
+/// Writes a small shop's worth of events: products in two tenants, stock, users.
+async fn write_events(t: &TestStore) {
+    let meta = Metadata::default();
+    let products = Repository::<Product>::new(t.store.clone(), ());
+    for (tenant, n) in [("acme", 0u128), ("acme", 1), ("globex", 2)] {
+        let tenant: TenantId = tenant.parse().expect("valid");
+        let id = ProductId::from_uuid(uuid::Uuid::from_u128(n + 1));
+        let stream = domain::stream_id(&tenant, id);
+        let create = ProductCommand::Create {
+            tenant: tenant.clone(),
+            product_id: id,
+            sku: format!("SKU-{n}").parse().expect("valid"),
+            name: format!("Product {n}").parse().expect("valid"),
+            description: "desc".parse().expect("valid"),
+            category: "electronics/phones".parse().expect("valid"),
+            price: eur(1000 + n as i64),
+            attributes: Attributes::from([("featured".into(), "true".into())]),
+        };
+        products.execute(&stream, create, None, &meta).await.expect("create");
+        products.execute(&stream, ProductCommand::ChangePrice { price: eur(900) }, None, &meta).await.expect("price");
+        products.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish");
+    }
+    let stock = Repository::<Stock>::new(t.store.clone(), ());
+    let acme: TenantId = "acme".parse().expect("valid");
+    let receive = StockCommand::Receive { tenant: acme.clone(), sku: "SKU-0".parse().expect("valid"), quantity: Quantity::try_from(10).expect("valid") };
+    stock.execute("acme:SKU-0", receive, None, &meta).await.expect("receive");
+    let reserve = StockCommand::Reserve {
+        tenant: acme.clone(),
+        sku: "SKU-0".parse().expect("valid"),
+        order_id: OrderId::new(),
+        quantity: Quantity::try_from(3).expect("valid"),
+        expires_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("valid"),
+    };
+    stock.execute("acme:SKU-0", reserve, None, &meta).await.expect("reserve");
+    let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
+    let user_id = UserId::from_uuid(uuid::Uuid::from_u128(99));
+    let register = UserCommand::Register {
+        tenant: acme.clone(),
+        user_id,
+        email: "ada@acme.example".parse().expect("valid"),
+        name: "Ada".parse().expect("valid"),
+        password: "correct horse".parse().expect("valid"),
+        roles: BTreeSet::from([Role::Customer]),
+    };
+    let stream = domain::stream_id(&acme, user_id);
+    users.execute(&stream, register, None, &meta).await.expect("register");
+    users.execute(&stream, UserCommand::GrantRole { role: Role::Admin }, None, &meta).await.expect("grant");
+}
+
+/// Every read-model row as text, in a fixed order.
+async fn dump(db: &ReadDb) -> Vec<String> {
+    let mut out = Vec::new();
+    for (sql, cols) in [
+        ("SELECT tenant, product_id, sku, name, category, price_amount, price_currency, published, featured, version FROM rm_products ORDER BY tenant, product_id", 10),
+        ("SELECT tenant, sku, on_hand, reserved, available, version FROM rm_stock ORDER BY tenant, sku", 6),
+        ("SELECT tenant, user_id, email, name, roles, active, version FROM rm_users ORDER BY tenant, user_id", 7),
+    ] {
+        for row in sqlx::query(sql).fetch_all(&db.pool).await.expect("dump") {
+            let fields: Vec<String> = (0..cols)
+                .map(|i| row.try_get::<String, _>(i).or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string())).expect("text or number"))
+                .collect();
+            out.push(fields.join("|"));
+        }
+    }
+    out
+}
+
+async fn runner(t: &TestStore) -> Runner {
+    let db = ReadDb::connect(&t.url, 4).await.expect("read db");
+    db.migrate().await.expect("schema");
+    Runner::new(t.store.clone(), db, projections::all()).with_batch_size(4)
+}
+
+async fn rebuild(runner: &Runner) {
+    for p in runner.projections() {
+        for table in p.tables() {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&runner.db().pool).await.expect("empty");
+        }
+    }
+    sqlx::query("DELETE FROM projection_checkpoints").execute(&runner.db().pool).await.expect("reset");
+    runner.catch_up().await.expect("rebuild");
+}
+
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(t) = fresh_store(Backend::Sqlite).await {
+                    $body(t).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(t) = fresh_store(Backend::Postgres).await {
+                    $body(t).await;
+                }
+            }
+        }
+    };
+}
+
+both_backends!(read_models_reflect_the_events, |t: TestStore| async move {
+    write_events(&t).await;
+    let runner = runner(&t).await;
+    runner.catch_up().await.expect("catch up");
+    let rows = dump(runner.db()).await;
+    assert!(rows.contains(&"acme|00000000-0000-0000-0000-000000000001|SKU-0|Product 0|electronics/phones|900|EUR|1|1|3".to_owned()), "{rows:#?}");
+    assert!(rows.contains(&"globex|00000000-0000-0000-0000-000000000003|SKU-2|Product 2|electronics/phones|900|EUR|1|1|3".to_owned()));
+    assert!(rows.contains(&"acme|SKU-0|10|3|7|2".to_owned()), "{rows:#?}");
+    assert!(rows.contains(&"acme|00000000-0000-0000-0000-000000000063|ada@acme.example|Ada|customer,admin|1|2".to_owned()), "{rows:#?}");
+    let status = runner.status().await.expect("status");
+    assert!(status.iter().all(|s| s.lag_events == 0 && s.state == "running"), "{status:?}");
+});
+
+both_backends!(a_crash_in_the_middle_of_a_batch_applies_nothing_twice, |t: TestStore| async move {
+    write_events(&t).await;
+    let clean = runner(&t).await;
+    clean.catch_up().await.expect("catch up");
+    let expected = dump(clean.db()).await;
+    rebuild(&clean).await;
+    // Crash in the third event of a catalogue batch, then go on as after a restart.
+    clean.inject_fault("catalogue", 2);
+    rebuild_after_fault(&clean).await;
+    assert_eq!(dump(clean.db()).await, expected);
+    let (_, processed) = clean.checkpoint("catalogue").await.expect("checkpoint");
+    let head = t.store.head_position().await.expect("head");
+    assert_eq!(processed, head, "every log event counted exactly once");
+});
+
+async fn rebuild_after_fault(runner: &Runner) {
+    for p in runner.projections() {
+        for table in p.tables() {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&runner.db().pool).await.expect("empty");
+        }
+    }
+    sqlx::query("DELETE FROM projection_checkpoints").execute(&runner.db().pool).await.expect("reset");
+    let err = runner.catch_up().await.expect_err("the injected fault fires");
+    assert!(matches!(err, projections::ProjectionError::Injected));
+    runner.catch_up().await.expect("the retry succeeds");
+}
+
+both_backends!(rebuilding_twice_gives_the_same_read_models, |t: TestStore| async move {
+    write_events(&t).await;
+    let runner = runner(&t).await;
+    runner.catch_up().await.expect("catch up");
+    let first = dump(runner.db()).await;
+    rebuild(&runner).await;
+    let second = dump(runner.db()).await;
+    rebuild(&runner).await;
+    assert_eq!(first, second);
+    assert_eq!(second, dump(runner.db()).await);
+    assert_eq!(first.len(), 5);
+});
+
+both_backends!(read_your_writes_waits_for_the_position, |t: TestStore| async move {
+    let runner = Arc::new(runner(&t).await);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
+    let stock = Repository::<Stock>::new(t.store.clone(), ());
+    let receive = StockCommand::Receive { tenant: TenantId::default(), sku: "RYW-1".parse().expect("valid"), quantity: Quantity::try_from(5).expect("valid") };
+    let done = stock.execute("default:RYW-1", receive, None, &Metadata::default()).await.expect("receive");
+    let seen = runner.wait_for("stock", done.position, std::time::Duration::from_secs(10)).await.expect("wait");
+    assert!(seen);
+    let row = sqlx::query("SELECT available FROM rm_stock WHERE tenant = 'default' AND sku = 'RYW-1'").fetch_one(&runner.db().pool).await.expect("row");
+    assert_eq!(row.try_get::<i64, _>(0).expect("available"), 5);
+    assert!(!runner.wait_for("stock", done.position + 1000, std::time::Duration::from_millis(50)).await.expect("wait"), "a position never written is never reached");
+    stop.send(true).expect("workers listen");
+    tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
+});

@@ -1,0 +1,262 @@
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use command_api::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, QueryState, Viewer};
+
+pub fn router() -> Router<QueryState> {
+    Router::new()
+        .route("/products", get(list))
+        .route("/products/{id}", get(detail))
+        .route("/categories", get(categories))
+}
+
+const COLUMNS: &str = "product_id, sku, name, name_key, description, category, price_amount, price_currency, attributes, \
+                       published, featured, discontinued, created_position, version";
+
+#[derive(Debug, Serialize)]
+struct Money {
+    amount: i64,
+    currency: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ProductView {
+    id: String,
+    sku: String,
+    name: String,
+    description: String,
+    category: String,
+    price: Money,
+    attributes: Value,
+    published: bool,
+    featured: bool,
+    discontinued: bool,
+    version: i64,
+    #[serde(skip)]
+    name_key: String,
+    #[serde(skip)]
+    created_position: i64,
+}
+
+impl TryFrom<AnyRow> for ProductView {
+    type Error = sqlx::Error;
+
+    fn try_from(r: AnyRow) -> Result<Self, Self::Error> {
+        let attributes: String = r.try_get("attributes")?;
+        Ok(Self {
+            id: r.try_get("product_id")?,
+            sku: r.try_get("sku")?,
+            name: r.try_get("name")?,
+            name_key: r.try_get("name_key")?,
+            description: r.try_get("description")?,
+            category: r.try_get("category")?,
+            price: Money { amount: r.try_get("price_amount")?, currency: r.try_get("price_currency")? },
+            attributes: serde_json::from_str(&attributes).unwrap_or(Value::Object(Default::default())),
+            published: r.try_get::<i64, _>("published")? == 1,
+            featured: r.try_get::<i64, _>("featured")? == 1,
+            discontinued: r.try_get::<i64, _>("discontinued")? == 1,
+            created_position: r.try_get("created_position")?,
+            version: r.try_get("version")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Sort {
+    Name,
+    Price,
+    Newest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    category: Option<String>,
+    min_price: Option<i64>,
+    max_price: Option<i64>,
+    /// Admins only: `true` or `false`; others always see published products only.
+    published: Option<bool>,
+    featured: Option<bool>,
+    sort: Option<Sort>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// A bind value of a query built at run time.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    items: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Filters a viewer may not lift: the tenant always, and publication for non-admins.
+fn visibility(viewer: &Viewer, sql: &mut String, params: &mut Vec<Param>) {
+    params.push(Param::Text(viewer.tenant().to_string()));
+    sql.push_str(&format!(" WHERE tenant = ${}", params.len()));
+    if !viewer.is_admin() {
+        sql.push_str(" AND published = 1 AND discontinued = 0");
+    }
+}
+
+async fn list(
+    State(state): State<QueryState>,
+    viewer: Viewer,
+    min: MinPosition,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
+    state.consistent("catalogue", min).await?;
+    let limit = page_size(q.limit)?;
+    let sort = q.sort.unwrap_or(Sort::Name);
+    let mut sql = format!("SELECT {COLUMNS} FROM rm_products");
+    let mut params = Vec::new();
+    visibility(&viewer, &mut sql, &mut params);
+    let mut push = |sql: &mut String, clause: &str, p: Param| {
+        params.push(p);
+        sql.push_str(&clause.replace("$?", &format!("${}", params.len())));
+    };
+    if let Some(category) = q.category {
+        let category: domain::CategoryPath = category.parse()?;
+        push(&mut sql, " AND (category = $?", Param::Text(category.to_string()));
+        push(&mut sql, " OR category LIKE $?)", Param::Text(format!("{category}/%")));
+    }
+    if let Some(min) = q.min_price {
+        push(&mut sql, " AND price_amount >= $?", Param::Int(min));
+    }
+    if let Some(max) = q.max_price {
+        push(&mut sql, " AND price_amount <= $?", Param::Int(max));
+    }
+    if let (Some(published), true) = (q.published, viewer.is_admin()) {
+        push(&mut sql, " AND published = $?", Param::Int(i64::from(published)));
+    }
+    if let Some(featured) = q.featured {
+        push(&mut sql, " AND featured = $?", Param::Int(i64::from(featured)));
+    }
+    let (key_column, ascending) = match sort {
+        Sort::Name => ("name_key", true),
+        Sort::Price => ("price_amount", true),
+        Sort::Newest => ("created_position", false),
+    };
+    if let Some(cursor) = &q.cursor {
+        let (key, id) = decode_cursor(cursor)?;
+        let key = if sort == Sort::Name {
+            Param::Text(key)
+        } else {
+            Param::Int(key.parse().map_err(|_| ApiError::new(ErrorCode::InvalidValue, "invalid cursor").with("field", "cursor"))?)
+        };
+        let op = if ascending { ">" } else { "<" };
+        let key2 = match &key {
+            Param::Text(s) => Param::Text(s.clone()),
+            Param::Int(n) => Param::Int(*n),
+        };
+        push(&mut sql, &format!(" AND ({key_column} {op} $?"), key);
+        push(&mut sql, &format!(" OR ({key_column} = $?"), key2);
+        push(&mut sql, &format!(" AND product_id {op} $?))"), Param::Text(id));
+    }
+    let direction = if ascending { "ASC" } else { "DESC" };
+    sql.push_str(&format!(" ORDER BY {key_column} {direction}, product_id {direction} LIMIT {}", limit + 1));
+    let mut query = sqlx::query(&sql);
+    for p in params {
+        query = match p {
+            Param::Text(s) => query.bind(s),
+            Param::Int(n) => query.bind(n),
+        };
+    }
+    let rows = query.fetch_all(state.pool()).await.map_err(crate::db_error)?;
+    let mut items = rows.into_iter().map(ProductView::try_from).collect::<Result<Vec<_>, _>>().map_err(crate::db_error)?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|last| {
+            let key = match sort {
+                Sort::Name => last.name_key.clone(),
+                Sort::Price => last.price.amount.to_string(),
+                Sort::Newest => last.created_position.to_string(),
+            };
+            encode_cursor(&key, &last.id)
+        })
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+async fn detail(
+    State(state): State<QueryState>,
+    viewer: Viewer,
+    min: MinPosition,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.consistent("catalogue", min).await?;
+    let mut sql = format!("SELECT {COLUMNS} FROM rm_products");
+    let mut params = Vec::new();
+    visibility(&viewer, &mut sql, &mut params);
+    sql.push_str(&format!(" AND product_id = ${}", params.len() + 1));
+    let Param::Text(tenant) = &params[0] else { unreachable!("visibility binds the tenant first") };
+    let row = sqlx::query(&sql).bind(tenant.clone()).bind(id).fetch_optional(state.pool()).await.map_err(crate::db_error)?;
+    let product = row.map(ProductView::try_from).transpose().map_err(crate::db_error)?.ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(versioned(&headers, product.version, &product))
+}
+
+#[derive(Debug, Serialize)]
+struct Category {
+    name: String,
+    path: String,
+    /// Products in this category and all below it.
+    count: i64,
+    children: Vec<Category>,
+}
+
+/// The category tree with product counts that include sub-categories.
+async fn categories(State(state): State<QueryState>, viewer: Viewer, min: MinPosition) -> Result<Json<Vec<Category>>, ApiError> {
+    state.consistent("catalogue", min).await?;
+    let mut sql = "SELECT category, COUNT(*) AS n FROM rm_products".to_owned();
+    let mut params = Vec::new();
+    visibility(&viewer, &mut sql, &mut params);
+    sql.push_str(" GROUP BY category");
+    let Param::Text(tenant) = &params[0] else { unreachable!("visibility binds the tenant first") };
+    let rows = sqlx::query(&sql).bind(tenant.clone()).fetch_all(state.pool()).await.map_err(crate::db_error)?;
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for r in rows {
+        let category: String = r.try_get("category").map_err(crate::db_error)?;
+        let n: i64 = r.try_get("n").map_err(crate::db_error)?;
+        let path: domain::CategoryPath = category.parse()?;
+        for ancestor in path.ancestors_and_self() {
+            *counts.entry(ancestor.to_owned()).or_default() += n;
+        }
+    }
+    Ok(Json(tree(&counts, "")))
+}
+
+/// The children of `parent` ("" for the roots), depth first.
+fn tree(counts: &BTreeMap<String, i64>, parent: &str) -> Vec<Category> {
+    counts
+        .iter()
+        .filter(|(path, _)| match path.rsplit_once('/') {
+            Some((p, _)) => p == parent,
+            None => parent.is_empty(),
+        })
+        .map(|(path, count)| Category {
+            name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+            path: path.clone(),
+            count: *count,
+            children: tree(counts, path),
+        })
+        .collect()
+}

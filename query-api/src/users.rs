@@ -1,0 +1,106 @@
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use command_api::extract::{Admin, AuthUser};
+use command_api::ApiError;
+use projections::ProjectionStatus;
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, QueryState};
+
+pub fn router() -> Router<QueryState> {
+    Router::new()
+        .route("/users/me", get(me))
+        .route("/admin/users", get(list))
+        .route("/admin/projections", get(projections))
+}
+
+#[derive(Debug, Serialize)]
+struct UserView {
+    id: String,
+    email: String,
+    name: String,
+    roles: Vec<String>,
+    active: bool,
+    registered_at: String,
+    version: i64,
+}
+
+impl TryFrom<AnyRow> for UserView {
+    type Error = sqlx::Error;
+
+    fn try_from(r: AnyRow) -> Result<Self, Self::Error> {
+        let roles: String = r.try_get("roles")?;
+        Ok(Self {
+            id: r.try_get("user_id")?,
+            email: r.try_get("email")?,
+            name: r.try_get("name")?,
+            roles: roles.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            active: r.try_get::<i64, _>("active")? == 1,
+            registered_at: r.try_get("registered_at")?,
+            version: r.try_get("version")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "user_id, email, name, roles, active, registered_at, version";
+
+async fn me(State(state): State<QueryState>, user: AuthUser, min: MinPosition, headers: HeaderMap) -> Result<Response, ApiError> {
+    state.consistent("users", min).await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM rm_users WHERE tenant = $1 AND user_id = $2"))
+        .bind(user.tenant.to_string())
+        .bind(user.user_id.to_string())
+        .fetch_optional(state.pool())
+        .await
+        .map_err(crate::db_error)?;
+    let view = row.map(UserView::try_from).transpose().map_err(crate::db_error)?.ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(versioned(&headers, view.version, &view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    items: Vec<UserView>,
+    next_cursor: Option<String>,
+}
+
+/// The tenant's users, by id (time-ordered ids, so oldest first).
+async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosition, Query(q): Query<ListQuery>) -> Result<Json<Page>, ApiError> {
+    state.consistent("users", min).await?;
+    let limit = page_size(q.limit)?;
+    let after = match &q.cursor {
+        Some(c) => decode_cursor(c)?.1,
+        None => String::new(),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM rm_users WHERE tenant = $1 AND user_id > $2 ORDER BY user_id LIMIT {}",
+        limit + 1
+    ))
+    .bind(admin.tenant.to_string())
+    .bind(after)
+    .fetch_all(state.pool())
+    .await
+    .map_err(crate::db_error)?;
+    let mut items = rows.into_iter().map(UserView::try_from).collect::<Result<Vec<_>, _>>().map_err(crate::db_error)?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|u| encode_cursor("", &u.id))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
+    state.runner.status().await.map(Json).map_err(ApiError::internal)
+}
