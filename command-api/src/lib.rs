@@ -61,7 +61,8 @@ impl CommandAccepted {
     }
 }
 
-/// The whole command API, ready to serve.
+/// The command API's routes (`/api/v1/...`, `/health`, `/ready`); serve it through
+/// [`finish`], alone or merged with the query API.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
@@ -71,13 +72,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
+        .with_state(state)
+}
+
+/// What every served router gets: problem answers for unknown routes and methods, panics
+/// turned into a 500 problem, a 30 s request timeout, and request tracing.
+pub fn finish(router: Router) -> Router {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

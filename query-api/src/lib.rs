@@ -20,7 +20,7 @@ mod viewer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRef;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -71,6 +71,25 @@ impl QueryState {
 pub fn router(state: QueryState) -> Router {
     let api = Router::new().merge(products::router()).merge(stock::router()).merge(users::router());
     Router::new().nest("/api/v1", api).with_state(state)
+}
+
+/// `/health` and `/ready` for a process that serves queries only.
+pub fn health_router(state: QueryState) -> Router {
+    Router::new()
+        .route("/health", axum::routing::get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/ready",
+            axum::routing::get(|State(state): State<QueryState>| async move {
+                match sqlx::query("SELECT 1").execute(state.pool()).await {
+                    Ok(_) => Ok(Json(serde_json::json!({ "status": "ready" }))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "read-model database not reachable");
+                        Err(ApiError::new(ErrorCode::Unavailable, "the read-model database is not reachable").retry_after(1))
+                    }
+                }
+            }),
+        )
+        .with_state(state)
 }
 
 fn db_error(e: sqlx::Error) -> ApiError {

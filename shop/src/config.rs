@@ -32,6 +32,10 @@ pub struct Config {
     #[arg(long, env = "SHOP_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..=900))]
     pub access_token_ttl_secs: u64,
 
+    /// Longest wait, in milliseconds, for a read model to reach `X-Min-Position`.
+    #[arg(long, env = "SHOP_READ_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=30000))]
+    pub read_wait_ms: u64,
+
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
@@ -48,6 +52,7 @@ impl Config {
             db_pool_size: 16,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            read_wait_ms: 2000,
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - `config.rs`: [`Config`], every setting with its environment variable and default.
-//! - [`Application`]: connects and migrates the store, builds the API, binds, serves until
-//!   SIGTERM or Ctrl-C.
+//! - [`Application`]: connects and migrates the store and the read models, builds the APIs
+//!   and the projection workers for the chosen [`Roles`], binds, serves until SIGTERM or
+//!   Ctrl-C.
 //! - [`create_user`]: `shop user create`.
 
 mod config;
@@ -21,6 +22,10 @@ use command_api::{AppState, CommandAccepted, SystemClock};
 use domain::user::Role;
 use domain::TenantId;
 use store::{EventStore, Metadata};
+use axum::Router;
+use projections::{ReadDb, Runner};
+use query_api::QueryState;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -75,19 +80,59 @@ pub fn app_state(config: &Config, store: EventStore) -> anyhow::Result<AppState>
     Ok(AppState::new(store, jwt, mailer, Arc::new(SystemClock), config.api()))
 }
 
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// Everything in one process (`shop serve`).
+    All,
+    CommandApi,
+    QueryApi,
+    /// Projection workers only, no HTTP (`shop project`).
+    Projections,
+}
+
+impl Roles {
+    fn projections(self) -> bool {
+        matches!(self, Roles::All | Roles::Projections)
+    }
+
+    fn http(self) -> bool {
+        self != Roles::Projections
+    }
+}
+
 /// A bound, ready-to-serve shop.
 pub struct Application {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     state: AppState,
+    runner: Arc<Runner>,
+    roles: Roles,
+    read_wait: Duration,
 }
 
 impl Application {
+    /// Every role (`shop serve`).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_roles(config, Roles::All).await
+    }
+
+    pub async fn build_roles(config: &Config, roles: Roles) -> anyhow::Result<Self> {
         let store = connect_store(config).await?;
-        let state = app_state(config, store)?;
-        let listener = TcpListener::bind(config.http_addr)
+        let read_db = ReadDb::connect(&config.store_url(), config.db_pool_size)
             .await
-            .with_context(|| format!("failed to bind {}", config.http_addr))?;
+            .context("failed to connect to the read-model database")?;
+        read_db.migrate().await.context("failed to create the read-model tables")?;
+        let runner = Arc::new(Runner::new(store.clone(), read_db, projections::all()));
+        let state = app_state(config, store)?;
+        let listener = if roles.http() {
+            Some(
+                TcpListener::bind(config.http_addr)
+                    .await
+                    .with_context(|| format!("failed to bind {}", config.http_addr))?,
+            )
+        } else {
+            None
+        };
         let backends = if config.is_embedded() {
             format!("sqlite file {}", config.data_dir.join("shop.db").display())
         } else {
@@ -95,18 +140,25 @@ impl Application {
         };
         tracing::info!(
             mode = if config.is_embedded() { "embedded" } else { "production" },
+            roles = ?roles,
             store = %backends,
+            read_models = %backends,
+            event_delivery = "tail of the store's global log",
             mail = %format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
             cache = "in-process aggregate cache",
-            addr = %listener.local_addr().context("failed to read the bound address")?,
+            addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, runner, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
+    }
+
+    /// The bound HTTP address (`None` for `shop project`).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        // The listener is bound; a local address is always there.
-        self.listener.local_addr().expect("a bound listener has a local address")
+        self.local_addr().expect("an HTTP role is bound to an address")
     }
 
     pub fn port(&self) -> u16 {
@@ -117,6 +169,10 @@ impl Application {
         &self.state
     }
 
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.runner
+    }
+
     /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
@@ -124,8 +180,27 @@ impl Application {
 
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
-        let app = command_api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(stop).await.context("server failed")?;
+        let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+        let workers = self.roles.projections().then(|| tokio::spawn(Arc::clone(&self.runner).run(workers_stopped)));
+        let query = QueryState { runner: Arc::clone(&self.runner), jwt: self.state.jwt.clone(), read_wait: self.read_wait };
+        let router = match self.roles {
+            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)),
+            Roles::CommandApi => command_api::router(self.state.clone()),
+            Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
+            Roles::Projections => Router::new(),
+        };
+        match self.listener {
+            Some(listener) => {
+                let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, app).with_graceful_shutdown(stop).await.context("server failed")?;
+            }
+            None => stop.await,
+        }
+        let _ = stop_workers.send(true);
+        if let Some(workers) = workers {
+            // Workers finish their current batch (or abandon it uncommitted) and return.
+            let _ = workers.await;
+        }
         store.close().await;
         tracing::info!("shop stopped");
         Ok(())

@@ -4,7 +4,7 @@ use std::io::BufRead;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shop::{Application, Config};
+use shop::{Application, Config, Roles};
 use tracing_subscriber::EnvFilter;
 
 /// glibc malloc showed up at ~15% of the command path under load; mimalloc is cheaper there.
@@ -26,6 +26,10 @@ enum Command {
     Serve,
     /// Run the command API only.
     CommandApi,
+    /// Run the query API only (read models must be kept by `shop project` or `shop serve`).
+    QueryApi,
+    /// Run the projection workers only.
+    Project,
     /// Apply database migrations and exit.
     Migrate,
     /// Manage users.
@@ -58,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve | Command::CommandApi => Application::build(&cli.config).await?.run_until_stopped().await,
+        Command::Serve => Application::build(&cli.config).await?.run_until_stopped().await,
+        Command::CommandApi => Application::build_roles(&cli.config, Roles::CommandApi).await?.run_until_stopped().await,
+        Command::QueryApi => Application::build_roles(&cli.config, Roles::QueryApi).await?.run_until_stopped().await,
+        Command::Project => Application::build_roles(&cli.config, Roles::Projections).await?.run_until_stopped().await,
         Command::Migrate => {
             let store = shop::connect_store(&cli.config).await?;
             store.close().await;
