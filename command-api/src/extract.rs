@@ -18,6 +18,11 @@ use crate::error::{ApiError, ErrorCode};
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct AppJson<T>(pub T);
 
+/// `axum::extract::Query`, but rejections are problem documents.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
 /// The caller, from a valid `Authorization: Bearer` access token. A missing or bad token is a
 /// 401, never an anonymous caller.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use command_api::extract::AppQuery;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -119,7 +120,7 @@ async fn list(
     State(state): State<QueryState>,
     viewer: Viewer,
     min: MinPosition,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
     state.consistent("catalogue", min).await?;
     let limit = page_size(q.limit)?;

@@ -1,4 +1,5 @@
-use axum::extract::{Query, State};
+use axum::extract::State;
+use command_api::extract::AppQuery;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -75,7 +76,7 @@ struct Page {
 }
 
 /// The tenant's users, by id (time-ordered ids, so oldest first).
-async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosition, Query(q): Query<ListQuery>) -> Result<Json<Page>, ApiError> {
+async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosition, AppQuery(q): AppQuery<ListQuery>) -> Result<Json<Page>, ApiError> {
     state.consistent("users", min).await?;
     let limit = page_size(q.limit)?;
     let after = match &q.cursor {
