@@ -23,23 +23,51 @@ impl Projection for Catalogue {
         aggregate_type == "product"
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["rm_products"]
+    fn table(&self) -> &'static str {
+        "rm_products"
     }
 
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, e: &LogEvent) -> Result<(), ProjectionError> {
+    fn schema(&self, table: &str, suffix: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    tenant TEXT NOT NULL,
+                    product_id TEXT NOT NULL,
+                    sku TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    name_key TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    category TEXT NOT NULL,
+                    price_amount BIGINT NOT NULL,
+                    price_currency TEXT NOT NULL,
+                    attributes TEXT NOT NULL,
+                    published BIGINT NOT NULL,
+                    featured BIGINT NOT NULL,
+                    discontinued BIGINT NOT NULL,
+                    created_position BIGINT NOT NULL,
+                    version BIGINT NOT NULL,
+                    PRIMARY KEY (tenant, product_id)
+                )"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS ix_products_category{suffix} ON {table} (tenant, category)"),
+            format!("CREATE INDEX IF NOT EXISTS ix_products_name{suffix} ON {table} (tenant, name_key, product_id)"),
+            format!("CREATE INDEX IF NOT EXISTS ix_products_price{suffix} ON {table} (tenant, price_amount, product_id)"),
+        ]
+    }
+
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, e: &LogEvent) -> Result<(), ProjectionError> {
         let (tenant, id) = split_stream_id(&e.aggregate_id)?;
         let event: ProductEvent = serde_json::from_value(e.payload.clone())?;
-        let update = |set: &str| format!("UPDATE rm_products SET {set}, version = $1 WHERE tenant = $2 AND product_id = $3");
+        let update = |set: &str| format!("UPDATE {table} SET {set}, version = $1 WHERE tenant = $2 AND product_id = $3");
         let done = match event {
             ProductEvent::Created { sku, name, description, category, price, attributes, .. } => {
                 let money = price.money();
-                sqlx::query(
-                    "INSERT INTO rm_products (tenant, product_id, sku, name, name_key, description, category, price_amount, \
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (tenant, product_id, sku, name, name_key, description, category, price_amount, \
                        price_currency, attributes, published, featured, discontinued, created_position, version) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, 0, $12, $13) \
-                     ON CONFLICT (tenant, product_id) DO NOTHING",
-                )
+                     ON CONFLICT (tenant, product_id) DO NOTHING"
+                ))
                 .bind(tenant)
                 .bind(id)
                 .bind(sku.as_str())

@@ -12,57 +12,18 @@ use crate::ProjectionError;
 #[derive(Debug, Clone)]
 pub struct ReadDb {
     pub pool: AnyPool,
+    sqlite: bool,
 }
 
-/// Read-model tables; every row carries its tenant.
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS projection_checkpoints (
-        name TEXT PRIMARY KEY,
-        tx BIGINT NOT NULL,
-        position BIGINT NOT NULL,
-        events BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS rm_products (
-        tenant TEXT NOT NULL,
-        product_id TEXT NOT NULL,
-        sku TEXT NOT NULL,
-        name TEXT NOT NULL,
-        name_key TEXT NOT NULL,
-        description TEXT NOT NULL,
-        category TEXT NOT NULL,
-        price_amount BIGINT NOT NULL,
-        price_currency TEXT NOT NULL,
-        attributes TEXT NOT NULL,
-        published BIGINT NOT NULL,
-        featured BIGINT NOT NULL,
-        discontinued BIGINT NOT NULL,
-        created_position BIGINT NOT NULL,
-        version BIGINT NOT NULL,
-        PRIMARY KEY (tenant, product_id)
-    )",
-    "CREATE INDEX IF NOT EXISTS rm_products_category ON rm_products (tenant, category)",
-    "CREATE TABLE IF NOT EXISTS rm_stock (
-        tenant TEXT NOT NULL,
-        sku TEXT NOT NULL,
-        on_hand BIGINT NOT NULL,
-        reserved BIGINT NOT NULL,
-        available BIGINT NOT NULL,
-        version BIGINT NOT NULL,
-        PRIMARY KEY (tenant, sku)
-    )",
-    "CREATE TABLE IF NOT EXISTS rm_users (
-        tenant TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        email TEXT NOT NULL,
-        name TEXT NOT NULL,
-        roles TEXT NOT NULL,
-        active BIGINT NOT NULL,
-        registered_at TEXT NOT NULL,
-        version BIGINT NOT NULL,
-        PRIMARY KEY (tenant, user_id)
-    )",
-];
+/// Checkpoints of every projection; the read-model tables come from each projection's
+/// [`Projection::schema`](crate::Projection::schema).
+const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    name TEXT PRIMARY KEY,
+    tx BIGINT NOT NULL,
+    position BIGINT NOT NULL,
+    events BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+)";
 
 impl ReadDb {
     /// Connects to the same kind of URL as the event store (`postgres://` or `sqlite://`).
@@ -83,13 +44,27 @@ impl ReadDb {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, sqlite: url.starts_with("sqlite:") })
     }
 
-    /// Creates the read-model tables that are missing.
-    pub async fn migrate(&self) -> Result<(), ProjectionError> {
-        for statement in SCHEMA {
-            sqlx::query(statement).execute(&self.pool).await?;
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that reads and then writes fails at once with `SQLITE_BUSY`
+    /// when another connection wrote in between, instead of waiting its turn.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        }
+    }
+
+    /// Creates the checkpoint table and the live tables of `projections` that are missing.
+    pub async fn migrate(&self, projections: &[std::sync::Arc<dyn crate::Projection>]) -> Result<(), ProjectionError> {
+        sqlx::query(CHECKPOINTS).execute(&self.pool).await?;
+        for p in projections {
+            for statement in p.schema(p.table(), "") {
+                sqlx::query(&statement).execute(&self.pool).await?;
+            }
         }
         Ok(())
     }

@@ -13,6 +13,9 @@ pub enum ProjectionError {
     Payload(#[from] serde_json::Error),
     #[error("malformed event: {0}")]
     Malformed(String),
+    /// Another worker moved the checkpoint while this batch ran; the batch was dropped.
+    #[error("checkpoint moved concurrently")]
+    Concurrent,
     /// Raised by the fault-injection point in tests.
     #[error("injected fault")]
     Injected,
@@ -28,8 +31,14 @@ pub trait Projection: Send + Sync {
     /// Whether events of this aggregate type matter here (others are skipped).
     fn handles(&self, aggregate_type: &str) -> bool;
 
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, event: &LogEvent) -> Result<(), ProjectionError>;
+    /// Applies one event to the read model in `table` (the live table, or a shadow being
+    /// rebuilt).
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, event: &LogEvent) -> Result<(), ProjectionError>;
 
-    /// Tables holding this read model, emptied before a rebuild.
-    fn tables(&self) -> &'static [&'static str];
+    /// The live table holding this read model.
+    fn table(&self) -> &'static str;
+
+    /// `CREATE` statements for the read model in `table`; `suffix` keeps index names unique
+    /// when a shadow table is built beside the live one.
+    fn schema(&self, table: &str, suffix: &str) -> Vec<String>;
 }

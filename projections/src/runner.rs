@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sqlx::Row as _;
+use sqlx::{Any, Row as _, Transaction};
 use store::{EventStore, LogCursor};
 use tokio::sync::{watch, Notify};
 
@@ -41,6 +41,22 @@ pub struct ProjectionStatus {
 struct Fault {
     projection: &'static str,
     at: usize,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildReport {
+    /// Log events processed.
+    pub events: i64,
+    pub elapsed: Duration,
+}
+
+async fn read_checkpoint(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Option<(LogCursor, i64)>, ProjectionError> {
+    let row = sqlx::query("SELECT tx, position, events FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| Ok((LogCursor { transaction_id: r.try_get(0)?, position: r.try_get(1)? }, r.try_get(2)?))).transpose()
 }
 
 /// Runs projections over the global log.
@@ -99,46 +115,144 @@ impl Runner {
         Ok(())
     }
 
-    /// The stored checkpoint of a projection (the start of the log if it has none).
+    /// The stored checkpoint of a projection (the start of the log if it has none) and the
+    /// number of log events it has processed.
     pub async fn checkpoint(&self, name: &str) -> Result<(LogCursor, i64), ProjectionError> {
-        let row = sqlx::query("SELECT tx, position, events FROM projection_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => (LogCursor { transaction_id: r.try_get(0)?, position: r.try_get(1)? }, r.try_get(2)?),
-            None => (LogCursor::default(), 0),
-        })
+        let mut conn = self.db.pool.acquire().await?;
+        Ok(read_checkpoint(&mut conn, name).await?.unwrap_or_default())
     }
 
     /// Processes the next batch of the log for one projection: its read-model writes and its
     /// new checkpoint commit together, or not at all.
     pub async fn try_process_next(&self, projection: &dyn Projection) -> Result<Outcome, ProjectionError> {
-        let name = projection.name();
-        let (cursor, _) = self.checkpoint(name).await?;
+        let mut tx = self.db.begin().await?;
+        let outcome = self.apply_batch(&mut tx, projection, projection.table(), projection.name()).await?;
+        if outcome != Outcome::Idle {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Applies the batch after checkpoint `checkpoint` to `table` inside `tx` and moves the
+    /// checkpoint, compare-and-set: if anybody else moved it since it was read (a second
+    /// worker, a rebuild that swapped tables), the batch fails and nothing of it is kept.
+    async fn apply_batch(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        projection: &dyn Projection,
+        table: &str,
+        checkpoint: &str,
+    ) -> Result<Outcome, ProjectionError> {
+        let stored = read_checkpoint(&mut **tx, checkpoint).await?;
+        let (cursor, _) = stored.unwrap_or_default();
         let events = self.store.read_log(cursor, self.batch_size).await?;
         let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
-        let mut tx = self.db.pool.begin().await?;
         let mut applied = 0;
         for event in events.iter().filter(|e| projection.handles(&e.aggregate_type)) {
-            self.take_fault(name, applied)?;
-            projection.apply(&mut tx, event).await?;
+            self.take_fault(projection.name(), applied)?;
+            projection.apply(tx, table, event).await?;
             applied += 1;
         }
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, tx, position, events, updated_at_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, position = excluded.position, \
-             events = projection_checkpoints.events + excluded.events, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(name)
-        .bind(last.transaction_id)
-        .bind(last.position)
-        .bind(events.len() as i64)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let moved = match stored {
+            Some((from, _)) => sqlx::query(
+                "UPDATE projection_checkpoints SET tx = $1, position = $2, events = events + $3, updated_at_ms = $4 \
+                 WHERE name = $5 AND tx = $6 AND position = $7",
+            )
+            .bind(last.transaction_id)
+            .bind(last.position)
+            .bind(events.len() as i64)
+            .bind(now_ms())
+            .bind(checkpoint)
+            .bind(from.transaction_id)
+            .bind(from.position)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+            None => sqlx::query(
+                "INSERT INTO projection_checkpoints (name, tx, position, events, updated_at_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(checkpoint)
+            .bind(last.transaction_id)
+            .bind(last.position)
+            .bind(events.len() as i64)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+        };
+        if moved != 1 {
+            return Err(ProjectionError::Concurrent);
+        }
         Ok(Outcome::Applied(events.len()))
+    }
+
+    /// Empties a projection's read model and checkpoint, so it rebuilds from the start.
+    pub async fn reset(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(&format!("DELETE FROM {}", projection.table())).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(projection.name()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rebuilds a projection from the start of the log into a shadow table while the live one
+    /// keeps serving (and keeps being updated), then swaps them in one transaction once the
+    /// shadow has caught up. `progress(processed, head)` is called after every batch.
+    pub async fn rebuild(
+        &self,
+        projection: &dyn Projection,
+        mut progress: impl FnMut(i64, i64),
+    ) -> Result<RebuildReport, ProjectionError> {
+        let started = Instant::now();
+        let live = projection.table();
+        let shadow = format!("{live}_shadow");
+        let shadow_checkpoint = format!("{}:rebuild", projection.name());
+        sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}")).execute(&self.db.pool).await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&shadow_checkpoint).execute(&self.db.pool).await?;
+        for statement in projection.schema(&shadow, &format!("_{}", now_ms())) {
+            sqlx::query(&statement).execute(&self.db.pool).await?;
+        }
+        let mut processed = 0i64;
+        loop {
+            let mut tx = self.db.begin().await?;
+            match self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint).await? {
+                Outcome::Applied(n) => {
+                    tx.commit().await?;
+                    processed += n as i64;
+                    progress(processed, self.store.head_position().await?);
+                }
+                Outcome::Idle => break,
+            }
+        }
+        // The swap: block the live table, apply what arrived meanwhile to the shadow, replace
+        // the live table and its checkpoint, all or nothing.
+        let mut tx = self.db.begin().await?;
+        if tx.backend_name() == "PostgreSQL" {
+            sqlx::query(&format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+        }
+        while let Outcome::Applied(n) = self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint).await? {
+            processed += n as i64;
+        }
+        sqlx::query(&format!("DROP TABLE {live}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {live}")).execute(&mut *tx).await?;
+        let (cursor, events) = read_checkpoint(&mut *tx, &shadow_checkpoint).await?.unwrap_or_default();
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 OR name = $2")
+            .bind(projection.name())
+            .bind(&shadow_checkpoint)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO projection_checkpoints (name, tx, position, events, updated_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(projection.name())
+            .bind(cursor.transaction_id)
+            .bind(cursor.position)
+            .bind(events)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        progress(processed, self.store.head_position().await?);
+        Ok(RebuildReport { events: processed, elapsed: started.elapsed() })
     }
 
     /// Runs one projection until `stop` turns true: batches back to back while there is work,
@@ -188,12 +302,34 @@ impl Runner {
         }
     }
 
-    /// Processes every projection until the log is exhausted (tools and tests).
+    /// Processes every projection up to the last event committed before the call (tools and
+    /// tests). A transaction still open anywhere in the cluster can hide later events for a
+    /// moment (see `EventStore::read_log`), so an idle log is only trusted once that event has
+    /// been processed.
     pub async fn catch_up(&self) -> Result<(), ProjectionError> {
+        let head = self.store.head_position().await?;
         for p in &self.projections {
-            while self.try_process_next(p.as_ref()).await? != Outcome::Idle {}
+            loop {
+                if self.try_process_next(p.as_ref()).await? == Outcome::Idle {
+                    if self.reached(p.name(), head).await? {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether `projection` has processed the event at `position` (true for position 0).
+    pub async fn reached(&self, projection: &str, position: i64) -> Result<bool, ProjectionError> {
+        if position == 0 {
+            return Ok(true);
+        }
+        match self.store.cursor_of(position).await? {
+            Some(target) => Ok(self.checkpoint(projection).await?.0 >= target),
+            None => Ok(false),
+        }
     }
 
     /// Waits up to `timeout` until `projection` has processed the event at global `position`
@@ -201,10 +337,8 @@ impl Runner {
     pub async fn wait_for(&self, projection: &str, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(target) = self.store.cursor_of(position).await? {
-                if self.checkpoint(projection).await?.0 >= target {
-                    return Ok(true);
-                }
+            if self.reached(projection, position).await? {
+                return Ok(true);
             }
             if Instant::now() >= deadline {
                 return Ok(false);

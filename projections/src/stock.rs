@@ -19,22 +19,36 @@ impl Projection for StockLevels {
         aggregate_type == "stock"
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["rm_stock"]
+    fn table(&self) -> &'static str {
+        "rm_stock"
     }
 
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, e: &LogEvent) -> Result<(), ProjectionError> {
+    fn schema(&self, table: &str, _suffix: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                tenant TEXT NOT NULL,
+                sku TEXT NOT NULL,
+                on_hand BIGINT NOT NULL,
+                reserved BIGINT NOT NULL,
+                available BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                PRIMARY KEY (tenant, sku)
+            )"
+        )]
+    }
+
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, e: &LogEvent) -> Result<(), ProjectionError> {
         let (tenant, sku) = split_stream_id(&e.aggregate_id)?;
         let event: StockEvent = serde_json::from_value(e.payload.clone())?;
         match event {
             StockEvent::Received { on_hand, available, .. }
             | StockEvent::Adjusted { on_hand, available, .. }
             | StockEvent::Committed { on_hand, available, .. } => {
-                sqlx::query(
-                    "INSERT INTO rm_stock (tenant, sku, on_hand, reserved, available, version) VALUES ($1, $2, $3, $4, $5, $6) \
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (tenant, sku, on_hand, reserved, available, version) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (tenant, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
-                     available = excluded.available, version = excluded.version",
-                )
+                     available = excluded.available, version = excluded.version"
+                ))
                 .bind(tenant)
                 .bind(sku)
                 .bind(on_hand)
@@ -45,9 +59,9 @@ impl Projection for StockLevels {
                 .await?;
             }
             StockEvent::Reserved { available, .. } | StockEvent::Released { available, .. } => {
-                sqlx::query(
-                    "UPDATE rm_stock SET available = $1, reserved = on_hand - $1, version = $2 WHERE tenant = $3 AND sku = $4",
-                )
+                sqlx::query(&format!(
+                    "UPDATE {table} SET available = $1, reserved = on_hand - $1, version = $2 WHERE tenant = $3 AND sku = $4"
+                ))
                 .bind(available)
                 .bind(e.sequence)
                 .bind(tenant)

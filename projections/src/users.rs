@@ -24,20 +24,36 @@ impl Projection for Users {
         aggregate_type == "user"
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["rm_users"]
+    fn table(&self) -> &'static str {
+        "rm_users"
     }
 
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, e: &LogEvent) -> Result<(), ProjectionError> {
+    fn schema(&self, table: &str, _suffix: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                tenant TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                email TEXT NOT NULL,
+                name TEXT NOT NULL,
+                roles TEXT NOT NULL,
+                active BIGINT NOT NULL,
+                registered_at TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                PRIMARY KEY (tenant, user_id)
+            )"
+        )]
+    }
+
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, e: &LogEvent) -> Result<(), ProjectionError> {
         let (tenant, id) = split_stream_id(&e.aggregate_id)?;
         let event: UserEvent = serde_json::from_value(e.payload.clone())?;
-        let set = |set: &str| format!("UPDATE rm_users SET {set}version = $1 WHERE tenant = $2 AND user_id = $3");
+        let set = |set: &str| format!("UPDATE {table} SET {set}version = $1 WHERE tenant = $2 AND user_id = $3");
         match event {
             UserEvent::Registered { email, name, roles, .. } => {
-                sqlx::query(
-                    "INSERT INTO rm_users (tenant, user_id, email, name, roles, active, registered_at, version) \
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (tenant, user_id) DO NOTHING",
-                )
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version) \
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (tenant, user_id) DO NOTHING"
+                ))
                 .bind(tenant)
                 .bind(id)
                 .bind(email.as_str())
@@ -52,7 +68,7 @@ impl Projection for Users {
                 sqlx::query(&set("name = $4, ")).bind(e.sequence).bind(tenant).bind(id).bind(name.as_str()).execute(&mut **tx).await?;
             }
             UserEvent::RoleGranted { role } | UserEvent::RoleRevoked { role } => {
-                let row = sqlx::query("SELECT roles FROM rm_users WHERE tenant = $1 AND user_id = $2")
+                let row = sqlx::query(&format!("SELECT roles FROM {table} WHERE tenant = $1 AND user_id = $2"))
                     .bind(tenant)
                     .bind(id)
                     .fetch_optional(&mut **tx)

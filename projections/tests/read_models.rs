@@ -100,17 +100,14 @@ async fn dump(db: &ReadDb) -> Vec<String> {
 
 async fn runner(t: &TestStore) -> Runner {
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
-    db.migrate().await.expect("schema");
+    db.migrate(&projections::all()).await.expect("schema");
     Runner::new(t.store.clone(), db, projections::all()).with_batch_size(4)
 }
 
 async fn rebuild(runner: &Runner) {
     for p in runner.projections() {
-        for table in p.tables() {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&runner.db().pool).await.expect("empty");
-        }
+        runner.reset(p.as_ref()).await.expect("reset");
     }
-    sqlx::query("DELETE FROM projection_checkpoints").execute(&runner.db().pool).await.expect("reset");
     runner.catch_up().await.expect("rebuild");
 }
 
@@ -166,11 +163,8 @@ both_backends!(a_crash_in_the_middle_of_a_batch_applies_nothing_twice, |t: TestS
 
 async fn rebuild_after_fault(runner: &Runner) {
     for p in runner.projections() {
-        for table in p.tables() {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&runner.db().pool).await.expect("empty");
-        }
+        runner.reset(p.as_ref()).await.expect("reset");
     }
-    sqlx::query("DELETE FROM projection_checkpoints").execute(&runner.db().pool).await.expect("reset");
     let err = runner.catch_up().await.expect_err("the injected fault fires");
     assert!(matches!(err, projections::ProjectionError::Injected));
     runner.catch_up().await.expect("the retry succeeds");
@@ -203,4 +197,45 @@ both_backends!(read_your_writes_waits_for_the_position, |t: TestStore| async mov
     assert!(!runner.wait_for("stock", done.position + 1000, std::time::Duration::from_millis(50)).await.expect("wait"), "a position never written is never reached");
     stop.send(true).expect("workers listen");
     tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
+});
+
+// Writers keep going while (a) two workers run the same projection, as two `shop project`
+// processes would, and (b) the projection is rebuilt and swapped. Every receipt counts once.
+both_backends!(a_rebuild_under_live_writes_loses_nothing_and_doubles_nothing, |t: TestStore| async move {
+    let a = Arc::new(runner(&t).await);
+    let b = Arc::new(runner(&t).await);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = [tokio::spawn(Arc::clone(&a).run(stopped.clone())), tokio::spawn(Arc::clone(&b).run(stopped))];
+    let stock = Repository::<Stock>::new(t.store.clone(), ());
+    let writer = {
+        let stock = stock.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..150 {
+                let sku = format!("LIVE-{}", i % 5);
+                let receive = StockCommand::Receive { tenant: TenantId::default(), sku: sku.parse().expect("valid"), quantity: Quantity::try_from(1).expect("valid") };
+                last = stock.execute(&format!("default:{sku}"), receive, None, &Metadata::default()).await.expect("receive").position;
+                if i % 10 == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+            last
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let mut calls = 0;
+    let report = a.rebuild(&projections::StockLevels, |_, _| calls += 1).await.expect("rebuild");
+    assert!(report.events > 0 && calls > 0);
+    let last = writer.await.expect("writer");
+    assert!(a.wait_for("stock", last, std::time::Duration::from_secs(20)).await.expect("wait"));
+    stop.send(true).expect("workers listen");
+    for w in workers {
+        tokio::time::timeout(std::time::Duration::from_secs(10), w).await.expect("workers stop").expect("workers ran");
+    }
+    let rows = dump(a.db()).await;
+    for s in 0..5 {
+        assert!(rows.contains(&format!("default|LIVE-{s}|30|0|30|30")), "{rows:#?}");
+    }
+    let (_, processed) = a.checkpoint("stock").await.expect("checkpoint");
+    assert_eq!(processed, t.store.head_position().await.expect("head"), "each event processed once");
 });

@@ -121,8 +121,9 @@ impl Application {
         let read_db = ReadDb::connect(&config.store_url(), config.db_pool_size)
             .await
             .context("failed to connect to the read-model database")?;
-        read_db.migrate().await.context("failed to create the read-model tables")?;
-        let runner = Arc::new(Runner::new(store.clone(), read_db, projections::all()));
+        let all = projections::all();
+        read_db.migrate(&all).await.context("failed to create the read-model tables")?;
+        let runner = Arc::new(Runner::new(store.clone(), read_db, all));
         let state = app_state(config, store)?;
         let listener = if roles.http() {
             Some(
