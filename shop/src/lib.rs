@@ -232,6 +232,54 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// `shop replay`: rebuilds one projection (or all) with a progress bar.
+pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_run: bool) -> anyhow::Result<()> {
+    let store = connect_store(config).await?;
+    let read_db = ReadDb::connect(&config.store_url(), 4).await.context("failed to connect to the read-model database")?;
+    let known = projections::all();
+    read_db.migrate(&known).await.context("failed to create the read-model tables")?;
+    let chosen: Vec<_> = known.iter().filter(|p| all || Some(p.name()) == projection).cloned().collect();
+    if chosen.is_empty() {
+        let names: Vec<_> = known.iter().map(|p| p.name()).collect();
+        bail!("unknown projection {:?}; known: {}", projection.unwrap_or_default(), names.join(", "));
+    }
+    let runner = Runner::new(store.clone(), read_db, known);
+    let head = store.head_position().await?;
+    for p in &chosen {
+        let (cursor, events) = runner.checkpoint(p.name()).await?;
+        if dry_run {
+            println!(
+                "{}: would rebuild table {} from {head} log events (now at position {}, {events} events processed)",
+                p.name(),
+                p.table(),
+                cursor.position
+            );
+            continue;
+        }
+        let bar = indicatif::ProgressBar::new(head.max(1) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>10} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(p.name());
+        let report = runner
+            .rebuild(p.as_ref(), |done, head| {
+                bar.set_length(head.max(done).max(1) as u64);
+                bar.set_position(done as u64);
+            })
+            .await
+            .with_context(|| format!("failed to rebuild {}", p.name()))?;
+        bar.finish();
+        let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
+        println!("{}: {} events in {:.2?} ({rate:.0} events/s), swapped in", p.name(), report.events, report.elapsed);
+    }
+    store.close().await;
+    Ok(())
+}
+
 /// `shop user create`: registers a user with the given role, for the first admin.
 pub async fn create_user(
     config: &Config,

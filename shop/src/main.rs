@@ -32,6 +32,19 @@ enum Command {
     Project,
     /// Apply database migrations and exit.
     Migrate,
+    /// Rebuild read models from the event log into shadow tables and swap them in when they
+    /// have caught up; reads keep working throughout.
+    Replay {
+        /// Projection to rebuild (`catalogue`, `stock`, `users`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        projection: Option<String>,
+        /// Rebuild every projection.
+        #[arg(long)]
+        all: bool,
+        /// Only report what would be rebuilt.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -72,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Replay { projection, all, dry_run } => shop::replay(&cli.config, projection.as_deref(), all, dry_run).await,
         Command::User(UserCommand::Create { email, role, tenant, name }) => {
             let mut password = String::new();
             std::io::stdin().lock().read_line(&mut password).context("failed to read the password from standard input")?;

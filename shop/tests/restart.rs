@@ -100,3 +100,53 @@ async fn embedded_mode_survives_kill_9() {
 async fn postgres_mode_survives_kill_9() {
     survives_kill_9(Backend::Postgres).await;
 }
+
+/// `shop replay` rebuilds the read models of a running shop; queries keep answering.
+async fn replay_while_serving(backend: Backend) {
+    let dir = scratch_dir();
+    let Some(url) = fresh_url(backend, &dir).await else { return };
+    let url = (backend == Backend::Postgres).then_some(url);
+    let port = free_port();
+    let mut shop = start(&dir, url.as_deref(), port).await;
+    for i in 0..20 {
+        let (status, _) = post(port, "/api/v1/auth/register", None, json!({"email": format!("u{i}@example.com"), "password": "correct horse", "name": "U"})).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let dry = command(&dir, url.as_deref(), port).args(["replay", "--all", "--dry-run"]).output().expect("replay runs");
+    assert!(dry.status.success());
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("users: would rebuild table rm_users"));
+    let unknown = command(&dir, url.as_deref(), port).args(["replay", "nope"]).output().expect("replay runs");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection"));
+    let replay = command(&dir, url.as_deref(), port).args(["replay", "--all"]).output().expect("replay runs");
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let out = String::from_utf8_lossy(&replay.stdout);
+    for name in ["catalogue", "stock", "users"] {
+        assert!(out.contains(&format!("{name}: ")) && out.contains("swapped in"), "{out}");
+    }
+    // The rebuilt users table still answers, with every user.
+    let (_, login) = post(port, "/api/v1/auth/login", None, json!({"email": "u0@example.com", "password": "correct horse"})).await;
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let me = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: Value = me.json().await.expect("json");
+    assert_eq!(me["email"], "u0@example.com");
+    shop.kill().expect("SIGKILL");
+    shop.wait().expect("reaped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn embedded_replay_while_serving() {
+    replay_while_serving(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_replay_while_serving() {
+    replay_while_serving(Backend::Postgres).await;
+}
