@@ -21,8 +21,9 @@ pub enum ProjectionError {
     Injected,
 }
 
-/// A read model fed by events. `apply` runs inside the batch's transaction; the runner writes
-/// the checkpoint in the same transaction.
+/// A read model fed by events. `apply` gets a whole batch (only events of the aggregate types
+/// it handles, in log order) inside the batch's transaction, so it can fold them in memory
+/// and write each row once; the runner writes the checkpoint in the same transaction.
 #[async_trait]
 pub trait Projection: Send + Sync {
     /// Stable name: the checkpoint key and what operators see.
@@ -31,9 +32,9 @@ pub trait Projection: Send + Sync {
     /// Whether events of this aggregate type matter here (others are skipped).
     fn handles(&self, aggregate_type: &str) -> bool;
 
-    /// Applies one event to the read model in `table` (the live table, or a shadow being
+    /// Applies `events` to the read model in `table` (the live table, or a shadow being
     /// rebuilt).
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, event: &LogEvent) -> Result<(), ProjectionError>;
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError>;
 
     /// The live table holding this read model.
     fn table(&self) -> &'static str;
@@ -41,4 +42,27 @@ pub trait Projection: Send + Sync {
     /// `CREATE` statements for the read model in `table`; `suffix` keeps index names unique
     /// when a shadow table is built beside the live one.
     fn schema(&self, table: &str, suffix: &str) -> Vec<String>;
+}
+
+/// `($1, $2), ($3, $4), …`: placeholders for `rows` rows of `cols` values.
+pub(crate) fn values(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=cols).map(|c| format!("${}", r * cols + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement: about 2,000 parameters. SQLite resolves each `$n` by a linear
+/// search of the names seen so far, so a statement with tens of thousands of parameters takes
+/// seconds just to prepare (measured: 1.9 s for 30,000).
+pub(crate) fn rows_per_statement(cols: usize) -> usize {
+    (2_000 / cols).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(super::values(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::{Any, Row as _, Transaction};
-use store::{EventStore, LogCursor};
+use store::{EventStore, LogCursor, LogEvent};
 use tokio::sync::{watch, Notify};
 
 use crate::{Projection, ProjectionError, ReadDb};
@@ -42,6 +42,10 @@ struct Fault {
     projection: &'static str,
     at: usize,
 }
+
+/// Log events per transaction while rebuilding: larger than live batches, since nobody waits
+/// on a shadow table and each batch folds many events into few row writes.
+const REBUILD_BATCH: u32 = 10_000;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy)]
@@ -101,18 +105,18 @@ impl Runner {
         &self.db
     }
 
-    /// Makes the next batch of `projection` fail at its `at`-th applied event (tests only).
+    /// Makes the next batch of `projection` with more than `at` events for it write the first
+    /// `at` and then fail before committing (tests only).
     pub fn inject_fault(&self, projection: &'static str, at: usize) {
         *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(Fault { projection, at });
     }
 
-    fn take_fault(&self, projection: &str, applied: usize) -> Result<(), ProjectionError> {
+    /// Where to fail this batch of `handled` events, if a fault is due in it (taken once).
+    fn take_fault(&self, projection: &str, handled: usize) -> Option<usize> {
         let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
-        if fault.as_ref().is_some_and(|f| f.projection == projection && f.at == applied) {
-            *fault = None;
-            return Err(ProjectionError::Injected);
-        }
-        Ok(())
+        let at = fault.as_ref().filter(|f| f.projection == projection && f.at < handled).map(|f| f.at)?;
+        *fault = None;
+        Some(at)
     }
 
     /// The stored checkpoint of a projection (the start of the log if it has none) and the
@@ -126,7 +130,7 @@ impl Runner {
     /// new checkpoint commit together, or not at all.
     pub async fn try_process_next(&self, projection: &dyn Projection) -> Result<Outcome, ProjectionError> {
         let mut tx = self.db.begin().await?;
-        let outcome = self.apply_batch(&mut tx, projection, projection.table(), projection.name()).await?;
+        let outcome = self.apply_batch(&mut tx, projection, projection.table(), projection.name(), self.batch_size).await?;
         if outcome != Outcome::Idle {
             tx.commit().await?;
         }
@@ -142,16 +146,20 @@ impl Runner {
         projection: &dyn Projection,
         table: &str,
         checkpoint: &str,
+        limit: u32,
     ) -> Result<Outcome, ProjectionError> {
         let stored = read_checkpoint(&mut **tx, checkpoint).await?;
         let (cursor, _) = stored.unwrap_or_default();
-        let events = self.store.read_log(cursor, self.batch_size).await?;
+        let events = self.store.read_log(cursor, limit).await?;
         let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
-        let mut applied = 0;
-        for event in events.iter().filter(|e| projection.handles(&e.aggregate_type)) {
-            self.take_fault(projection.name(), applied)?;
-            projection.apply(tx, table, event).await?;
-            applied += 1;
+        let handled: Vec<&LogEvent> = events.iter().filter(|e| projection.handles(&e.aggregate_type)).collect();
+        if let Some(at) = self.take_fault(projection.name(), handled.len()) {
+            // Half the batch written, then the "crash": the transaction is never committed.
+            projection.apply(tx, table, &handled[..at]).await?;
+            return Err(ProjectionError::Injected);
+        }
+        if !handled.is_empty() {
+            projection.apply(tx, table, &handled).await?;
         }
         let moved = match stored {
             Some((from, _)) => sqlx::query(
@@ -216,7 +224,7 @@ impl Runner {
         let mut processed = 0i64;
         loop {
             let mut tx = self.db.begin().await?;
-            match self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint).await? {
+            match self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint, REBUILD_BATCH).await? {
                 Outcome::Applied(n) => {
                     tx.commit().await?;
                     processed += n as i64;
@@ -231,7 +239,7 @@ impl Runner {
         if tx.backend_name() == "PostgreSQL" {
             sqlx::query(&format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
         }
-        while let Outcome::Applied(n) = self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint).await? {
+        while let Outcome::Applied(n) = self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint, REBUILD_BATCH).await? {
             processed += n as i64;
         }
         sqlx::query(&format!("DROP TABLE {live}")).execute(&mut *tx).await?;

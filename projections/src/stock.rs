@@ -1,13 +1,24 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use domain::stock::StockEvent;
 use sqlx::{Any, Transaction};
 use store::LogEvent;
 
+use crate::projection::{rows_per_statement, values};
 use crate::{split_stream_id, Projection, ProjectionError};
 
 /// Availability per SKU: on hand, reserved, available. Stock events carry the resulting
-/// figures, so this view only copies them.
+/// figures, so a batch folds down to the last figures of each SKU.
 pub struct StockLevels;
+
+/// The figures of one SKU after a batch.
+struct Level {
+    /// Known when an event of the batch carried it; otherwise the stored value stands.
+    on_hand: Option<i64>,
+    available: i64,
+    version: i64,
+}
 
 #[async_trait]
 impl Projection for StockLevels {
@@ -37,38 +48,48 @@ impl Projection for StockLevels {
         )]
     }
 
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, e: &LogEvent) -> Result<(), ProjectionError> {
-        let (tenant, sku) = split_stream_id(&e.aggregate_id)?;
-        let event: StockEvent = serde_json::from_value(e.payload.clone())?;
-        match event {
-            StockEvent::Received { on_hand, available, .. }
-            | StockEvent::Adjusted { on_hand, available, .. }
-            | StockEvent::Committed { on_hand, available, .. } => {
-                sqlx::query(&format!(
-                    "INSERT INTO {table} (tenant, sku, on_hand, reserved, available, version) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (tenant, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
-                     available = excluded.available, version = excluded.version"
-                ))
-                .bind(tenant)
-                .bind(sku)
-                .bind(on_hand)
-                .bind(on_hand - available)
-                .bind(available)
-                .bind(e.sequence)
-                .execute(&mut **tx)
-                .await?;
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {
+        // Ordered keys: concurrent writers touch rows in the same order and cannot deadlock.
+        let mut levels: BTreeMap<(&str, &str), Level> = BTreeMap::new();
+        for e in events {
+            let key = split_stream_id(&e.aggregate_id)?;
+            let level = levels.entry(key).or_insert(Level { on_hand: None, available: 0, version: 0 });
+            match serde_json::from_value(e.payload.clone())? {
+                StockEvent::Received { on_hand, available, .. }
+                | StockEvent::Adjusted { on_hand, available, .. }
+                | StockEvent::Committed { on_hand, available, .. } => {
+                    level.on_hand = Some(on_hand);
+                    level.available = available;
+                }
+                StockEvent::Reserved { available, .. } | StockEvent::Released { available, .. } => level.available = available,
             }
-            StockEvent::Reserved { available, .. } | StockEvent::Released { available, .. } => {
-                sqlx::query(&format!(
-                    "UPDATE {table} SET available = $1, reserved = on_hand - $1, version = $2 WHERE tenant = $3 AND sku = $4"
-                ))
-                .bind(available)
-                .bind(e.sequence)
-                .bind(tenant)
-                .bind(sku)
-                .execute(&mut **tx)
-                .await?;
+            level.version = e.sequence;
+        }
+        let (full, partial): (Vec<_>, Vec<_>) = levels.into_iter().partition(|(_, l)| l.on_hand.is_some());
+        for chunk in full.chunks(rows_per_statement(6)) {
+            let sql = format!(
+                "INSERT INTO {table} (tenant, sku, on_hand, reserved, available, version) VALUES {} \
+                 ON CONFLICT (tenant, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
+                 available = excluded.available, version = excluded.version",
+                values(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((tenant, sku), l) in chunk {
+                let on_hand = l.on_hand.unwrap_or_default();
+                query = query.bind(*tenant).bind(*sku).bind(on_hand).bind(on_hand - l.available).bind(l.available).bind(l.version);
             }
+            query.execute(&mut **tx).await?;
+        }
+        for ((tenant, sku), l) in partial {
+            sqlx::query(&format!(
+                "UPDATE {table} SET available = $1, reserved = on_hand - $1, version = $2 WHERE tenant = $3 AND sku = $4"
+            ))
+            .bind(l.available)
+            .bind(l.version)
+            .bind(tenant)
+            .bind(sku)
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(())
     }

@@ -1,10 +1,11 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use domain::user::{Role, UserEvent};
 use sqlx::{Any, Row as _, Transaction};
 use store::LogEvent;
 
+use crate::projection::{rows_per_statement, values};
 use crate::{split_stream_id, Projection, ProjectionError};
 
 /// Users for `/users/me` and the admin list. Password hashes and reset tokens stay out.
@@ -12,6 +13,20 @@ pub struct Users;
 
 fn roles_text(roles: &BTreeSet<Role>) -> String {
     roles.iter().map(Role::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// What a batch does to one user.
+#[derive(Default)]
+struct Change {
+    /// Set when registered in this batch: (email, registered_at).
+    registered: Option<(String, String)>,
+    name: Option<String>,
+    /// The full role set when known (registered in this batch)…
+    roles: Option<BTreeSet<Role>>,
+    /// …or the grants (true) and revocations (false) to apply to the stored set.
+    role_changes: Vec<(Role, bool)>,
+    deactivated: bool,
+    version: i64,
 }
 
 #[async_trait]
@@ -44,50 +59,97 @@ impl Projection for Users {
         )]
     }
 
-    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, e: &LogEvent) -> Result<(), ProjectionError> {
-        let (tenant, id) = split_stream_id(&e.aggregate_id)?;
-        let event: UserEvent = serde_json::from_value(e.payload.clone())?;
-        let set = |set: &str| format!("UPDATE {table} SET {set}version = $1 WHERE tenant = $2 AND user_id = $3");
-        match event {
-            UserEvent::Registered { email, name, roles, .. } => {
-                sqlx::query(&format!(
-                    "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version) \
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (tenant, user_id) DO NOTHING"
-                ))
-                .bind(tenant)
-                .bind(id)
-                .bind(email.as_str())
-                .bind(name.as_str())
-                .bind(roles_text(&roles))
-                .bind(e.recorded_at.to_rfc3339())
-                .bind(e.sequence)
-                .execute(&mut **tx)
-                .await?;
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {
+        let mut changes: BTreeMap<(&str, &str), Change> = BTreeMap::new();
+        for e in events {
+            let change = changes.entry(split_stream_id(&e.aggregate_id)?).or_default();
+            match serde_json::from_value(e.payload.clone())? {
+                UserEvent::Registered { email, name, roles, .. } => {
+                    *change = Change {
+                        registered: Some((email.to_string(), e.recorded_at.to_rfc3339())),
+                        name: Some(name.to_string()),
+                        roles: Some(roles),
+                        ..Change::default()
+                    };
+                }
+                UserEvent::ProfileChanged { name } => change.name = Some(name.to_string()),
+                UserEvent::RoleGranted { role } | UserEvent::RoleRevoked { role } => {
+                    let granted = e.event_type == "role_granted";
+                    match &mut change.roles {
+                        Some(roles) if granted => {
+                            roles.insert(role);
+                        }
+                        Some(roles) => {
+                            roles.remove(&role);
+                        }
+                        None => change.role_changes.push((role, granted)),
+                    }
+                }
+                UserEvent::Deactivated => change.deactivated = true,
+                UserEvent::PasswordChanged { .. } | UserEvent::PasswordResetRequested { .. } | UserEvent::PasswordResetCompleted { .. } => {}
             }
-            UserEvent::ProfileChanged { name } => {
-                sqlx::query(&set("name = $4, ")).bind(e.sequence).bind(tenant).bind(id).bind(name.as_str()).execute(&mut **tx).await?;
+            change.version = e.sequence;
+        }
+        let (registered, changed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, c)| c.registered.is_some());
+        for chunk in registered.chunks(rows_per_statement(8)) {
+            let sql = format!(
+                "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version) VALUES {} \
+                 ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
+                 roles = excluded.roles, active = excluded.active, registered_at = excluded.registered_at, version = excluded.version",
+                values(chunk.len(), 8)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((tenant, id), c) in chunk {
+                let (email, registered_at) = c.registered.clone().unwrap_or_default();
+                query = query
+                    .bind(*tenant)
+                    .bind(*id)
+                    .bind(email)
+                    .bind(c.name.clone().unwrap_or_default())
+                    .bind(roles_text(&c.roles.clone().unwrap_or_default()))
+                    .bind(i64::from(!c.deactivated))
+                    .bind(registered_at)
+                    .bind(c.version);
             }
-            UserEvent::RoleGranted { role } | UserEvent::RoleRevoked { role } => {
+            query.execute(&mut **tx).await?;
+        }
+        for ((tenant, id), mut c) in changed {
+            if !c.role_changes.is_empty() {
                 let row = sqlx::query(&format!("SELECT roles FROM {table} WHERE tenant = $1 AND user_id = $2"))
                     .bind(tenant)
                     .bind(id)
                     .fetch_optional(&mut **tx)
                     .await?;
-                let current: String = row.map(|r| r.try_get(0)).transpose()?.unwrap_or_default();
-                let mut roles: BTreeSet<Role> = current.split(',').filter_map(|r| r.parse().ok()).collect();
-                if matches!(event, UserEvent::RoleGranted { .. }) {
-                    roles.insert(role);
-                } else {
-                    roles.remove(&role);
+                let stored: String = row.map(|r| r.try_get(0)).transpose()?.unwrap_or_default();
+                let mut roles: BTreeSet<Role> = stored.split(',').filter_map(|r| r.parse().ok()).collect();
+                for (role, granted) in c.role_changes.drain(..) {
+                    if granted {
+                        roles.insert(role);
+                    } else {
+                        roles.remove(&role);
+                    }
                 }
-                sqlx::query(&set("roles = $4, ")).bind(e.sequence).bind(tenant).bind(id).bind(roles_text(&roles)).execute(&mut **tx).await?;
+                c.roles = Some(roles);
             }
-            UserEvent::Deactivated => {
-                sqlx::query(&set("active = 0, ")).bind(e.sequence).bind(tenant).bind(id).execute(&mut **tx).await?;
+            let mut sets = vec!["version = $1".to_owned()];
+            let mut values: Vec<String> = Vec::new();
+            if let Some(name) = c.name {
+                values.push(name);
+                sets.push(format!("name = ${}", 3 + values.len()));
             }
-            UserEvent::PasswordChanged { .. } | UserEvent::PasswordResetRequested { .. } | UserEvent::PasswordResetCompleted { .. } => {
-                sqlx::query(&set("")).bind(e.sequence).bind(tenant).bind(id).execute(&mut **tx).await?;
+            if let Some(roles) = &c.roles {
+                values.push(roles_text(roles));
+                sets.push(format!("roles = ${}", 3 + values.len()));
             }
+            if c.deactivated {
+                sets.push("active = 0".to_owned());
+            }
+            let sql = format!("UPDATE {table} SET {} WHERE tenant = $2 AND user_id = $3", sets.join(", "));
+            let mut query = sqlx::query(&sql).bind(c.version).bind(tenant).bind(id);
+            for v in values {
+                query = query.bind(v);
+            }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }
