@@ -181,6 +181,25 @@ async fn drive(base: &str, token: &str, clients: usize, seconds: u64, products: 
     result
 }
 
+/// Samples `/admin/projections` every 20 ms for `duration`: the largest `lag_ms` (age of the
+/// oldest event not yet applied) over all projections at each instant.
+async fn sample_lag(base: String, token: String, duration: Duration) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let end = Instant::now() + duration;
+    let mut lags = Vec::new();
+    while Instant::now() < end {
+        let status = client.get(format!("{base}/api/v1/admin/projections")).bearer_auth(&token).send().await;
+        if let Ok(r) = status {
+            if let Ok(Value::Array(projections)) = r.json::<Value>().await {
+                let worst = projections.iter().filter_map(|p| p["lag_ms"].as_u64()).max().unwrap_or(0);
+                lags.push(Duration::from_millis(worst));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lags
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -262,8 +281,19 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("clients {}  seconds {}  cores {cores}", args.clients, args.seconds);
+    let sampler = tokio::spawn(sample_lag(shop.base.clone(), token.clone(), Duration::from_secs(args.seconds)));
     let mix = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(products.clone()), Arc::new(skus.clone())).await;
     let shop_rate = report("shop mix", &mix);
+    if let Ok(mut lags) = sampler.await {
+        lags.sort();
+        println!(
+            "projection lag         p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} samples of the worst projection, every 20 ms)",
+            percentile(&lags, 0.50).as_secs_f64() * 1000.0,
+            percentile(&lags, 0.99).as_secs_f64() * 1000.0,
+            lags.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+            lags.len()
+        );
+    }
     let hot_skus: Vec<String> = skus.iter().take(args.hot).cloned().collect();
     let hot_products: Vec<String> = products.iter().take(args.hot).cloned().collect();
     let hot = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(hot_products), Arc::new(hot_skus)).await;

@@ -43,6 +43,9 @@ struct Fault {
     at: usize,
 }
 
+/// How long a worker lets new events gather after catching up or being woken.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// Log events per transaction while rebuilding: larger than live batches, since nobody waits
 /// on a shadow table and each batch folds many events into few row writes.
 const REBUILD_BATCH: u32 = 10_000;
@@ -273,10 +276,15 @@ impl Runner {
                 return;
             }
             let wait = match self.try_process_next(projection.as_ref()).await {
-                Ok(Outcome::Applied(_)) => {
+                Ok(Outcome::Applied(n)) => {
                     self.errors.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
                     backoff = Duration::from_millis(100);
-                    continue;
+                    if n >= self.batch_size as usize {
+                        continue;
+                    }
+                    // Caught up: let a few milliseconds of events gather, so a busy log is read
+                    // in batches instead of one wake-up per command.
+                    GATHER
                 }
                 Ok(Outcome::Idle) => Duration::from_millis(50),
                 Err(e) => {
@@ -287,9 +295,16 @@ impl Runner {
                     wait
                 }
             };
+            if wait == GATHER {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = self.new_events.notified() => {}
+                _ = self.new_events.notified() => tokio::time::sleep(GATHER).await,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
