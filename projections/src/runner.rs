@@ -58,12 +58,58 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
-async fn read_checkpoint(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Option<(LogCursor, i64)>, ProjectionError> {
+/// A checkpoint (position in the log and log events processed) by name, `None` if never set.
+pub async fn read_checkpoint(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Option<(LogCursor, i64)>, ProjectionError> {
     let row = sqlx::query("SELECT tx, position, events FROM projection_checkpoints WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?;
     row.map(|r| Ok((LogCursor { transaction_id: r.try_get(0)?, position: r.try_get(1)? }, r.try_get(2)?))).transpose()
+}
+
+/// Moves checkpoint `name` from `from` (what was read; `None` if it did not exist) to `to`,
+/// counting `events` more, compare-and-set: [`ProjectionError::Concurrent`] if anybody moved
+/// it in between.
+pub async fn advance_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    from: Option<LogCursor>,
+    to: LogCursor,
+    events: i64,
+) -> Result<(), ProjectionError> {
+    let moved = match from {
+        Some(from) => sqlx::query(
+            "UPDATE projection_checkpoints SET tx = $1, position = $2, events = events + $3, updated_at_ms = $4 \
+             WHERE name = $5 AND tx = $6 AND position = $7",
+        )
+        .bind(to.transaction_id)
+        .bind(to.position)
+        .bind(events)
+        .bind(now_ms())
+        .bind(name)
+        .bind(from.transaction_id)
+        .bind(from.position)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        None => sqlx::query(
+            "INSERT INTO projection_checkpoints (name, tx, position, events, updated_at_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(to.transaction_id)
+        .bind(to.position)
+        .bind(events)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+    };
+    if moved == 1 {
+        Ok(())
+    } else {
+        Err(ProjectionError::Concurrent)
+    }
 }
 
 /// Runs projections over the global log.
@@ -164,37 +210,7 @@ impl Runner {
         if !handled.is_empty() {
             projection.apply(tx, table, &handled).await?;
         }
-        let moved = match stored {
-            Some((from, _)) => sqlx::query(
-                "UPDATE projection_checkpoints SET tx = $1, position = $2, events = events + $3, updated_at_ms = $4 \
-                 WHERE name = $5 AND tx = $6 AND position = $7",
-            )
-            .bind(last.transaction_id)
-            .bind(last.position)
-            .bind(events.len() as i64)
-            .bind(now_ms())
-            .bind(checkpoint)
-            .bind(from.transaction_id)
-            .bind(from.position)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-            None => sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, position, events, updated_at_ms) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(checkpoint)
-            .bind(last.transaction_id)
-            .bind(last.position)
-            .bind(events.len() as i64)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-        };
-        if moved != 1 {
-            return Err(ProjectionError::Concurrent);
-        }
+        advance_checkpoint(&mut **tx, checkpoint, stored.map(|(c, _)| c), last, events.len() as i64).await?;
         Ok(Outcome::Applied(events.len()))
     }
 

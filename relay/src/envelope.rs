@@ -1,0 +1,173 @@
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use store::LogEvent;
+
+/// Fields of event payloads that are never published.
+pub const REDACTED: &[&str] = &["password_hash", "token_hash"];
+
+/// What the relay publishes for one event: key, JSON value and CloudEvents headers.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The aggregate id (without tenant prefix): one aggregate, one partition, in order.
+    pub key: String,
+    /// The JSON envelope, see `relay/contract/envelope.schema.json`.
+    pub value: String,
+    pub id: String,
+    pub event_type: String,
+    pub subject: String,
+    pub time: String,
+    pub position: i64,
+    pub sequence: i64,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    version: &'a str,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    position: i64,
+    tenant: &'a str,
+    occurred_at: &'a str,
+    metadata: Value,
+    data: Value,
+}
+
+impl Envelope {
+    pub fn from_event(e: &LogEvent) -> Result<Self, String> {
+        let (tenant, aggregate_id) =
+            e.aggregate_id.split_once(':').ok_or_else(|| format!("stream id without tenant: {}", e.aggregate_id))?;
+        // Stored payloads are externally tagged (`{"price_changed": {...}}`, or `"published"`
+        // for events without fields); the contract's `data` is the inner object.
+        let mut data = match &e.payload {
+            Value::Object(map) if map.len() == 1 => map.values().next().cloned().unwrap_or(Value::Null),
+            Value::String(_) => json!({}),
+            other => other.clone(),
+        };
+        // Secrets never leave the store, even hashed.
+        if let Value::Object(fields) = &mut data {
+            for secret in REDACTED {
+                fields.remove(*secret);
+            }
+        }
+        let id = format!("{}/{}/{}", e.aggregate_type, e.aggregate_id, e.sequence);
+        let event_type = format!("{}.{}", e.aggregate_type, e.event_type);
+        let time = e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let pick = |k: &str| e.metadata.get(k).and_then(Value::as_str).map(str::to_owned);
+        let metadata = json!({
+            "correlation_id": pick("correlation_id"),
+            "causation_id": pick("causation_id"),
+            "user_id": pick("user_id"),
+        });
+        let value = serde_json::to_string(&Body {
+            id: &id,
+            event_type: &event_type,
+            version: &e.event_version,
+            aggregate_type: &e.aggregate_type,
+            aggregate_id,
+            sequence: e.sequence,
+            position: e.cursor.position,
+            tenant,
+            occurred_at: &time,
+            metadata,
+            data,
+        })
+        .map_err(|err| err.to_string())?;
+        Ok(Self {
+            key: aggregate_id.to_owned(),
+            value,
+            subject: aggregate_id.to_owned(),
+            id,
+            event_type,
+            time,
+            position: e.cursor.position,
+            sequence: e.sequence,
+            correlation_id: pick("correlation_id"),
+        })
+    }
+
+    /// CloudEvents (Kafka binding) attributes, position and sequence, and W3C trace context.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ce_specversion", "1.0".to_owned()),
+            ("ce_id", self.id.clone()),
+            ("ce_type", self.event_type.clone()),
+            ("ce_source", "shop".to_owned()),
+            ("ce_subject", self.subject.clone()),
+            ("ce_time", self.time.clone()),
+            ("content-type", "application/json".to_owned()),
+            ("shop_position", self.position.to_string()),
+            ("shop_sequence", self.sequence.to_string()),
+            ("traceparent", self.traceparent()),
+        ]
+    }
+
+    /// `00-<trace id>-<span id>-01`: the trace is the request's correlation id (a UUID), the
+    /// span is derived from the event id, so one order can be followed across services.
+    fn traceparent(&self) -> String {
+        let trace = self
+            .correlation_id
+            .as_deref()
+            .map(|c| c.replace('-', ""))
+            .filter(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| hex::encode(&Sha256::digest(self.id.as_bytes())[..16]));
+        let span = hex::encode(&Sha256::digest(self.id.as_bytes())[16..24]);
+        format!("00-{trace}-{span}-01")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use store::LogCursor;
+
+    use super::*;
+
+    fn event(payload: Value) -> LogEvent {
+        LogEvent {
+            cursor: LogCursor { transaction_id: 0, position: 42 },
+            aggregate_type: "product".into(),
+            aggregate_id: "acme:0193".into(),
+            sequence: 3,
+            event_type: "price_changed".into(),
+            event_version: "1".into(),
+            payload,
+            metadata: json!({"correlation_id": "01931b2c-0000-7000-8000-000000000001", "tenant": "acme"}),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_envelope_carries_the_contract_fields() {
+        let e = Envelope::from_event(&event(json!({"price_changed": {"price": {"amount": 1}}}))).expect("publishable");
+        let v: Value = serde_json::from_str(&e.value).expect("json");
+        assert_eq!(v["id"], "product/acme:0193/3");
+        assert_eq!(v["type"], "product.price_changed");
+        assert_eq!((v["tenant"].as_str(), v["aggregate_id"].as_str(), v["position"].as_i64()), (Some("acme"), Some("0193"), Some(42)));
+        assert_eq!(v["data"], json!({"price": {"amount": 1}}));
+        assert_eq!(e.key, "0193");
+        let tp = e.headers().into_iter().find(|(k, _)| *k == "traceparent").expect("traceparent").1;
+        assert!(tp.starts_with("00-01931b2c000070008000000000000001-") && tp.ends_with("-01") && tp.len() == 55, "{tp}");
+    }
+
+    #[test]
+    fn password_and_token_hashes_are_not_published() {
+        let mut e = event(json!({"password_changed": {"password_hash": "$argon2id$secret"}}));
+        e.aggregate_type = "user".into();
+        e.event_type = "password_changed".into();
+        let published = Envelope::from_event(&e).expect("publishable");
+        assert!(!published.value.contains("argon2"), "{}", published.value);
+    }
+
+    #[test]
+    fn events_without_fields_have_empty_data() {
+        let e = Envelope::from_event(&event(json!("published"))).expect("publishable");
+        let v: Value = serde_json::from_str(&e.value).expect("json");
+        assert_eq!(v["data"], json!({}));
+    }
+}

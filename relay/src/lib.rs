@@ -1,0 +1,213 @@
+//! The relay: every event of the store's global log reaches Kafka, in log order, at least once.
+//!
+//! The event store is the outbox: commands never wait for Kafka. The relay tails the log from
+//! its checkpoint, publishes each event of a public aggregate type to `<prefix>.<type>.v1` with
+//! the aggregate id as key (one aggregate's events stay in order in one partition), waits for
+//! every delivery report of the batch (idempotent producer, `acks=all`), and only then moves
+//! its checkpoint. A crash between delivery and checkpoint publishes the batch again, so
+//! consumers de-duplicate by the envelope `id` (`<type>/<stream id>/<sequence>`).
+//!
+//! # Layout
+//! - [`envelope`] (`envelope.rs`): the published value and headers, the topic contract
+//!   (documented in `relay/contract/`).
+//! - [`Relay`] (this file): topics, the publish loop, republishing history.
+
+mod envelope;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::join_all;
+use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use store::{EventStore, LogCursor};
+use tokio::sync::watch;
+
+pub use envelope::*;
+
+/// The checkpoint the relay keeps beside the projections'.
+pub const CHECKPOINT: &str = "relay";
+
+/// Aggregate types whose events are part of the public contract. Claims and sessions are
+/// internal bookkeeping (sessions hold token hashes) and are not published.
+pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] ProjectionError),
+    #[error("event store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event not publishable: {0}")]
+    Envelope(String),
+    /// Raised by the fault-injection point in tests.
+    #[error("injected fault after delivery")]
+    Injected,
+}
+
+/// Settings of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `host:port,…` of the brokers.
+    pub brokers: String,
+    /// Topics are `<prefix>.<aggregate type>.v1`.
+    pub topic_prefix: String,
+    /// Partitions of topics the relay creates.
+    pub partitions: i32,
+    /// Log events per batch.
+    pub batch_size: u32,
+}
+
+impl RelayConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self { brokers: brokers.into(), topic_prefix: "shop".to_owned(), partitions: 3, batch_size: 500 }
+    }
+
+    /// The topic of an aggregate type, if its events are published.
+    pub fn topic(&self, aggregate_type: &str) -> Option<String> {
+        PUBLIC_TYPES.contains(&aggregate_type).then(|| format!("{}.{aggregate_type}.v1", self.topic_prefix))
+    }
+}
+
+/// What one step of the relay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// This many log events were processed (published, or skipped as internal).
+    Published(usize),
+    Idle,
+}
+
+pub struct Relay {
+    store: EventStore,
+    db: ReadDb,
+    producer: FutureProducer,
+    config: RelayConfig,
+    fault_after_delivery: Mutex<bool>,
+}
+
+impl Relay {
+    pub fn new(store: EventStore, db: ReadDb, config: RelayConfig) -> Result<Self, RelayError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Self { store, db, producer, config, fault_after_delivery: Mutex::new(false) })
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// Creates the topics that are missing.
+    pub async fn ensure_topics(&self) -> Result<(), RelayError> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.config.brokers).create()?;
+        let names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| self.config.topic(t)).collect();
+        let topics: Vec<NewTopic> =
+            names.iter().map(|n| NewTopic::new(n, self.config.partitions, TopicReplication::Fixed(1))).collect();
+        for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(RelayError::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
+                    .inspect_err(|_| tracing::warn!(topic, ?code, "topic not created")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the next batch fail after its messages were delivered and before the checkpoint
+    /// moves: what a crash at the worst moment does (tests only).
+    pub fn inject_fault_after_delivery(&self) {
+        *self.fault_after_delivery.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Publishes the next batch of the log and moves the checkpoint once every message of it
+    /// is confirmed.
+    pub async fn try_publish_next(&self) -> Result<Outcome, RelayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let stored = read_checkpoint(&mut conn, CHECKPOINT).await?;
+        let cursor = stored.map(|(c, _)| c).unwrap_or_default();
+        let events = self.store.read_log(cursor, self.config.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
+        let mut messages = Vec::new();
+        for event in &events {
+            if let Some(topic) = self.config.topic(&event.aggregate_type) {
+                messages.push((topic, Envelope::from_event(event).map_err(RelayError::Envelope)?));
+            }
+        }
+        let deliveries = messages.iter().map(|(topic, envelope)| {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in envelope.headers() {
+                headers = headers.insert(Header { key, value: Some(value.as_str()) });
+            }
+            let record = FutureRecord::to(topic).key(&envelope.key).payload(&envelope.value).headers(headers);
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        for delivery in join_all(deliveries).await {
+            delivery.map_err(|(e, _)| e)?;
+        }
+        let fault = std::mem::take(&mut *self.fault_after_delivery.lock().unwrap_or_else(|p| p.into_inner()));
+        if fault {
+            return Err(RelayError::Injected);
+        }
+        advance_checkpoint(&mut conn, CHECKPOINT, stored.map(|(c, _)| c), last, events.len() as i64).await?;
+        Ok(Outcome::Published(events.len()))
+    }
+
+    /// Publishes until `stop` turns true, retrying with backoff while the broker is away.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let wake = self.store.appended();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.try_publish_next().await {
+                Ok(Outcome::Published(n)) if n >= self.config.batch_size as usize => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    Duration::from_millis(50)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "relay batch failed");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = wake.notified() => tokio::time::sleep(Duration::from_millis(5)).await,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sets the checkpoint so that the next batches publish again every event from global
+    /// `position` on (`shop relay --republish --from <position>`).
+    pub async fn republish_from(&self, position: i64) -> Result<(), RelayError> {
+        let target = match self.store.cursor_of(position).await? {
+            Some(c) => LogCursor { transaction_id: c.transaction_id, position: c.position - 1 },
+            None => LogCursor::default(),
+        };
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(CHECKPOINT).execute(&self.db.pool).await?;
+        let mut conn = self.db.pool.acquire().await?;
+        advance_checkpoint(&mut conn, CHECKPOINT, None, target, 0).await?;
+        Ok(())
+    }
+}
