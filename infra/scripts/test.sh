@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite. Starts PostgreSQL and Redis on 127.0.0.1 when they are not running,
-# installing them with apt-get first on a fresh Debian machine, then runs every test of the
-# workspace. Tests that need a server fail loudly under CI=true when it is missing.
+# The whole test suite. Starts PostgreSQL, Redis and a Kafka-protocol broker (tansu) on
+# 127.0.0.1 when they are not running, installing them first on a fresh Debian machine
+# (apt-get; tansu from crates.io into ~/.cache/shop), then runs every test of the workspace. Tests that need a server fail loudly under CI=true when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -58,11 +58,51 @@ ensure_redis() {
     redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis did not start"; exit 1; }
 }
 
+# rdkafka builds librdkafka from source (Debian's is too old to link against).
+ensure_build_deps() {
+    local missing=()
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
+    dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing build dependencies: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+}
+
+# A Kafka-protocol broker: tansu (crates.io), built once into a cache and started with durable
+# SQLite storage (its in-memory storage loses messages when a consumer resumes mid-batch).
+ensure_kafka() {
+    if (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+        return
+    fi
+    local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}"
+    local tansu="$cache/tansu/bin/tansu"
+    if [ ! -x "$tansu" ]; then
+        log "installing tansu into $cache (once; takes minutes)"
+        cargo install --locked tansu --features libsql --root "$cache/tansu"
+    fi
+    mkdir -p "$cache/tansu-data"
+    log "starting tansu on 127.0.0.1:9092"
+    (cd "$cache/tansu-data" && nohup "$tansu" broker --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine sqlite://tansu.db >tansu.log 2>&1 &)
+    for _ in $(seq 1 60); do
+        (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && return
+        sleep 0.5
+    done
+    log "tansu did not start"
+    exit 1
+}
+
 ensure_postgres
 ensure_redis
+ensure_build_deps
+ensure_kafka
 
 export SHOP_TEST_PG_URL="${SHOP_TEST_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export SHOP_TEST_REDIS_URL="${SHOP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+export SHOP_TANSU_BIN="${SHOP_TANSU_BIN:-${SHOP_CACHE_DIR:-$HOME/.cache/shop}/tansu/bin/tansu}"
 
 # Databases left behind by earlier (killed) runs.
 drop_test_databases() {

@@ -166,15 +166,24 @@ impl Relay {
         Ok(Outcome::Published(events.len()))
     }
 
-    /// Publishes until `stop` turns true, retrying with backoff while the broker is away.
+    /// Creates the topics, then publishes until `stop` turns true, retrying with backoff
+    /// while the broker is away (commands go on meanwhile: the log is the outbox).
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         let wake = self.store.appended();
+        let mut topics_ready = false;
         loop {
             if *stop.borrow() {
                 return;
             }
-            let wait = match self.try_publish_next().await {
+            let step = async {
+                if !topics_ready {
+                    self.ensure_topics().await?;
+                    topics_ready = true;
+                }
+                self.try_publish_next().await
+            };
+            let wait = match step.await {
                 Ok(Outcome::Published(n)) if n >= self.config.batch_size as usize => {
                     backoff = Duration::from_millis(100);
                     continue;

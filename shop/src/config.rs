@@ -32,6 +32,18 @@ pub struct Config {
     #[arg(long, env = "SHOP_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..=900))]
     pub access_token_ttl_secs: u64,
 
+    /// `host:port,…` of the Kafka brokers; when set, `shop serve` also runs the relay.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Topics are `<prefix>.<aggregate type>.v1`.
+    #[arg(long, env = "SHOP_KAFKA_TOPIC_PREFIX", default_value = "shop")]
+    pub kafka_topic_prefix: String,
+
+    /// Partitions of the topics the relay creates.
+    #[arg(long, env = "SHOP_KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub kafka_partitions: i32,
+
     /// Longest wait, in milliseconds, for a read model to reach `X-Min-Position`.
     #[arg(long, env = "SHOP_READ_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=30000))]
     pub read_wait_ms: u64,
@@ -53,6 +65,9 @@ impl Config {
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             read_wait_ms: 2000,
+            kafka_brokers: None,
+            kafka_topic_prefix: "shop".to_owned(),
+            kafka_partitions: 3,
         }
     }
 
@@ -65,6 +80,15 @@ impl Config {
 
     pub fn is_embedded(&self) -> bool {
         self.database_url.is_none()
+    }
+
+    /// The relay's settings, if Kafka is configured.
+    pub fn relay(&self) -> Option<relay::RelayConfig> {
+        self.kafka_brokers.as_ref().map(|brokers| relay::RelayConfig {
+            topic_prefix: self.kafka_topic_prefix.clone(),
+            partitions: self.kafka_partitions,
+            ..relay::RelayConfig::new(brokers.clone())
+        })
     }
 
     pub fn api(&self) -> command_api::ApiConfig {

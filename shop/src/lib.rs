@@ -89,6 +89,8 @@ pub enum Roles {
     QueryApi,
     /// Projection workers only, no HTTP (`shop project`).
     Projections,
+    /// The relay to Kafka only, no HTTP (`shop relay`).
+    Relay,
 }
 
 impl Roles {
@@ -97,7 +99,7 @@ impl Roles {
     }
 
     fn http(self) -> bool {
-        self != Roles::Projections
+        !matches!(self, Roles::Projections | Roles::Relay)
     }
 }
 
@@ -106,6 +108,8 @@ pub struct Application {
     listener: Option<TcpListener>,
     state: AppState,
     runner: Arc<Runner>,
+    /// Set when this process publishes to Kafka (`shop relay`, or `shop serve` with brokers).
+    relay: Option<Arc<relay::Relay>>,
     roles: Roles,
     read_wait: Duration,
 }
@@ -123,6 +127,13 @@ impl Application {
             .context("failed to connect to the read-model database")?;
         let all = projections::all();
         read_db.migrate(&all).await.context("failed to create the read-model tables")?;
+        let relay = match (roles, config.relay()) {
+            (Roles::All | Roles::Relay, Some(relay_config)) => {
+                Some(Arc::new(relay::Relay::new(store.clone(), read_db.clone(), relay_config).context("failed to create the Kafka producer")?))
+            }
+            (Roles::Relay, None) => bail!("shop relay needs KAFKA_BROKERS"),
+            _ => None,
+        };
         let runner = Arc::new(Runner::new(store.clone(), read_db, all));
         let state = app_state(config, store)?;
         let listener = if roles.http() {
@@ -145,12 +156,13 @@ impl Application {
             store = %backends,
             read_models = %backends,
             event_delivery = "tail of the store's global log",
+            kafka = %config.kafka_brokers.as_deref().filter(|_| relay.is_some()).unwrap_or("off"),
             mail = %format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
             cache = "in-process aggregate cache",
             addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
-        Ok(Self { listener, state, runner, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
+        Ok(Self { listener, state, runner, relay, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
     }
 
     /// The bound HTTP address (`None` for `shop project`).
@@ -182,13 +194,14 @@ impl Application {
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-        let workers = self.roles.projections().then(|| tokio::spawn(Arc::clone(&self.runner).run(workers_stopped)));
+        let workers = self.roles.projections().then(|| tokio::spawn(Arc::clone(&self.runner).run(workers_stopped.clone())));
+        let relay = self.relay.clone().map(|relay| tokio::spawn(async move { relay.run(workers_stopped).await }));
         let query = QueryState { runner: Arc::clone(&self.runner), jwt: self.state.jwt.clone(), read_wait: self.read_wait };
         let router = match self.roles {
             Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)),
             Roles::CommandApi => command_api::router(self.state.clone()),
             Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
-            Roles::Projections => Router::new(),
+            Roles::Projections | Roles::Relay => Router::new(),
         };
         match self.listener {
             Some(listener) => {
@@ -198,9 +211,9 @@ impl Application {
             None => stop.await,
         }
         let _ = stop_workers.send(true);
-        if let Some(workers) = workers {
-            // Workers finish their current batch (or abandon it uncommitted) and return.
-            let _ = workers.await;
+        // Workers finish their current batch (or abandon it uncommitted) and return.
+        for worker in [workers, relay].into_iter().flatten() {
+            let _ = worker.await;
         }
         store.close().await;
         tracing::info!("shop stopped");
@@ -276,6 +289,19 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
         let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
         println!("{}: {} events in {:.2?} ({rate:.0} events/s), swapped in", p.name(), report.events, report.elapsed);
     }
+    store.close().await;
+    Ok(())
+}
+
+/// `shop relay --republish --from <position>`: publish history again from a position.
+pub async fn republish(config: &Config, from: i64) -> anyhow::Result<()> {
+    let relay_config = config.relay().context("shop relay needs KAFKA_BROKERS")?;
+    let store = connect_store(config).await?;
+    let read_db = ReadDb::connect(&config.store_url(), 2).await.context("failed to connect to the read-model database")?;
+    read_db.migrate(&projections::all()).await.context("failed to create the checkpoint table")?;
+    let relay = relay::Relay::new(store.clone(), read_db, relay_config).context("failed to create the Kafka producer")?;
+    relay.republish_from(from).await.context("failed to move the relay checkpoint")?;
+    tracing::info!(from, "relay will publish again from this position");
     store.close().await;
     Ok(())
 }

@@ -30,6 +30,16 @@ enum Command {
     QueryApi,
     /// Run the projection workers only.
     Project,
+    /// Run the relay to Kafka only (needs KAFKA_BROKERS).
+    Relay {
+        /// Publish history again: move the relay back to `--from` and exit; the running relay
+        /// (or the next one started) publishes from there.
+        #[arg(long, requires = "from")]
+        republish: bool,
+        /// Global log position to publish again from.
+        #[arg(long)]
+        from: Option<i64>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Rebuild read models from the event log into shadow tables and swap them in when they
@@ -79,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
         Command::CommandApi => Application::build_roles(&cli.config, Roles::CommandApi).await?.run_until_stopped().await,
         Command::QueryApi => Application::build_roles(&cli.config, Roles::QueryApi).await?.run_until_stopped().await,
         Command::Project => Application::build_roles(&cli.config, Roles::Projections).await?.run_until_stopped().await,
+        Command::Relay { republish: true, from: Some(from) } => shop::republish(&cli.config, from).await,
+        Command::Relay { .. } => Application::build_roles(&cli.config, Roles::Relay).await?.run_until_stopped().await,
         Command::Migrate => {
             let store = shop::connect_store(&cli.config).await?;
             store.close().await;

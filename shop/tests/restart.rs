@@ -18,7 +18,7 @@ fn free_port() -> u16 {
 fn command(dir: &Path, url: Option<&str>, port: u16) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env("SHOP_DATA_DIR", dir).env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}")).env_remove("DATABASE_URL");
-    cmd.env_remove("SHOP_JWT_SECRET");
+    cmd.env_remove("SHOP_JWT_SECRET").env_remove("KAFKA_BROKERS");
     if let Some(url) = url {
         cmd.env("DATABASE_URL", url).env("SHOP_JWT_SECRET", "restart-test-secret-restart-test-secret");
     }

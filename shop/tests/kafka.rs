@@ -1,0 +1,128 @@
+//! `shop serve` with Kafka: commands succeed while the broker is away (the event store is the
+//! outbox), and the relay catches up once a broker comes up.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use store::testkit::{in_ci, scratch_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shop");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn tansu() -> Option<PathBuf> {
+    let path = std::env::var("SHOP_TANSU_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/shop/tansu/bin/tansu")
+    });
+    if path.exists() {
+        Some(path)
+    } else if in_ci() {
+        panic!("tansu is required in CI (SHOP_TANSU_BIN={})", path.display());
+    } else {
+        eprintln!("skipping: no tansu binary at {}", path.display());
+        None
+    }
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
+    let Some(tansu) = tansu() else { return };
+    let dir = scratch_dir();
+    let (http, kafka) = (free_port(), free_port());
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let _shop = Killed(
+        Command::new(BIN)
+            .arg("serve")
+            .env("SHOP_DATA_DIR", &dir)
+            .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("KAFKA_BROKERS", format!("127.0.0.1:{kafka}"))
+            .env("SHOP_KAFKA_TOPIC_PREFIX", &prefix)
+            .env_remove("DATABASE_URL")
+            .env_remove("SHOP_JWT_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("shop starts"),
+    );
+    wait_port(http).await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let res = client
+            .post(format!("http://127.0.0.1:{http}/api/v1/auth/register"))
+            .json(&json!({"email": format!("k{i}@example.com"), "password": "correct horse", "name": "K"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(res.status(), StatusCode::CREATED, "no broker, and the command still succeeds");
+    }
+
+    // Now a broker comes up on the address the relay keeps trying.
+    let broker_dir = dir.join("tansu");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
+    let _broker = Killed(
+        Command::new(tansu)
+            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{kafka}")])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{kafka}"), "--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&broker_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts"),
+    );
+    wait_port(kafka).await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{kafka}"))
+        .set("group.id", "catch-up-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let topic = format!("{prefix}.user.v1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The relay creates the topic once the broker answers; subscribe when it exists.
+    loop {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(2));
+        if metadata.is_ok_and(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay never created {topic}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let mut emails = std::collections::BTreeSet::new();
+    while emails.len() < 5 && Instant::now() < deadline {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else { continue };
+        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
+        assert_eq!(value["type"], "user.registered");
+        assert!(value["data"].get("password_hash").is_none(), "no hashes on the wire");
+        emails.insert(value["data"]["email"].as_str().expect("email").to_owned());
+    }
+    assert_eq!(emails.len(), 5, "every registration made while the broker was down arrived");
+    let _ = std::fs::remove_dir_all(&dir);
+}
