@@ -181,6 +181,48 @@ async fn drive(base: &str, token: &str, clients: usize, seconds: u64, products: 
     result
 }
 
+/// N clients reading product details (anonymous, published products) for `seconds`.
+async fn read_products(base: &str, clients: usize, seconds: u64, products: Arc<Vec<String>>) -> PhaseResult {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|w| {
+            let (client, stop, products, base) = (client.clone(), Arc::clone(&stop), Arc::clone(&products), base.to_owned());
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7) % products.len();
+                    let t = Instant::now();
+                    match client.get(format!("{base}/api/v1/products/{}", products[i])).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                            latencies.push(t.elapsed());
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed, latencies)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut result = PhaseResult { ok: 0, failed: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
+    for w in workers {
+        if let Ok((ok, failed, lat)) = w.await {
+            result.ok += ok;
+            result.failed += failed;
+            result.latencies.extend(lat);
+        }
+    }
+    result.elapsed = start.elapsed();
+    result.latencies.sort();
+    result
+}
+
 /// Samples `/admin/projections` every 20 ms for `duration`: the largest `lag_ms` (age of the
 /// oldest event not yet applied) over all projections at each instant.
 async fn sample_lag(base: String, token: String, duration: Duration) -> Vec<Duration> {
@@ -212,7 +254,7 @@ fn report(name: &str, r: &PhaseResult) -> f64 {
     let total = r.ok + r.failed;
     let rate = r.ok as f64 / r.elapsed.as_secs_f64();
     println!(
-        "{name:<22} {rate:>9.0} commands/s   p50 {:>7.2} ms   p99 {:>7.2} ms   success {:>6.2}% ({} of {})",
+        "{name:<22} {rate:>9.0} requests/s   p50 {:>7.2} ms   p99 {:>7.2} ms   success {:>6.2}% ({} of {})",
         percentile(&r.latencies, 0.50).as_secs_f64() * 1000.0,
         percentile(&r.latencies, 0.99).as_secs_f64() * 1000.0,
         if total == 0 { 0.0 } else { 100.0 * r.ok as f64 / total as f64 },
@@ -276,7 +318,9 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        products.push(created["id"].as_str().context("product id")?.to_owned());
+        let id = created["id"].as_str().context("product id")?.to_owned();
+        client.post(format!("{}/api/v1/products/{id}/publish", shop.base)).bearer_auth(&token).send().await?;
+        products.push(id);
         skus.push(sku);
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -298,6 +342,8 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let hot_products: Vec<String> = products.iter().take(args.hot).cloned().collect();
     let hot = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(hot_products), Arc::new(hot_skus)).await;
     report(&format!("shop hot ({} aggregates)", args.hot), &hot);
+    let reads = read_products(&shop.base, args.clients, args.seconds, Arc::new(products.clone())).await;
+    report("GET /products/{id}", &reads);
     drop(shop);
     let tps = pgbench(args, database_url)?;
     println!("{:<22} {tps:>9.0} appends/s", "pgbench 1-event append");
