@@ -123,7 +123,7 @@ fn pick(n: u64, products: &[String], skus: &[String], i: usize) -> (reqwest::Met
         _ => (
             reqwest::Method::POST,
             "/api/v1/products".to_owned(),
-            json!({"sku": format!("NEW-{n}-{i}"), "name": "New", "category": "bench/new", "price": {"amount": 100, "currency": "EUR"}}),
+            json!({"sku": format!("NEW-{}", uuid::Uuid::new_v4().simple()), "name": "New", "category": "bench/new", "price": {"amount": 100, "currency": "EUR"}}),
         ),
     }
 }
@@ -135,25 +135,26 @@ struct PhaseResult {
     elapsed: Duration,
 }
 
-async fn drive(base: &str, token: &str, clients: usize, seconds: u64, products: Arc<Vec<String>>, skus: Arc<Vec<String>>) -> PhaseResult {
+/// Runs `clients` workers for `seconds`; worker `w` sends `request(w, n)` for its `n`-th
+/// request. Successful answers are timed; everything else counts as failed.
+async fn run_clients<F>(clients: usize, seconds: u64, request: F) -> PhaseResult
+where
+    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
+    let request = Arc::new(request);
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|w| {
-            let (client, stop, counter) = (client.clone(), Arc::clone(&stop), Arc::clone(&counter));
-            let (base, token, products, skus) = (base.to_owned(), token.to_owned(), Arc::clone(&products), Arc::clone(&skus));
+            let (client, stop, counter, request) = (client.clone(), Arc::clone(&stop), Arc::clone(&counter), Arc::clone(&request));
             tokio::spawn(async move {
                 let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
-                let mut i = w * 7919;
                 while !stop.load(Ordering::Relaxed) {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    i = i.wrapping_mul(31).wrapping_add(n as usize + 17);
-                    let (method, path, body) = pick(n, &products, &skus, i);
                     let t = Instant::now();
-                    let res = client.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body).send().await;
-                    match res {
+                    match request(&client, w, n).send().await {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
                             ok += 1;
@@ -181,46 +182,25 @@ async fn drive(base: &str, token: &str, clients: usize, seconds: u64, products: 
     result
 }
 
-/// N clients reading product details (anonymous, published products) for `seconds`.
+/// The command mix (see [`pick`]) as the admin.
+async fn drive(base: &str, token: &str, clients: usize, seconds: u64, products: Arc<Vec<String>>, skus: Arc<Vec<String>>) -> PhaseResult {
+    let (base, token) = (base.to_owned(), token.to_owned());
+    run_clients(clients, seconds, move |client, w, n| {
+        let i = (w * 7919).wrapping_add(n as usize * 31 + 17);
+        let (method, path, body) = pick(n, &products, &skus, i);
+        client.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body)
+    })
+    .await
+}
+
+/// Anonymous reads of published product details.
 async fn read_products(base: &str, clients: usize, seconds: u64, products: Arc<Vec<String>>) -> PhaseResult {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|w| {
-            let (client, stop, products, base) = (client.clone(), Arc::clone(&stop), Arc::clone(&products), base.to_owned());
-            tokio::spawn(async move {
-                let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
-                let mut i = w;
-                while !stop.load(Ordering::Relaxed) {
-                    i = (i + 7) % products.len();
-                    let t = Instant::now();
-                    match client.get(format!("{base}/api/v1/products/{}", products[i])).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            ok += 1;
-                            latencies.push(t.elapsed());
-                        }
-                        _ => failed += 1,
-                    }
-                }
-                (ok, failed, latencies)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut result = PhaseResult { ok: 0, failed: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
-    for w in workers {
-        if let Ok((ok, failed, lat)) = w.await {
-            result.ok += ok;
-            result.failed += failed;
-            result.latencies.extend(lat);
-        }
-    }
-    result.elapsed = start.elapsed();
-    result.latencies.sort();
-    result
+    let base = base.to_owned();
+    run_clients(clients, seconds, move |client, w, n| {
+        let id = &products[(w + n as usize * 7) % products.len()];
+        client.get(format!("{base}/api/v1/products/{id}"))
+    })
+    .await
 }
 
 /// Samples `/admin/projections` every 20 ms for `duration`: the largest `lag_ms` (age of the
