@@ -121,6 +121,8 @@ pub struct Runner {
     /// Notified by the event store after appends in this process, so idle workers look at once.
     new_events: Arc<Notify>,
     errors: Mutex<HashMap<&'static str, String>>,
+    /// When a failed projection may try again, and its current backoff.
+    retry_at: Mutex<HashMap<&'static str, (Instant, Duration)>>,
     fault: Mutex<Option<Fault>>,
 }
 
@@ -137,6 +139,7 @@ impl Runner {
             projections,
             batch_size: 500,
             errors: Mutex::new(HashMap::new()),
+            retry_at: Mutex::new(HashMap::new()),
             fault: Mutex::new(None),
         }
     }
@@ -197,9 +200,22 @@ impl Runner {
         checkpoint: &str,
         limit: u32,
     ) -> Result<Outcome, ProjectionError> {
-        let stored = read_checkpoint(&mut **tx, checkpoint).await?;
-        let (cursor, _) = stored.unwrap_or_default();
-        let events = self.store.read_log(cursor, limit).await?;
+        let stored = read_checkpoint(&mut **tx, checkpoint).await?.map(|(c, _)| c);
+        let events = self.store.read_log(stored.unwrap_or_default(), limit).await?;
+        self.apply_events(tx, projection, table, checkpoint, stored, &events).await
+    }
+
+    /// Applies `events` (the log right after checkpoint `stored`) to `table` inside `tx` and
+    /// moves the checkpoint past them, compare-and-set.
+    async fn apply_events(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        projection: &dyn Projection,
+        table: &str,
+        checkpoint: &str,
+        stored: Option<LogCursor>,
+        events: &[LogEvent],
+    ) -> Result<Outcome, ProjectionError> {
         let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
         let handled: Vec<&LogEvent> = events.iter().filter(|e| projection.handles(&e.aggregate_type)).collect();
         if let Some(at) = self.take_fault(projection.name(), handled.len()) {
@@ -210,7 +226,7 @@ impl Runner {
         if !handled.is_empty() {
             projection.apply(tx, table, &handled).await?;
         }
-        advance_checkpoint(&mut **tx, checkpoint, stored.map(|(c, _)| c), last, events.len() as i64).await?;
+        advance_checkpoint(&mut **tx, checkpoint, stored, last, events.len() as i64).await?;
         Ok(Outcome::Applied(events.len()))
     }
 
@@ -282,30 +298,27 @@ impl Runner {
         Ok(RebuildReport { events: processed, elapsed: started.elapsed() })
     }
 
-    /// Runs one projection until `stop` turns true: batches back to back while there is work,
-    /// waiting for new events (or 50 ms) when idle, backing off after failures.
-    pub async fn run_one(&self, projection: Arc<dyn Projection>, mut stop: watch::Receiver<bool>) {
-        let name = projection.name();
+    /// Runs every projection until `stop` turns true. The log is read once per round, from
+    /// the checkpoint of the projection furthest behind, and each projection applies the part
+    /// after its own checkpoint in its own transaction; a failing projection is retried with
+    /// backoff without holding the others back (they skip what they already have).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if *stop.borrow() {
                 return;
             }
-            let wait = match self.try_process_next(projection.as_ref()).await {
-                Ok(Outcome::Applied(n)) => {
-                    self.errors.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+            let wait = match self.round().await {
+                Ok(n) if n >= self.batch_size as usize => {
                     backoff = Duration::from_millis(100);
-                    if n >= self.batch_size as usize {
-                        continue;
-                    }
-                    // Caught up: let a few milliseconds of events gather, so a busy log is read
-                    // in batches instead of one wake-up per command.
-                    GATHER
+                    continue;
                 }
-                Ok(Outcome::Idle) => Duration::from_millis(50),
+                // Caught up: let a few milliseconds of events gather, so a busy log is read in
+                // batches instead of once per command.
+                Ok(n) if n > 0 => GATHER,
+                Ok(_) => Duration::from_millis(50),
                 Err(e) => {
-                    tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
-                    self.errors.lock().unwrap_or_else(|p| p.into_inner()).insert(name, e.to_string());
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "projection round failed");
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     wait
@@ -326,19 +339,50 @@ impl Runner {
         }
     }
 
-    /// Runs every projection until `stop` turns true.
-    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let workers: Vec<_> = self
-            .projections
-            .iter()
-            .map(|p| {
-                let (runner, p, stop) = (Arc::clone(&self), Arc::clone(p), stop.clone());
-                tokio::spawn(async move { runner.run_one(p, stop).await })
-            })
-            .collect();
-        for w in workers {
-            let _ = w.await;
+    /// One read of the log for every projection; returns how many log events were read.
+    async fn round(&self) -> Result<usize, ProjectionError> {
+        let stored: HashMap<String, LogCursor> = sqlx::query("SELECT name, tx, position FROM projection_checkpoints")
+            .fetch_all(&self.db.pool)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get(0)?, LogCursor { transaction_id: r.try_get(1)?, position: r.try_get(2)? })))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let cursors: Vec<Option<LogCursor>> = self.projections.iter().map(|p| stored.get(p.name()).copied()).collect();
+        let from = cursors.iter().map(|c| c.unwrap_or_default()).min().unwrap_or_default();
+        let events = self.store.read_log(from, self.batch_size).await?;
+        for (projection, cursor) in self.projections.iter().zip(cursors) {
+            let name = projection.name();
+            if self.retry_at.lock().unwrap_or_else(|p| p.into_inner()).get(name).is_some_and(|(at, _)| Instant::now() < *at) {
+                continue;
+            }
+            let after = cursor.unwrap_or_default();
+            let mine = &events[events.partition_point(|e| e.cursor <= after)..];
+            if mine.is_empty() {
+                continue;
+            }
+            let applied = async {
+                let mut tx = self.db.begin().await?;
+                self.apply_events(&mut tx, projection.as_ref(), projection.table(), name, cursor, mine).await?;
+                tx.commit().await?;
+                Ok::<_, ProjectionError>(())
+            }
+            .await;
+            let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            let mut retry_at = self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
+            match applied {
+                Ok(()) => {
+                    errors.remove(name);
+                    retry_at.remove(name);
+                }
+                Err(e) => {
+                    let backoff = retry_at.get(name).map_or(Duration::from_millis(100), |(_, b)| (*b * 2).min(Duration::from_secs(5)));
+                    tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
+                    errors.insert(name, e.to_string());
+                    retry_at.insert(name, (Instant::now() + backoff, backoff));
+                }
+            }
         }
+        Ok(events.len())
     }
 
     /// Processes every projection up to the last event committed before the call (tools and
