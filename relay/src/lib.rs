@@ -195,7 +195,7 @@ impl Relay {
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "relay batch failed");
                     let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     wait
                 }
             };

@@ -51,6 +51,42 @@ async fn wait_port(port: u16) {
     panic!("nothing listens on {port}");
 }
 
+fn start_broker(tansu: &PathBuf, port: u16, dir: &std::path::Path) -> Killed {
+    Killed(
+        Command::new(tansu)
+            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{port}"), "--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts"),
+    )
+}
+
+async fn register(client: &reqwest::Client, http: u16, n: usize) {
+    let res = client
+        .post(format!("http://127.0.0.1:{http}/api/v1/auth/register"))
+        .json(&json!({"email": format!("k{n}@example.com"), "password": "correct horse", "name": "K"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(res.status(), StatusCode::CREATED, "the command succeeds whatever the broker does");
+}
+
+/// Reads `user.registered` messages until `want` distinct e-mails have arrived.
+async fn read_emails(consumer: &StreamConsumer, emails: &mut std::collections::BTreeSet<String>, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emails.len() < want && Instant::now() < deadline {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else { continue };
+        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
+        assert_eq!(value["type"], "user.registered");
+        assert!(value["data"].get("password_hash").is_none(), "no hashes on the wire");
+        emails.insert(value["data"]["email"].as_str().expect("email").to_owned());
+    }
+    assert_eq!(emails.len(), want, "every registration arrived: {emails:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
     let Some(tansu) = tansu() else { return };
@@ -74,33 +110,21 @@ async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
     wait_port(http).await;
     let client = reqwest::Client::new();
     for i in 0..5 {
-        let res = client
-            .post(format!("http://127.0.0.1:{http}/api/v1/auth/register"))
-            .json(&json!({"email": format!("k{i}@example.com"), "password": "correct horse", "name": "K"}))
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(res.status(), StatusCode::CREATED, "no broker, and the command still succeeds");
+        register(&client, http, i).await;
     }
 
     // Now a broker comes up on the address the relay keeps trying.
     let broker_dir = dir.join("tansu");
     std::fs::create_dir_all(&broker_dir).expect("dir");
-    let _broker = Killed(
-        Command::new(tansu)
-            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{kafka}")])
-            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{kafka}"), "--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&broker_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts"),
-    );
+    let broker = start_broker(&tansu, kafka, &broker_dir);
     wait_port(kafka).await;
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", format!("127.0.0.1:{kafka}"))
         .set("group.id", "catch-up-test")
         .set("auto.offset.reset", "earliest")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
         .create()
         .expect("consumer");
     let topic = format!("{prefix}.user.v1");
@@ -116,13 +140,15 @@ async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
     }
     consumer.subscribe(&[&topic]).expect("subscribe");
     let mut emails = std::collections::BTreeSet::new();
-    while emails.len() < 5 && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else { continue };
-        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
-        assert_eq!(value["type"], "user.registered");
-        assert!(value["data"].get("password_hash").is_none(), "no hashes on the wire");
-        emails.insert(value["data"]["email"].as_str().expect("email").to_owned());
+    read_emails(&consumer, &mut emails, 5).await;
+
+    // The broker restarts (same durable storage) while more commands come in.
+    drop(broker);
+    for i in 5..8 {
+        register(&client, http, i).await;
     }
-    assert_eq!(emails.len(), 5, "every registration made while the broker was down arrived");
+    let _broker = start_broker(&tansu, kafka, &broker_dir);
+    wait_port(kafka).await;
+    read_emails(&consumer, &mut emails, 8).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
