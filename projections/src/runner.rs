@@ -200,7 +200,7 @@ impl Runner {
         checkpoint: &str,
         limit: u32,
     ) -> Result<Outcome, ProjectionError> {
-        let stored = read_checkpoint(&mut **tx, checkpoint).await?.map(|(c, _)| c);
+        let stored = read_checkpoint(tx, checkpoint).await?.map(|(c, _)| c);
         let events = self.store.read_log(stored.unwrap_or_default(), limit).await?;
         self.apply_events(tx, projection, table, checkpoint, stored, &events).await
     }
@@ -226,7 +226,7 @@ impl Runner {
         if !handled.is_empty() {
             projection.apply(tx, table, &handled).await?;
         }
-        advance_checkpoint(&mut **tx, checkpoint, stored, last, events.len() as i64).await?;
+        advance_checkpoint(tx, checkpoint, stored, last, events.len() as i64).await?;
         Ok(Outcome::Applied(events.len()))
     }
 
@@ -279,7 +279,7 @@ impl Runner {
         }
         sqlx::query(&format!("DROP TABLE {live}")).execute(&mut *tx).await?;
         sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {live}")).execute(&mut *tx).await?;
-        let (cursor, events) = read_checkpoint(&mut *tx, &shadow_checkpoint).await?.unwrap_or_default();
+        let (cursor, events) = read_checkpoint(&mut tx, &shadow_checkpoint).await?.unwrap_or_default();
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 OR name = $2")
             .bind(projection.name())
             .bind(&shadow_checkpoint)

@@ -20,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// `CommandApi` names the role `shop command-api`, not a kind of `Command`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every role in one process (the embedded default when DATABASE_URL is unset).

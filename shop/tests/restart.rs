@@ -26,7 +26,7 @@ fn command(dir: &Path, url: Option<&str>, port: u16) -> Command {
 }
 
 async fn start(dir: &Path, url: Option<&str>, port: u16) -> Child {
-    let child = command(dir, url, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
+    let mut child = command(dir, url, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if client.get(format!("http://127.0.0.1:{port}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -34,6 +34,8 @@ async fn start(dir: &Path, url: Option<&str>, port: u16) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("shop did not become ready");
 }
 
