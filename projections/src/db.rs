@@ -25,6 +25,18 @@ const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (
     updated_at_ms BIGINT NOT NULL
 )";
 
+/// Events a projection could not apply, and the later events of the same aggregate held back
+/// behind them so that its order is kept.
+const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS projection_dead_letters (
+    id TEXT PRIMARY KEY,
+    projection TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    tx BIGINT NOT NULL,
+    position BIGINT NOT NULL,
+    error TEXT NOT NULL,
+    parked_at_ms BIGINT NOT NULL
+)";
+
 impl ReadDb {
     /// Connects to the same kind of URL as the event store (`postgres://` or `sqlite://`).
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, ProjectionError> {
@@ -61,6 +73,7 @@ impl ReadDb {
     /// Creates the checkpoint table and the live tables of `projections` that are missing.
     pub async fn migrate(&self, projections: &[std::sync::Arc<dyn crate::Projection>]) -> Result<(), ProjectionError> {
         sqlx::query(CHECKPOINTS).execute(&self.pool).await?;
+        sqlx::query(DEAD_LETTERS).execute(&self.pool).await?;
         for p in projections {
             for statement in p.schema(p.table(), "") {
                 sqlx::query(&statement).execute(&self.pool).await?;

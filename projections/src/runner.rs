@@ -58,6 +58,38 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
+/// An event a projection could not apply, parked for an operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub projection: String,
+    pub aggregate_id: String,
+    pub position: i64,
+    pub error: String,
+    pub parked_at_ms: i64,
+}
+
+async fn park(conn: &mut sqlx::AnyConnection, projection: &str, event: &LogEvent, error: &str) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (id, projection, aggregate_id, tx, position, error, parked_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(format!("{projection}:{}", event.cursor.position))
+    .bind(projection)
+    .bind(&event.aggregate_id)
+    .bind(event.cursor.transaction_id)
+    .bind(event.cursor.position)
+    .bind(error)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Consecutive failed rounds of a projection before its batch is taken apart event by event
+/// and the failing events are parked.
+const ATTEMPTS_BEFORE_PARKING: u32 = 3;
+
 /// A checkpoint (position in the log and log events processed) by name, `None` if never set.
 pub async fn read_checkpoint(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Option<(LogCursor, i64)>, ProjectionError> {
     let row = sqlx::query("SELECT tx, position, events FROM projection_checkpoints WHERE name = $1")
@@ -121,6 +153,8 @@ pub struct Runner {
     /// Notified by the event store after appends in this process, so idle workers look at once.
     new_events: Arc<Notify>,
     errors: Mutex<HashMap<&'static str, String>>,
+    /// Consecutive failed rounds per projection.
+    failures: Mutex<HashMap<&'static str, u32>>,
     /// When a failed projection may try again, and its current backoff.
     retry_at: Mutex<HashMap<&'static str, (Instant, Duration)>>,
     fault: Mutex<Option<Fault>>,
@@ -140,6 +174,7 @@ impl Runner {
             batch_size: 500,
             errors: Mutex::new(HashMap::new()),
             retry_at: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             fault: Mutex::new(None),
         }
     }
@@ -217,7 +252,20 @@ impl Runner {
         events: &[LogEvent],
     ) -> Result<Outcome, ProjectionError> {
         let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
-        let handled: Vec<&LogEvent> = events.iter().filter(|e| projection.handles(&e.aggregate_type)).collect();
+        let parked: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT DISTINCT aggregate_id FROM projection_dead_letters WHERE projection = $1")
+                .bind(projection.name())
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .collect();
+        let (held, handled): (Vec<&LogEvent>, Vec<&LogEvent>) = events
+            .iter()
+            .filter(|e| projection.handles(&e.aggregate_type))
+            .partition(|e| parked.contains(&e.aggregate_id));
+        for event in held {
+            park(tx, projection.name(), event, "held back behind an earlier dead letter of this aggregate").await?;
+        }
         if let Some(at) = self.take_fault(projection.name(), handled.len()) {
             // Half the batch written, then the "crash": the transaction is never committed.
             projection.apply(tx, table, &handled[..at]).await?;
@@ -367,6 +415,20 @@ impl Runner {
                 Ok::<_, ProjectionError>(())
             }
             .await;
+            let failures = match &applied {
+                Ok(()) => 0,
+                Err(ProjectionError::Concurrent) => 0,
+                Err(_) => self.failures.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied().unwrap_or(0) + 1,
+            };
+            if failures >= ATTEMPTS_BEFORE_PARKING {
+                // A batch that keeps failing: apply it event by event and park what fails.
+                self.isolate(projection.as_ref(), cursor, mine).await?;
+                self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+                self.retry_at.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+                self.errors.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+                continue;
+            }
+            self.failures.lock().unwrap_or_else(|p| p.into_inner()).insert(name, failures);
             let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
             let mut retry_at = self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
             match applied {
@@ -383,6 +445,94 @@ impl Runner {
             }
         }
         Ok(events.len())
+    }
+
+    /// Applies `events` one at a time, each with its checkpoint; an event that fails is parked
+    /// (with its error) and the checkpoint moves past it, so the projection goes on.
+    async fn isolate(&self, projection: &dyn Projection, mut cursor: Option<LogCursor>, events: &[LogEvent]) -> Result<(), ProjectionError> {
+        let name = projection.name();
+        for event in events {
+            let one = std::slice::from_ref(event);
+            let mut tx = self.db.begin().await?;
+            match self.apply_events(&mut tx, projection, projection.table(), name, cursor, one).await {
+                Ok(_) => tx.commit().await?,
+                Err(e) => {
+                    drop(tx);
+                    tracing::error!(projection = name, position = event.cursor.position, aggregate_id = %event.aggregate_id, error = %e, "event parked as a dead letter");
+                    let mut tx = self.db.begin().await?;
+                    if projection.handles(&event.aggregate_type) {
+                        park(&mut tx, name, event, &e.to_string()).await?;
+                    }
+                    advance_checkpoint(&mut tx, name, cursor, event.cursor, 1).await?;
+                    tx.commit().await?;
+                }
+            }
+            cursor = Some(event.cursor);
+        }
+        Ok(())
+    }
+
+    /// Parked events whose aggregate id starts with `prefix` (a tenant's `<tenant>:`), oldest
+    /// first.
+    pub async fn dead_letters(&self, prefix: &str) -> Result<Vec<DeadLetter>, ProjectionError> {
+        let rows = sqlx::query(
+            "SELECT id, projection, aggregate_id, position, error, parked_at_ms FROM projection_dead_letters \
+             WHERE aggregate_id LIKE $1 ORDER BY tx, position",
+        )
+        .bind(format!("{prefix}%"))
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get(0)?,
+                    projection: r.try_get(1)?,
+                    aggregate_id: r.try_get(2)?,
+                    position: r.try_get(3)?,
+                    error: r.try_get(4)?,
+                    parked_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies again, in order and in one transaction, every parked event of the aggregate of
+    /// dead letter `id`; they leave the dead letters only if all apply. `Ok(None)` if there
+    /// is no such dead letter, else the number of events applied.
+    pub async fn retry_dead_letter(&self, id: &str) -> Result<Option<usize>, ProjectionError> {
+        let row = sqlx::query("SELECT projection, aggregate_id FROM projection_dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (name, aggregate_id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let projection = self
+            .projections
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| ProjectionError::Malformed(format!("unknown projection {name}")))?;
+        let mut tx = self.db.begin().await?;
+        let parked = sqlx::query("SELECT tx, position FROM projection_dead_letters WHERE projection = $1 AND aggregate_id = $2 ORDER BY tx, position")
+            .bind(&name)
+            .bind(&aggregate_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut events = Vec::new();
+        for r in parked {
+            let at = LogCursor { transaction_id: r.try_get(0)?, position: r.try_get(1)? };
+            let before = LogCursor { transaction_id: at.transaction_id, position: at.position - 1 };
+            let event = self.store.read_log(before, 1).await?.into_iter().next().filter(|e| e.cursor == at);
+            events.push(event.ok_or_else(|| ProjectionError::Malformed(format!("parked event at {} is not in the log", at.position)))?);
+        }
+        let refs: Vec<&LogEvent> = events.iter().collect();
+        projection.apply(&mut tx, projection.table(), &refs).await?;
+        sqlx::query("DELETE FROM projection_dead_letters WHERE projection = $1 AND aggregate_id = $2")
+            .bind(&name)
+            .bind(&aggregate_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(events.len()))
     }
 
     /// Processes every projection up to the last event committed before the call (tools and

@@ -239,3 +239,76 @@ both_backends!(a_rebuild_under_live_writes_loses_nothing_and_doubles_nothing, |t
     let (_, processed) = a.checkpoint("stock").await.expect("checkpoint");
     assert_eq!(processed, t.store.head_position().await.expect("head"), "each event processed once");
 });
+
+/// Stock levels that fail on the second event of `default:BAD` while `poison` is set.
+struct Poisoned {
+    poison: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl projections::Projection for Poisoned {
+    fn name(&self) -> &'static str {
+        "poisoned"
+    }
+
+    fn handles(&self, aggregate_type: &str) -> bool {
+        aggregate_type == "stock"
+    }
+
+    fn table(&self) -> &'static str {
+        "rm_poisoned"
+    }
+
+    fn schema(&self, table: &str, suffix: &str) -> Vec<String> {
+        projections::StockLevels.schema(table, suffix)
+    }
+
+    async fn apply(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, table: &str, events: &[&store::LogEvent]) -> Result<(), projections::ProjectionError> {
+        let poisoned = self.poison.load(std::sync::atomic::Ordering::SeqCst)
+            && events.iter().any(|e| e.aggregate_id == "default:BAD" && e.sequence == 2);
+        if poisoned {
+            return Err(projections::ProjectionError::Malformed("poison".into()));
+        }
+        projections::StockLevels.apply(tx, table, events).await
+    }
+}
+
+both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggregate, |t: TestStore| async move {
+    let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let db = ReadDb::connect(&t.url, 4).await.expect("read db");
+    let poisoned: Arc<dyn projections::Projection> = Arc::new(Poisoned { poison: Arc::clone(&poison) });
+    db.migrate(&[Arc::clone(&poisoned)]).await.expect("schema");
+    let runner = Arc::new(Runner::new(t.store.clone(), db, vec![poisoned]).with_batch_size(2));
+    let stock = Repository::<Stock>::new(t.store.clone(), ());
+    let mut last = 0;
+    for _ in 0..3 {
+        for sku in ["BAD", "GOOD"] {
+            let receive = StockCommand::Receive { tenant: TenantId::default(), sku: sku.parse().expect("valid"), quantity: Quantity::try_from(1).expect("valid") };
+            last = stock.execute(&format!("default:{sku}"), receive, None, &Metadata::default()).await.expect("receive").position;
+        }
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
+    assert!(runner.wait_for("poisoned", last, std::time::Duration::from_secs(20)).await.expect("wait"), "the projection goes on past the poison");
+    let on_hand = |sku: &'static str| {
+        let runner = Arc::clone(&runner);
+        async move {
+            let row = sqlx::query(&format!("SELECT on_hand FROM rm_poisoned WHERE sku = '{sku}'")).fetch_one(&runner.db().pool).await.expect("row");
+            row.try_get::<i64, _>(0).expect("on_hand")
+        }
+    };
+    assert_eq!((on_hand("GOOD").await, on_hand("BAD").await), (3, 1), "other aggregates go on; the failing one stops before the poison");
+    let parked = runner.dead_letters("default:").await.expect("dead letters");
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(parked[0].error.contains("poison"));
+    assert!(parked.iter().all(|d| d.aggregate_id == "default:BAD"));
+    assert!(runner.retry_dead_letter(&parked[0].id).await.is_err(), "still poisoned: nothing changes");
+    assert_eq!(runner.dead_letters("default:").await.expect("dead letters").len(), 2);
+    poison.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(runner.retry_dead_letter(&parked[0].id).await.expect("retry"), Some(2));
+    assert_eq!(on_hand("BAD").await, 3, "the parked events applied in order");
+    assert!(runner.dead_letters("default:").await.expect("dead letters").is_empty());
+    assert_eq!(runner.retry_dead_letter("nope").await.expect("retry"), None);
+    stop.send(true).expect("workers listen");
+    tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
+});

@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use command_api::extract::{Admin, AuthUser};
 use command_api::ApiError;
-use projections::ProjectionStatus;
+use projections::{DeadLetter, ProjectionStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
@@ -18,6 +18,8 @@ pub fn router() -> Router<QueryState> {
         .route("/users/me", get(me))
         .route("/admin/users", get(list))
         .route("/admin/projections", get(projections))
+        .route("/admin/dead-letters", get(dead_letters))
+        .route("/admin/dead-letters/{id}/retry", axum::routing::post(retry_dead_letter))
 }
 
 #[derive(Debug, Serialize)]
@@ -104,4 +106,27 @@ async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosi
 
 async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
     state.runner.status().await.map(Json).map_err(ApiError::internal)
+}
+
+/// Events the projections parked, for the admin's tenant.
+async fn dead_letters(State(state): State<QueryState>, Admin(admin): Admin) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+    state.runner.dead_letters(&format!("{}:", admin.tenant)).await.map(Json).map_err(ApiError::internal)
+}
+
+/// Applies the parked events of that dead letter's aggregate again, in order; they stay
+/// parked (409 `retry_failed`) if they still fail.
+async fn retry_dead_letter(
+    State(state): State<QueryState>,
+    Admin(admin): Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let own = state.runner.dead_letters(&format!("{}:", admin.tenant)).await.map_err(ApiError::internal)?;
+    if !own.iter().any(|d| d.id == id) {
+        return Err(ApiError::not_found("dead letter"));
+    }
+    match state.runner.retry_dead_letter(&id).await {
+        Ok(Some(applied)) => Ok(Json(serde_json::json!({ "applied": applied }))),
+        Ok(None) => Err(ApiError::not_found("dead letter")),
+        Err(e) => Err(ApiError::new(command_api::ErrorCode::Rule("retry_failed"), format!("the events still fail: {e}"))),
+    }
 }

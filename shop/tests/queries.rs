@@ -188,3 +188,13 @@ both_modes!(no_query_crosses_tenants, |app: TestApp| async move {
     let acme_public = app.call(Method::GET, &format!("/api/v1/products/{id}"), None, None, &[("x-tenant", "acme")]).await;
     assert_eq!(acme_public.status, StatusCode::OK);
 });
+
+both_modes!(dead_letters_are_for_admins_of_the_tenant, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let customer = app.customer_token("ada@example.com").await;
+    let list = app.call(Method::GET, "/api/v1/admin/dead-letters", Some(&admin), None, &[]).await;
+    assert_eq!((list.status, list.body.clone()), (StatusCode::OK, json!([])));
+    assert_eq!(app.call(Method::GET, "/api/v1/admin/dead-letters", Some(&customer), None, &[]).await.status, StatusCode::FORBIDDEN);
+    let retry = app.post("/api/v1/admin/dead-letters/catalogue:1/retry", Some(&admin), json!({})).await;
+    assert_eq!((retry.status, retry.code()), (StatusCode::NOT_FOUND, "not_found"));
+});
