@@ -10,9 +10,12 @@
 //! - [`Projection`] (`projection.rs`): what a projection is; `ProjectionError`.
 //! - [`Runner`] (`runner.rs`): drives projections (`try_process_next`, `run`), checkpoints,
 //!   status and lag, read-your-writes waits, and a fault-injection point for tests.
-//! - `catalogue.rs`, `stock.rs`, `users.rs`: the read models.
+//! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
+//! - [`detail`]: product detail documents in Redis (embedded: in process), checkpoint stored
+//!   with the data.
 
 mod catalogue;
+pub mod detail;
 mod db;
 mod projection;
 mod runner;

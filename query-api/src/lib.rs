@@ -35,6 +35,8 @@ pub use viewer::*;
 #[derive(Clone)]
 pub struct QueryState {
     pub runner: Arc<Runner>,
+    /// Product detail documents (Redis, or in process).
+    pub details: Arc<projections::detail::ProductDetails>,
     pub jwt: JwtKeys,
     /// Longest wait for `X-Min-Position`.
     pub read_wait: Duration,

@@ -197,22 +197,29 @@ async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
+/// Served from the product-detail documents (Redis, or in process), not from SQL.
 async fn detail(
     State(state): State<QueryState>,
     viewer: Viewer,
-    min: MinPosition,
+    MinPosition(min): MinPosition,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.consistent("catalogue", min).await?;
-    let mut sql = format!("SELECT {COLUMNS} FROM rm_products");
-    let mut params = Vec::new();
-    visibility(&viewer, &mut sql, &mut params);
-    sql.push_str(&format!(" AND product_id = ${}", params.len() + 1));
-    let Param::Text(tenant) = &params[0] else { unreachable!("visibility binds the tenant first") };
-    let row = sqlx::query(&sql).bind(tenant.clone()).bind(id).fetch_optional(state.pool()).await.map_err(crate::db_error)?;
-    let product = row.map(ProductView::try_from).transpose().map_err(crate::db_error)?.ok_or_else(|| ApiError::not_found("product"))?;
-    Ok(versioned(&headers, product.version, &product))
+    if let Some(position) = min {
+        let reached = state.details.wait_for(position, state.read_wait).await.map_err(ApiError::internal)?;
+        if !reached {
+            return Err(ApiError::new(
+                ErrorCode::ProjectionBehind,
+                format!("the product detail view has not reached position {position} yet; retry"),
+            )
+            .retry_after(1));
+        }
+    }
+    let doc = state.details.get(viewer.tenant().as_str(), &id).await.map_err(ApiError::internal)?;
+    let visible = |d: &Value| viewer.is_admin() || (d["published"] == true && d["discontinued"] == false);
+    let doc = doc.filter(visible).ok_or_else(|| ApiError::not_found("product"))?;
+    let version = doc["version"].as_i64().unwrap_or_default();
+    Ok(versioned(&headers, version, &doc))
 }
 
 #[derive(Debug, Serialize)]

@@ -105,7 +105,9 @@ async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosi
 }
 
 async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
-    state.runner.status().await.map(Json).map_err(ApiError::internal)
+    let mut all = state.runner.status().await.map_err(ApiError::internal)?;
+    all.push(state.details.status().await.map_err(ApiError::internal)?);
+    Ok(Json(all))
 }
 
 /// Events the projections parked, for the admin's tenant.

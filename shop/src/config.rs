@@ -32,6 +32,14 @@ pub struct Config {
     #[arg(long, env = "SHOP_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..=900))]
     pub access_token_ttl_secs: u64,
 
+    /// `redis://…` keeps product detail documents in Redis; unset keeps them in process.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key shop writes.
+    #[arg(long, env = "SHOP_REDIS_PREFIX", default_value = "shop")]
+    pub redis_prefix: String,
+
     /// `host:port,…` of the Kafka brokers; when set, `shop serve` also runs the relay.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -66,6 +74,8 @@ impl Config {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             read_wait_ms: 2000,
             kafka_brokers: None,
+            redis_url: None,
+            redis_prefix: "shop".to_owned(),
             kafka_topic_prefix: "shop".to_owned(),
             kafka_partitions: 3,
         }

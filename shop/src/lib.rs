@@ -110,6 +110,9 @@ pub struct Application {
     runner: Arc<Runner>,
     /// Set when this process publishes to Kafka (`shop relay`, or `shop serve` with brokers).
     relay: Option<Arc<relay::Relay>>,
+    details: Arc<projections::detail::ProductDetails>,
+    /// Whether this process keeps the product detail documents up to date.
+    run_details: bool,
     roles: Roles,
     read_wait: Duration,
 }
@@ -135,6 +138,13 @@ impl Application {
             _ => None,
         };
         let runner = Arc::new(Runner::new(store.clone(), read_db, all));
+        let details = Arc::new(
+            projections::detail::ProductDetails::connect(store.clone(), config.redis_url.as_deref(), &config.redis_prefix)
+                .await
+                .context("failed to connect to Redis")?,
+        );
+        // In-process documents exist only in the process that serves them.
+        let run_details = roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none());
         let state = app_state(config, store)?;
         let listener = if roles.http() {
             Some(
@@ -159,10 +169,11 @@ impl Application {
             kafka = %config.kafka_brokers.as_deref().filter(|_| relay.is_some()).unwrap_or("off"),
             mail = %format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
             cache = "in-process aggregate cache",
+            product_detail = details.backend_name(),
             addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
-        Ok(Self { listener, state, runner, relay, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
+        Ok(Self { listener, state, runner, relay, details, run_details, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
     }
 
     /// The bound HTTP address (`None` for `shop project`).
@@ -195,8 +206,17 @@ impl Application {
         let store = self.state.store.clone();
         let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
         let workers = self.roles.projections().then(|| tokio::spawn(Arc::clone(&self.runner).run(workers_stopped.clone())));
-        let relay = self.relay.clone().map(|relay| tokio::spawn(async move { relay.run(workers_stopped).await }));
-        let query = QueryState { runner: Arc::clone(&self.runner), jwt: self.state.jwt.clone(), read_wait: self.read_wait };
+        let relay = self.relay.clone().map(|relay| {
+            let stopped = workers_stopped.clone();
+            tokio::spawn(async move { relay.run(stopped).await })
+        });
+        let details = self.run_details.then(|| tokio::spawn(Arc::clone(&self.details).run(workers_stopped)));
+        let query = QueryState {
+            runner: Arc::clone(&self.runner),
+            details: Arc::clone(&self.details),
+            jwt: self.state.jwt.clone(),
+            read_wait: self.read_wait,
+        };
         let router = match self.roles {
             Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)),
             Roles::CommandApi => command_api::router(self.state.clone()),
@@ -212,7 +232,7 @@ impl Application {
         }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
-        for worker in [workers, relay].into_iter().flatten() {
+        for worker in [workers, relay, details].into_iter().flatten() {
             let _ = worker.await;
         }
         store.close().await;

@@ -1,0 +1,113 @@
+//! Product detail documents in a real Redis and in process: the same documents from the same
+//! log, tenant-scoped keys, and a per-key version guard that makes a replay from the start of
+//! the log (a lost checkpoint) change nothing.
+
+use domain::product::{Attributes, Product, ProductCommand};
+use domain::{Money, Price, ProductId, TenantId};
+use projections::detail::ProductDetails;
+use projections::Outcome;
+use store::testkit::{fresh_store, in_ci, Backend, TestStore};
+use store::{Metadata, Repository};
+
+fn redis_url() -> String {
+    std::env::var("SHOP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn redis_available() -> bool {
+    let ok = match redis::Client::open(redis_url()) {
+        Ok(c) => c.get_multiplexed_async_connection().await.is_ok(),
+        Err(_) => false,
+    };
+    if !ok && in_ci() {
+        panic!("Redis at {} is required in CI", redis_url());
+    }
+    if !ok {
+        eprintln!("skipping: no Redis at {}", redis_url());
+    }
+    ok
+}
+
+async fn write_products(t: &TestStore) -> i64 {
+    let meta = Metadata::default();
+    let repo = Repository::<Product>::new(t.store.clone(), ());
+    let eur = |a| Price::try_from(Money::new(a, "EUR".parse().expect("valid"))).expect("valid");
+    let mut last = 0;
+    for n in 1..=2u128 {
+        let id = ProductId::from_uuid(uuid::Uuid::from_u128(n));
+        let stream = domain::stream_id(&TenantId::default(), id);
+        let create = ProductCommand::Create {
+            tenant: TenantId::default(),
+            product_id: id,
+            sku: format!("D-{n}").parse().expect("valid"),
+            name: "Lamp".parse().expect("valid"),
+            description: "bright".parse().expect("valid"),
+            category: "home/lighting".parse().expect("valid"),
+            price: eur(1000),
+            attributes: Attributes::new(),
+        };
+        repo.execute(&stream, create, None, &meta).await.expect("create");
+        repo.execute(&stream, ProductCommand::ChangePrice { price: eur(900) }, None, &meta).await.expect("price");
+        let details = ProductCommand::UpdateDetails {
+            name: Some("Desk lamp".parse().expect("valid")),
+            description: None,
+            category: None,
+            attributes: Some(Attributes::from([("featured".into(), "true".into())])),
+        };
+        repo.execute(&stream, details, None, &meta).await.expect("details");
+        last = repo.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish").position;
+    }
+    last
+}
+
+async fn caught_up(details: &ProductDetails, position: i64) {
+    for _ in 0..400 {
+        if details.try_process_next().await.expect("batch") == Outcome::Idle && details.reached(position).await.expect("reached") {
+            return;
+        }
+    }
+    panic!("product details never reached {position}");
+}
+
+async fn check(t: TestStore) {
+    if !redis_available().await {
+        return;
+    }
+    let last = write_products(&t).await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let in_redis = ProductDetails::connect(t.store.clone(), Some(&redis_url()), &prefix).await.expect("redis");
+    let in_memory = ProductDetails::connect(t.store.clone(), None, &prefix).await.expect("memory");
+    caught_up(&in_redis, last).await;
+    caught_up(&in_memory, last).await;
+    let id = uuid::Uuid::from_u128(1).to_string();
+    let doc = in_redis.get("default", &id).await.expect("get").expect("document");
+    assert_eq!(doc["name"], "Desk lamp");
+    assert_eq!(doc["price"]["amount"], 900);
+    assert_eq!((doc["published"].as_bool(), doc["featured"].as_bool(), doc["version"].as_i64()), (Some(true), Some(true), Some(4)));
+    assert_eq!(Some(doc), in_memory.get("default", &id).await.expect("get"));
+    assert!(in_redis.get("other-tenant", &id).await.expect("get").is_none());
+
+    // The checkpoint is lost: a worker starts again from the beginning of the log, and the
+    // version guard keeps every document as it was.
+    let mut conn = redis::Client::open(redis_url()).expect("client").get_multiplexed_async_connection().await.expect("conn");
+    let checkpoint_key = format!("{prefix}:checkpoint:product_detail");
+    let _: () = redis::cmd("DEL").arg(&checkpoint_key).query_async(&mut conn).await.expect("del");
+    let again = ProductDetails::connect(t.store.clone(), Some(&redis_url()), &prefix).await.expect("redis");
+    caught_up(&again, last).await;
+    let replayed = again.get("default", &id).await.expect("get").expect("document");
+    assert_eq!((replayed["version"].as_i64(), replayed["price"]["amount"].as_i64()), (Some(4), Some(900)));
+    let _: () = redis::cmd("DEL").arg(&checkpoint_key).query_async(&mut conn).await.expect("del");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_details_on_sqlite() {
+    if let Some(t) = fresh_store(Backend::Sqlite).await {
+        check(t).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_details_on_postgres() {
+    if let Some(t) = fresh_store(Backend::Postgres).await {
+        check(t).await;
+    }
+}
