@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domain::product::ProductEvent;
 use serde_json::{json, Value};
@@ -219,17 +219,9 @@ impl ProductDetails {
         }
     }
 
+    /// Waits up to `timeout` until the event at `position` has been processed.
     pub async fn wait_for(&self, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.reached(position).await? {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(5).min(deadline - Instant::now())).await;
-        }
+        crate::poll_until(timeout, || self.reached(position)).await
     }
 
     pub async fn status(&self) -> Result<ProjectionStatus, ProjectionError> {

@@ -34,6 +34,25 @@ pub fn split_stream_id(aggregate_id: &str) -> Result<(&str, &str), ProjectionErr
     aggregate_id.split_once(':').ok_or_else(|| ProjectionError::Malformed(format!("stream id without tenant: {aggregate_id}")))
 }
 
+/// Polls `reached` every 5 ms until it answers true (then `true`) or `timeout` passes (`false`).
+pub(crate) async fn poll_until<F, Fut>(timeout: std::time::Duration, mut reached: F) -> Result<bool, ProjectionError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, ProjectionError>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if reached().await? {
+            return Ok(true);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5).min(deadline - now)).await;
+    }
+}
+
 /// Every projection this build knows, in the order they are run and listed.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users)]

@@ -568,16 +568,7 @@ impl Runner {
     /// Waits up to `timeout` until `projection` has processed the event at global `position`
     /// (read-your-writes). `false` if it has not by then.
     pub async fn wait_for(&self, projection: &str, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.reached(projection, position).await? {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(5).min(deadline - Instant::now())).await;
-        }
+        crate::poll_until(timeout, || self.reached(projection, position)).await
     }
 
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
