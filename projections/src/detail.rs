@@ -19,10 +19,14 @@ use crate::{split_stream_id, Outcome, ProjectionError, ProjectionStatus};
 
 pub const NAME: &str = "product_detail";
 
+/// A checkpoint and the number of log events processed.
+type Checkpoint = Option<(LogCursor, i64)>;
+
 /// Where the documents live.
 enum Backend {
     Redis { conn: redis::aio::MultiplexedConnection, prefix: String },
-    Memory(Mutex<(HashMap<String, Value>, Option<(LogCursor, i64)>)>),
+    /// Documents by `<tenant>:<id>`, and the checkpoint.
+    Memory(Mutex<(HashMap<String, Value>, Checkpoint)>),
 }
 
 pub struct ProductDetails {
@@ -121,7 +125,7 @@ impl ProductDetails {
     }
 
     /// The checkpoint and the number of log events processed.
-    pub async fn checkpoint(&self) -> Result<Option<(LogCursor, i64)>, ProjectionError> {
+    pub async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
         match &self.backend {
             Backend::Redis { conn, prefix } => {
                 let value: Option<String> =
