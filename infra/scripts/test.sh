@@ -118,7 +118,7 @@ log "running the test suite"
 output=$(mktemp)
 trap 'rm -f "$output"' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$output"
+cargo test --workspace --all-features --locked "$@" 2>&1 | tee "$output"
 status=${PIPESTATUS[0]}
 set -e
 drop_test_databases

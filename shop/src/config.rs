@@ -40,7 +40,8 @@ pub struct Config {
     #[arg(long, env = "SHOP_REDIS_PREFIX", default_value = "shop")]
     pub redis_prefix: String,
 
-    /// `host:port,…` of the Kafka brokers; when set, `shop serve` also runs the relay.
+    /// `host:port,…` of the Kafka brokers; when set, `shop serve` also runs the relay (builds
+    /// with the `kafka` feature only).
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
@@ -90,15 +91,6 @@ impl Config {
 
     pub fn is_embedded(&self) -> bool {
         self.database_url.is_none()
-    }
-
-    /// The relay's settings, if Kafka is configured.
-    pub fn relay(&self) -> Option<relay::RelayConfig> {
-        self.kafka_brokers.as_ref().map(|brokers| relay::RelayConfig {
-            topic_prefix: self.kafka_topic_prefix.clone(),
-            partitions: self.kafka_partitions,
-            ..relay::RelayConfig::new(brokers.clone())
-        })
     }
 
     pub fn api(&self) -> command_api::ApiConfig {

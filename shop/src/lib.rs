@@ -9,6 +9,7 @@
 //! - [`create_user`]: `shop user create`.
 
 mod config;
+pub mod kafka;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,7 +110,7 @@ pub struct Application {
     state: AppState,
     runner: Arc<Runner>,
     /// Set when this process publishes to Kafka (`shop relay`, or `shop serve` with brokers).
-    relay: Option<Arc<relay::Relay>>,
+    relay: Option<Arc<kafka::RelayWorker>>,
     details: Arc<projections::detail::ProductDetails>,
     /// Whether this process keeps the product detail documents up to date.
     run_details: bool,
@@ -130,13 +131,13 @@ impl Application {
             .context("failed to connect to the read-model database")?;
         let all = projections::all();
         read_db.migrate(&all).await.context("failed to create the read-model tables")?;
-        let relay = match (roles, config.relay()) {
-            (Roles::All | Roles::Relay, Some(relay_config)) => {
-                Some(Arc::new(relay::Relay::new(store.clone(), read_db.clone(), relay_config).context("failed to create the Kafka producer")?))
-            }
-            (Roles::Relay, None) => bail!("shop relay needs KAFKA_BROKERS"),
+        let relay = match roles {
+            Roles::All | Roles::Relay => kafka::relay(config, &store, &read_db)?.map(Arc::new),
             _ => None,
         };
+        if roles == Roles::Relay && relay.is_none() {
+            bail!("shop relay needs KAFKA_BROKERS");
+        }
         let runner = Arc::new(Runner::new(store.clone(), read_db, all));
         let details = Arc::new(
             projections::detail::ProductDetails::connect(store.clone(), config.redis_url.as_deref(), &config.redis_prefix)
@@ -309,19 +310,6 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
         let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
         println!("{}: {} events in {:.2?} ({rate:.0} events/s), swapped in", p.name(), report.events, report.elapsed);
     }
-    store.close().await;
-    Ok(())
-}
-
-/// `shop relay --republish --from <position>`: publish history again from a position.
-pub async fn republish(config: &Config, from: i64) -> anyhow::Result<()> {
-    let relay_config = config.relay().context("shop relay needs KAFKA_BROKERS")?;
-    let store = connect_store(config).await?;
-    let read_db = ReadDb::connect(&config.store_url(), 2).await.context("failed to connect to the read-model database")?;
-    read_db.migrate(&projections::all()).await.context("failed to create the checkpoint table")?;
-    let relay = relay::Relay::new(store.clone(), read_db, relay_config).context("failed to create the Kafka producer")?;
-    relay.republish_from(from).await.context("failed to move the relay checkpoint")?;
-    tracing::info!(from, "relay will publish again from this position");
     store.close().await;
     Ok(())
 }

@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         Command::CommandApi => Application::build_roles(&cli.config, Roles::CommandApi).await?.run_until_stopped().await,
         Command::QueryApi => Application::build_roles(&cli.config, Roles::QueryApi).await?.run_until_stopped().await,
         Command::Project => Application::build_roles(&cli.config, Roles::Projections).await?.run_until_stopped().await,
-        Command::Relay { republish: true, from: Some(from) } => shop::republish(&cli.config, from).await,
+        Command::Relay { republish: true, from: Some(from) } => shop::kafka::republish(&cli.config, from).await,
         Command::Relay { .. } => Application::build_roles(&cli.config, Roles::Relay).await?.run_until_stopped().await,
         Command::Migrate => {
             let store = shop::connect_store(&cli.config).await?;

@@ -1,5 +1,7 @@
 //! `shop serve` with Kafka: commands succeed while the broker is away (the event store is the
-//! outbox), and the relay catches up once a broker comes up.
+//! outbox), and the relay catches up once a broker comes up. Needs the `kafka` feature (the
+//! test command builds with `--all-features`).
+#![cfg(feature = "kafka")]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
