@@ -51,11 +51,7 @@ async fn receive(
     AppJson(req): AppJson<ReceiptRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let quantity = Quantity::try_from(req.quantity)?;
-    let sku = known_sku(&state, &admin.tenant, &sku).await?;
-    let command = StockCommand::Receive { tenant: admin.tenant.clone(), sku: sku.clone(), quantity };
-    let metadata = meta.metadata(&admin.tenant, Some(admin.user_id));
-    let done = state.stock.execute(&stream_id(&admin.tenant, &sku), command, if_match, &metadata).await?;
-    Ok(Json(CommandAccepted::new(sku, &done)))
+    run(&state, &admin, &sku, if_match, &meta, |tenant, sku| StockCommand::Receive { tenant, sku, quantity }).await
 }
 
 async fn adjust(
@@ -68,8 +64,20 @@ async fn adjust(
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let delta = QuantityDelta::try_from(req.quantity_delta)?;
     let reason: Name = req.reason.parse().map_err(|_| domain::InvalidValue::new("reason", "must be 1-200 characters of text"))?;
-    let sku = known_sku(&state, &admin.tenant, &sku).await?;
-    let command = StockCommand::Adjust { tenant: admin.tenant.clone(), sku: sku.clone(), delta, reason };
+    run(&state, &admin, &sku, if_match, &meta, |tenant, sku| StockCommand::Adjust { tenant, sku, delta, reason }).await
+}
+
+/// Runs the command `build` makes for a known SKU of the admin's tenant.
+async fn run(
+    state: &AppState,
+    admin: &crate::extract::AuthUser,
+    sku: &str,
+    if_match: Option<u64>,
+    meta: &RequestMeta,
+    build: impl FnOnce(TenantId, Sku) -> StockCommand,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let sku = known_sku(state, &admin.tenant, sku).await?;
+    let command = build(admin.tenant.clone(), sku.clone());
     let metadata = meta.metadata(&admin.tenant, Some(admin.user_id));
     let done = state.stock.execute(&stream_id(&admin.tenant, &sku), command, if_match, &metadata).await?;
     Ok(Json(CommandAccepted::new(sku, &done)))
