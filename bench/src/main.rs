@@ -3,7 +3,11 @@
 //! same database at the same concurrency in the same run, as the baseline.
 //!
 //! `cargo build --release -p shop -p bench && target/release/bench --clients 32 --seconds 20`
+//!
+//! With `--kafka 127.0.0.1:9092` (and a `shop` built with `--features kafka`) the shop also
+//! runs its relay, and the relay's lag is reported beside the projections'.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +36,10 @@ struct Args {
     /// PostgreSQL server; a fresh database is created on it.
     #[arg(long, default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres")]
     admin_url: String,
+    /// Kafka brokers: also run the relay and report its lag (needs a shop built with the
+    /// `kafka` feature).
+    #[arg(long)]
+    kafka: Option<String>,
     /// The shop binary to start.
     #[arg(long, default_value = "target/release/shop")]
     shop_bin: PathBuf,
@@ -65,7 +73,11 @@ fn db_url(admin_url: &str, db: &str) -> String {
 async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = std::env::temp_dir().join(format!("shop-bench-{port}"));
-    let child = Command::new(&args.shop_bin)
+    let mut command = Command::new(&args.shop_bin);
+    if let Some(brokers) = &args.kafka {
+        command.env("KAFKA_BROKERS", brokers).env("SHOP_KAFKA_TOPIC_PREFIX", format!("bench{}", std::process::id()));
+    }
+    let child = command
         .arg("serve")
         .env("DATABASE_URL", database_url)
         .env("SHOP_JWT_SECRET", "bench-secret-bench-secret-bench-secret!")
@@ -203,23 +215,52 @@ async fn read_products(base: &str, clients: usize, seconds: u64, products: Arc<V
     .await
 }
 
-/// Samples `/admin/projections` every 20 ms for `duration`: the largest `lag_ms` (age of the
-/// oldest event not yet applied) over all projections at each instant.
-async fn sample_lag(base: String, token: String, duration: Duration) -> Vec<Duration> {
+/// Samples `/admin/projections` every 20 ms for `duration`: each reader's `lag_ms` (age of the
+/// oldest event it has not yet processed) at each instant, by name.
+async fn sample_lag(base: String, token: String, duration: Duration) -> HashMap<String, Vec<Duration>> {
     let client = reqwest::Client::new();
     let end = Instant::now() + duration;
-    let mut lags = Vec::new();
+    let mut lags: HashMap<String, Vec<Duration>> = HashMap::new();
     while Instant::now() < end {
         let status = client.get(format!("{base}/api/v1/admin/projections")).bearer_auth(&token).send().await;
         if let Ok(r) = status {
-            if let Ok(Value::Array(projections)) = r.json::<Value>().await {
-                let worst = projections.iter().filter_map(|p| p["lag_ms"].as_u64()).max().unwrap_or(0);
-                lags.push(Duration::from_millis(worst));
+            if let Ok(Value::Array(readers)) = r.json::<Value>().await {
+                for p in readers {
+                    if let (Some(name), Some(lag)) = (p["name"].as_str(), p["lag_ms"].as_u64()) {
+                        lags.entry(name.to_owned()).or_default().push(Duration::from_millis(lag));
+                    }
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     lags
+}
+
+/// Full-text searches: whole words, a typo, and a prefix, over the products' names.
+async fn search_products(base: &str, clients: usize, seconds: u64, products: usize) -> PhaseResult {
+    let base = base.to_owned();
+    run_clients(clients, seconds, move |client, w, n| {
+        let i = (w * 7919 + n as usize * 31) % products.max(1);
+        let q = match n % 3 {
+            0 => format!("product {i}"),
+            1 => format!("prodcut {i}"),
+            _ => "prod".to_owned(),
+        };
+        client.get(format!("{base}/api/v1/products/search")).query(&[("q", q.as_str()), ("limit", "10")]).header("x-tenant", "default")
+    })
+    .await
+}
+
+fn print_lag(name: &str, lags: &mut [Duration]) {
+    lags.sort();
+    println!(
+        "{name:<22} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} samples, every 20 ms)",
+        percentile(lags, 0.50).as_secs_f64() * 1000.0,
+        percentile(lags, 0.99).as_secs_f64() * 1000.0,
+        lags.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        lags.len()
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -309,14 +350,21 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let mix = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(products.clone()), Arc::new(skus.clone())).await;
     let shop_rate = report("shop mix", &mix);
     if let Ok(mut lags) = sampler.await {
-        lags.sort();
-        println!(
-            "projection lag         p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} samples of the worst projection, every 20 ms)",
-            percentile(&lags, 0.50).as_secs_f64() * 1000.0,
-            percentile(&lags, 0.99).as_secs_f64() * 1000.0,
-            lags.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-            lags.len()
-        );
+        // The worst projection at each instant, then each reader on its own.
+        let mut relay = lags.remove("relay").unwrap_or_default();
+        let samples = lags.values().map(Vec::len).min().unwrap_or(0);
+        let mut worst: Vec<Duration> = (0..samples).map(|i| lags.values().map(|l| l[i]).max().unwrap_or_default()).collect();
+        print_lag("projection lag (worst)", &mut worst);
+        let mut names: Vec<String> = lags.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if let Some(l) = lags.get_mut(&name) {
+                print_lag(&format!("  lag {name}"), l);
+            }
+        }
+        if args.kafka.is_some() {
+            print_lag("relay lag", &mut relay);
+        }
     }
     let hot_skus: Vec<String> = skus.iter().take(args.hot).cloned().collect();
     let hot_products: Vec<String> = products.iter().take(args.hot).cloned().collect();
@@ -324,6 +372,8 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     report(&format!("shop hot ({} aggregates)", args.hot), &hot);
     let reads = read_products(&shop.base, args.clients, args.seconds, Arc::new(products.clone())).await;
     report("GET /products/{id}", &reads);
+    let searches = search_products(&shop.base, args.clients, args.seconds, args.products).await;
+    report("GET /products/search", &searches);
     drop(shop);
     let tps = pgbench(args, database_url)?;
     println!("{:<22} {tps:>9.0} appends/s", "pgbench 1-event append");

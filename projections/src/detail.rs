@@ -7,20 +7,18 @@
 //! last event applied, and an event at or below it is skipped: a per-key version guard.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
 
 use domain::product::ProductEvent;
 use serde_json::{json, Value};
-use store::{EventStore, LogCursor, LogEvent};
-use tokio::sync::watch;
+use store::{EventStore, LogEvent};
 
-use crate::{split_stream_id, Outcome, ProjectionError, ProjectionStatus};
+use crate::own::{decode, encode, Checkpoint, OwnCheckpoint};
+use crate::{split_stream_id, Outcome, ProjectionError};
 
 pub const NAME: &str = "product_detail";
-
-/// A checkpoint and the number of log events processed.
-type Checkpoint = Option<(LogCursor, i64)>;
 
 /// Where the documents live.
 enum Backend {
@@ -44,17 +42,26 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
 
-fn encode(c: LogCursor, events: i64) -> String {
-    format!("{}:{}:{events}", c.transaction_id, c.position)
-}
-
-fn decode(s: &str) -> Option<(LogCursor, i64)> {
-    let mut parts = s.split(':').map(|p| p.parse::<i64>().ok());
-    Some((LogCursor { transaction_id: parts.next()??, position: parts.next()?? }, parts.next()??))
-}
-
 fn redis_error(e: redis::RedisError) -> ProjectionError {
     ProjectionError::Malformed(format!("redis: {e}"))
+}
+
+/// Product events of a batch by `(tenant, product id)`, in log order.
+pub(crate) fn by_product<'a>(events: &'a [LogEvent]) -> Result<BTreeMap<(String, String), Vec<&'a LogEvent>>, ProjectionError> {
+    let mut changed: BTreeMap<(String, String), Vec<&LogEvent>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.aggregate_type == "product") {
+        let (tenant, id) = split_stream_id(&e.aggregate_id)?;
+        changed.entry((tenant.to_owned(), id.to_owned())).or_default().push(e);
+    }
+    Ok(changed)
+}
+
+/// Applies `events` (one product's, in order) to its document (`None` before creation).
+pub(crate) fn fold_all(mut doc: Option<Value>, id: &str, events: &[&LogEvent]) -> Result<Option<Value>, ProjectionError> {
+    for e in events {
+        doc = fold(doc, serde_json::from_value(e.payload.clone())?, id, e.sequence)?;
+    }
+    Ok(doc)
 }
 
 /// Applies one product event to its document (`None` before creation).
@@ -124,18 +131,6 @@ impl ProductDetails {
         format!("{prefix}:product:{tenant}:{id}")
     }
 
-    /// The checkpoint and the number of log events processed.
-    pub async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
-        match &self.backend {
-            Backend::Redis { conn, prefix } => {
-                let value: Option<String> =
-                    redis::cmd("GET").arg(format!("{prefix}:checkpoint:{NAME}")).query_async(&mut conn.clone()).await.map_err(redis_error)?;
-                Ok(value.as_deref().and_then(decode))
-            }
-            Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).1),
-        }
-    }
-
     /// The document of product `id` in `tenant`, if it exists.
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Value>, ProjectionError> {
         match &self.backend {
@@ -164,26 +159,43 @@ impl ProductDetails {
             }
         }
     }
+}
 
-    /// Processes the next batch: documents and checkpoint are written together, or not at all.
-    pub async fn try_process_next(&self) -> Result<Outcome, ProjectionError> {
+#[async_trait]
+impl OwnCheckpoint for ProductDetails {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn batch_size(&self) -> u32 {
+        self.batch_size
+    }
+
+    async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
+        match &self.backend {
+            Backend::Redis { conn, prefix } => {
+                let value: Option<String> =
+                    redis::cmd("GET").arg(format!("{prefix}:checkpoint:{NAME}")).query_async(&mut conn.clone()).await.map_err(redis_error)?;
+                Ok(value.as_deref().and_then(decode))
+            }
+            Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).1),
+        }
+    }
+
+    async fn try_process_next(&self) -> Result<Outcome, ProjectionError> {
         let stored = self.checkpoint().await?;
         let (cursor, processed) = stored.unwrap_or_default();
         let events: Vec<LogEvent> = self.store.read_log(cursor, self.batch_size).await?;
         let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
-        let mut changed: BTreeMap<(String, String), Vec<&LogEvent>> = BTreeMap::new();
-        for e in events.iter().filter(|e| e.aggregate_type == "product") {
-            let (tenant, id) = split_stream_id(&e.aggregate_id)?;
-            changed.entry((tenant.to_owned(), id.to_owned())).or_default().push(e);
-        }
+        let changed = by_product(&events)?;
         let keys: Vec<(String, String)> = changed.keys().cloned().collect();
         let mut docs = Vec::new();
         for ((key, events), doc) in changed.into_iter().zip(self.load(&keys).await?) {
-            let mut doc = doc;
-            for e in events {
-                doc = fold(doc, serde_json::from_value(e.payload.clone())?, &key.1, e.sequence)?;
-            }
-            if let Some(doc) = doc {
+            if let Some(doc) = fold_all(doc, &key.1, &events)? {
                 docs.push((key, doc));
             }
         }
@@ -213,61 +225,5 @@ impl ProductDetails {
             }
         }
         Ok(Outcome::Applied(events.len()))
-    }
-
-    /// Whether the event at `position` has been processed.
-    pub async fn reached(&self, position: i64) -> Result<bool, ProjectionError> {
-        match self.store.cursor_of(position).await? {
-            Some(target) => Ok(self.checkpoint().await?.is_some_and(|(c, _)| c >= target)),
-            None => Ok(position == 0),
-        }
-    }
-
-    /// Waits up to `timeout` until the event at `position` has been processed.
-    pub async fn wait_for(&self, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
-        crate::poll_until(timeout, || self.reached(position)).await
-    }
-
-    pub async fn status(&self) -> Result<ProjectionStatus, ProjectionError> {
-        let (cursor, events) = self.checkpoint().await?.unwrap_or_default();
-        let next = self.store.read_log(cursor, 1).await?;
-        let head = self.store.head_position().await?;
-        Ok(ProjectionStatus {
-            name: NAME,
-            position: cursor.position,
-            transaction_id: cursor.transaction_id,
-            events,
-            lag_events: if next.is_empty() { 0 } else { (head - cursor.position).max(1) },
-            lag_ms: next.first().map_or(0, |e| (chrono::Utc::now() - e.recorded_at).num_milliseconds().max(0)),
-            state: "running",
-            last_error: None,
-        })
-    }
-
-    /// Processes the log until `stop` turns true.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let wake = self.store.appended();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let wait = match self.try_process_next().await {
-                Ok(Outcome::Applied(n)) if n >= self.batch_size as usize => continue,
-                Ok(Outcome::Applied(_)) => Duration::from_millis(10),
-                Ok(Outcome::Idle) => Duration::from_millis(50),
-                Err(e) => {
-                    tracing::warn!(projection = NAME, error = %e, "product detail batch failed");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = wake.notified() => tokio::time::sleep(Duration::from_millis(10)).await,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
     }
 }

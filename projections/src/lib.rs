@@ -11,12 +11,16 @@
 //! - [`Runner`] (`runner.rs`): drives projections (`try_process_next`, `run`), checkpoints,
 //!   status and lag, read-your-writes waits, and a fault-injection point for tests.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
-//! - [`detail`]: product detail documents in Redis (embedded: in process), checkpoint stored
-//!   with the data.
+//! - [`own`]: read models that keep their checkpoint with their data (one worker loop, wait
+//!   and status for them all):
+//!   - [`detail`]: product detail documents in Redis (embedded: in process);
+//!   - [`search`]: product search in a tantivy index on disk.
 
 mod catalogue;
 pub mod detail;
 mod db;
+pub mod own;
+pub mod search;
 mod projection;
 mod runner;
 mod stock;

@@ -571,26 +571,41 @@ impl Runner {
         crate::poll_until(timeout, || self.reached(projection, position)).await
     }
 
+    /// Every projection's progress, and the relay's when one has run against this database.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
-        let head = self.store.head_position().await?;
         let mut out = Vec::new();
         for p in &self.projections {
             let name = p.name();
-            let (cursor, events) = self.checkpoint(name).await?;
-            let next = self.store.read_log(cursor, 1).await?;
-            let lag_ms = next.first().map_or(0, |e| (chrono::Utc::now() - e.recorded_at).num_milliseconds().max(0));
+            let checkpoint = self.checkpoint(name).await?;
             let last_error = self.errors.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
-            out.push(ProjectionStatus {
-                name,
-                position: cursor.position,
-                transaction_id: cursor.transaction_id,
-                events,
-                lag_events: if next.is_empty() { 0 } else { (head - cursor.position).max(1) },
-                lag_ms,
-                state: if last_error.is_some() { "failed" } else { "running" },
-                last_error,
-            });
+            out.push(status_at(&self.store, name, Some(checkpoint), last_error).await?);
+        }
+        let mut conn = self.db.pool.acquire().await?;
+        if let Some(relay) = read_checkpoint(&mut *conn, "relay").await? {
+            out.push(status_at(&self.store, "relay", Some(relay), None).await?);
         }
         Ok(out)
     }
+}
+
+/// The progress of a reader of the log at `checkpoint`, with its lag behind the head.
+pub(crate) async fn status_at(
+    store: &EventStore,
+    name: &'static str,
+    checkpoint: Option<(LogCursor, i64)>,
+    last_error: Option<String>,
+) -> Result<ProjectionStatus, ProjectionError> {
+    let (cursor, events) = checkpoint.unwrap_or_default();
+    let next = store.read_log(cursor, 1).await?;
+    let head = store.head_position().await?;
+    Ok(ProjectionStatus {
+        name,
+        position: cursor.position,
+        transaction_id: cursor.transaction_id,
+        events,
+        lag_events: if next.is_empty() { 0 } else { (head - cursor.position).max(1) },
+        lag_ms: next.first().map_or(0, |e| (chrono::Utc::now() - e.recorded_at).num_milliseconds().max(0)),
+        state: if last_error.is_some() { "failed" } else { "running" },
+        last_error,
+    })
 }

@@ -5,6 +5,7 @@
 use domain::product::{Attributes, Product, ProductCommand};
 use domain::{Money, Price, ProductId, TenantId};
 use projections::detail::ProductDetails;
+use projections::own::OwnCheckpoint;
 use projections::Outcome;
 use store::testkit::{fresh_store, in_ci, Backend, TestStore};
 use store::{Metadata, Repository};

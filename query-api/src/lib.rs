@@ -9,7 +9,7 @@
 //! # Layout
 //! - `viewer.rs`: [`Viewer`] (an authenticated user, or anonymous in a tenant) and
 //!   `MinPosition`.
-//! - `products.rs`: `/products`, `/products/{id}`, `/categories`.
+//! - `products.rs`: `/products`, `/products/{id}`, `/products/search`, `/categories`.
 //! - `stock.rs`: `/stock/{sku}`; `users.rs`: `/users/me`, `/admin/users`, `/admin/projections`.
 
 mod products;
@@ -37,6 +37,8 @@ pub struct QueryState {
     pub runner: Arc<Runner>,
     /// Product detail documents (Redis, or in process).
     pub details: Arc<projections::detail::ProductDetails>,
+    /// Product search (a tantivy index on this node's disk).
+    pub search: Arc<projections::search::ProductSearch>,
     pub jwt: JwtKeys,
     /// Longest wait for `X-Min-Position`.
     pub read_wait: Duration,
@@ -55,8 +57,15 @@ impl QueryState {
 
     /// Read-your-writes: waits until `projection` has processed `min` (when asked).
     async fn consistent(&self, projection: &str, MinPosition(min): MinPosition) -> Result<(), ApiError> {
+        use projections::own::OwnCheckpoint;
         let Some(position) = min else { return Ok(()) };
-        let reached = self.runner.wait_for(projection, position, self.read_wait).await.map_err(ApiError::internal)?;
+        let wait = self.read_wait;
+        let reached = match projection {
+            projections::detail::NAME => self.details.wait_for(position, wait).await,
+            projections::search::NAME => self.search.wait_for(position, wait).await,
+            _ => self.runner.wait_for(projection, position, wait).await,
+        }
+        .map_err(ApiError::internal)?;
         if reached {
             Ok(())
         } else {

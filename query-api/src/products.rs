@@ -17,6 +17,7 @@ use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, Que
 pub fn router() -> Router<QueryState> {
     Router::new()
         .route("/products", get(list))
+        .route("/products/search", get(search))
         .route("/products/{id}", get(detail))
         .route("/categories", get(categories))
 }
@@ -201,25 +202,70 @@ async fn list(
 async fn detail(
     State(state): State<QueryState>,
     viewer: Viewer,
-    MinPosition(min): MinPosition,
+    min: MinPosition,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(position) = min {
-        let reached = state.details.wait_for(position, state.read_wait).await.map_err(ApiError::internal)?;
-        if !reached {
-            return Err(ApiError::new(
-                ErrorCode::ProjectionBehind,
-                format!("the product detail view has not reached position {position} yet; retry"),
-            )
-            .retry_after(1));
-        }
-    }
+    state.consistent(projections::detail::NAME, min).await?;
     let doc = state.details.get(viewer.tenant().as_str(), &id).await.map_err(ApiError::internal)?;
     let visible = |d: &Value| viewer.is_admin() || (d["published"] == true && d["discontinued"] == false);
     let doc = doc.filter(visible).ok_or_else(|| ApiError::not_found("product"))?;
     let version = doc["version"].as_i64().unwrap_or_default();
     Ok(versioned(&headers, version, &doc))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: Option<String>,
+    category: Option<String>,
+    min_price: Option<i64>,
+    max_price: Option<i64>,
+    /// Admins only, as for the listing.
+    published: Option<bool>,
+    featured: Option<bool>,
+    limit: Option<i64>,
+    offset: Option<usize>,
+}
+
+/// Deepest page a search serves; narrow the query instead.
+const MAX_SEARCH_OFFSET: usize = 10_000;
+
+/// Full-text search with typo tolerance and facets, from the tantivy index.
+async fn search(
+    State(state): State<QueryState>,
+    viewer: Viewer,
+    min: MinPosition,
+    AppQuery(q): AppQuery<SearchQuery>,
+) -> Result<Json<projections::search::SearchResults>, ApiError> {
+    let invalid = |field: &str, detail: &str| ApiError::new(ErrorCode::InvalidValue, detail.to_owned()).with("field", field);
+    let text = q.q.unwrap_or_default();
+    if text.chars().count() > 200 {
+        return Err(invalid("q", "q must be at most 200 characters"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset > MAX_SEARCH_OFFSET {
+        return Err(invalid("offset", "offset must be at most 10000"));
+    }
+    if q.min_price.is_some_and(|p| p < 0) || q.max_price.is_some_and(|p| p < 0) {
+        return Err(invalid("min_price", "prices must not be negative"));
+    }
+    let category = q.category.map(|c| c.parse::<domain::CategoryPath>()).transpose()?;
+    let limit = page_size(q.limit)? as usize;
+    state.consistent(projections::search::NAME, min).await?;
+    let request = projections::search::SearchRequest {
+        tenant: viewer.tenant().to_string(),
+        text,
+        category: category.map(|c| c.to_string()),
+        min_price: q.min_price,
+        max_price: q.max_price,
+        featured: q.featured,
+        published: q.published,
+        admin: viewer.is_admin(),
+        limit,
+        offset,
+    };
+    Ok(Json(state.search.search(request).await.map_err(ApiError::internal)?))
 }
 
 #[derive(Debug, Serialize)]

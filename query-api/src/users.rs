@@ -106,7 +106,9 @@ async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosi
 
 async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
     let mut all = state.runner.status().await.map_err(ApiError::internal)?;
+    use projections::own::OwnCheckpoint;
     all.push(state.details.status().await.map_err(ApiError::internal)?);
+    all.push(state.search.status().await.map_err(ApiError::internal)?);
     Ok(Json(all))
 }
 

@@ -57,6 +57,10 @@ pub struct Config {
     #[arg(long, env = "SHOP_READ_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=30000))]
     pub read_wait_ms: u64,
 
+    /// Where this node keeps its product search index (default: `<data dir>/search`).
+    #[arg(long, env = "SHOP_SEARCH_DIR")]
+    pub search_dir: Option<PathBuf>,
+
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
@@ -79,6 +83,7 @@ impl Config {
             redis_prefix: "shop".to_owned(),
             kafka_topic_prefix: "shop".to_owned(),
             kafka_partitions: 3,
+            search_dir: None,
         }
     }
 
@@ -87,6 +92,10 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("shop.db").display()),
         }
+    }
+
+    pub fn search_dir(&self) -> PathBuf {
+        self.search_dir.clone().unwrap_or_else(|| self.data_dir.join("search"))
     }
 
     pub fn is_embedded(&self) -> bool {

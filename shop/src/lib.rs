@@ -24,6 +24,8 @@ use domain::user::Role;
 use domain::TenantId;
 use store::{EventStore, Metadata};
 use axum::Router;
+use projections::own::{self, OwnCheckpoint};
+use projections::search::ProductSearch;
 use projections::{ReadDb, Runner};
 use query_api::QueryState;
 use std::time::Duration;
@@ -81,6 +83,12 @@ pub fn app_state(config: &Config, store: EventStore) -> anyhow::Result<AppState>
     Ok(AppState::new(store, jwt, mailer, Arc::new(SystemClock), config.api()))
 }
 
+/// The product search index of this node.
+fn open_search(config: &Config, store: &EventStore) -> anyhow::Result<ProductSearch> {
+    let dir = config.search_dir();
+    ProductSearch::open(store.clone(), &dir).with_context(|| format!("failed to open the search index in {}", dir.display()))
+}
+
 /// Which roles a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Roles {
@@ -114,6 +122,7 @@ pub struct Application {
     details: Arc<projections::detail::ProductDetails>,
     /// Whether this process keeps the product detail documents up to date.
     run_details: bool,
+    search: Arc<ProductSearch>,
     roles: Roles,
     read_wait: Duration,
 }
@@ -146,6 +155,7 @@ impl Application {
         );
         // In-process documents exist only in the process that serves them.
         let run_details = roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none());
+        let search = Arc::new(open_search(config, &store)?);
         let state = app_state(config, store)?;
         let listener = if roles.http() {
             Some(
@@ -171,10 +181,11 @@ impl Application {
             mail = %format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
             cache = "in-process aggregate cache",
             product_detail = details.backend_name(),
+            search = %search.dir().display(),
             addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
-        Ok(Self { listener, state, runner, relay, details, run_details, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
+        Ok(Self { listener, state, runner, relay, details, run_details, search, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
     }
 
     /// The bound HTTP address (`None` for `shop project`).
@@ -211,10 +222,14 @@ impl Application {
             let stopped = workers_stopped.clone();
             tokio::spawn(async move { relay.run(stopped).await })
         });
-        let details = self.run_details.then(|| tokio::spawn(Arc::clone(&self.details).run(workers_stopped)));
+        let details = self.run_details.then(|| tokio::spawn(own::run(Arc::clone(&self.details), workers_stopped.clone())));
+        // The search index lives on the disk of the node that serves it.
+        let serves_queries = matches!(self.roles, Roles::All | Roles::QueryApi);
+        let search = serves_queries.then(|| tokio::spawn(own::run(Arc::clone(&self.search), workers_stopped)));
         let query = QueryState {
             runner: Arc::clone(&self.runner),
             details: Arc::clone(&self.details),
+            search: Arc::clone(&self.search),
             jwt: self.state.jwt.clone(),
             read_wait: self.read_wait,
         };
@@ -233,7 +248,7 @@ impl Application {
         }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
-        for worker in [workers, relay, details].into_iter().flatten() {
+        for worker in [workers, relay, details, search].into_iter().flatten() {
             let _ = worker.await;
         }
         store.close().await;
@@ -266,15 +281,34 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// `shop replay`: rebuilds one projection (or all) with a progress bar.
+fn progress_bar(name: &str, head: i64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(head.max(1) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+fn report(name: &str, report: &projections::RebuildReport) {
+    let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    println!("{name}: {} events in {:.2?} ({rate:.0} events/s), swapped in", report.events, report.elapsed);
+}
+
+/// `shop replay`: rebuilds one projection (or all) with a progress bar. SQL read models are
+/// rebuilt into a shadow table, the search index into a new directory; each is swapped in once
+/// it has caught up with the log.
 pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_run: bool) -> anyhow::Result<()> {
     let store = connect_store(config).await?;
     let read_db = ReadDb::connect(&config.store_url(), 4).await.context("failed to connect to the read-model database")?;
     let known = projections::all();
     read_db.migrate(&known).await.context("failed to create the read-model tables")?;
     let chosen: Vec<_> = known.iter().filter(|p| all || Some(p.name()) == projection).cloned().collect();
-    if chosen.is_empty() {
-        let names: Vec<_> = known.iter().map(|p| p.name()).collect();
+    let rebuild_search = all || projection == Some(projections::search::NAME);
+    if chosen.is_empty() && !rebuild_search {
+        let names: Vec<_> = known.iter().map(|p| p.name()).chain([projections::search::NAME]).collect();
         bail!("unknown projection {:?}; known: {}", projection.unwrap_or_default(), names.join(", "));
     }
     let runner = Runner::new(store.clone(), read_db, known);
@@ -290,16 +324,8 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
             );
             continue;
         }
-        let bar = indicatif::ProgressBar::new(head.max(1) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>10} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(p.name());
-        let report = runner
+        let bar = progress_bar(p.name(), head);
+        let done = runner
             .rebuild(p.as_ref(), |done, head| {
                 bar.set_length(head.max(done).max(1) as u64);
                 bar.set_position(done as u64);
@@ -307,8 +333,30 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
             .await
             .with_context(|| format!("failed to rebuild {}", p.name()))?;
         bar.finish();
-        let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
-        println!("{}: {} events in {:.2?} ({rate:.0} events/s), swapped in", p.name(), report.events, report.elapsed);
+        report(p.name(), &done);
+    }
+    if rebuild_search {
+        let search = open_search(config, &store)?;
+        let name = projections::search::NAME;
+        let (cursor, events) = search.checkpoint().await?.unwrap_or_default();
+        if dry_run {
+            println!(
+                "{name}: would rebuild the index in {} from {head} log events (now at position {}, {events} events processed)",
+                search.dir().display(),
+                cursor.position
+            );
+        } else {
+            let bar = progress_bar(name, head);
+            let done = search
+                .rebuild(|done, head| {
+                    bar.set_length(head.max(done).max(1) as u64);
+                    bar.set_position(done as u64);
+                })
+                .await
+                .context("failed to rebuild the search index")?;
+            bar.finish();
+            report(name, &done);
+        }
     }
     store.close().await;
     Ok(())

@@ -164,7 +164,7 @@ both_modes!(users_see_themselves_and_admins_see_everyone, |app: TestApp| async m
 
     let status = get(&app, "/api/v1/admin/projections", Some(&admin), position).await;
     let names: Vec<_> = status.body.as_array().expect("list").iter().map(|p| p["name"].as_str().expect("name").to_owned()).collect();
-    assert_eq!(names, ["catalogue", "stock", "users", "product_detail"]);
+    assert_eq!(names, ["catalogue", "stock", "users", "product_detail", "search"]);
     assert_eq!(get(&app, "/api/v1/admin/projections", Some(&ada), position).await.status, StatusCode::FORBIDDEN);
 });
 
@@ -174,7 +174,7 @@ both_modes!(no_query_crosses_tenants, |app: TestApp| async move {
     let (id, _) = product(&app, &acme, "ACME-1", "tools", 100, true, false).await;
     let receipt = app.post("/api/v1/stock/ACME-1/receipts", Some(&acme), json!({"quantity": 3})).await;
     let last = receipt.body["position"].as_i64().expect("position");
-    for path in ["/api/v1/products", "/api/v1/categories"] {
+    for path in ["/api/v1/products", "/api/v1/categories", "/api/v1/products/search?q=item", "/api/v1/products/search?q=acme"] {
         let theirs = get(&app, path, Some(&globex), last).await;
         assert_eq!(theirs.status, StatusCode::OK);
         assert!(!theirs.body.to_string().contains("ACME-1") && !theirs.body.to_string().contains("tools"), "{path}: {:?}", theirs.body);
@@ -187,6 +187,33 @@ both_modes!(no_query_crosses_tenants, |app: TestApp| async move {
     assert_eq!(users.body["items"].as_array().map(Vec::len), Some(1));
     let acme_public = app.call(Method::GET, &format!("/api/v1/products/{id}"), None, None, &[("x-tenant", "acme")]).await;
     assert_eq!(acme_public.status, StatusCode::OK);
+});
+
+both_modes!(search_reads_your_writes_with_typos_and_facets, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    product(&app, &admin, "LAMP-1", "home/lighting", 2_500, true, false).await;
+    product(&app, &admin, "LAMP-2", "home/lighting", 60_000, true, true).await;
+    let (_, last) = product(&app, &admin, "SOFA-1", "home/furniture", 120_000, false, false).await;
+
+    // "Item LAMP-1": a typo in "item" still finds both lamps; the unpublished sofa is hidden.
+    let found = get(&app, "/api/v1/products/search?q=itme%20lamp", None, last).await;
+    assert_eq!(found.status, StatusCode::OK, "{:?}", found.body);
+    assert_eq!(found.body["total"], 2, "{:?}", found.body);
+    assert_eq!(found.body["facets"]["categories"], json!([{"category": "home", "count": 2}]));
+    let buckets: Vec<i64> = found.body["facets"]["price"].as_array().expect("buckets").iter().map(|b| b["count"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(buckets, [0, 1, 0, 0, 1]);
+    let featured = get(&app, "/api/v1/products/search?q=lam&featured=true&category=home/lighting", None, last).await;
+    assert_eq!(skus(&featured.body), ["LAMP-2"]);
+    let admin_view = get(&app, "/api/v1/products/search?q=sofa&published=false", Some(&admin), last).await;
+    assert_eq!(skus(&admin_view.body), ["SOFA-1"]);
+    let customer_view = get(&app, "/api/v1/products/search?q=sofa", None, last).await;
+    assert_eq!(customer_view.body["total"], 0);
+
+    for bad in ["limit=0", "offset=10001", "min_price=-1", "category=Not%20A%20Path!", "colour=red"] {
+        let answer = get(&app, &format!("/api/v1/products/search?q=x&{bad}"), None, 0).await;
+        assert!(matches!(answer.status.as_u16(), 400 | 422), "{bad}: {:?}", answer.body);
+        assert!(answer.body["code"].is_string(), "{bad}: {:?}", answer.body);
+    }
 });
 
 both_modes!(dead_letters_are_for_admins_of_the_tenant, |app: TestApp| async move {
