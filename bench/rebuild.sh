@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild throughput: writes 1,000,000 events straight into a fresh event store (100,000
 # products created, repriced and published; 700,000 stock receipts over 10,000 SKUs), then
-# times `shop replay --all` on PostgreSQL and on the embedded SQLite file.
+# times `shop replay --all` (the SQL read models and the search index) on PostgreSQL and on the
+# embedded SQLite file.
 #   cargo build --release -p shop && bench/rebuild.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,12 +52,15 @@ SQL
 echo "== PostgreSQL"
 psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS shop_rebuild_bench" -c "CREATE DATABASE shop_rebuild_bench"
 export DATABASE_URL="$PG/shop_rebuild_bench"
+search_dir=$(mktemp -d)
+export SHOP_SEARCH_DIR="$search_dir"
 "$SHOP" migrate
 events_sql postgres | psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1
 echo "events: $(psql "$DATABASE_URL" -Atc 'SELECT count(*) FROM events')"
 "$SHOP" replay --all
 psql "$PG/postgres" -qc "DROP DATABASE shop_rebuild_bench"
-unset DATABASE_URL
+rm -rf "$search_dir"
+unset DATABASE_URL SHOP_SEARCH_DIR
 
 echo "== SQLite (embedded)"
 dir=$(mktemp -d)

@@ -98,7 +98,7 @@ impl Projection for Catalogue {
         let mut changes: BTreeMap<(&str, &str), Change> = BTreeMap::new();
         for e in events {
             let change = changes.entry(split_stream_id(&e.aggregate_id)?).or_default();
-            match serde_json::from_value(e.payload.clone())? {
+            match crate::projection::payload(e)? {
                 ProductEvent::Created { sku, name, description, category, price, attributes, .. } => {
                     *change = Change {
                         created: Some((sku.to_string(), e.cursor.position)),

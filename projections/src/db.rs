@@ -27,6 +27,15 @@ const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (
 
 /// Events a projection could not apply, and the later events of the same aggregate held back
 /// behind them so that its order is kept.
+/// Offsets of an external source (Kafka) a projection has applied, stored with its read model.
+const OFFSETS: &str = "CREATE TABLE IF NOT EXISTS projection_offsets (
+    projection TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition_id BIGINT NOT NULL,
+    next_offset BIGINT NOT NULL,
+    PRIMARY KEY (projection, topic, partition_id)
+)";
+
 const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS projection_dead_letters (
     id TEXT PRIMARY KEY,
     projection TEXT NOT NULL,
@@ -74,6 +83,7 @@ impl ReadDb {
     pub async fn migrate(&self, projections: &[std::sync::Arc<dyn crate::Projection>]) -> Result<(), ProjectionError> {
         sqlx::query(CHECKPOINTS).execute(&self.pool).await?;
         sqlx::query(DEAD_LETTERS).execute(&self.pool).await?;
+        sqlx::query(OFFSETS).execute(&self.pool).await?;
         for p in projections {
             for statement in p.schema(p.table(), "") {
                 sqlx::query(&statement).execute(&self.pool).await?;

@@ -22,7 +22,10 @@ pub const NAME: &str = "product_detail";
 
 /// Where the documents live.
 enum Backend {
-    Redis { conn: redis::aio::MultiplexedConnection, prefix: String },
+    Redis {
+        conn: redis::aio::MultiplexedConnection,
+        prefix: String,
+    },
     /// Documents by `<tenant>:<id>`, and the checkpoint.
     Memory(Mutex<(HashMap<String, Value>, Checkpoint)>),
 }
@@ -59,7 +62,7 @@ pub(crate) fn by_product<'a>(events: &'a [LogEvent]) -> Result<BTreeMap<(String,
 /// Applies `events` (one product's, in order) to its document (`None` before creation).
 pub(crate) fn fold_all(mut doc: Option<Value>, id: &str, events: &[&LogEvent]) -> Result<Option<Value>, ProjectionError> {
     for e in events {
-        doc = fold(doc, serde_json::from_value(e.payload.clone())?, id, e.sequence)?;
+        doc = fold(doc, crate::projection::payload(e)?, id, e.sequence)?;
     }
     Ok(doc)
 }
@@ -178,8 +181,11 @@ impl OwnCheckpoint for ProductDetails {
     async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
         match &self.backend {
             Backend::Redis { conn, prefix } => {
-                let value: Option<String> =
-                    redis::cmd("GET").arg(format!("{prefix}:checkpoint:{NAME}")).query_async(&mut conn.clone()).await.map_err(redis_error)?;
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(format!("{prefix}:checkpoint:{NAME}"))
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(redis_error)?;
                 Ok(value.as_deref().and_then(decode))
             }
             Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).1),
@@ -190,7 +196,9 @@ impl OwnCheckpoint for ProductDetails {
         let stored = self.checkpoint().await?;
         let (cursor, processed) = stored.unwrap_or_default();
         let events: Vec<LogEvent> = self.store.read_log(cursor, self.batch_size).await?;
-        let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(Outcome::Idle);
+        };
         let changed = by_product(&events)?;
         let keys: Vec<(String, String)> = changed.keys().cloned().collect();
         let mut docs = Vec::new();

@@ -10,6 +10,8 @@
 //! - [`Projection`] (`projection.rs`): what a projection is; `ProjectionError`.
 //! - [`Runner`] (`runner.rs`): drives projections (`try_process_next`, `run`), checkpoints,
 //!   status and lag, read-your-writes waits, and a fault-injection point for tests.
+//! - [`sourced`]: the same projections fed by an external source (a Kafka consumer group),
+//!   offsets stored in the read-model transaction.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
 //! - [`own`]: read models that keep their checkpoint with their data (one worker loop, wait
 //!   and status for them all):
@@ -17,13 +19,15 @@
 //!   - [`search`]: product search in a tantivy index on disk.
 
 mod catalogue;
-pub mod detail;
 mod db;
+pub mod detail;
 pub mod own;
-pub mod search;
 mod projection;
 mod runner;
+pub mod search;
+pub mod sourced;
 mod stock;
+pub mod testkit;
 mod users;
 
 pub use catalogue::Catalogue;
@@ -39,7 +43,7 @@ pub fn split_stream_id(aggregate_id: &str) -> Result<(&str, &str), ProjectionErr
 }
 
 /// Polls `reached` every 5 ms until it answers true (then `true`) or `timeout` passes (`false`).
-pub(crate) async fn poll_until<F, Fut>(timeout: std::time::Duration, mut reached: F) -> Result<bool, ProjectionError>
+pub async fn poll_until<F, Fut>(timeout: std::time::Duration, mut reached: F) -> Result<bool, ProjectionError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, ProjectionError>>,

@@ -66,7 +66,11 @@ pub async fn run<M: OwnCheckpoint + ?Sized>(model: Arc<M>, mut stop: watch::Rece
             Ok(Outcome::Applied(n)) if n >= model.batch_size() as usize => continue,
             Ok(outcome) => {
                 backoff = Duration::from_millis(100);
-                if outcome == Outcome::Idle { Duration::from_millis(50) } else { Duration::from_millis(10) }
+                if outcome == Outcome::Idle {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::from_millis(10)
+                }
             }
             Err(e) => {
                 tracing::warn!(projection = model.name(), error = %e, "batch failed; retrying");

@@ -44,6 +44,11 @@ pub trait Projection: Send + Sync {
     fn schema(&self, table: &str, suffix: &str) -> Vec<String>;
 }
 
+/// An event's payload as its domain type, read in place (no copy of the JSON tree).
+pub(crate) fn payload<T: serde::de::DeserializeOwned>(e: &LogEvent) -> Result<T, serde_json::Error> {
+    T::deserialize(&e.payload)
+}
+
 /// `($1, $2), ($3, $4), …`: placeholders for `rows` rows of `cols` values.
 pub(crate) fn values(rows: usize, cols: usize) -> String {
     (0..rows)

@@ -29,8 +29,11 @@ pub struct ProjectionStatus {
     pub events: i64,
     /// Events written but not yet processed (approximate under concurrent writers).
     pub lag_events: i64,
-    /// Age of the oldest event not yet processed; 0 when caught up.
-    pub lag_ms: i64,
+    /// Age of the oldest event not yet processed; 0 when caught up; `null` when unknown (a
+    /// Kafka-fed projection with messages pending).
+    pub lag_ms: Option<i64>,
+    /// Where the events come from: `log` or `kafka`.
+    pub source: &'static str,
     /// `running` or `failed` (its last batch failed and is being retried).
     pub state: &'static str,
     pub last_error: Option<String>,
@@ -158,6 +161,8 @@ pub struct Runner {
     /// When a failed projection may try again, and its current backoff.
     retry_at: Mutex<HashMap<&'static str, (Instant, Duration)>>,
     fault: Mutex<Option<Fault>>,
+    /// Set when the projections are fed by Kafka instead of the log (`SHOP_EVENT_SOURCE=kafka`).
+    pub(crate) source: std::sync::OnceLock<Arc<dyn crate::sourced::ExternalSource>>,
 }
 
 fn now_ms() -> i64 {
@@ -176,7 +181,12 @@ impl Runner {
             retry_at: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             fault: Mutex::new(None),
+            source: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
     }
 
     pub fn with_batch_size(mut self, n: u32) -> Self {
@@ -251,7 +261,9 @@ impl Runner {
         stored: Option<LogCursor>,
         events: &[LogEvent],
     ) -> Result<Outcome, ProjectionError> {
-        let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(Outcome::Idle);
+        };
         let parked: std::collections::HashSet<String> =
             sqlx::query_scalar("SELECT DISTINCT aggregate_id FROM projection_dead_letters WHERE projection = $1")
                 .bind(projection.name())
@@ -259,10 +271,8 @@ impl Runner {
                 .await?
                 .into_iter()
                 .collect();
-        let (held, handled): (Vec<&LogEvent>, Vec<&LogEvent>) = events
-            .iter()
-            .filter(|e| projection.handles(&e.aggregate_type))
-            .partition(|e| parked.contains(&e.aggregate_id));
+        let (held, handled): (Vec<&LogEvent>, Vec<&LogEvent>) =
+            events.iter().filter(|e| projection.handles(&e.aggregate_type)).partition(|e| parked.contains(&e.aggregate_id));
         for event in held {
             park(tx, projection.name(), event, "held back behind an earlier dead letter of this aggregate").await?;
         }
@@ -290,11 +300,7 @@ impl Runner {
     /// Rebuilds a projection from the start of the log into a shadow table while the live one
     /// keeps serving (and keeps being updated), then swaps them in one transaction once the
     /// shadow has caught up. `progress(processed, head)` is called after every batch.
-    pub async fn rebuild(
-        &self,
-        projection: &dyn Projection,
-        mut progress: impl FnMut(i64, i64),
-    ) -> Result<RebuildReport, ProjectionError> {
+    pub async fn rebuild(&self, projection: &dyn Projection, mut progress: impl FnMut(i64, i64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
         let live = projection.table();
         let shadow = format!("{live}_shadow");
@@ -449,7 +455,12 @@ impl Runner {
 
     /// Applies `events` one at a time, each with its checkpoint; an event that fails is parked
     /// (with its error) and the checkpoint moves past it, so the projection goes on.
-    async fn isolate(&self, projection: &dyn Projection, mut cursor: Option<LogCursor>, events: &[LogEvent]) -> Result<(), ProjectionError> {
+    async fn isolate(
+        &self,
+        projection: &dyn Projection,
+        mut cursor: Option<LogCursor>,
+        events: &[LogEvent],
+    ) -> Result<(), ProjectionError> {
         let name = projection.name();
         for event in events {
             let one = std::slice::from_ref(event);
@@ -512,11 +523,13 @@ impl Runner {
             .find(|p| p.name() == name)
             .ok_or_else(|| ProjectionError::Malformed(format!("unknown projection {name}")))?;
         let mut tx = self.db.begin().await?;
-        let parked = sqlx::query("SELECT tx, position FROM projection_dead_letters WHERE projection = $1 AND aggregate_id = $2 ORDER BY tx, position")
-            .bind(&name)
-            .bind(&aggregate_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let parked = sqlx::query(
+            "SELECT tx, position FROM projection_dead_letters WHERE projection = $1 AND aggregate_id = $2 ORDER BY tx, position",
+        )
+        .bind(&name)
+        .bind(&aggregate_id)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut events = Vec::new();
         for r in parked {
             let at = LogCursor { transaction_id: r.try_get(0)?, position: r.try_get(1)? };
@@ -568,6 +581,12 @@ impl Runner {
     /// Waits up to `timeout` until `projection` has processed the event at global `position`
     /// (read-your-writes). `false` if it has not by then.
     pub async fn wait_for(&self, projection: &str, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
+        if let Some(source) = self.source.get() {
+            let Some(p) = self.projections.iter().find(|p| p.name() == projection) else {
+                return Err(ProjectionError::Malformed(format!("unknown projection {projection}")));
+            };
+            return source.wait_for(p.as_ref(), position, timeout).await;
+        }
         crate::poll_until(timeout, || self.reached(projection, position)).await
     }
 
@@ -578,7 +597,15 @@ impl Runner {
             let name = p.name();
             let checkpoint = self.checkpoint(name).await?;
             let last_error = self.errors.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
-            out.push(status_at(&self.store, name, Some(checkpoint), last_error).await?);
+            let mut status = status_at(&self.store, name, Some(checkpoint), last_error).await?;
+            if let Some(source) = self.source.get() {
+                // Fed by Kafka: the log checkpoint does not move; the lag is in messages, and
+                // the age of the oldest one not applied is not known without reading it.
+                status.source = source.kind();
+                status.lag_events = source.lag(p.as_ref()).await?;
+                status.lag_ms = (status.lag_events == 0).then_some(0);
+            }
+            out.push(status);
         }
         let mut conn = self.db.pool.acquire().await?;
         if let Some(relay) = read_checkpoint(&mut *conn, "relay").await? {
@@ -604,7 +631,8 @@ pub(crate) async fn status_at(
         transaction_id: cursor.transaction_id,
         events,
         lag_events: if next.is_empty() { 0 } else { (head - cursor.position).max(1) },
-        lag_ms: next.first().map_or(0, |e| (chrono::Utc::now() - e.recorded_at).num_milliseconds().max(0)),
+        lag_ms: Some(next.first().map_or(0, |e| (chrono::Utc::now() - e.recorded_at).num_milliseconds().max(0))),
+        source: "log",
         state: if last_error.is_some() { "failed" } else { "running" },
         last_error,
     })

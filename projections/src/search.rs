@@ -36,7 +36,8 @@ use crate::{Outcome, ProjectionError, RebuildReport};
 pub const NAME: &str = "search";
 
 /// Price buckets (minor units, upper bound exclusive) reported as facets.
-const BUCKETS: [(i64, Option<i64>); 5] = [(0, Some(1_000)), (1_000, Some(5_000)), (5_000, Some(10_000)), (10_000, Some(50_000)), (50_000, None)];
+const BUCKETS: [(i64, Option<i64>); 5] =
+    [(0, Some(1_000)), (1_000, Some(5_000)), (5_000, Some(10_000)), (10_000, Some(50_000)), (50_000, None)];
 
 /// Commit at least every this many log events, even when none of them touched a product, so a
 /// restart does not re-read much of the log.
@@ -186,7 +187,8 @@ impl Live {
     fn load(&self, tenant: &str, id: &str) -> Result<Option<Value>, ProjectionError> {
         let searcher = self.reader.searcher();
         let query = TermQuery::new(self.fields.key_term(tenant, id), IndexRecordOption::Basic);
-        let Some((_, address)) = searcher.search(&query, &TopDocs::with_limit(1).order_by_score()).map_err(index_error)?.into_iter().next() else {
+        let Some((_, address)) = searcher.search(&query, &TopDocs::with_limit(1).order_by_score()).map_err(index_error)?.into_iter().next()
+        else {
             return Ok(None);
         };
         let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
@@ -204,7 +206,9 @@ impl Live {
         threads: usize,
         fault: bool,
     ) -> Result<(), ProjectionError> {
-        let Some(last) = events.last().map(|e| e.cursor) else { return Ok(()) };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(());
+        };
         let mut state = self.state();
         if state.checkpoint != from {
             return Err(ProjectionError::Concurrent);
@@ -228,7 +232,9 @@ impl Live {
         if state.writer.is_none() {
             state.writer = Some(self.index.writer_with_num_threads(threads, 32_000_000 * threads).map_err(index_error)?);
         }
-        let Some(writer) = state.writer.as_mut() else { return Err(ProjectionError::Malformed("no index writer".into())) };
+        let Some(writer) = state.writer.as_mut() else {
+            return Err(ProjectionError::Malformed("no index writer".into()));
+        };
         let result = (|| {
             for (tenant, id, doc) in &docs {
                 writer.delete_term(self.fields.key_term(tenant, id));
@@ -355,10 +361,16 @@ impl Live {
             let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for (field, boost) in weighted {
                 let term = Term::from_field_text(field, word);
-                any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), boost))));
+                any.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), boost)),
+                ));
                 let distance = typo_distance(word.chars().count());
                 if distance > 0 {
-                    any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new(term.clone(), distance, true)), boost * 0.3))));
+                    any.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new(term.clone(), distance, true)), boost * 0.3)),
+                    ));
                 }
                 if typing && i + 1 == words.len() && field != f.description {
                     any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new_prefix(term, 0, true)), boost * 0.5))));
@@ -372,7 +384,8 @@ impl Live {
     fn search(&self, r: &SearchRequest) -> Result<SearchResults, ProjectionError> {
         let f = self.fields;
         let mut clauses = vec![(Occur::Must, self.text_query(&r.text)?)];
-        let term = |field: Field, v: u64| Box::new(TermQuery::new(Term::from_field_u64(field, v), IndexRecordOption::Basic)) as Box<dyn Query>;
+        let term =
+            |field: Field, v: u64| Box::new(TermQuery::new(Term::from_field_u64(field, v), IndexRecordOption::Basic)) as Box<dyn Query>;
         clauses.push(filter(Box::new(TermQuery::new(Term::from_field_text(f.tenant, &r.tenant), IndexRecordOption::Basic))));
         match (r.admin, r.published) {
             (false, _) => clauses.push(filter(term(f.visible, 1))),
@@ -401,16 +414,15 @@ impl Live {
         let mut items = Vec::with_capacity(top.len());
         for (score, address) in top {
             let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
-            let mut product: Value = doc.get_first(f.doc).and_then(|v| v.as_str().map(serde_json::from_str)).transpose()?.unwrap_or_default();
+            let mut product: Value =
+                doc.get_first(f.doc).and_then(|v| v.as_str().map(serde_json::from_str)).transpose()?.unwrap_or_default();
             if let Some(p) = product.as_object_mut() {
                 p.remove("version");
             }
             items.push(Hit { score, product });
         }
-        let categories = categories
-            .get(parent)
-            .map(|(facet, count)| CategoryCount { category: facet.to_path().join("/"), count })
-            .collect();
+        let categories =
+            categories.get(parent).map(|(facet, count)| CategoryCount { category: facet.to_path().join("/"), count }).collect();
         let counts: BTreeMap<String, u64> = buckets.get(Facet::root()).map(|(facet, count)| (facet.to_path_string(), count)).collect();
         let price = BUCKETS
             .iter()
@@ -457,7 +469,9 @@ fn remove_if_unused(dir: &Path, name: &str) {
     }
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ProjectionError> + Send + 'static) -> impl std::future::Future<Output = Result<T, ProjectionError>> {
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProjectionError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, ProjectionError>> {
     async move { tokio::task::spawn_blocking(f).await.map_err(|e| ProjectionError::Malformed(format!("search task: {e}")))? }
 }
 
@@ -528,9 +542,28 @@ impl ProductSearch {
         let mut cursor = LogCursor::default();
         let mut done = 0i64;
         let head = self.store.head_position().await?;
-        loop {
-            let events = self.store.read_log(cursor, 20_000).await?;
-            let Some(last) = events.last().map(|e| e.cursor) else { break };
+        // Read the next batches while this one is folded.
+        let (tx, mut batches) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>, ProjectionError>>(2);
+        let store = self.store.clone();
+        let reader = tokio::spawn(async move {
+            let mut at = LogCursor::default();
+            loop {
+                let events = store.read_log(at, 20_000).await.map_err(ProjectionError::from);
+                let next = events.as_ref().ok().and_then(|e| e.last().map(|e| e.cursor));
+                if tx.send(events).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(c) => at = c,
+                    None => return,
+                }
+            }
+        });
+        while let Some(events) = batches.recv().await {
+            let events = events?;
+            let Some(last) = events.last().map(|e| e.cursor) else {
+                break;
+            };
             for ((tenant, id), product_events) in by_product(&events)? {
                 let key = (tenant, id);
                 let doc = docs.remove(&key);
@@ -542,6 +575,7 @@ impl ProductSearch {
             done += events.len() as i64;
             progress(done, head.max(done));
         }
+        reader.abort();
         let written = Arc::clone(&fresh);
         docs = blocking(move || {
             let mut state = written.state();

@@ -54,7 +54,7 @@ impl Projection for StockLevels {
         for e in events {
             let key = split_stream_id(&e.aggregate_id)?;
             let level = levels.entry(key).or_insert(Level { on_hand: None, available: 0, version: 0 });
-            match serde_json::from_value(e.payload.clone())? {
+            match crate::projection::payload(e)? {
                 StockEvent::Received { on_hand, available, .. }
                 | StockEvent::Adjusted { on_hand, available, .. }
                 | StockEvent::Committed { on_hand, available, .. } => {

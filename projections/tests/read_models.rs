@@ -1,102 +1,16 @@
 //! Read models from real events, in both backends: contents, a crash in the middle of a batch,
 //! and rebuilds that give the same read model every time.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{TimeZone, Utc};
-use domain::product::{Attributes, Product, ProductCommand};
 use domain::stock::{Stock, StockCommand};
-use domain::user::{HashingUnavailable, Password, PasswordHash, PasswordHasher, Role, User, UserCommand, UserServices};
-use domain::{Money, OrderId, Price, ProductId, Quantity, TenantId, UserId};
+use domain::{Quantity, TenantId};
+use projections::testkit::{dump, write_events};
 use projections::{ReadDb, Runner};
 use sqlx::Row as _;
 use store::testkit::{fresh_store, Backend, TestStore};
 use store::{Metadata, Repository};
-
-struct PlainHasher;
-
-#[async_trait]
-impl PasswordHasher for PlainHasher {
-    async fn hash(&self, p: &Password) -> Result<PasswordHash, HashingUnavailable> {
-        Ok(PasswordHash(p.expose().to_owned()))
-    }
-    async fn verify(&self, p: &Password, h: &PasswordHash) -> bool {
-        p.expose() == h.0
-    }
-}
-
-fn eur(amount: i64) -> Price {
-    Price::try_from(Money::new(amount, "EUR".parse().expect("valid"))).expect("valid")
-}
-
-/// Writes a small shop's worth of events: products in two tenants, stock, users.
-async fn write_events(t: &TestStore) {
-    let meta = Metadata::default();
-    let products = Repository::<Product>::new(t.store.clone(), ());
-    for (tenant, n) in [("acme", 0u128), ("acme", 1), ("globex", 2)] {
-        let tenant: TenantId = tenant.parse().expect("valid");
-        let id = ProductId::from_uuid(uuid::Uuid::from_u128(n + 1));
-        let stream = domain::stream_id(&tenant, id);
-        let create = ProductCommand::Create {
-            tenant: tenant.clone(),
-            product_id: id,
-            sku: format!("SKU-{n}").parse().expect("valid"),
-            name: format!("Product {n}").parse().expect("valid"),
-            description: "desc".parse().expect("valid"),
-            category: "electronics/phones".parse().expect("valid"),
-            price: eur(1000 + n as i64),
-            attributes: Attributes::from([("featured".into(), "true".into())]),
-        };
-        products.execute(&stream, create, None, &meta).await.expect("create");
-        products.execute(&stream, ProductCommand::ChangePrice { price: eur(900) }, None, &meta).await.expect("price");
-        products.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish");
-    }
-    let stock = Repository::<Stock>::new(t.store.clone(), ());
-    let acme: TenantId = "acme".parse().expect("valid");
-    let receive = StockCommand::Receive { tenant: acme.clone(), sku: "SKU-0".parse().expect("valid"), quantity: Quantity::try_from(10).expect("valid") };
-    stock.execute("acme:SKU-0", receive, None, &meta).await.expect("receive");
-    let reserve = StockCommand::Reserve {
-        tenant: acme.clone(),
-        sku: "SKU-0".parse().expect("valid"),
-        order_id: OrderId::new(),
-        quantity: Quantity::try_from(3).expect("valid"),
-        expires_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("valid"),
-    };
-    stock.execute("acme:SKU-0", reserve, None, &meta).await.expect("reserve");
-    let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
-    let user_id = UserId::from_uuid(uuid::Uuid::from_u128(99));
-    let register = UserCommand::Register {
-        tenant: acme.clone(),
-        user_id,
-        email: "ada@acme.example".parse().expect("valid"),
-        name: "Ada".parse().expect("valid"),
-        password: "correct horse".parse().expect("valid"),
-        roles: BTreeSet::from([Role::Customer]),
-    };
-    let stream = domain::stream_id(&acme, user_id);
-    users.execute(&stream, register, None, &meta).await.expect("register");
-    users.execute(&stream, UserCommand::GrantRole { role: Role::Admin }, None, &meta).await.expect("grant");
-}
-
-/// Every read-model row as text, in a fixed order.
-async fn dump(db: &ReadDb) -> Vec<String> {
-    let mut out = Vec::new();
-    for (sql, cols) in [
-        ("SELECT tenant, product_id, sku, name, category, price_amount, price_currency, published, featured, version FROM rm_products ORDER BY tenant, product_id", 10),
-        ("SELECT tenant, sku, on_hand, reserved, available, version FROM rm_stock ORDER BY tenant, sku", 6),
-        ("SELECT tenant, user_id, email, name, roles, active, version FROM rm_users ORDER BY tenant, user_id", 7),
-    ] {
-        for row in sqlx::query(sql).fetch_all(&db.pool).await.expect("dump") {
-            let fields: Vec<String> = (0..cols)
-                .map(|i| row.try_get::<String, _>(i).or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string())).expect("text or number"))
-                .collect();
-            out.push(fields.join("|"));
-        }
-    }
-    out
-}
 
 async fn runner(t: &TestStore) -> Runner {
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
@@ -138,7 +52,10 @@ both_backends!(read_models_reflect_the_events, |t: TestStore| async move {
     let runner = runner(&t).await;
     runner.catch_up().await.expect("catch up");
     let rows = dump(runner.db()).await;
-    assert!(rows.contains(&"acme|00000000-0000-0000-0000-000000000001|SKU-0|Product 0|electronics/phones|900|EUR|1|1|3".to_owned()), "{rows:#?}");
+    assert!(
+        rows.contains(&"acme|00000000-0000-0000-0000-000000000001|SKU-0|Product 0|electronics/phones|900|EUR|1|1|3".to_owned()),
+        "{rows:#?}"
+    );
     assert!(rows.contains(&"globex|00000000-0000-0000-0000-000000000003|SKU-2|Product 2|electronics/phones|900|EUR|1|1|3".to_owned()));
     assert!(rows.contains(&"acme|SKU-0|10|3|7|2".to_owned()), "{rows:#?}");
     assert!(rows.contains(&"acme|00000000-0000-0000-0000-000000000063|ada@acme.example|Ada|customer,admin|1|2".to_owned()), "{rows:#?}");
@@ -188,13 +105,23 @@ both_backends!(read_your_writes_waits_for_the_position, |t: TestStore| async mov
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
     let stock = Repository::<Stock>::new(t.store.clone(), ());
-    let receive = StockCommand::Receive { tenant: TenantId::default(), sku: "RYW-1".parse().expect("valid"), quantity: Quantity::try_from(5).expect("valid") };
+    let receive = StockCommand::Receive {
+        tenant: TenantId::default(),
+        sku: "RYW-1".parse().expect("valid"),
+        quantity: Quantity::try_from(5).expect("valid"),
+    };
     let done = stock.execute("default:RYW-1", receive, None, &Metadata::default()).await.expect("receive");
     let seen = runner.wait_for("stock", done.position, std::time::Duration::from_secs(10)).await.expect("wait");
     assert!(seen);
-    let row = sqlx::query("SELECT available FROM rm_stock WHERE tenant = 'default' AND sku = 'RYW-1'").fetch_one(&runner.db().pool).await.expect("row");
+    let row = sqlx::query("SELECT available FROM rm_stock WHERE tenant = 'default' AND sku = 'RYW-1'")
+        .fetch_one(&runner.db().pool)
+        .await
+        .expect("row");
     assert_eq!(row.try_get::<i64, _>(0).expect("available"), 5);
-    assert!(!runner.wait_for("stock", done.position + 1000, std::time::Duration::from_millis(50)).await.expect("wait"), "a position never written is never reached");
+    assert!(
+        !runner.wait_for("stock", done.position + 1000, std::time::Duration::from_millis(50)).await.expect("wait"),
+        "a position never written is never reached"
+    );
     stop.send(true).expect("workers listen");
     tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
 });
@@ -213,7 +140,11 @@ both_backends!(a_rebuild_under_live_writes_loses_nothing_and_doubles_nothing, |t
             let mut last = 0;
             for i in 0..150 {
                 let sku = format!("LIVE-{}", i % 5);
-                let receive = StockCommand::Receive { tenant: TenantId::default(), sku: sku.parse().expect("valid"), quantity: Quantity::try_from(1).expect("valid") };
+                let receive = StockCommand::Receive {
+                    tenant: TenantId::default(),
+                    sku: sku.parse().expect("valid"),
+                    quantity: Quantity::try_from(1).expect("valid"),
+                };
                 last = stock.execute(&format!("default:{sku}"), receive, None, &Metadata::default()).await.expect("receive").position;
                 if i % 10 == 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -263,7 +194,12 @@ impl projections::Projection for Poisoned {
         projections::StockLevels.schema(table, suffix)
     }
 
-    async fn apply(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, table: &str, events: &[&store::LogEvent]) -> Result<(), projections::ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        table: &str,
+        events: &[&store::LogEvent],
+    ) -> Result<(), projections::ProjectionError> {
         let poisoned = self.poison.load(std::sync::atomic::Ordering::SeqCst)
             && events.iter().any(|e| e.aggregate_id == "default:BAD" && e.sequence == 2);
         if poisoned {
@@ -283,17 +219,27 @@ both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggreg
     let mut last = 0;
     for _ in 0..3 {
         for sku in ["BAD", "GOOD"] {
-            let receive = StockCommand::Receive { tenant: TenantId::default(), sku: sku.parse().expect("valid"), quantity: Quantity::try_from(1).expect("valid") };
+            let receive = StockCommand::Receive {
+                tenant: TenantId::default(),
+                sku: sku.parse().expect("valid"),
+                quantity: Quantity::try_from(1).expect("valid"),
+            };
             last = stock.execute(&format!("default:{sku}"), receive, None, &Metadata::default()).await.expect("receive").position;
         }
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
-    assert!(runner.wait_for("poisoned", last, std::time::Duration::from_secs(20)).await.expect("wait"), "the projection goes on past the poison");
+    assert!(
+        runner.wait_for("poisoned", last, std::time::Duration::from_secs(20)).await.expect("wait"),
+        "the projection goes on past the poison"
+    );
     let on_hand = |sku: &'static str| {
         let runner = Arc::clone(&runner);
         async move {
-            let row = sqlx::query(&format!("SELECT on_hand FROM rm_poisoned WHERE sku = '{sku}'")).fetch_one(&runner.db().pool).await.expect("row");
+            let row = sqlx::query(&format!("SELECT on_hand FROM rm_poisoned WHERE sku = '{sku}'"))
+                .fetch_one(&runner.db().pool)
+                .await
+                .expect("row");
             row.try_get::<i64, _>(0).expect("on_hand")
         }
     };

@@ -91,6 +91,45 @@ impl Envelope {
         })
     }
 
+    /// The event a published envelope carries, in the stored form (hashes the relay strips stay
+    /// absent; the log's transaction id is not published and reads as 0).
+    pub fn parse(value: &[u8]) -> Result<LogEvent, String> {
+        let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+        let text = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| format!("envelope without {k}"));
+        let number = |k: &str| v[k].as_i64().ok_or_else(|| format!("envelope without {k}"));
+        let aggregate_type = text("aggregate_type")?;
+        let full_type = text("type")?;
+        let event_type = full_type
+            .strip_prefix(&format!("{aggregate_type}."))
+            .ok_or_else(|| format!("type {full_type} is not of aggregate {aggregate_type}"))?
+            .to_owned();
+        let tenant = text("tenant")?;
+        // Stored payloads are externally tagged; an event without fields is just its name.
+        let payload = match &v["data"] {
+            Value::Object(fields) if fields.is_empty() => Value::String(event_type.clone()),
+            data => json!({ event_type.clone(): data }),
+        };
+        let mut metadata = v["metadata"].clone();
+        if let Value::Object(m) = &mut metadata {
+            m.retain(|_, v| !v.is_null());
+            m.insert("tenant".into(), Value::String(tenant.clone()));
+        }
+        let recorded_at = chrono::DateTime::parse_from_rfc3339(&text("occurred_at")?)
+            .map_err(|e| format!("occurred_at: {e}"))?
+            .with_timezone(&chrono::Utc);
+        Ok(LogEvent {
+            cursor: store::LogCursor { transaction_id: 0, position: number("position")? },
+            aggregate_id: format!("{tenant}:{}", text("aggregate_id")?),
+            aggregate_type,
+            sequence: number("sequence")?,
+            event_type,
+            event_version: text("version")?,
+            payload,
+            metadata,
+            recorded_at,
+        })
+    }
+
     /// CloudEvents (Kafka binding) attributes, position and sequence, and W3C trace context.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -162,6 +201,23 @@ mod tests {
         e.event_type = "password_changed".into();
         let published = Envelope::from_event(&e).expect("publishable");
         assert!(!published.value.contains("argon2"), "{}", published.value);
+    }
+
+    #[test]
+    fn a_published_envelope_reads_back_as_the_stored_event() {
+        for (name, payload) in [("price_changed", json!({"price_changed": {"price": {"amount": 1}}})), ("published", json!("published"))] {
+            let mut stored = event(payload);
+            stored.event_type = name.into();
+            let published = Envelope::from_event(&stored).expect("publishable");
+            let read = Envelope::parse(published.value.as_bytes()).expect("parsable");
+            assert_eq!(read.payload, stored.payload);
+            assert_eq!((read.aggregate_id.as_str(), read.sequence, read.cursor.position), ("acme:0193", 3, 42));
+            assert_eq!((read.aggregate_type.as_str(), read.event_type.as_str()), ("product", stored.event_type.as_str()));
+            assert_eq!(read.metadata["tenant"], "acme");
+            assert_eq!(read.recorded_at.timestamp_millis(), stored.recorded_at.timestamp_millis());
+        }
+        assert!(Envelope::parse(b"{}").is_err());
+        assert!(Envelope::parse(b"nope").is_err());
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! - [`envelope`] (`envelope.rs`): the published value and headers, the topic contract
 //!   (documented in `relay/contract/`).
 //! - [`Relay`] (this file): topics, the publish loop, republishing history.
+//! - [`subscription`]: the other direction, a consumer group feeding the projections
+//!   (`SHOP_EVENT_SOURCE=kafka`).
 
 mod envelope;
+pub mod subscription;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -52,6 +55,23 @@ pub enum RelayError {
     /// Raised by the fault-injection point in tests.
     #[error("injected fault after delivery")]
     Injected,
+}
+
+/// Creates the topics of every public type that are missing.
+pub async fn create_topics(config: &RelayConfig) -> Result<(), RelayError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.brokers).create()?;
+    let names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| config.topic(t)).collect();
+    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(RelayError::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
+                    .inspect_err(|_| tracing::warn!(topic, ?code, "topic not created"))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Settings of the relay.
@@ -112,19 +132,7 @@ impl Relay {
 
     /// Creates the topics that are missing.
     pub async fn ensure_topics(&self) -> Result<(), RelayError> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.config.brokers).create()?;
-        let names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| self.config.topic(t)).collect();
-        let topics: Vec<NewTopic> =
-            names.iter().map(|n| NewTopic::new(n, self.config.partitions, TopicReplication::Fixed(1))).collect();
-        for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(RelayError::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
-                    .inspect_err(|_| tracing::warn!(topic, ?code, "topic not created")),
-            }
-        }
-        Ok(())
+        create_topics(&self.config).await
     }
 
     /// Makes the next batch fail after its messages were delivered and before the checkpoint
@@ -140,7 +148,9 @@ impl Relay {
         let stored = read_checkpoint(&mut conn, CHECKPOINT).await?;
         let cursor = stored.map(|(c, _)| c).unwrap_or_default();
         let events = self.store.read_log(cursor, self.config.batch_size).await?;
-        let Some(last) = events.last().map(|e| e.cursor) else { return Ok(Outcome::Idle) };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(Outcome::Idle);
+        };
         let mut messages = Vec::new();
         for event in &events {
             if let Some(topic) = self.config.topic(&event.aggregate_type) {

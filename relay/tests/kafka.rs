@@ -2,33 +2,21 @@
 //! an independent consumer reads every event exactly as stored, in per-key order, across a
 //! relay that crashed between delivery and checkpoint.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use common::broker;
 use domain::claim::{ClaimCommand, EmailClaim};
 use domain::product::{Attributes, Product, ProductCommand};
 use domain::stock::{Stock, StockCommand};
 use domain::{Money, Price, ProductId, Quantity, TenantId, UserId};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use relay::{Outcome, Relay, RelayConfig, RelayError};
 use serde_json::Value;
-use store::testkit::{fresh_store, in_ci, Backend, TestStore};
+use store::testkit::{fresh_store, Backend, TestStore};
 use store::{LogCursor, Metadata, Repository};
-
-async fn broker() -> Option<String> {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let first = brokers.split(',').next().unwrap_or_default().to_owned();
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&first)).await {
-        Ok(Ok(_)) => Some(brokers),
-        _ if in_ci() => panic!("a Kafka-protocol broker at {brokers} is required in CI"),
-        _ => {
-            eprintln!("skipping: no Kafka-protocol broker at {brokers}");
-            None
-        }
-    }
-}
 
 fn eur(amount: i64) -> Price {
     Price::try_from(Money::new(amount, "EUR".parse().expect("valid"))).expect("valid")
@@ -59,7 +47,11 @@ async fn write_events(t: &TestStore) {
     }
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     for _ in 0..6 {
-        let receive = StockCommand::Receive { tenant: TenantId::default(), sku: "K-0".parse().expect("valid"), quantity: Quantity::try_from(2).expect("valid") };
+        let receive = StockCommand::Receive {
+            tenant: TenantId::default(),
+            sku: "K-0".parse().expect("valid"),
+            quantity: Quantity::try_from(2).expect("valid"),
+        };
         stock.execute("default:K-0", receive, None, &meta).await.expect("receive");
     }
     // Internal: must not be published.
@@ -75,19 +67,13 @@ async fn relay_for(t: &TestStore, config: &RelayConfig) -> Relay {
 }
 
 async fn consume(brokers: &str, topics: &[String], want: usize) -> Vec<(String, Value, HashMap<String, String>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).expect("subscribe");
+    let consumer = common::fresh_consumer(brokers, topics);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.len() < want && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else { continue };
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else {
+            continue;
+        };
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
         let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json value");
         let mut headers = HashMap::new();
@@ -108,7 +94,9 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let Some(brokers) = broker().await else { return };
+                let Some(brokers) = broker().await else {
+                    return;
+                };
                 if let Some(t) = fresh_store(Backend::Sqlite).await {
                     $body(t, brokers).await;
                 }
@@ -116,7 +104,9 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(brokers) = broker().await else { return };
+                let Some(brokers) = broker().await else {
+                    return;
+                };
                 if let Some(t) = fresh_store(Backend::Postgres).await {
                     $body(t, brokers).await;
                 }

@@ -57,6 +57,15 @@ pub struct Config {
     #[arg(long, env = "SHOP_READ_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=30000))]
     pub read_wait_ms: u64,
 
+    /// Where the SQL projections read events: `log` (the store's global log) or `kafka` (a
+    /// consumer group on the relay's topics; builds with the `kafka` feature only).
+    #[arg(long, env = "SHOP_EVENT_SOURCE", default_value = "log", value_parser = ["log", "kafka"])]
+    pub event_source: String,
+
+    /// Consumer group of the projections when `SHOP_EVENT_SOURCE=kafka`.
+    #[arg(long, env = "SHOP_KAFKA_GROUP", default_value = "shop-projections")]
+    pub kafka_group: String,
+
     /// Where this node keeps its product search index (default: `<data dir>/search`).
     #[arg(long, env = "SHOP_SEARCH_DIR")]
     pub search_dir: Option<PathBuf>,
@@ -84,6 +93,8 @@ impl Config {
             kafka_topic_prefix: "shop".to_owned(),
             kafka_partitions: 3,
             search_dir: None,
+            event_source: "log".to_owned(),
+            kafka_group: "shop-projections".to_owned(),
         }
     }
 

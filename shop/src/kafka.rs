@@ -1,25 +1,34 @@
 //! Kafka support, compiled in with the `kafka` feature: rdkafka builds librdkafka from source
 //! with cmake, which the embedded default (`cargo run -p shop -- serve`) must not need.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context};
-use projections::ReadDb;
+use projections::{ReadDb, Runner};
 use store::EventStore;
 use tokio::sync::watch;
 
 use crate::Config;
 
-/// The relay of this process, if it runs one.
+/// A Kafka worker of this process: the relay (publishes the log) or the projections'
+/// consumer (`SHOP_EVENT_SOURCE=kafka`).
 #[cfg(feature = "kafka")]
-pub struct RelayWorker(relay::Relay);
+pub enum KafkaWorker {
+    Relay(relay::Relay),
+    Source(Arc<relay::subscription::KafkaSource>),
+}
 
-/// Without the `kafka` feature there is never a relay.
+/// Without the `kafka` feature there are no Kafka workers.
 #[cfg(not(feature = "kafka"))]
-pub enum RelayWorker {}
+pub enum KafkaWorker {}
 
-impl RelayWorker {
+impl KafkaWorker {
     pub async fn run(&self, stop: watch::Receiver<bool>) {
         #[cfg(feature = "kafka")]
-        self.0.run(stop).await;
+        match self {
+            KafkaWorker::Relay(r) => r.run(stop).await,
+            KafkaWorker::Source(s) => s.run(stop).await,
+        }
         #[cfg(not(feature = "kafka"))]
         {
             let _ = stop;
@@ -37,12 +46,36 @@ fn relay_config(config: &Config) -> Option<relay::RelayConfig> {
     })
 }
 
+/// With `SHOP_EVENT_SOURCE=kafka`: the consumer that feeds `runner` (when `consume`, in the
+/// process that runs the projections) and answers read-your-writes for it (every process
+/// that serves queries). `None` with the log as the source.
+pub async fn event_source(config: &Config, runner: &Arc<Runner>, consume: bool) -> anyhow::Result<Option<Arc<KafkaWorker>>> {
+    if config.event_source != "kafka" {
+        return Ok(None);
+    }
+    #[cfg(feature = "kafka")]
+    {
+        let Some(relay_config) = relay_config(config) else { bail!("SHOP_EVENT_SOURCE=kafka needs KAFKA_BROKERS") };
+        let source = relay::subscription::KafkaSource::new(Arc::clone(runner), relay_config, &config.kafka_group, consume)
+            .await
+            .context("failed to join the Kafka consumer group")?;
+        let source = Arc::new(source);
+        runner.use_source(Arc::clone(&source) as Arc<dyn projections::sourced::ExternalSource>);
+        Ok(Some(Arc::new(KafkaWorker::Source(source))))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (runner, consume);
+        bail!("SHOP_EVENT_SOURCE=kafka, but this build of shop has no Kafka support: build it with --features kafka")
+    }
+}
+
 /// The relay when `KAFKA_BROKERS` is set; an error if it is set in a build without Kafka.
-pub fn relay(config: &Config, store: &EventStore, read_db: &ReadDb) -> anyhow::Result<Option<RelayWorker>> {
+pub fn relay(config: &Config, store: &EventStore, read_db: &ReadDb) -> anyhow::Result<Option<KafkaWorker>> {
     #[cfg(feature = "kafka")]
     {
         relay_config(config)
-            .map(|c| relay::Relay::new(store.clone(), read_db.clone(), c).map(RelayWorker))
+            .map(|c| relay::Relay::new(store.clone(), read_db.clone(), c).map(KafkaWorker::Relay))
             .transpose()
             .context("failed to create the Kafka producer")
     }
@@ -68,11 +101,14 @@ pub async fn republish(config: &Config, from: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl RelayWorker {
+impl KafkaWorker {
     async fn republish_from(&self, from: i64) -> anyhow::Result<()> {
         #[cfg(feature = "kafka")]
         {
-            self.0.republish_from(from).await.context("failed to move the relay checkpoint")
+            match self {
+                KafkaWorker::Relay(r) => r.republish_from(from).await.context("failed to move the relay checkpoint"),
+                KafkaWorker::Source(_) => bail!("not a relay"),
+            }
         }
         #[cfg(not(feature = "kafka"))]
         {

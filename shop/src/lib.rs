@@ -17,18 +17,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use axum::Router;
 use command_api::auth::{JwtKeys, Registration, Secret};
 use command_api::mail::OutboxMailer;
 use command_api::{AppState, CommandAccepted, SystemClock};
 use domain::user::Role;
 use domain::TenantId;
-use store::{EventStore, Metadata};
-use axum::Router;
 use projections::own::{self, OwnCheckpoint};
 use projections::search::ProductSearch;
 use projections::{ReadDb, Runner};
 use query_api::QueryState;
 use std::time::Duration;
+use store::{EventStore, Metadata};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -39,9 +39,7 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<EventStore> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
     }
-    let store = EventStore::connect(&config.store_url(), config.db_pool_size)
-        .await
-        .context("failed to connect to the event store")?;
+    let store = EventStore::connect(&config.store_url(), config.db_pool_size).await.context("failed to connect to the event store")?;
     store.migrate().await.context("failed to migrate the event store")?;
     Ok(store)
 }
@@ -118,7 +116,9 @@ pub struct Application {
     state: AppState,
     runner: Arc<Runner>,
     /// Set when this process publishes to Kafka (`shop relay`, or `shop serve` with brokers).
-    relay: Option<Arc<kafka::RelayWorker>>,
+    relay: Option<Arc<kafka::KafkaWorker>>,
+    /// Set with `SHOP_EVENT_SOURCE=kafka`: the consumer feeding the projections.
+    source: Option<Arc<kafka::KafkaWorker>>,
     details: Arc<projections::detail::ProductDetails>,
     /// Whether this process keeps the product detail documents up to date.
     run_details: bool,
@@ -135,9 +135,8 @@ impl Application {
 
     pub async fn build_roles(config: &Config, roles: Roles) -> anyhow::Result<Self> {
         let store = connect_store(config).await?;
-        let read_db = ReadDb::connect(&config.store_url(), config.db_pool_size)
-            .await
-            .context("failed to connect to the read-model database")?;
+        let read_db =
+            ReadDb::connect(&config.store_url(), config.db_pool_size).await.context("failed to connect to the read-model database")?;
         let all = projections::all();
         read_db.migrate(&all).await.context("failed to create the read-model tables")?;
         let relay = match roles {
@@ -148,6 +147,10 @@ impl Application {
             bail!("shop relay needs KAFKA_BROKERS");
         }
         let runner = Arc::new(Runner::new(store.clone(), read_db, all));
+        let source = match roles {
+            Roles::All | Roles::Projections | Roles::QueryApi => kafka::event_source(config, &runner, roles.projections()).await?,
+            _ => None,
+        };
         let details = Arc::new(
             projections::detail::ProductDetails::connect(store.clone(), config.redis_url.as_deref(), &config.redis_prefix)
                 .await
@@ -158,11 +161,7 @@ impl Application {
         let search = Arc::new(open_search(config, &store)?);
         let state = app_state(config, store)?;
         let listener = if roles.http() {
-            Some(
-                TcpListener::bind(config.http_addr)
-                    .await
-                    .with_context(|| format!("failed to bind {}", config.http_addr))?,
-            )
+            Some(TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?)
         } else {
             None
         };
@@ -176,7 +175,7 @@ impl Application {
             roles = ?roles,
             store = %backends,
             read_models = %backends,
-            event_delivery = "tail of the store's global log",
+            event_delivery = if source.is_some() { "kafka consumer group (SHOP_EVENT_SOURCE=kafka)" } else { "tail of the store's global log" },
             kafka = %config.kafka_brokers.as_deref().filter(|_| relay.is_some()).unwrap_or("off"),
             mail = %format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
             cache = "in-process aggregate cache",
@@ -185,7 +184,18 @@ impl Application {
             addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
-        Ok(Self { listener, state, runner, relay, details, run_details, search, roles, read_wait: Duration::from_millis(config.read_wait_ms) })
+        Ok(Self {
+            listener,
+            state,
+            runner,
+            relay,
+            source,
+            details,
+            run_details,
+            search,
+            roles,
+            read_wait: Duration::from_millis(config.read_wait_ms),
+        })
     }
 
     /// The bound HTTP address (`None` for `shop project`).
@@ -217,7 +227,13 @@ impl Application {
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-        let workers = self.roles.projections().then(|| tokio::spawn(Arc::clone(&self.runner).run(workers_stopped.clone())));
+        let workers = self.roles.projections().then(|| match self.source.clone() {
+            Some(source) => {
+                let stopped = workers_stopped.clone();
+                tokio::spawn(async move { source.run(stopped).await })
+            }
+            None => tokio::spawn(Arc::clone(&self.runner).run(workers_stopped.clone())),
+        });
         let relay = self.relay.clone().map(|relay| {
             let stopped = workers_stopped.clone();
             tokio::spawn(async move { relay.run(stopped).await })
@@ -381,7 +397,8 @@ pub async fn create_user(
     let store = connect_store(config).await?;
     let state = app_state(config, store.clone())?;
     let roles = [Role::Customer, role].into_iter().collect();
-    let metadata = Metadata { tenant: Some(tenant.to_string()), correlation_id: Some(uuid::Uuid::now_v7().to_string()), ..Metadata::default() };
+    let metadata =
+        Metadata { tenant: Some(tenant.to_string()), correlation_id: Some(uuid::Uuid::now_v7().to_string()), ..Metadata::default() };
     let result = command_api::users::register_user(&state, &tenant, registration, roles, &metadata).await;
     store.close().await;
     result.map_err(|e| anyhow::anyhow!("{} ({})", e.detail, e.code.as_str()))

@@ -30,9 +30,9 @@ fn free_port() -> u16 {
 }
 
 fn tansu() -> Option<PathBuf> {
-    let path = std::env::var("SHOP_TANSU_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/shop/tansu/bin/tansu")
-    });
+    let path = std::env::var("SHOP_TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/shop/tansu/bin/tansu"));
     if path.exists() {
         Some(path)
     } else if in_ci() {
@@ -66,6 +66,24 @@ fn start_broker(tansu: &PathBuf, port: u16, dir: &std::path::Path) -> Killed {
     )
 }
 
+/// `shop serve` in embedded mode on `http`, with the brokers on `kafka`.
+fn serve(dir: &std::path::Path, http: u16, kafka: u16, env: &[(&str, &str)]) -> Killed {
+    Killed(
+        Command::new(BIN)
+            .arg("serve")
+            .env("SHOP_DATA_DIR", dir)
+            .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("KAFKA_BROKERS", format!("127.0.0.1:{kafka}"))
+            .envs(env.iter().copied())
+            .env_remove("DATABASE_URL")
+            .env_remove("SHOP_JWT_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("shop starts"),
+    )
+}
+
 async fn register(client: &reqwest::Client, http: u16, n: usize) {
     let res = client
         .post(format!("http://127.0.0.1:{http}/api/v1/auth/register"))
@@ -80,7 +98,9 @@ async fn register(client: &reqwest::Client, http: u16, n: usize) {
 async fn read_emails(consumer: &StreamConsumer, emails: &mut std::collections::BTreeSet<String>, want: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while emails.len() < want && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else { continue };
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else {
+            continue;
+        };
         let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
         assert_eq!(value["type"], "user.registered");
         assert!(value["data"].get("password_hash").is_none(), "no hashes on the wire");
@@ -95,20 +115,7 @@ async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
     let dir = scratch_dir();
     let (http, kafka) = (free_port(), free_port());
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    let _shop = Killed(
-        Command::new(BIN)
-            .arg("serve")
-            .env("SHOP_DATA_DIR", &dir)
-            .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("KAFKA_BROKERS", format!("127.0.0.1:{kafka}"))
-            .env("SHOP_KAFKA_TOPIC_PREFIX", &prefix)
-            .env_remove("DATABASE_URL")
-            .env_remove("SHOP_JWT_SECRET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("shop starts"),
-    );
+    let _shop = serve(&dir, http, kafka, &[("SHOP_KAFKA_TOPIC_PREFIX", &prefix)]);
     wait_port(http).await;
     let client = reqwest::Client::new();
     for i in 0..5 {
@@ -152,5 +159,54 @@ async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
     let _broker = start_broker(&tansu, kafka, &broker_dir);
     wait_port(kafka).await;
     read_emails(&consumer, &mut emails, 8).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `SHOP_EVENT_SOURCE=kafka`: the projections read the relay's topics through a consumer
+/// group, and read-your-writes waits on the broker (the user read model gets registrations
+/// without password hashes, as every other consumer does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_fed_by_kafka_read_your_writes() {
+    let Some(tansu) = tansu() else { return };
+    let dir = scratch_dir();
+    let (http, kafka) = (free_port(), free_port());
+    let broker_dir = dir.join("tansu");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
+    let _broker = start_broker(&tansu, kafka, &broker_dir);
+    wait_port(kafka).await;
+    let _shop = serve(&dir, http, kafka, &[("SHOP_EVENT_SOURCE", "kafka"), ("SHOP_READ_WAIT_MS", "20000")]);
+    wait_port(http).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http}/api/v1");
+    let registered: Value = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": "kafka@example.com", "password": "correct horse", "name": "Kay"}))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let position = registered["position"].as_i64().expect("position");
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": "kafka@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token");
+    let me = client
+        .get(format!("{base}/users/me"))
+        .bearer_auth(token)
+        .header("x-min-position", position.to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: Value = me.json().await.expect("json");
+    assert_eq!((me["email"].as_str(), me["name"].as_str()), (Some("kafka@example.com"), Some("Kay")), "{me}");
     let _ = std::fs::remove_dir_all(&dir);
 }

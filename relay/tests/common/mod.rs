@@ -1,0 +1,37 @@
+//! Shared by the relay's broker tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use store::testkit::in_ci;
+
+/// The brokers to test against, or `None` (after saying why) outside CI when none answers.
+pub async fn broker() -> Option<String> {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let first = brokers.split(',').next().unwrap_or_default().to_owned();
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&first)).await {
+        Ok(Ok(_)) => Some(brokers),
+        _ if in_ci() => panic!("a Kafka-protocol broker at {brokers} is required in CI"),
+        _ => {
+            eprintln!("skipping: no Kafka-protocol broker at {brokers}");
+            None
+        }
+    }
+}
+
+/// A consumer in a throwaway group reading `topics` from the beginning.
+pub fn fresh_consumer(brokers: &str, topics: &[String]) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).expect("subscribe");
+    consumer
+}
