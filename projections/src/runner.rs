@@ -72,7 +72,7 @@ pub struct DeadLetter {
     pub parked_at_ms: i64,
 }
 
-async fn park(conn: &mut sqlx::AnyConnection, projection: &str, event: &LogEvent, error: &str) -> Result<(), ProjectionError> {
+pub(crate) async fn park(conn: &mut sqlx::AnyConnection, projection: &str, event: &LogEvent, error: &str) -> Result<(), ProjectionError> {
     sqlx::query(
         "INSERT INTO projection_dead_letters (id, projection, aggregate_id, tx, position, error, parked_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
@@ -91,7 +91,7 @@ async fn park(conn: &mut sqlx::AnyConnection, projection: &str, event: &LogEvent
 
 /// Consecutive failed rounds of a projection before its batch is taken apart event by event
 /// and the failing events are parked.
-const ATTEMPTS_BEFORE_PARKING: u32 = 3;
+pub const ATTEMPTS_BEFORE_PARKING: u32 = 3;
 
 /// A checkpoint (position in the log and log events processed) by name, `None` if never set.
 pub async fn read_checkpoint(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Option<(LogCursor, i64)>, ProjectionError> {

@@ -56,11 +56,36 @@ impl Runner {
     }
 
     /// Applies `batch` (in delivery order) to `projection`, skipping messages applied before;
-    /// the read-model writes and the new offsets commit together, or not at all. Returns the
-    /// number of events applied.
+    /// the read-model writes and the new offsets commit together, or not at all. Events of an
+    /// aggregate with a dead letter are parked behind it. Returns the number of events applied.
     pub async fn apply_sourced(&self, projection: &dyn Projection, batch: &[Sourced]) -> Result<usize, ProjectionError> {
+        self.commit_sourced(projection, batch, None).await
+    }
+
+    /// Applies `batch` message by message after it kept failing: a message that fails alone is
+    /// parked as a dead letter (with the later events of its aggregate), and the rest go on.
+    pub async fn isolate_sourced(&self, projection: &dyn Projection, batch: &[Sourced]) -> Result<(), ProjectionError> {
+        for m in batch {
+            let one = std::slice::from_ref(m);
+            if let Err(e) = self.commit_sourced(projection, one, None).await {
+                tracing::error!(projection = projection.name(), position = m.event.cursor.position, aggregate_id = %m.event.aggregate_id, error = %e, "event parked as a dead letter");
+                self.commit_sourced(projection, one, Some(&e.to_string())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With `failed`, parks the batch's events with that error instead of applying them.
+    async fn commit_sourced(&self, projection: &dyn Projection, batch: &[Sourced], failed: Option<&str>) -> Result<usize, ProjectionError> {
         let mut tx = self.db().begin().await?;
         let stored = read_offsets(&mut *tx, projection.name()).await?;
+        let parked: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT DISTINCT aggregate_id FROM projection_dead_letters WHERE projection = $1")
+                .bind(projection.name())
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         let mut next = stored.clone();
         let mut fresh = Vec::new();
         for m in batch {
@@ -70,7 +95,17 @@ impl Runner {
                 fresh.push(&m.event);
             }
         }
-        let handled: Vec<&LogEvent> = fresh.into_iter().filter(|e| projection.handles(&e.aggregate_type)).collect();
+        let (held, handled): (Vec<&LogEvent>, Vec<&LogEvent>) = fresh
+            .into_iter()
+            .filter(|e| projection.handles(&e.aggregate_type))
+            .partition(|e| failed.is_some() || parked.contains(&e.aggregate_id));
+        for event in held {
+            // Parked at its place in the log, so a retry reads it back from there.
+            let cursor = self.store().cursor_of(event.cursor.position).await?.unwrap_or(event.cursor);
+            let event = LogEvent { cursor, ..event.clone() };
+            let why = failed.unwrap_or("held back behind an earlier dead letter of this aggregate");
+            crate::runner::park(&mut tx, projection.name(), &event, why).await?;
+        }
         if !handled.is_empty() {
             projection.apply(&mut tx, projection.table(), &handled).await?;
         }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use domain::stock::{Stock, StockCommand};
 use domain::{Quantity, TenantId};
 use projections::testkit::{dump, write_events};
+use projections::sourced::Sourced;
 use projections::{ReadDb, Runner};
 use sqlx::Row as _;
 use store::testkit::{fresh_store, Backend, TestStore};
@@ -209,7 +210,9 @@ impl projections::Projection for Poisoned {
     }
 }
 
-both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggregate, |t: TestStore| async move {
+/// A runner with only the poisoned projection, and six receipts alternating `BAD` and `GOOD`;
+/// returns the last position.
+async fn poisoned(t: &TestStore) -> (Arc<Runner>, Arc<std::sync::atomic::AtomicBool>, i64) {
     let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
     let poisoned: Arc<dyn projections::Projection> = Arc::new(Poisoned { poison: Arc::clone(&poison) });
@@ -227,14 +230,13 @@ both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggreg
             last = stock.execute(&format!("default:{sku}"), receive, None, &Metadata::default()).await.expect("receive").position;
         }
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
-    assert!(
-        runner.wait_for("poisoned", last, std::time::Duration::from_secs(20)).await.expect("wait"),
-        "the projection goes on past the poison"
-    );
+    (runner, poison, last)
+}
+
+/// What the poison left behind, and a retry once it is gone.
+async fn check_parked(runner: &Arc<Runner>, poison: &std::sync::atomic::AtomicBool) {
     let on_hand = |sku: &'static str| {
-        let runner = Arc::clone(&runner);
+        let runner = Arc::clone(runner);
         async move {
             let row = sqlx::query(&format!("SELECT on_hand FROM rm_poisoned WHERE sku = '{sku}'"))
                 .fetch_one(&runner.db().pool)
@@ -255,6 +257,49 @@ both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggreg
     assert_eq!(on_hand("BAD").await, 3, "the parked events applied in order");
     assert!(runner.dead_letters("default:").await.expect("dead letters").is_empty());
     assert_eq!(runner.retry_dead_letter("nope").await.expect("retry"), None);
+}
+
+both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggregate, |t: TestStore| async move {
+    let (runner, poison, last) = poisoned(&t).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
+    assert!(
+        runner.wait_for("poisoned", last, std::time::Duration::from_secs(20)).await.expect("wait"),
+        "the projection goes on past the poison"
+    );
+    check_parked(&runner, &poison).await;
     stop.send(true).expect("workers listen");
     tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
+});
+
+// The same through the external-source path (what the Kafka consumer calls), fed in batches
+// of two the way the consumer does: retried, then taken apart.
+both_backends!(a_sourced_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggregate, |t: TestStore| async move {
+    let (runner, poison, last) = poisoned(&t).await;
+    let log = t.store.read_log(store::LogCursor::default(), 100).await.expect("log");
+    assert_eq!(log.last().map(|e| e.cursor.position), Some(last));
+    let messages: Vec<Sourced> = log
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Sourced { topic: "t.stock.v1".into(), partition: 0, offset: i as i64, event })
+        .collect();
+    let p = Arc::clone(&runner.projections()[0]);
+    for batch in messages.chunks(2) {
+        let mut attempts = 0;
+        while let Err(e) = runner.apply_sourced(p.as_ref(), batch).await {
+            assert!(e.to_string().contains("poison"), "{e}");
+            attempts += 1;
+            if attempts >= projections::ATTEMPTS_BEFORE_PARKING {
+                runner.isolate_sourced(p.as_ref(), batch).await.expect("isolate");
+                break;
+            }
+        }
+    }
+    let offsets = runner.offsets("poisoned").await.expect("offsets");
+    assert_eq!(offsets.get(&("t.stock.v1".to_owned(), 0)), Some(&6), "every message is behind the offset, parked or applied");
+    // Delivered again: nothing changes, nothing is parked twice.
+    for batch in messages.chunks(2) {
+        assert_eq!(runner.apply_sourced(p.as_ref(), batch).await.expect("redelivery"), 0);
+    }
+    check_parked(&runner, &poison).await;
 });

@@ -180,14 +180,8 @@ impl KafkaSource {
                 }
             }
             for p in self.runner.projections() {
-                let mut backoff = Duration::from_millis(100);
-                while let Err(e) = self.runner.apply_sourced(p.as_ref(), &batch).await {
-                    tracing::warn!(projection = p.name(), error = %e, "kafka source: batch failed; retrying");
-                    if *stop.borrow() {
-                        return;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                if !self.apply(p.as_ref(), &batch, &stop).await {
+                    return;
                 }
             }
             {
@@ -200,6 +194,31 @@ impl KafkaSource {
             if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
                 tracing::debug!(error = %e, "kafka source: offset hint not committed");
             }
+        }
+    }
+
+    /// Applies `batch` to `p`, retrying with backoff; a batch that failed
+    /// `ATTEMPTS_BEFORE_PARKING` times is applied message by message, parking the ones that
+    /// fail. `false` when asked to stop first.
+    async fn apply(&self, p: &dyn Projection, batch: &[Sourced], stop: &watch::Receiver<bool>) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0;
+        loop {
+            let result = if attempts < projections::ATTEMPTS_BEFORE_PARKING {
+                self.runner.apply_sourced(p, batch).await.map(|_| ())
+            } else {
+                self.runner.isolate_sourced(p, batch).await
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) => tracing::warn!(projection = p.name(), attempts, error = %e, "kafka source: batch failed; retrying"),
+            }
+            if *stop.borrow() {
+                return false;
+            }
+            attempts += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
