@@ -42,6 +42,32 @@ pub fn split_stream_id(aggregate_id: &str) -> Result<(&str, &str), ProjectionErr
     aggregate_id.split_once(':').ok_or_else(|| ProjectionError::Malformed(format!("stream id without tenant: {aggregate_id}")))
 }
 
+/// Reads the log from `from` in batches of `limit` on a task of its own, two batches ahead of
+/// the consumer (rebuilds: the next read overlaps the current batch's work). Ends after an
+/// empty batch or an error; abort the handle to stop early.
+pub(crate) fn read_ahead(
+    store: store::EventStore,
+    from: store::LogCursor,
+    limit: u32,
+) -> (tokio::sync::mpsc::Receiver<Result<Vec<store::LogEvent>, ProjectionError>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(async move {
+        let mut at = from;
+        loop {
+            let events = store.read_log(at, limit).await.map_err(ProjectionError::from);
+            let next = events.as_ref().ok().and_then(|e| e.last().map(|e| e.cursor));
+            if tx.send(events).await.is_err() {
+                return;
+            }
+            match next {
+                Some(c) => at = c,
+                None => return,
+            }
+        }
+    });
+    (rx, reader)
+}
+
 /// Polls `reached` every 5 ms until it answers true (then `true`) or `timeout` passes (`false`).
 pub async fn poll_until<F, Fut>(timeout: std::time::Duration, mut reached: F) -> Result<bool, ProjectionError>
 where

@@ -311,6 +311,22 @@ impl Runner {
             sqlx::query(&statement).execute(&self.db.pool).await?;
         }
         let mut processed = 0i64;
+        // Up to the head, the next batch is read while this one is written.
+        let (mut batches, reader) = crate::read_ahead(self.store.clone(), LogCursor::default(), REBUILD_BATCH);
+        let mut stored = None;
+        let head = self.store.head_position().await?;
+        while let Some(events) = batches.recv().await {
+            let events = events?;
+            let Some(last) = events.last().map(|e| e.cursor) else { break };
+            let mut tx = self.db.begin().await?;
+            self.apply_events(&mut tx, projection, &shadow, &shadow_checkpoint, stored, &events).await?;
+            tx.commit().await?;
+            stored = Some(last);
+            processed += events.len() as i64;
+            progress(processed, head.max(processed));
+        }
+        reader.abort();
+        // Then what arrived meanwhile, batch by batch from the shadow checkpoint.
         loop {
             let mut tx = self.db.begin().await?;
             match self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint, REBUILD_BATCH).await? {

@@ -543,22 +543,7 @@ impl ProductSearch {
         let mut done = 0i64;
         let head = self.store.head_position().await?;
         // Read the next batches while this one is folded.
-        let (tx, mut batches) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>, ProjectionError>>(2);
-        let store = self.store.clone();
-        let reader = tokio::spawn(async move {
-            let mut at = LogCursor::default();
-            loop {
-                let events = store.read_log(at, 20_000).await.map_err(ProjectionError::from);
-                let next = events.as_ref().ok().and_then(|e| e.last().map(|e| e.cursor));
-                if tx.send(events).await.is_err() {
-                    return;
-                }
-                match next {
-                    Some(c) => at = c,
-                    None => return,
-                }
-            }
-        });
+        let (mut batches, reader) = crate::read_ahead(self.store.clone(), LogCursor::default(), 20_000);
         while let Some(events) = batches.recv().await {
             let events = events?;
             let Some(last) = events.last().map(|e| e.cursor) else {
