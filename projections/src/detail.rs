@@ -49,6 +49,23 @@ fn redis_error(e: redis::RedisError) -> ProjectionError {
     ProjectionError::Malformed(format!("redis: {e}"))
 }
 
+/// Replaces each document (KEYS[i], ARGV[2i-1]) unless the stored one is at a later version
+/// than ARGV[2i] (the live worker got there first); unreadable documents are replaced.
+const REPLACE: &str = r"
+for i = 1, #KEYS do
+  local keep = false
+  local current = redis.call('GET', KEYS[i])
+  if current then
+    local ok, doc = pcall(cjson.decode, current)
+    if ok and type(doc) == 'table' and tonumber(doc['version']) and tonumber(doc['version']) > tonumber(ARGV[2 * i]) then
+      keep = true
+    end
+  end
+  if not keep then redis.call('SET', KEYS[i], ARGV[2 * i - 1]) end
+end
+return #KEYS
+";
+
 /// Product events of a batch by `(tenant, product id)`, in log order.
 pub(crate) fn by_product<'a>(events: &'a [LogEvent]) -> Result<BTreeMap<(String, String), Vec<&'a LogEvent>>, ProjectionError> {
     let mut changed: BTreeMap<(String, String), Vec<&LogEvent>> = BTreeMap::new();
@@ -132,6 +149,48 @@ impl ProductDetails {
 
     fn key(prefix: &str, tenant: &str, id: &str) -> String {
         format!("{prefix}:product:{tenant}:{id}")
+    }
+
+    /// `shop replay product_detail`: folds the whole log into one document per product and
+    /// writes each over the stored one, unless the stored one is already at a later version.
+    /// Each replacement is atomic and never goes back in time, so reads and the live worker go
+    /// on throughout; afterwards every document is what the log says (a document the log does
+    /// not explain, e.g. written by hand or by a bug, is gone). In-process documents are
+    /// rebuilt from the log at every start: there is nothing to replay.
+    pub async fn rebuild(&self, mut progress: impl FnMut(i64, i64)) -> Result<crate::RebuildReport, ProjectionError> {
+        let Backend::Redis { conn, prefix } = &self.backend else {
+            return Ok(crate::RebuildReport { events: 0, elapsed: std::time::Duration::ZERO });
+        };
+        let started = std::time::Instant::now();
+        let head = self.store.head_position().await?;
+        let (mut batches, reader) = crate::read_ahead(self.store.clone(), store::LogCursor::default(), 20_000);
+        let mut docs: HashMap<(String, String), Value> = HashMap::new();
+        let mut done = 0i64;
+        while let Some(events) = batches.recv().await {
+            let events = events?;
+            if events.is_empty() {
+                break;
+            }
+            for (key, product_events) in by_product(&events)? {
+                let doc = docs.remove(&key);
+                if let Some(doc) = fold_all(doc, &key.1, &product_events)? {
+                    docs.insert(key, doc);
+                }
+            }
+            done += events.len() as i64;
+            progress(done, head.max(done));
+        }
+        reader.abort();
+        let script = redis::Script::new(REPLACE);
+        let docs: Vec<_> = docs.into_iter().collect();
+        for chunk in docs.chunks(500) {
+            let mut invocation = script.prepare_invoke();
+            for ((tenant, id), doc) in chunk {
+                invocation.key(Self::key(prefix, tenant, id)).arg(doc.to_string()).arg(doc["version"].as_i64().unwrap_or(0));
+            }
+            let _: i64 = invocation.invoke_async(&mut conn.clone()).await.map_err(redis_error)?;
+        }
+        Ok(crate::RebuildReport { events: done, elapsed: started.elapsed() })
     }
 
     /// The document of product `id` in `tenant`, if it exists.

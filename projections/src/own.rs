@@ -49,8 +49,17 @@ pub trait OwnCheckpoint: Send + Sync + 'static {
         crate::poll_until(timeout, || self.reached(position)).await
     }
 
+    /// Whether a replacement is being built (`shop replay`).
+    fn rebuilding(&self) -> bool {
+        false
+    }
+
     async fn status(&self) -> Result<ProjectionStatus, ProjectionError> {
-        crate::runner::status_at(self.store(), self.name(), self.checkpoint().await?, None).await
+        let mut status = crate::runner::status_at(self.store(), self.name(), self.checkpoint().await?, None).await?;
+        if self.rebuilding() {
+            status.state = "rebuilding";
+        }
+        Ok(status)
     }
 }
 

@@ -34,7 +34,8 @@ pub struct ProjectionStatus {
     pub lag_ms: Option<i64>,
     /// Where the events come from: `log` or `kafka`.
     pub source: &'static str,
-    /// `running` or `failed` (its last batch failed and is being retried).
+    /// `running`, `rebuilding` (`shop replay` is building a replacement), or `failed` (its last
+    /// batch failed and is being retried).
     pub state: &'static str,
     pub last_error: Option<String>,
 }
@@ -614,6 +615,11 @@ impl Runner {
             let checkpoint = self.checkpoint(name).await?;
             let last_error = self.errors.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
             let mut status = status_at(&self.store, name, Some(checkpoint), last_error).await?;
+            // A rebuild keeps its shadow checkpoint until it swaps.
+            let mut conn = self.db.pool.acquire().await?;
+            if status.last_error.is_none() && read_checkpoint(&mut conn, &format!("{name}:rebuild")).await?.is_some() {
+                status.state = "rebuilding";
+            }
             if let Some(source) = self.source.get() {
                 // Fed by Kafka: the log checkpoint does not move; the lag is in messages, and
                 // the age of the oldest one not applied is not known without reading it.

@@ -536,6 +536,7 @@ impl ProductSearch {
     pub async fn rebuild(&self, mut progress: impl FnMut(i64, i64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
         let name = format!("index-{}", uuid::Uuid::now_v7());
+        std::fs::write(self.dir.join("REBUILDING"), &name).map_err(io_error)?;
         let fresh = Arc::new(Live::open(&self.dir, &name)?);
         // Fold the log into memory (one document per product), then index every document once.
         let mut docs: HashMap<(String, String), Value> = HashMap::new();
@@ -599,6 +600,7 @@ impl ProductSearch {
         blocking(move || f.close_writer()).await?;
         let old = self.live();
         set_current(&self.dir, &name)?;
+        let _ = std::fs::remove_file(self.dir.join("REBUILDING"));
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         // A running shop still writing the old index removes it when it switches over.
         old.close_writer()?;
@@ -623,6 +625,10 @@ impl OwnCheckpoint for ProductSearch {
 
     async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
         Ok(self.live().checkpoint())
+    }
+
+    fn rebuilding(&self) -> bool {
+        self.dir.join("REBUILDING").exists()
     }
 
     async fn try_process_next(&self) -> Result<Outcome, ProjectionError> {

@@ -96,6 +96,19 @@ async fn check(t: TestStore) {
     caught_up(&again, last).await;
     let replayed = again.get("default", &id).await.expect("get").expect("document");
     assert_eq!((replayed["version"].as_i64(), replayed["price"]["amount"].as_i64()), (Some(4), Some(900)));
+
+    // A replay repairs what the version guard alone would keep: a damaged document, and a
+    // document whose content does not match its version.
+    let other = uuid::Uuid::from_u128(2).to_string();
+    let _: () = redis::cmd("SET").arg(format!("{prefix}:product:default:{id}")).arg("not json").query_async(&mut conn).await.expect("set");
+    let mut wrong = replayed.clone();
+    wrong["name"] = serde_json::json!("tampered");
+    let _: () = redis::cmd("SET").arg(format!("{prefix}:product:default:{other}")).arg(wrong.to_string()).query_async(&mut conn).await.expect("set");
+    let report = again.rebuild(|_, _| {}).await.expect("rebuild");
+    assert!(report.events >= last, "{report:?}");
+    for key in [&id, &other] {
+        assert_eq!(again.get("default", key).await.expect("get"), in_memory.get("default", key).await.expect("get"), "{key}");
+    }
     let _: () = redis::cmd("DEL").arg(&checkpoint_key).query_async(&mut conn).await.expect("del");
 }
 

@@ -101,6 +101,24 @@ both_backends!(rebuilding_twice_gives_the_same_read_models, |t: TestStore| async
     assert_eq!(first.len(), 5);
 });
 
+async fn catalogue_state(runner: &Runner) -> &'static str {
+    runner.status().await.expect("status").into_iter().find(|s| s.name == "catalogue").map(|s| s.state).expect("catalogue")
+}
+
+both_backends!(a_rebuild_in_progress_shows_in_the_status, |t: TestStore| async move {
+    write_events(&t).await;
+    let runner = runner(&t).await;
+    runner.catch_up().await.expect("catch up");
+    assert_eq!(catalogue_state(&runner).await, "running");
+    // What `shop replay` leaves while it builds: the shadow's checkpoint.
+    let mut conn = runner.db().pool.acquire().await.expect("conn");
+    projections::advance_checkpoint(&mut conn, "catalogue:rebuild", None, store::LogCursor::default(), 0).await.expect("shadow checkpoint");
+    drop(conn);
+    assert_eq!(catalogue_state(&runner).await, "rebuilding");
+    runner.rebuild(&projections::Catalogue, |_, _| {}).await.expect("rebuild");
+    assert_eq!(catalogue_state(&runner).await, "running");
+});
+
 both_backends!(read_your_writes_waits_for_the_position, |t: TestStore| async move {
     let runner = Arc::new(runner(&t).await);
     let (stop, stopped) = tokio::sync::watch::channel(false);

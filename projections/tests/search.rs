@@ -199,7 +199,10 @@ async fn crash_mid_batch_and_restart(t: TestStore) {
     // Replaying twice gives the same index.
     again.rebuild(|_, _| {}).await.expect("rebuild");
     assert_eq!(snapshot(&again).await, snapshot(&reference).await);
+    std::fs::write(dir.join("REBUILDING"), "index-in-progress").expect("marker");
+    assert_eq!(again.status().await.expect("status").state, "rebuilding", "what a rebuild in progress shows");
     again.rebuild(|_, _| {}).await.expect("rebuild again");
+    assert_eq!(again.status().await.expect("status").state, "running");
     assert_eq!(snapshot(&again).await, snapshot(&reference).await);
     let indexes = std::fs::read_dir(&dir).expect("dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir())).count();
     assert_eq!(indexes, 1, "old index directories are removed after a swap");

@@ -297,7 +297,17 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-fn progress_bar(name: &str, head: i64) -> indicatif::ProgressBar {
+/// Runs one rebuild under a progress bar (events done, events/s, ETA) and prints what it did;
+/// `how` says what happened to the live model (`swapped in`, `rewritten in place`).
+async fn rebuild_with_progress<Fut>(
+    name: &str,
+    head: i64,
+    how: &str,
+    rebuild: impl FnOnce(Box<dyn FnMut(i64, i64) + Send>) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = Result<projections::RebuildReport, projections::ProjectionError>>,
+{
     let bar = indicatif::ProgressBar::new(head.max(1) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}")
@@ -305,12 +315,17 @@ fn progress_bar(name: &str, head: i64) -> indicatif::ProgressBar {
             .progress_chars("=> "),
     );
     bar.set_prefix(name.to_owned());
-    bar
-}
-
-fn report(name: &str, report: &projections::RebuildReport) {
+    let shown = bar.clone();
+    let report = rebuild(Box::new(move |done, head| {
+        shown.set_length(head.max(done).max(1) as u64);
+        shown.set_position(done as u64);
+    }))
+    .await
+    .with_context(|| format!("failed to rebuild {name}"))?;
+    bar.finish();
     let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
-    println!("{name}: {} events in {:.2?} ({rate:.0} events/s), swapped in", report.events, report.elapsed);
+    println!("{name}: {} events in {:.2?} ({rate:.0} events/s), {how}", report.events, report.elapsed);
+    Ok(())
 }
 
 /// `shop replay`: rebuilds one projection (or all) with a progress bar. SQL read models are
@@ -323,8 +338,9 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
     read_db.migrate(&known).await.context("failed to create the read-model tables")?;
     let chosen: Vec<_> = known.iter().filter(|p| all || Some(p.name()) == projection).cloned().collect();
     let rebuild_search = all || projection == Some(projections::search::NAME);
-    if chosen.is_empty() && !rebuild_search {
-        let names: Vec<_> = known.iter().map(|p| p.name()).chain([projections::search::NAME]).collect();
+    let rebuild_details = all || projection == Some(projections::detail::NAME);
+    if chosen.is_empty() && !rebuild_search && !rebuild_details {
+        let names: Vec<_> = known.iter().map(|p| p.name()).chain([projections::detail::NAME, projections::search::NAME]).collect();
         bail!("unknown projection {:?}; known: {}", projection.unwrap_or_default(), names.join(", "));
     }
     let runner = Runner::new(store.clone(), read_db, known);
@@ -340,16 +356,20 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
             );
             continue;
         }
-        let bar = progress_bar(p.name(), head);
-        let done = runner
-            .rebuild(p.as_ref(), |done, head| {
-                bar.set_length(head.max(done).max(1) as u64);
-                bar.set_position(done as u64);
-            })
-            .await
-            .with_context(|| format!("failed to rebuild {}", p.name()))?;
-        bar.finish();
-        report(p.name(), &done);
+        rebuild_with_progress(p.name(), head, "swapped in", |progress| runner.rebuild(p.as_ref(), progress)).await?;
+    }
+    if rebuild_details {
+        let name = projections::detail::NAME;
+        if config.redis_url.is_none() {
+            println!("{name}: kept in process (no REDIS_URL) and rebuilt from the log at every start; nothing to replay");
+        } else if dry_run {
+            println!("{name}: would rewrite every product document in Redis from {head} log events");
+        } else {
+            let details = projections::detail::ProductDetails::connect(store.clone(), config.redis_url.as_deref(), &config.redis_prefix)
+                .await
+                .context("failed to connect to Redis")?;
+            rebuild_with_progress(name, head, "rewritten in place", |progress| details.rebuild(progress)).await?;
+        }
     }
     if rebuild_search {
         let search = open_search(config, &store)?;
@@ -362,16 +382,7 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
                 cursor.position
             );
         } else {
-            let bar = progress_bar(name, head);
-            let done = search
-                .rebuild(|done, head| {
-                    bar.set_length(head.max(done).max(1) as u64);
-                    bar.set_position(done as u64);
-                })
-                .await
-                .context("failed to rebuild the search index")?;
-            bar.finish();
-            report(name, &done);
+            rebuild_with_progress(name, head, "swapped in", |progress| search.rebuild(progress)).await?;
         }
     }
     store.close().await;

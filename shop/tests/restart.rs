@@ -123,9 +123,24 @@ async fn replay_while_serving(backend: Backend) {
     let replay = command(&dir, url.as_deref(), port).args(["replay", "--all"]).output().expect("replay runs");
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     let out = String::from_utf8_lossy(&replay.stdout);
-    for name in ["catalogue", "stock", "users"] {
-        assert!(out.contains(&format!("{name}: ")) && out.contains("swapped in"), "{out}");
+    for name in ["catalogue", "stock", "users", "search"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{name}: ")) && l.contains("swapped in")), "{out}");
     }
+    assert!(out.contains("product_detail: kept in process"), "{out}");
+    // The running shop moves to the rebuilt search index and removes the old one.
+    let search_dir = dir.join("search");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&search_dir).expect("search dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir())).count() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the old search index was never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let search = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/products/search?q=lamp"))
+        .header("x-tenant", "default")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(search.status(), StatusCode::OK);
     // The rebuilt users table still answers, with every user.
     let (_, login) = post(port, "/api/v1/auth/login", None, json!({"email": "u0@example.com", "password": "correct horse"})).await;
     let token = login["access_token"].as_str().expect("token").to_owned();
