@@ -67,13 +67,7 @@ async fn relay_for(t: &TestStore, config: &RelayConfig) -> Relay {
 }
 
 async fn consume(brokers: &str, topics: &[String], want: usize) -> Vec<(String, Value, HashMap<String, String>)> {
-    let consumer = common::fresh_consumer(brokers, topics);
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < want && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else {
-            continue;
-        };
+    common::read_all(brokers, topics, want, |m| {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
         let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json value");
         let mut headers = HashMap::new();
@@ -82,9 +76,9 @@ async fn consume(brokers: &str, topics: &[String], want: usize) -> Vec<(String, 
                 headers.insert(header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
             }
         }
-        out.push((key, value, headers));
-    }
-    out
+        (key, value, headers)
+    })
+    .await
 }
 
 macro_rules! both_backends {

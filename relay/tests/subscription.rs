@@ -58,21 +58,6 @@ async fn publish_all(t: &TestStore, checkpoints: &str, config: &RelayConfig, las
     }
 }
 
-/// Every message on `topics`, read by a throwaway group.
-async fn everything(brokers: &str, topics: &[String], want: usize) -> Vec<Sourced> {
-    let consumer = common::fresh_consumer(brokers, topics);
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < want && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else {
-            continue;
-        };
-        let event = Envelope::parse(m.payload().unwrap_or_default()).expect("envelope");
-        out.push(Sourced { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), event });
-    }
-    out
-}
-
 async fn kafka_fed_read_models_match_the_log(t: TestStore, other: TestStore, brokers: String) {
     let last = write_all(&t).await;
     let mut config = RelayConfig::new(brokers.clone());
@@ -130,7 +115,13 @@ async fn kafka_fed_read_models_match_the_log(t: TestStore, other: TestStore, bro
     let topics: Vec<String> = relay::PUBLIC_TYPES.iter().filter_map(|t| config.topic(t)).collect();
     let public = t.store.read_log(store::LogCursor::default(), 10_000).await.expect("log");
     let want = public.iter().filter(|e| relay::PUBLIC_TYPES.contains(&e.aggregate_type.as_str())).count();
-    let again = everything(&brokers, &topics, want).await;
+    let again = common::read_all(&brokers, &topics, want, |m| Sourced {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        event: Envelope::parse(m.payload().unwrap_or_default()).expect("envelope"),
+    })
+    .await;
     assert_eq!(again.len(), want);
     for p in runner.projections() {
         assert_eq!(runner.apply_sourced(p.as_ref(), &again).await.expect("apply"), 0, "{} applied a redelivery", p.name());

@@ -178,25 +178,13 @@ async fn projections_fed_by_kafka_read_your_writes() {
     wait_port(http).await;
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http}/api/v1");
-    let registered: Value = client
-        .post(format!("{base}/auth/register"))
-        .json(&json!({"email": "kafka@example.com", "password": "correct horse", "name": "Kay"}))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let post = |path: &str, body: Value| {
+        let request = client.post(format!("{base}{path}")).json(&body);
+        async move { request.send().await.expect("answers").json::<Value>().await.expect("json") }
+    };
+    let registered = post("/auth/register", json!({"email": "kafka@example.com", "password": "correct horse", "name": "Kay"})).await;
     let position = registered["position"].as_i64().expect("position");
-    let login: Value = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"email": "kafka@example.com", "password": "correct horse"}))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let login = post("/auth/login", json!({"email": "kafka@example.com", "password": "correct horse"})).await;
     let token = login["access_token"].as_str().expect("token");
     let me = client
         .get(format!("{base}/users/me"))

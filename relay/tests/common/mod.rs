@@ -1,10 +1,11 @@
 //! Shared by the relay's broker tests.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use store::testkit::in_ci;
 
 /// The brokers to test against, or `None` (after saying why) outside CI when none answers.
@@ -34,4 +35,19 @@ pub fn fresh_consumer(brokers: &str, topics: &[String]) -> StreamConsumer {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).expect("subscribe");
     consumer
+}
+
+/// Reads `topics` from the beginning until `want` messages came (or a minute passed), each
+/// turned into a `T` by `read`.
+pub async fn read_all<T>(brokers: &str, topics: &[String], want: usize, mut read: impl FnMut(&BorrowedMessage<'_>) -> T) -> Vec<T> {
+    let consumer = fresh_consumer(brokers, topics);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < want && Instant::now() < deadline {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else {
+            continue;
+        };
+        out.push(read(&m));
+    }
+    out
 }
