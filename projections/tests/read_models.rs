@@ -294,8 +294,16 @@ both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggreg
 // of two the way the consumer does: retried, then taken apart.
 both_backends!(a_sourced_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggregate, |t: TestStore| async move {
     let (runner, poison, last) = poisoned(&t).await;
-    let log = t.store.read_log(store::LogCursor::default(), 100).await.expect("log");
-    assert_eq!(log.last().map(|e| e.cursor.position), Some(last));
+    // An open transaction elsewhere in the PostgreSQL cluster can hide new events for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let log = loop {
+        let log = t.store.read_log(store::LogCursor::default(), 100).await.expect("log");
+        if log.last().map(|e| e.cursor.position) == Some(last) {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log never showed position {last}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     let messages: Vec<Sourced> = log
         .into_iter()
         .enumerate()
