@@ -1,0 +1,66 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Money, Name, OrderId, PaymentId, Price, Quantity, Sku, TenantId, UserId};
+
+/// One line as placed: the unit price is the catalogue's at placement, recorded for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+/// A line as the customer asks for it, priced by the command side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricedLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Price,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: Name,
+    pub line1: Name,
+    pub city: Name,
+    pub postal_code: Name,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+}
+
+/// Why an order was cancelled: the codes the saga and customers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    OutOfStock,
+    PaymentDeclined,
+    PaymentTimeout,
+    ReservationExpired,
+    CancelledByCustomer,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderCommand {
+    /// `tax_rate_bp`: the tenant's tax rate in basis points (2000 = 20%), applied to the
+    /// subtotal and rounded half up to the minor unit.
+    Place {
+        tenant: TenantId,
+        order_id: OrderId,
+        customer: UserId,
+        lines: Vec<PricedLine>,
+        tax_rate_bp: u32,
+        shipping: Money,
+        shipping_address: ShippingAddress,
+        payment_method: String,
+    },
+    MarkStockReserved,
+    RejectStock { sku: Sku },
+    MarkPaymentAuthorised { payment_id: PaymentId },
+    FailPayment { reason: CancelReason },
+    Confirm,
+    Cancel { reason: CancelReason },
+    Ship { carrier: Name, tracking_number: Name },
+    Deliver,
+    /// Records money given back (the payment refund itself is the payment's business).
+    Refund { amount: Money },
+}

@@ -1,0 +1,54 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::{CancelReason, OrderLine, ShippingAddress};
+use crate::{Money, Name, OrderId, PaymentId, Sku, TenantId, UserId};
+
+/// Every event carries what a view needs, so none recomputes prices or totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderEvent {
+    Placed {
+        tenant: TenantId,
+        order_id: OrderId,
+        customer: UserId,
+        lines: Vec<OrderLine>,
+        subtotal: Money,
+        tax: Money,
+        shipping: Money,
+        total: Money,
+        shipping_address: ShippingAddress,
+        payment_method: String,
+    },
+    StockReserved,
+    StockRejected { sku: Sku },
+    PaymentAuthorised { payment_id: PaymentId },
+    PaymentFailed { reason: CancelReason },
+    Confirmed,
+    Cancelled { reason: CancelReason },
+    Shipped { carrier: Name, tracking_number: Name },
+    Delivered,
+    Refunded { amount: Money, refunded_total: Money },
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> String {
+        match self {
+            OrderEvent::Placed { .. } => "placed",
+            OrderEvent::StockReserved => "stock_reserved",
+            OrderEvent::StockRejected { .. } => "stock_rejected",
+            OrderEvent::PaymentAuthorised { .. } => "payment_authorised",
+            OrderEvent::PaymentFailed { .. } => "payment_failed",
+            OrderEvent::Confirmed => "confirmed",
+            OrderEvent::Cancelled { .. } => "cancelled",
+            OrderEvent::Shipped { .. } => "shipped",
+            OrderEvent::Delivered => "delivered",
+            OrderEvent::Refunded { .. } => "refunded",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
