@@ -76,6 +76,34 @@ pub(crate) fn by_product<'a>(events: &'a [LogEvent]) -> Result<BTreeMap<(String,
     Ok(changed)
 }
 
+/// Every product's document as the whole log makes it (read one batch ahead), where the log
+/// was read up to, and how many log events that was. `progress(done, head)` as it goes.
+pub(crate) async fn fold_log(
+    store: &EventStore,
+    mut progress: impl FnMut(i64, i64),
+) -> Result<(HashMap<(String, String), Value>, store::LogCursor, i64), ProjectionError> {
+    let head = store.head_position().await?;
+    let (mut batches, reader) = crate::read_ahead(store.clone(), store::LogCursor::default(), 20_000);
+    let mut docs: HashMap<(String, String), Value> = HashMap::new();
+    let mut cursor = store::LogCursor::default();
+    let mut done = 0i64;
+    while let Some(events) = batches.recv().await {
+        let events = events?;
+        let Some(last) = events.last().map(|e| e.cursor) else { break };
+        for (key, product_events) in by_product(&events)? {
+            let doc = docs.remove(&key);
+            if let Some(doc) = fold_all(doc, &key.1, &product_events)? {
+                docs.insert(key, doc);
+            }
+        }
+        cursor = last;
+        done += events.len() as i64;
+        progress(done, head.max(done));
+    }
+    reader.abort();
+    Ok((docs, cursor, done))
+}
+
 /// Applies `events` (one product's, in order) to its document (`None` before creation).
 pub(crate) fn fold_all(mut doc: Option<Value>, id: &str, events: &[&LogEvent]) -> Result<Option<Value>, ProjectionError> {
     for e in events {
@@ -157,30 +185,12 @@ impl ProductDetails {
     /// on throughout; afterwards every document is what the log says (a document the log does
     /// not explain, e.g. written by hand or by a bug, is gone). In-process documents are
     /// rebuilt from the log at every start: there is nothing to replay.
-    pub async fn rebuild(&self, mut progress: impl FnMut(i64, i64)) -> Result<crate::RebuildReport, ProjectionError> {
+    pub async fn rebuild(&self, progress: impl FnMut(i64, i64)) -> Result<crate::RebuildReport, ProjectionError> {
         let Backend::Redis { conn, prefix } = &self.backend else {
             return Ok(crate::RebuildReport { events: 0, elapsed: std::time::Duration::ZERO });
         };
         let started = std::time::Instant::now();
-        let head = self.store.head_position().await?;
-        let (mut batches, reader) = crate::read_ahead(self.store.clone(), store::LogCursor::default(), 20_000);
-        let mut docs: HashMap<(String, String), Value> = HashMap::new();
-        let mut done = 0i64;
-        while let Some(events) = batches.recv().await {
-            let events = events?;
-            if events.is_empty() {
-                break;
-            }
-            for (key, product_events) in by_product(&events)? {
-                let doc = docs.remove(&key);
-                if let Some(doc) = fold_all(doc, &key.1, &product_events)? {
-                    docs.insert(key, doc);
-                }
-            }
-            done += events.len() as i64;
-            progress(done, head.max(done));
-        }
-        reader.abort();
+        let (docs, _, done) = fold_log(&self.store, progress).await?;
         let script = redis::Script::new(REPLACE);
         let docs: Vec<_> = docs.into_iter().collect();
         for chunk in docs.chunks(500) {

@@ -55,7 +55,8 @@ pub trait OwnCheckpoint: Send + Sync + 'static {
     }
 
     async fn status(&self) -> Result<ProjectionStatus, ProjectionError> {
-        let mut status = crate::runner::status_at(self.store(), self.name(), self.checkpoint().await?, None).await?;
+        let head = self.store().head_position().await?;
+        let mut status = crate::runner::status_at(self.store(), head, self.name(), self.checkpoint().await?, None).await?;
         if self.rebuilding() {
             status.state = "rebuilding";
         }

@@ -609,14 +609,15 @@ impl Runner {
 
     /// Every projection's progress, and the relay's when one has run against this database.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        let head = self.store.head_position().await?;
+        let mut conn = self.db.pool.acquire().await?;
         let mut out = Vec::new();
         for p in &self.projections {
             let name = p.name();
-            let checkpoint = self.checkpoint(name).await?;
+            let checkpoint = read_checkpoint(&mut conn, name).await?.unwrap_or_default();
             let last_error = self.errors.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
-            let mut status = status_at(&self.store, name, Some(checkpoint), last_error).await?;
+            let mut status = status_at(&self.store, head, name, Some(checkpoint), last_error).await?;
             // A rebuild keeps its shadow checkpoint until it swaps.
-            let mut conn = self.db.pool.acquire().await?;
             if status.last_error.is_none() && read_checkpoint(&mut conn, &format!("{name}:rebuild")).await?.is_some() {
                 status.state = "rebuilding";
             }
@@ -629,24 +630,23 @@ impl Runner {
             }
             out.push(status);
         }
-        let mut conn = self.db.pool.acquire().await?;
-        if let Some(relay) = read_checkpoint(&mut *conn, "relay").await? {
-            out.push(status_at(&self.store, "relay", Some(relay), None).await?);
+        if let Some(relay) = read_checkpoint(&mut conn, "relay").await? {
+            out.push(status_at(&self.store, head, "relay", Some(relay), None).await?);
         }
         Ok(out)
     }
 }
 
-/// The progress of a reader of the log at `checkpoint`, with its lag behind the head.
+/// The progress of a reader of the log at `checkpoint`, with its lag behind `head`.
 pub(crate) async fn status_at(
     store: &EventStore,
+    head: i64,
     name: &'static str,
     checkpoint: Option<(LogCursor, i64)>,
     last_error: Option<String>,
 ) -> Result<ProjectionStatus, ProjectionError> {
     let (cursor, events) = checkpoint.unwrap_or_default();
     let next = store.read_log(cursor, 1).await?;
-    let head = store.head_position().await?;
     Ok(ProjectionStatus {
         name,
         position: cursor.position,

@@ -23,7 +23,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use store::{EventStore, LogCursor, LogEvent};
+use store::{EventStore, LogEvent};
 use tantivy::collector::{Count, FacetCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Facet, FacetOptions, Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT};
@@ -184,8 +184,7 @@ impl Live {
     }
 
     /// The stored document of a product, as of the last commit.
-    fn load(&self, tenant: &str, id: &str) -> Result<Option<Value>, ProjectionError> {
-        let searcher = self.reader.searcher();
+    fn load(&self, searcher: &tantivy::Searcher, tenant: &str, id: &str) -> Result<Option<Value>, ProjectionError> {
         let query = TermQuery::new(self.fields.key_term(tenant, id), IndexRecordOption::Basic);
         let Some((_, address)) = searcher.search(&query, &TopDocs::with_limit(1).order_by_score()).map_err(index_error)?.into_iter().next()
         else {
@@ -214,10 +213,11 @@ impl Live {
             return Err(ProjectionError::Concurrent);
         }
         let mut docs = Vec::new();
+        let searcher = self.reader.searcher();
         for ((tenant, id), product_events) in by_product(events)? {
             let stored = match cache.as_deref_mut().and_then(|c| c.remove(&(tenant.clone(), id.clone()))) {
                 Some(doc) => Some(doc),
-                None => self.load(&tenant, &id)?,
+                None => self.load(&searcher, &tenant, &id)?,
             };
             if let Some(doc) = fold_all(stored, &id, &product_events)? {
                 docs.push((tenant, id, doc));
@@ -539,29 +539,7 @@ impl ProductSearch {
         std::fs::write(self.dir.join("REBUILDING"), &name).map_err(io_error)?;
         let fresh = Arc::new(Live::open(&self.dir, &name)?);
         // Fold the log into memory (one document per product), then index every document once.
-        let mut docs: HashMap<(String, String), Value> = HashMap::new();
-        let mut cursor = LogCursor::default();
-        let mut done = 0i64;
-        let head = self.store.head_position().await?;
-        // Read the next batches while this one is folded.
-        let (mut batches, reader) = crate::read_ahead(self.store.clone(), LogCursor::default(), 20_000);
-        while let Some(events) = batches.recv().await {
-            let events = events?;
-            let Some(last) = events.last().map(|e| e.cursor) else {
-                break;
-            };
-            for ((tenant, id), product_events) in by_product(&events)? {
-                let key = (tenant, id);
-                let doc = docs.remove(&key);
-                if let Some(doc) = fold_all(doc, &key.1, &product_events)? {
-                    docs.insert(key, doc);
-                }
-            }
-            cursor = last;
-            done += events.len() as i64;
-            progress(done, head.max(done));
-        }
-        reader.abort();
+        let (mut docs, cursor, mut done) = crate::detail::fold_log(&self.store, &mut progress).await?;
         let written = Arc::clone(&fresh);
         docs = blocking(move || {
             let mut state = written.state();
@@ -647,6 +625,8 @@ impl OwnCheckpoint for ProductSearch {
 
 #[cfg(test)]
 mod tests {
+    use store::LogCursor;
+
     use super::*;
 
     #[test]
