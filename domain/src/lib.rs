@@ -11,7 +11,9 @@
 //! - [`product`]: the catalogue entry: details, price, publication, discontinuation.
 //! - [`stock`]: one aggregate per SKU with on-hand quantity and reservations per order.
 //! - [`session`]: refresh-token families with rotation and reuse detection.
-//! - [`order`], [`payment`]: declared here; the ordering work completes them.
+//! - [`order`]: orders and their status machine; the per-tenant invoice book.
+//! - [`payment`]: authorisation, capture, void, refunds; the `PaymentGateway` service and its
+//!   simulated provider.
 //!
 //! Each aggregate folder has the same files: `aggregate.rs`, `commands.rs`, `events.rs`,
 //! `error.rs` and, where it calls out, `services.rs`.

@@ -34,6 +34,12 @@ pub struct Order {
     pub payment_id: Option<PaymentId>,
     /// Given back so far (minor units, the order's currency).
     pub refunded: i64,
+    /// Set when the payment was captured (and the stock committed).
+    pub invoice_number: Option<u64>,
+    /// A cancelled, invoiced order's units were put back.
+    pub restocked: bool,
+    /// Why it was cancelled, if it was.
+    pub cancel_reason: Option<super::CancelReason>,
 }
 
 impl Order {
@@ -144,7 +150,9 @@ impl Aggregate for Order {
                 OrderEvent::Delivered
             }
             OrderCommand::Refund { amount } => {
-                self.require(&[Confirmed, Shipped, Delivered], "refunding")?;
+                // A cancelled order is refunded only if money was taken (it was invoiced).
+                let after_cancel = if self.invoice_number.is_some() { Cancelled } else { Confirmed };
+                self.require(&[Confirmed, Shipped, Delivered, after_cancel], "refunding")?;
                 let total = self.total.ok_or(OrderError::NotFound)?;
                 if amount.amount <= 0 || amount.currency != total.currency {
                     return Err(OrderError::InvalidRefund);
@@ -154,6 +162,20 @@ impl Aggregate for Order {
                     return Err(OrderError::RefundTooLarge { requested: amount.amount, refundable });
                 }
                 OrderEvent::Refunded { amount, refunded_total: Money::new(self.refunded + amount.amount, total.currency) }
+            }
+            OrderCommand::AssignInvoice { number } => {
+                self.require(&[Confirmed], "invoicing")?;
+                if let Some(n) = self.invoice_number {
+                    return Err(OrderError::AlreadyInvoiced(n));
+                }
+                OrderEvent::Invoiced { number }
+            }
+            OrderCommand::MarkRestocked => {
+                self.require(&[Cancelled], "restocking")?;
+                if self.invoice_number.is_none() || self.restocked {
+                    return Err(OrderError::IllegalTransition { from: self.status, action: "restocking" });
+                }
+                OrderEvent::Restocked
             }
         };
         sink.write(event, self).await;
@@ -170,13 +192,20 @@ impl Aggregate for Order {
                 self.total = Some(total);
             }
             OrderEvent::StockReserved => self.status = Status::StockReserved,
+            OrderEvent::Invoiced { number } => self.invoice_number = Some(number),
+            OrderEvent::Restocked => self.restocked = true,
             OrderEvent::PaymentAuthorised { payment_id } => {
                 self.status = Status::PaymentAuthorised;
                 self.payment_id = Some(payment_id);
             }
             OrderEvent::Confirmed => self.status = Status::Confirmed,
-            OrderEvent::StockRejected { .. } | OrderEvent::PaymentFailed { .. } | OrderEvent::Cancelled { .. } => {
+            OrderEvent::StockRejected { .. } => {
                 self.status = Status::Cancelled;
+                self.cancel_reason = Some(super::CancelReason::OutOfStock);
+            }
+            OrderEvent::PaymentFailed { reason } | OrderEvent::Cancelled { reason } => {
+                self.status = Status::Cancelled;
+                self.cancel_reason = Some(reason);
             }
             OrderEvent::Shipped { .. } => self.status = Status::Shipped,
             OrderEvent::Delivered => self.status = Status::Delivered,

@@ -63,4 +63,9 @@ pub enum OrderCommand {
     Deliver,
     /// Records money given back (the payment refund itself is the payment's business).
     Refund { amount: Money },
+    /// Gives the captured order its invoice number (committed with the tenant's
+    /// [`super::InvoiceBook`] entry, so numbers have no gaps).
+    AssignInvoice { number: u64 },
+    /// The committed units of a cancelled, invoiced order went back on the shelf.
+    MarkRestocked,
 }

@@ -21,4 +21,6 @@ pub enum OrderError {
     RefundTooLarge { requested: i64, refundable: i64 },
     #[error("a refund must be positive and in the order's currency")]
     InvalidRefund,
+    #[error("the order already has invoice number {0}")]
+    AlreadyInvoiced(u64),
 }

@@ -29,6 +29,8 @@ pub enum OrderEvent {
     Shipped { carrier: Name, tracking_number: Name },
     Delivered,
     Refunded { amount: Money, refunded_total: Money },
+    Invoiced { number: u64 },
+    Restocked,
 }
 
 impl DomainEvent for OrderEvent {
@@ -44,6 +46,8 @@ impl DomainEvent for OrderEvent {
             OrderEvent::Shipped { .. } => "shipped",
             OrderEvent::Delivered => "delivered",
             OrderEvent::Refunded { .. } => "refunded",
+            OrderEvent::Invoiced { .. } => "invoiced",
+            OrderEvent::Restocked => "restocked",
         }
         .to_owned()
     }

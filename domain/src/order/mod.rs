@@ -7,8 +7,10 @@ mod aggregate;
 mod commands;
 mod error;
 mod events;
+mod invoice;
 
 pub use aggregate::*;
 pub use commands::*;
 pub use error::*;
 pub use events::*;
+pub use invoice::*;
