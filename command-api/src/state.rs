@@ -2,7 +2,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use domain::claim::{EmailClaim, SkuClaim};
 use domain::product::Product;
 use domain::session::Session;
@@ -13,18 +12,7 @@ use store::{EventStore, Repository};
 use crate::auth::{Argon2Hasher, JwtKeys, LoginLimiter};
 use crate::mail::Mailer;
 
-/// The time, injected so tests can move it.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
+pub use domain::{Clock, SystemClock};
 
 /// Settings of the command API, with their defaults in [`ApiConfig::default`].
 #[derive(Debug, Clone)]

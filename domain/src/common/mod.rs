@@ -1,11 +1,13 @@
 //! Value types shared by every aggregate. Each is parsed once at the edge (parse, don't
 //! validate): holding one means it is valid.
 
+mod clock;
 mod ids;
 mod money;
 mod quantity;
 mod text;
 
+pub use clock::*;
 pub use ids::*;
 pub use money::*;
 pub use quantity::*;

@@ -38,6 +38,8 @@ pub struct Order {
     pub invoice_number: Option<u64>,
     /// A cancelled, invoiced order's units were put back.
     pub restocked: bool,
+    /// When its stock reservations lapse unless paid.
+    pub reserved_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Why it was cancelled, if it was.
     pub cancel_reason: Option<super::CancelReason>,
 }
@@ -117,9 +119,9 @@ impl Aggregate for Order {
                     payment_method,
                 }
             }
-            OrderCommand::MarkStockReserved => {
+            OrderCommand::MarkStockReserved { expires_at } => {
                 self.require(&[Placed], "marking stock reserved")?;
-                OrderEvent::StockReserved
+                OrderEvent::StockReserved { expires_at }
             }
             OrderCommand::RejectStock { sku } => {
                 self.require(&[Placed], "rejecting stock")?;
@@ -191,7 +193,10 @@ impl Aggregate for Order {
                 self.lines = lines;
                 self.total = Some(total);
             }
-            OrderEvent::StockReserved => self.status = Status::StockReserved,
+            OrderEvent::StockReserved { expires_at } => {
+                self.status = Status::StockReserved;
+                self.reserved_until = Some(expires_at);
+            }
             OrderEvent::Invoiced { number } => self.invoice_number = Some(number),
             OrderEvent::Restocked => self.restocked = true,
             OrderEvent::PaymentAuthorised { payment_id } => {
@@ -221,6 +226,10 @@ mod tests {
     use super::*;
     use crate::order::{CancelReason, PricedLine, ShippingAddress};
     use crate::{OrderId, Price, Quantity};
+
+    fn until() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid")
+    }
 
     fn eur(amount: i64) -> Money {
         Money::new(amount, "EUR".parse().expect("valid"))
@@ -287,7 +296,7 @@ mod tests {
     }
 
     fn confirmed() -> Vec<OrderEvent> {
-        vec![placed(), OrderEvent::StockReserved, OrderEvent::PaymentAuthorised { payment_id: PaymentId::from_uuid(uuid::Uuid::from_u128(9)) }, OrderEvent::Confirmed]
+        vec![placed(), OrderEvent::StockReserved { expires_at: until() }, OrderEvent::PaymentAuthorised { payment_id: PaymentId::from_uuid(uuid::Uuid::from_u128(9)) }, OrderEvent::Confirmed]
     }
 
     fn framework() -> TestFramework<Order> {
@@ -328,19 +337,19 @@ mod tests {
     #[test]
     fn the_saga_path_moves_step_by_step() {
         let payment_id = PaymentId::from_uuid(uuid::Uuid::from_u128(9));
-        framework().given(vec![placed()]).when(OrderCommand::MarkStockReserved).then_expect_events(vec![OrderEvent::StockReserved]);
+        framework().given(vec![placed()]).when(OrderCommand::MarkStockReserved { expires_at: until() }).then_expect_events(vec![OrderEvent::StockReserved { expires_at: until() }]);
         framework()
-            .given(vec![placed(), OrderEvent::StockReserved])
+            .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }])
             .when(OrderCommand::MarkPaymentAuthorised { payment_id })
             .then_expect_events(vec![OrderEvent::PaymentAuthorised { payment_id }]);
         framework()
-            .given(vec![placed(), OrderEvent::StockReserved, OrderEvent::PaymentAuthorised { payment_id }])
+            .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }, OrderEvent::PaymentAuthorised { payment_id }])
             .when(OrderCommand::Confirm)
             .then_expect_events(vec![OrderEvent::Confirmed]);
         let sku: crate::Sku = "A".parse().expect("valid");
         framework().given(vec![placed()]).when(OrderCommand::RejectStock { sku: sku.clone() }).then_expect_events(vec![OrderEvent::StockRejected { sku }]);
         framework()
-            .given(vec![placed(), OrderEvent::StockReserved])
+            .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }])
             .when(OrderCommand::FailPayment { reason: CancelReason::PaymentDeclined })
             .then_expect_events(vec![OrderEvent::PaymentFailed { reason: CancelReason::PaymentDeclined }]);
     }
@@ -402,7 +411,7 @@ mod tests {
             events
         };
         let commands: Vec<(OrderCommand, &[Status])> = vec![
-            (OrderCommand::MarkStockReserved, &[Placed]),
+            (OrderCommand::MarkStockReserved { expires_at: until() }, &[Placed]),
             (OrderCommand::RejectStock { sku: "A".parse().expect("valid") }, &[Placed]),
             (OrderCommand::MarkPaymentAuthorised { payment_id }, &[StockReserved]),
             (OrderCommand::FailPayment { reason: CancelReason::PaymentTimeout }, &[StockReserved]),

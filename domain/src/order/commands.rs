@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{Money, Name, OrderId, PaymentId, Price, Quantity, Sku, TenantId, UserId};
@@ -53,7 +54,8 @@ pub enum OrderCommand {
         shipping_address: ShippingAddress,
         payment_method: String,
     },
-    MarkStockReserved,
+    /// Every line is held until `expires_at`; unpaid by then, the saga cancels the order.
+    MarkStockReserved { expires_at: DateTime<Utc> },
     RejectStock { sku: Sku },
     MarkPaymentAuthorised { payment_id: PaymentId },
     FailPayment { reason: CancelReason },

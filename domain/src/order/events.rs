@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,7 @@ pub enum OrderEvent {
         shipping_address: ShippingAddress,
         payment_method: String,
     },
-    StockReserved,
+    StockReserved { expires_at: DateTime<Utc> },
     StockRejected { sku: Sku },
     PaymentAuthorised { payment_id: PaymentId },
     PaymentFailed { reason: CancelReason },
@@ -37,7 +38,7 @@ impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
         match self {
             OrderEvent::Placed { .. } => "placed",
-            OrderEvent::StockReserved => "stock_reserved",
+            OrderEvent::StockReserved { .. } => "stock_reserved",
             OrderEvent::StockRejected { .. } => "stock_rejected",
             OrderEvent::PaymentAuthorised { .. } => "payment_authorised",
             OrderEvent::PaymentFailed { .. } => "payment_failed",
