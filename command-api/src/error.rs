@@ -5,6 +5,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::claim::ClaimError;
+use domain::order::OrderError;
+use domain::payment::PaymentError;
 use domain::product::ProductError;
 use domain::session::SessionError;
 use domain::stock::StockError;
@@ -264,6 +266,46 @@ impl From<ProductError> for ApiError {
             ProductError::NotPublished => ErrorCode::Rule("not_published"),
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        let code = match &e {
+            OrderError::NotFound => return ApiError::not_found("order"),
+            OrderError::AlreadyPlaced => ErrorCode::Rule("already_placed"),
+            OrderError::NoLines | OrderError::InvalidCountry | OrderError::InvalidRefund => ErrorCode::InvalidValue,
+            OrderError::MixedCurrencies { .. } => ErrorCode::Rule("mixed_currencies"),
+            OrderError::TooLarge => ErrorCode::InvalidValue,
+            OrderError::IllegalTransition { .. } => ErrorCode::Rule("illegal_transition"),
+            OrderError::RefundTooLarge { .. } => ErrorCode::Rule("refund_too_large"),
+            OrderError::AlreadyInvoiced(_) => ErrorCode::Rule("already_invoiced"),
+        };
+        let mut error = ApiError::new(code, e.to_string());
+        if let OrderError::IllegalTransition { from, .. } = e {
+            error = error.with("status", serde_json::to_value(from).unwrap_or(Value::Null));
+        }
+        error
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        let code = match &e {
+            PaymentError::NotFound | PaymentError::UnknownRefund => return ApiError::not_found("payment"),
+            PaymentError::AlreadyRequested => ErrorCode::Rule("already_requested"),
+            PaymentError::InvalidAmount => ErrorCode::InvalidValue,
+            PaymentError::IllegalTransition { .. } => ErrorCode::Rule("illegal_transition"),
+            PaymentError::RefundTooLarge { .. } => ErrorCode::Rule("refund_too_large"),
+        };
+        let mut error = ApiError::new(code, e.to_string());
+        if let PaymentError::RefundTooLarge { refundable, .. } = e {
+            error = error.with("refundable", refundable);
+        }
+        if code == ErrorCode::InvalidValue {
+            error = error.with("field", "amount");
+        }
+        error
     }
 }
 

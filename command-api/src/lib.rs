@@ -10,6 +10,7 @@
 //!   hashing, JWTs, the failed-login limiter.
 //! - `users.rs`: `/users/me`, role management; `register_user` for the CLI too.
 //! - `products.rs`, `stock.rs`: catalogue and stock commands (admin).
+//! - `orders.rs`: place and cancel orders (customers); ship, deliver, refund (admins).
 //! - `health.rs`: `/health`, `/ready`.
 //! - `error.rs`: [`ApiError`] and its problem+json rendering.
 //! - `extract.rs`: the extractors above; `idempotency.rs`: `Idempotency-Key` replay.
@@ -21,6 +22,7 @@ pub mod extract;
 mod health;
 mod idempotency;
 pub mod mail;
+mod orders;
 mod products;
 mod state;
 mod stock;
@@ -68,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(users::router())
         .merge(products::router())
-        .merge(stock::router());
+        .merge(stock::router())
+        .merge(orders::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::claim::{EmailClaim, SkuClaim};
+use domain::order::Order;
+use domain::payment::Payment;
 use domain::product::Product;
 use domain::session::Session;
 use domain::stock::Stock;
@@ -28,6 +30,31 @@ pub struct ApiConfig {
     pub login_window: Duration,
     /// Events per Stock snapshot.
     pub stock_snapshot_every: u64,
+    pub orders: OrderSettings,
+}
+
+/// How orders are priced beyond their lines.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// Tax rate in basis points (2000 = 20%) for tenants without their own
+    /// (`SHOP_TAX_RATE_BP`).
+    pub tax_rate_bp: u32,
+    /// Per-tenant tax rates (`SHOP_TAX_RATES=acme=1900,globex=700`).
+    pub tenant_tax_rates: std::collections::BTreeMap<String, u32>,
+    /// Flat shipping per order in minor units of the order's currency (`SHOP_SHIPPING_AMOUNT`).
+    pub shipping_amount: i64,
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        Self { tax_rate_bp: 2000, tenant_tax_rates: Default::default(), shipping_amount: 0 }
+    }
+}
+
+impl OrderSettings {
+    pub fn tax_rate_bp(&self, tenant: &domain::TenantId) -> u32 {
+        self.tenant_tax_rates.get(tenant.as_str()).copied().unwrap_or(self.tax_rate_bp)
+    }
 }
 
 impl Default for ApiConfig {
@@ -39,6 +66,7 @@ impl Default for ApiConfig {
             login_max_failures: 10,
             login_window: Duration::from_secs(15 * 60),
             stock_snapshot_every: 100,
+            orders: OrderSettings::default(),
         }
     }
 }
@@ -55,6 +83,8 @@ pub struct Services {
     pub skus: Repository<SkuClaim>,
     pub stock: Repository<Stock>,
     pub sessions: Repository<Session>,
+    pub orders: Repository<Order>,
+    pub payments: Repository<Payment>,
     pub jwt: JwtKeys,
     pub hasher: Argon2Hasher,
     pub limiter: LoginLimiter,
@@ -87,6 +117,8 @@ impl AppState {
             skus: Repository::new(store.clone(), ()),
             stock: Repository::new(store.clone(), ()).with_snapshots(config.stock_snapshot_every),
             sessions: Repository::new(store.clone(), ()),
+            orders: Repository::new(store.clone(), ()),
+            payments: Repository::new(store.clone(), ()),
             store,
             jwt,
             hasher,

@@ -31,6 +31,8 @@ pub struct Order {
     pub customer: Option<UserId>,
     pub lines: Vec<OrderLine>,
     pub total: Option<Money>,
+    /// The customer's payment method token, as given at placement.
+    pub payment_method: String,
     pub payment_id: Option<PaymentId>,
     /// Given back so far (minor units, the order's currency).
     pub refunded: i64,
@@ -186,7 +188,8 @@ impl Aggregate for Order {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            OrderEvent::Placed { tenant, customer, lines, total, .. } => {
+            OrderEvent::Placed { tenant, customer, lines, total, payment_method, .. } => {
+                self.payment_method = payment_method;
                 self.status = Status::Placed;
                 self.tenant = tenant;
                 self.customer = Some(customer);

@@ -1,0 +1,224 @@
+//! Orders and payments: customers place and cancel orders; admins ship, deliver and refund.
+//! The order saga (the `saga` crate) does everything in between: stock, payment, invoice.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress};
+use domain::payment::PaymentCommand;
+use domain::{stream_id, InvalidValue, Money, Name, OrderId, Quantity, Sku, TenantId};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::extract::{Admin, AppJson, AuthUser, RequestMeta};
+use crate::products::PriceBody;
+use crate::{AppState, CommandAccepted};
+
+/// Lines per order.
+const MAX_LINES: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", post(place))
+        .route("/orders/{id}/cancel", post(cancel))
+        .route("/orders/{id}/ship", post(ship))
+        .route("/orders/{id}/deliver", post(deliver))
+        .route("/payments/{id}/refunds", post(refund))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineRequest {
+    sku: String,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddressRequest {
+    name: String,
+    line1: String,
+    city: String,
+    postal_code: String,
+    country: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceRequest {
+    lines: Vec<LineRequest>,
+    shipping_address: AddressRequest,
+    payment_method: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipRequest {
+    carrier: String,
+    tracking_number: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundRequest {
+    amount: PriceBody,
+}
+
+fn text(field: &'static str, value: &str) -> Result<Name, InvalidValue> {
+    value.parse().map_err(|_| InvalidValue::new(field, "must be 1-200 characters of text"))
+}
+
+impl TryFrom<AddressRequest> for ShippingAddress {
+    type Error = InvalidValue;
+
+    fn try_from(a: AddressRequest) -> Result<Self, Self::Error> {
+        let country = a.country.trim().to_ascii_uppercase();
+        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(InvalidValue::new("shipping_address.country", "must be an iso 3166-1 alpha-2 code such as DE"));
+        }
+        Ok(ShippingAddress {
+            name: text("shipping_address.name", &a.name)?,
+            line1: text("shipping_address.line1", &a.line1)?,
+            city: text("shipping_address.city", &a.city)?,
+            postal_code: text("shipping_address.postal_code", &a.postal_code)?,
+            country,
+        })
+    }
+}
+
+/// A payment method token: 1-100 visible ASCII characters (never a card number in clear).
+fn payment_method(raw: &str) -> Result<String, InvalidValue> {
+    let ok = !raw.is_empty() && raw.len() <= 100 && raw.bytes().all(|b| b.is_ascii_graphic());
+    let digits = raw.bytes().filter(u8::is_ascii_digit).count();
+    if ok && digits < 12 {
+        Ok(raw.to_owned())
+    } else {
+        Err(InvalidValue::new("payment_method", "must be a payment method token such as tok_approve, not a card number"))
+    }
+}
+
+/// Prices a line from the catalogue: the SKU must belong to a published, live product.
+async fn price_line(state: &AppState, tenant: &TenantId, line: &LineRequest) -> Result<PricedLine, ApiError> {
+    let unknown = || ApiError::from(InvalidValue::new("lines.sku", "no product with this sku can be ordered"));
+    let sku: Sku = line.sku.parse().map_err(|_| unknown())?;
+    let quantity = Quantity::try_from(line.quantity).map_err(|_| InvalidValue::new("lines.quantity", "must be at least 1"))?;
+    let claim_stream = stream_id(tenant, &sku);
+    let owner = match state.skus.peek(&claim_stream).await?.0.owner {
+        Some(owner) => owner,
+        None => state.skus.read(&claim_stream).await?.0.owner.ok_or_else(unknown)?,
+    };
+    let (product, _) = state.products.read(&stream_id(tenant, owner)).await?;
+    match product.price {
+        Some(unit_price) if product.published && !product.discontinued => Ok(PricedLine { sku, quantity, unit_price }),
+        _ => Err(unknown().with("sku", sku.to_string())),
+    }
+}
+
+/// `POST /orders`: 202 with the order id; the saga takes it from there.
+async fn place(
+    State(state): State<AppState>,
+    user: AuthUser,
+    meta: RequestMeta,
+    AppJson(req): AppJson<PlaceRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    if req.lines.is_empty() || req.lines.len() > MAX_LINES {
+        return Err(InvalidValue::new("lines", "an order has 1 to 100 lines").into());
+    }
+    let shipping_address = ShippingAddress::try_from(req.shipping_address)?;
+    let payment_method = payment_method(&req.payment_method)?;
+    let mut lines = Vec::with_capacity(req.lines.len());
+    for line in &req.lines {
+        lines.push(price_line(&state, &user.tenant, line).await?);
+    }
+    let currency = lines[0].unit_price.money().currency;
+    let shipping = Money::new(state.config.orders.shipping_amount, currency);
+    let order_id = OrderId::new();
+    let command = OrderCommand::Place {
+        tenant: user.tenant.clone(),
+        order_id,
+        customer: user.user_id,
+        lines,
+        tax_rate_bp: state.config.orders.tax_rate_bp(&user.tenant),
+        shipping,
+        shipping_address,
+        payment_method,
+    };
+    let done = state.orders.execute(&stream_id(&user.tenant, order_id), command, None, &meta.metadata(&user.tenant, Some(user.user_id))).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(order_id, &done))))
+}
+
+/// The order `id` of the caller's tenant, if the caller may act on it: its customer, or an
+/// admin. Anyone else gets the same 404 as for a missing order.
+async fn visible_order(state: &AppState, user: &AuthUser, id: &str) -> Result<(String, Order), ApiError> {
+    let order_id: OrderId = id.parse().map_err(|_| ApiError::not_found("order"))?;
+    let stream = stream_id(&user.tenant, order_id);
+    let (order, _) = state.orders.read(&stream).await?;
+    match order.customer {
+        Some(customer) if customer == user.user_id || user.is_admin() => Ok((stream, order)),
+        _ => Err(ApiError::not_found("order")),
+    }
+}
+
+async fn order_command(
+    state: &AppState,
+    user: &AuthUser,
+    id: &str,
+    meta: &RequestMeta,
+    command: OrderCommand,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let (stream, _) = visible_order(state, user, id).await?;
+    let done = state.orders.execute(&stream, command, None, &meta.metadata(&user.tenant, Some(user.user_id))).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(id, &done))))
+}
+
+/// `POST /orders/{id}/cancel`: until the order ships. The saga gives back stock and money.
+async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    order_command(&state, &user, &id, &meta, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }).await
+}
+
+async fn ship(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    AppJson(req): AppJson<ShipRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let carrier = text("carrier", &req.carrier)?;
+    let tracking_number = text("tracking_number", &req.tracking_number)?;
+    order_command(&state, &admin, &id, &meta, OrderCommand::Ship { carrier, tracking_number }).await
+}
+
+async fn deliver(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    order_command(&state, &admin, &id, &meta, OrderCommand::Deliver).await
+}
+
+/// `POST /payments/{id}/refunds`: holds the amount on the payment (never more than was
+/// captured and not yet refunded); the saga pays it through the gateway and records it on the
+/// order. The payment id is the order id.
+async fn refund(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    meta: RequestMeta,
+    AppJson(req): AppJson<RefundRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let (stream, _) = visible_order(&state, &admin, &id).await.map_err(|_| ApiError::not_found("payment"))?;
+    let currency = req.amount.currency.parse().map_err(|_| InvalidValue::new("amount.currency", "not an iso 4217 currency code"))?;
+    let amount = Money::new(req.amount.amount, currency);
+    // One refund per request; a retried request is answered from its `Idempotency-Key`.
+    let refund_id = uuid::Uuid::now_v7().to_string();
+    let command = PaymentCommand::RequestRefund { refund_id, amount };
+    let done = state.payments.execute(&stream, command, None, &meta.metadata(&admin.tenant, Some(admin.user_id))).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(id, &done))))
+}

@@ -1,0 +1,382 @@
+//! The order saga: a process manager that takes a placed order through stock, payment,
+//! confirmation, capture and invoicing, or undoes what it did (release the stock, void or
+//! refund the payment, cancel the order with a reason code).
+//!
+//! # How it is built
+//! - It tails the store's global log from its own checkpoint (`order_saga` in
+//!   `projection_checkpoints`) and looks at order and payment events only. An order and its
+//!   payment share one stream id, so a batch is grouped by stream id and each order is
+//!   reconciled once per batch; different orders run concurrently.
+//! - Reconciling reads the order and the payment as they are now and issues the one command
+//!   that moves them on, again and again until the order waits for something or is settled
+//!   (`steps.rs`). It never acts on an event's content, only on current state, so a
+//!   re-delivered event, a crash between two steps, or two saga processes at once can only
+//!   repeat a step whose command is refused or changes nothing.
+//! - Commands it issues are deterministic: reservations are keyed by order id, the payment has
+//!   the order's id, gateway calls carry `<order>:authorise|capture|void|refund:<id>` as their
+//!   idempotency key, and the metadata of every write names the step
+//!   (`saga:<order>:<step>`).
+//! - Steps that must not be half-done are one atomic append across streams: every line's
+//!   reservation with the order's `StockReserved`; the invoice number with the tenant's
+//!   invoice book; a paid refund on the payment and on the order.
+//! - Durable deadlines: an order's reservations lapse at the time recorded in its
+//!   `StockReserved`; `order_sagas.due_at_ms` holds when each order next needs a look
+//!   (expiry, or a retry after a gateway outage), and every round sweeps the due ones with the
+//!   injected [`Clock`], so a restart loses nothing and tests move time instead of sleeping.
+//! - `order_sagas` also keeps each order's current step and last error for operators.
+
+mod steps;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use domain::order::{InvoiceBook, Order};
+use domain::payment::{Payment, PaymentGateway};
+use domain::stock::Stock;
+use domain::Clock;
+use futures::StreamExt;
+use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
+use serde::Serialize;
+use sqlx::Row as _;
+use store::{EventStore, Repository, StoreError};
+use tokio::sync::{watch, Notify};
+
+/// The saga's checkpoint name.
+pub const NAME: &str = "order_saga";
+
+/// Settings, with their defaults in [`SagaConfig::default`].
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// How long reserved stock waits for payment (`SHOP_RESERVATION_TTL_SECS`).
+    pub reservation_ttl: chrono::Duration,
+    /// Longest wait for one gateway call; an authorisation that takes longer fails with
+    /// `payment_timeout`.
+    pub gateway_timeout: Duration,
+    /// Log events per round.
+    pub batch_size: u32,
+    /// Orders reconciled at once.
+    pub concurrency: usize,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: chrono::Duration::minutes(15),
+            gateway_timeout: Duration::from_secs(10),
+            batch_size: 500,
+            concurrency: 64,
+        }
+    }
+}
+
+/// The repositories the saga writes through; share the command API's, so one process keeps
+/// one cache and one lock per aggregate.
+#[derive(Clone)]
+pub struct Repos {
+    pub orders: Repository<Order>,
+    pub payments: Repository<Payment>,
+    pub stock: Repository<Stock>,
+    pub invoices: Repository<InvoiceBook>,
+}
+
+impl Repos {
+    pub fn new(store: &EventStore) -> Self {
+        Self {
+            orders: Repository::new(store.clone(), ()),
+            payments: Repository::new(store.clone(), ()),
+            stock: Repository::new(store.clone(), ()).with_snapshots(100),
+            invoices: Repository::new(store.clone(), ()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] ProjectionError),
+    #[error("saga database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// An aggregate refused a command the saga did not expect to be refused.
+    #[error("{aggregate} refused {action}: {reason}")]
+    Refused { aggregate: &'static str, action: &'static str, reason: String },
+    #[error("concurrent writers won every attempt at {0}")]
+    Conflict(&'static str),
+    /// The gateway could not be reached or did not answer; retried later under the same key.
+    #[error("payment gateway: {0}")]
+    Gateway(String),
+    #[error("malformed order stream id {0}")]
+    Malformed(String),
+    /// Raised by [`OrderSaga::crash_after`]: stands in for the process dying at that point.
+    #[error("injected crash")]
+    Injected,
+}
+
+/// Where one order's saga stands, for operators (`GET /api/v1/admin/orders/{id}/saga`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SagaState {
+    pub order_id: String,
+    /// `awaiting_payment`, `completed`, `compensated`, `retrying`, …
+    pub step: String,
+    /// When the saga looks at the order again by itself (expiry or retry).
+    pub due_at_ms: Option<i64>,
+    /// Consecutive failed attempts.
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+/// What one reconciliation left the order waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub step: &'static str,
+    pub due: Option<DateTime<Utc>>,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Log events read.
+    pub events: usize,
+    /// Orders reconciled (from the log and from due deadlines).
+    pub orders: usize,
+}
+
+const SAGAS: &str = "CREATE TABLE IF NOT EXISTS order_sagas (
+    order_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    step TEXT NOT NULL,
+    due_at_ms BIGINT,
+    attempts BIGINT NOT NULL,
+    last_error TEXT,
+    updated_at_ms BIGINT NOT NULL
+)";
+const SAGAS_DUE: &str = "CREATE INDEX IF NOT EXISTS order_sagas_due ON order_sagas (due_at_ms)";
+
+/// How long the worker sleeps when idle before looking at the log and the deadlines again
+/// (appends in this process wake it at once).
+const IDLE: Duration = Duration::from_millis(50);
+/// How long new events may gather after a wake-up.
+const GATHER: Duration = Duration::from_millis(5);
+
+pub struct OrderSaga {
+    store: EventStore,
+    db: ReadDb,
+    pub(crate) repos: Repos,
+    pub(crate) gateway: Arc<dyn PaymentGateway>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: SagaConfig,
+    /// Steps left before an injected crash (tests).
+    budget: Mutex<Option<u32>>,
+    new_events: Arc<Notify>,
+}
+
+impl OrderSaga {
+    /// Creates the saga's table (the checkpoint table comes with the read models).
+    pub async fn migrate(db: &ReadDb) -> Result<(), SagaError> {
+        for sql in [SAGAS, SAGAS_DUE] {
+            sqlx::query(sql).execute(&db.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub fn new(
+        store: EventStore,
+        db: ReadDb,
+        repos: Repos,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        config: SagaConfig,
+    ) -> Self {
+        let new_events = store.appended();
+        Self { store, db, repos, gateway, clock, config, budget: Mutex::new(None), new_events }
+    }
+
+    /// Fails with [`SagaError::Injected`] when the saga is about to take its `steps + 1`-th
+    /// step (a command or a gateway call), writing nothing more: a crash at that point.
+    pub fn crash_after(&self, steps: u32) {
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) = Some(steps);
+    }
+
+    /// Counts one step against the crash budget.
+    pub(crate) fn tick(&self) -> Result<(), SagaError> {
+        let mut budget = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        match budget.as_mut() {
+            Some(0) => Err(SagaError::Injected),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// One round: the next batch of the log, then the orders whose deadline has come.
+    pub async fn step(&self) -> Result<Round, SagaError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
+        drop(conn);
+        let events = self.store.read_log(from.unwrap_or_default(), self.config.batch_size).await?;
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = events
+            .iter()
+            .filter(|e| e.aggregate_type == Order::TYPE || e.aggregate_type == Payment::TYPE)
+            .filter(|e| seen.insert(e.aggregate_id.as_str()))
+            .map(|e| e.aggregate_id.clone())
+            .collect();
+        let mut round = Round { events: events.len(), orders: ids.len() };
+        let results = self.reconcile_all(ids).await?;
+        let mut tx = self.db.begin().await?;
+        for (id, result) in &results {
+            self.record(&mut tx, id, result).await?;
+        }
+        if let Some(last) = events.last() {
+            advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
+        }
+        tx.commit().await?;
+
+        let due = self.due().await?;
+        round.orders += due.len();
+        let results = self.reconcile_all(due).await?;
+        let mut tx = self.db.begin().await?;
+        for (id, result) in &results {
+            self.record(&mut tx, id, result).await?;
+        }
+        tx.commit().await?;
+        Ok(round)
+    }
+
+    /// Reconciles `ids` concurrently. An injected crash stops the round with nothing recorded.
+    async fn reconcile_all(&self, ids: Vec<String>) -> Result<Vec<(String, Result<Outcome, SagaError>)>, SagaError> {
+        let results: Vec<(String, Result<Outcome, SagaError>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let result = self.reconcile(&id).await;
+                (id, result)
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        if results.iter().any(|(_, r)| matches!(r, Err(SagaError::Injected))) {
+            return Err(SagaError::Injected);
+        }
+        Ok(results)
+    }
+
+    /// Orders whose deadline has passed by the injected clock.
+    async fn due(&self) -> Result<Vec<String>, SagaError> {
+        let now = self.clock.now().timestamp_millis();
+        let rows = sqlx::query("SELECT order_id FROM order_sagas WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms LIMIT 500")
+            .bind(now)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(SagaError::from)).collect()
+    }
+
+    /// Writes where an order stands, or its failure and when to try again.
+    async fn record(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        id: &str,
+        result: &Result<Outcome, SagaError>,
+    ) -> Result<(), SagaError> {
+        let now = self.clock.now();
+        let tenant = id.split_once(':').map_or("", |(t, _)| t);
+        match result {
+            Ok(outcome) => {
+                sqlx::query(
+                    "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, 0, NULL, $5) ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, \
+                     due_at_ms = excluded.due_at_ms, attempts = 0, last_error = NULL, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(id)
+                .bind(tenant)
+                .bind(outcome.step)
+                .bind(outcome.due.map(|d| d.timestamp_millis()))
+                .bind(now.timestamp_millis())
+                .execute(&mut **tx)
+                .await?;
+            }
+            Err(e) => {
+                let attempts: i64 = sqlx::query("SELECT attempts FROM order_sagas WHERE order_id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                let backoff = chrono::Duration::milliseconds(500 * (1i64 << attempts.min(6)));
+                tracing::warn!(order = id, attempts = attempts + 1, error = %e, "order saga step failed; retrying later");
+                sqlx::query(
+                    "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) \
+                     VALUES ($1, $2, 'retrying', $3, $4, $5, $6) ON CONFLICT (order_id) DO UPDATE SET step = 'retrying', \
+                     due_at_ms = excluded.due_at_ms, attempts = excluded.attempts, last_error = excluded.last_error, \
+                     updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(id)
+                .bind(tenant)
+                .bind((now + backoff).timestamp_millis())
+                .bind(attempts + 1)
+                .bind(e.to_string())
+                .bind(now.timestamp_millis())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs rounds until `stop` turns true; waits when there is nothing to do.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.step().await {
+                Ok(round) if round.events > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    IDLE
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "order saga round failed");
+                    Duration::from_millis(100 * u64::from(failures.min(20)))
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = self.new_events.notified() => tokio::time::sleep(GATHER).await,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Where each order's saga stands; `None` if the saga has not seen the order.
+    pub async fn state(db: &ReadDb, order_stream_id: &str) -> Result<Option<SagaState>, SagaError> {
+        let row = sqlx::query(
+            "SELECT order_id, step, due_at_ms, attempts, last_error, updated_at_ms FROM order_sagas WHERE order_id = $1",
+        )
+        .bind(order_stream_id)
+        .fetch_optional(&db.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SagaState {
+                order_id: r.try_get(0)?,
+                step: r.try_get(1)?,
+                due_at_ms: r.try_get(2)?,
+                attempts: r.try_get(3)?,
+                last_error: r.try_get(4)?,
+                updated_at_ms: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+}

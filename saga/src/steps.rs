@@ -1,0 +1,380 @@
+//! Reconciling one order: read the order and its payment as they are now and issue the next
+//! command, until the order waits for something or is settled. Every step is safe to repeat.
+
+use std::fmt::Display;
+
+use cqrs_es::Aggregate;
+use domain::order::{CancelReason, InvoiceCommand, Order, OrderCommand, OrderError, Status, INVOICE_BOOK};
+use domain::payment::{FailureReason, GatewayError, Payment, PaymentCommand, PaymentStatus};
+use domain::stock::{StockCommand, StockError};
+use domain::{stream_id, Money, OrderId, PaymentId, QuantityDelta, TenantId};
+use store::{commit, retry_on_conflict, ExecError, Metadata, Repository};
+
+use crate::{OrderSaga, Outcome, SagaError};
+
+/// Steps one reconciliation may take; far more than any path needs.
+const MAX_STEPS: usize = 32;
+
+/// The id of a refund the saga makes itself when a paid order is cancelled.
+pub const CANCELLATION_REFUND: &str = "cancellation";
+
+/// A gateway answer for an order that had to wait (unreachable provider): retried later.
+fn unavailable(e: GatewayError) -> SagaError {
+    SagaError::Gateway(e.to_string())
+}
+
+fn refused<E: Display>(aggregate: &'static str, action: &'static str, e: ExecError<E>) -> SagaError {
+    match e {
+        ExecError::Store(e) => SagaError::Store(e),
+        ExecError::Conflict { .. } | ExecError::VersionMismatch { .. } => SagaError::Conflict(action),
+        ExecError::Domain(e) => SagaError::Refused { aggregate, action, reason: e.to_string() },
+    }
+}
+
+/// The order's tenant and id from its stream id `<tenant>:<uuid>`.
+fn parse(id: &str) -> Result<(TenantId, OrderId), SagaError> {
+    let malformed = || SagaError::Malformed(id.to_owned());
+    let (tenant, uuid) = id.split_once(':').ok_or_else(malformed)?;
+    Ok((tenant.parse().map_err(|_| malformed())?, uuid.parse().map_err(|_| malformed())?))
+}
+
+impl OrderSaga {
+    fn meta(&self, tenant: &TenantId, order: &OrderId, step: &str) -> Metadata {
+        Metadata {
+            tenant: Some(tenant.to_string()),
+            correlation_id: Some(order.to_string()),
+            causation_id: Some(crate::NAME.to_owned()),
+            idempotency_key: Some(format!("saga:{order}:{step}")),
+            ..Metadata::default()
+        }
+    }
+
+    /// Runs one command through `repo` as saga step `step`.
+    async fn exec<A>(&self, repo: &Repository<A>, id: &str, command: A::Command, step: &'static str) -> Result<(), SagaError>
+    where
+        A: Aggregate + Clone,
+        A::Command: Clone,
+        A::Error: Display,
+    {
+        self.tick()?;
+        let (tenant, order) = parse(id)?;
+        repo.execute(id, command, None, &self.meta(&tenant, &order, step)).await.map(|_| ()).map_err(|e| refused(A::TYPE, step, e))
+    }
+
+    /// A gateway call bounded by the configured timeout.
+    async fn call<T>(&self, call: impl std::future::Future<Output = Result<T, GatewayError>>) -> Result<T, GatewayError> {
+        tokio::time::timeout(self.config.gateway_timeout, call).await.unwrap_or(Err(GatewayError::Timeout))
+    }
+
+    /// Moves the order as far as it can go now.
+    pub(crate) async fn reconcile(&self, id: &str) -> Result<Outcome, SagaError> {
+        parse(id)?;
+        for _ in 0..MAX_STEPS {
+            let (order, _) = self.repos.orders.read(id).await?;
+            let outcome = match order.status {
+                // A payment event whose order is not visible here: nothing to do.
+                Status::New => Some(Outcome { step: "unknown_order", due: None }),
+                Status::Placed => {
+                    self.reserve(id, &order).await?;
+                    None
+                }
+                Status::StockReserved => self.pay(id, &order).await?,
+                Status::PaymentAuthorised => {
+                    self.exec(&self.repos.orders, id, OrderCommand::Confirm, "confirm").await?;
+                    None
+                }
+                Status::Confirmed => self.settle(id, &order).await?,
+                Status::Cancelled => {
+                    self.compensate(id, &order).await?;
+                    self.pay_refunds(id).await?.then_some(Outcome { step: "compensated", due: None })
+                }
+                Status::Shipped | Status::Delivered => self.pay_refunds(id).await?.then_some(Outcome { step: "completed", due: None }),
+            };
+            if let Some(outcome) = outcome {
+                return Ok(outcome);
+            }
+        }
+        Err(SagaError::Refused { aggregate: Order::TYPE, action: "reconcile", reason: "no settled state after many steps".into() })
+    }
+
+    /// Reserves every line and marks the order reserved in one atomic write, or rejects the
+    /// order naming the first SKU short of stock. Lines of one SKU are reserved as their sum.
+    async fn reserve(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+        let (tenant, order_id) = parse(id)?;
+        let expires_at = self.clock.now() + self.config.reservation_ttl;
+        let meta = self.meta(&tenant, &order_id, "reserve");
+        self.tick()?;
+        let short = retry_on_conflict(|| async {
+            // SKUs in sorted order (the map is sorted), then the order: one lock order for all.
+            let mut held = Vec::new();
+            for (sku, quantity) in order.reservations() {
+                let sku: domain::Sku = sku.parse().map_err(|_| ExecError::Domain(format!("bad sku {sku}")))?;
+                let quantity = domain::Quantity::try_from(quantity).map_err(|e| ExecError::Domain(e.to_string()))?;
+                let command = StockCommand::Reserve { tenant: tenant.clone(), sku: sku.clone(), order_id, quantity, expires_at };
+                match self.repos.stock.prepare(&stream_id(&tenant, &sku), command, None).await {
+                    Ok(p) => held.push(p),
+                    Err(ExecError::Domain(StockError::InsufficientStock { .. })) => return Ok(Some(sku)),
+                    Err(e) => return Err(e.map_domain(|e| e.to_string())),
+                }
+            }
+            let mut marked = match self.repos.orders.prepare(id, OrderCommand::MarkStockReserved { expires_at }, None).await {
+                Ok(p) => p,
+                // Cancelled meanwhile (or reserved by another saga process): nothing to hold.
+                Err(ExecError::Domain(OrderError::IllegalTransition { .. })) => return Ok(None),
+                Err(e) => return Err(e.map_domain(|e| e.to_string())),
+            };
+            let mut stages: Vec<&mut dyn store::Stage> = held.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
+            stages.push(&mut marked);
+            commit(self.repos.stock.store(), &meta, &mut stages).await?;
+            for p in held {
+                p.finish().await;
+            }
+            marked.finish().await;
+            Ok(None)
+        })
+        .await
+        .map_err(|e| refused(Order::TYPE, "reserve", e))?;
+        if let Some(sku) = short {
+            match self.exec(&self.repos.orders, id, OrderCommand::RejectStock { sku }, "reject_stock").await {
+                Err(SagaError::Refused { .. }) => {} // cancelled meanwhile
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stock is held: authorise the payment, unless the reservation lapsed first.
+    async fn pay(&self, id: &str, order: &Order) -> Result<Option<Outcome>, SagaError> {
+        let (payment, _) = self.repos.payments.read(id).await?;
+        let expired = order.reserved_until.is_some_and(|until| self.clock.now() >= until);
+        if expired && payment.status != PaymentStatus::Authorised {
+            self.cancel(id, CancelReason::ReservationExpired).await?;
+            return Ok(None);
+        }
+        let (tenant, order_id) = parse(id)?;
+        match payment.status {
+            PaymentStatus::New => {
+                let (Some(customer), Some(amount)) = (order.customer, order.total) else {
+                    return Err(SagaError::Malformed(id.to_owned()));
+                };
+                let method = order.payment_method.clone();
+                let command = PaymentCommand::RequestAuthorisation { tenant, order_id, customer, amount, method };
+                self.exec(&self.repos.payments, id, command, "request_authorisation").await?;
+            }
+            PaymentStatus::Requested => {
+                let amount = payment.amount.ok_or_else(|| SagaError::Malformed(id.to_owned()))?;
+                self.tick()?;
+                let key = format!("{id}:authorise");
+                let command = match self.call(self.gateway.authorise(&key, amount, &payment.method)).await {
+                    Ok(reference) => PaymentCommand::RecordAuthorised { reference },
+                    Err(GatewayError::Declined(_)) => PaymentCommand::RecordFailed { reason: FailureReason::Declined },
+                    Err(GatewayError::Timeout) => PaymentCommand::RecordFailed { reason: FailureReason::Timeout },
+                    Err(e @ GatewayError::Unavailable(_)) => return Err(unavailable(e)),
+                };
+                self.exec(&self.repos.payments, id, command, "record_authorisation").await?;
+            }
+            PaymentStatus::Authorised => {
+                let payment_id = PaymentId::from_uuid(order_id.as_uuid());
+                self.exec(&self.repos.orders, id, OrderCommand::MarkPaymentAuthorised { payment_id }, "mark_paid").await?;
+            }
+            PaymentStatus::Failed => {
+                let reason = match payment.failure {
+                    Some(FailureReason::Timeout) => CancelReason::PaymentTimeout,
+                    _ => CancelReason::PaymentDeclined,
+                };
+                self.exec(&self.repos.orders, id, OrderCommand::FailPayment { reason }, "fail_payment").await?;
+            }
+            other => {
+                return Err(SagaError::Refused { aggregate: Payment::TYPE, action: "pay", reason: format!("payment is {other:?}") });
+            }
+        }
+        Ok(None)
+    }
+
+    async fn cancel(&self, id: &str, reason: CancelReason) -> Result<(), SagaError> {
+        match self.exec(&self.repos.orders, id, OrderCommand::Cancel { reason }, "cancel").await {
+            // It moved on meanwhile; the next look decides again.
+            Err(SagaError::Refused { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The order is confirmed: capture, then commit the stock, then invoice.
+    async fn settle(&self, id: &str, order: &Order) -> Result<Option<Outcome>, SagaError> {
+        let (payment, _) = self.repos.payments.read(id).await?;
+        match payment.status {
+            PaymentStatus::Authorised => {
+                let amount = payment.amount.ok_or_else(|| SagaError::Malformed(id.to_owned()))?;
+                let reference = payment.reference.clone().unwrap_or_default();
+                self.tick()?;
+                let key = format!("{id}:capture");
+                let command = match self.call(self.gateway.capture(&key, &reference, amount)).await {
+                    Ok(()) => PaymentCommand::RecordCaptured,
+                    Err(GatewayError::Declined(_)) => PaymentCommand::RecordCaptureFailed,
+                    Err(e) => return Err(unavailable(e)),
+                };
+                self.exec(&self.repos.payments, id, command, "record_capture").await?;
+                Ok(None)
+            }
+            PaymentStatus::Captured if order.invoice_number.is_none() => {
+                self.commit_stock(id, order).await?;
+                self.invoice(id).await?;
+                Ok(None)
+            }
+            PaymentStatus::Captured => Ok(self.pay_refunds(id).await?.then_some(Outcome { step: "completed", due: None })),
+            PaymentStatus::CaptureFailed => {
+                self.cancel(id, CancelReason::PaymentDeclined).await?;
+                Ok(None)
+            }
+            other => Err(SagaError::Refused { aggregate: Payment::TYPE, action: "settle", reason: format!("payment is {other:?}") }),
+        }
+    }
+
+    /// The paid units leave the warehouse; a SKU already committed is skipped.
+    async fn commit_stock(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+        let (tenant, order_id) = parse(id)?;
+        for sku in order.reservations().keys() {
+            let stream = stream_id(&tenant, sku);
+            match self.exec(&self.repos.stock, &stream, StockCommand::Commit { order_id }, "commit_stock").await {
+                Err(SagaError::Refused { reason, .. }) if reason == StockError::ReservationNotFound.to_string() => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The next number of the tenant's invoice book and the order's `Invoiced`, in one write.
+    async fn invoice(&self, id: &str) -> Result<(), SagaError> {
+        let (tenant, order_id) = parse(id)?;
+        let book = stream_id(&tenant, INVOICE_BOOK);
+        let meta = self.meta(&tenant, &order_id, "invoice");
+        self.tick()?;
+        retry_on_conflict(|| async {
+            let mut issued = self.repos.invoices.prepare(&book, InvoiceCommand::Issue { order_id }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?;
+            let number = issued.state().last;
+            let mut invoiced = match self.repos.orders.prepare(id, OrderCommand::AssignInvoice { number }, None).await {
+                Ok(p) => p,
+                Err(ExecError::Domain(OrderError::AlreadyInvoiced(_))) => return Ok(()),
+                Err(e) => return Err(e.map_domain(|e| e.to_string())),
+            };
+            commit(self.repos.orders.store(), &meta, &mut [&mut issued, &mut invoiced]).await?;
+            issued.finish().await;
+            invoiced.finish().await;
+            Ok(())
+        })
+        .await
+        .map_err(|e| refused(Order::TYPE, "invoice", e))
+    }
+
+    /// The order is cancelled: give back its stock and its money.
+    async fn compensate(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+        let (tenant, order_id) = parse(id)?;
+        if order.invoice_number.is_none() {
+            for sku in order.reservations().keys() {
+                let stream = stream_id(&tenant, sku);
+                match self.exec(&self.repos.stock, &stream, StockCommand::Release { order_id }, "release_stock").await {
+                    Err(SagaError::Refused { reason, .. }) if reason == StockError::ReservationNotFound.to_string() => {}
+                    other => other?,
+                }
+            }
+        } else if !order.restocked {
+            self.restock(id, order).await?;
+        }
+        let (payment, _) = self.repos.payments.read(id).await?;
+        let void = match payment.status {
+            PaymentStatus::Requested | PaymentStatus::Authorised | PaymentStatus::CaptureFailed => true,
+            // A timed-out authorisation may have gone through at the provider.
+            PaymentStatus::Failed => payment.failure == Some(FailureReason::Timeout),
+            _ => false,
+        };
+        if void {
+            self.tick()?;
+            let reference = payment.reference.clone().unwrap_or_default();
+            let key = format!("{id}:void");
+            match self.call(self.gateway.void(&key, &reference)).await {
+                // Declined: there was nothing to release.
+                Ok(()) | Err(GatewayError::Declined(_)) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            self.exec(&self.repos.payments, id, PaymentCommand::RecordVoided, "record_void").await?;
+        } else if payment.status == PaymentStatus::Captured && payment.refundable() > 0 {
+            let Some(total) = payment.amount else { return Err(SagaError::Malformed(id.to_owned())) };
+            let amount = Money::new(payment.refundable(), total.currency);
+            let command = PaymentCommand::RequestRefund { refund_id: CANCELLATION_REFUND.to_owned(), amount };
+            self.exec(&self.repos.payments, id, command, "request_refund").await?;
+        }
+        Ok(())
+    }
+
+    /// A cancelled, invoiced order's units go back on the shelf, marked on the order in the
+    /// same write so they are never put back twice.
+    async fn restock(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+        let (tenant, order_id) = parse(id)?;
+        let meta = self.meta(&tenant, &order_id, "restock");
+        let reason: domain::Name =
+            format!("order {order_id} cancelled").parse().map_err(|_| SagaError::Malformed(id.to_owned()))?;
+        self.tick()?;
+        retry_on_conflict(|| async {
+            let mut back = Vec::new();
+            for (sku, quantity) in order.reservations() {
+                let sku: domain::Sku = sku.parse().map_err(|_| ExecError::Domain(format!("bad sku {sku}")))?;
+                let delta = QuantityDelta::try_from(quantity).map_err(|e| ExecError::Domain(e.to_string()))?;
+                let command = StockCommand::Adjust { tenant: tenant.clone(), sku: sku.clone(), delta, reason: reason.clone() };
+                back.push(self.repos.stock.prepare(&stream_id(&tenant, &sku), command, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?);
+            }
+            let mut marked = match self.repos.orders.prepare(id, OrderCommand::MarkRestocked, None).await {
+                Ok(p) => p,
+                Err(ExecError::Domain(OrderError::IllegalTransition { .. })) => return Ok(()),
+                Err(e) => return Err(e.map_domain(|e| e.to_string())),
+            };
+            let mut stages: Vec<&mut dyn store::Stage> = back.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
+            stages.push(&mut marked);
+            commit(self.repos.stock.store(), &meta, &mut stages).await?;
+            for p in back {
+                p.finish().await;
+            }
+            marked.finish().await;
+            Ok(())
+        })
+        .await
+        .map_err(|e| refused(Order::TYPE, "restock", e))
+    }
+
+    /// Pays every refund the payment holds but the gateway has not paid yet, recording it on
+    /// the payment and the order in one write. True when none is left.
+    async fn pay_refunds(&self, id: &str) -> Result<bool, SagaError> {
+        let (payment, _) = self.repos.payments.read(id).await?;
+        let pending: Vec<(String, i64)> = payment.pending_refunds().map(|(k, r)| (k.clone(), r.amount)).collect();
+        let Some(currency) = payment.amount.map(|a| a.currency) else { return Ok(true) };
+        let (tenant, order_id) = parse(id)?;
+        for (refund_id, amount) in pending {
+            let amount = Money::new(amount, currency);
+            self.tick()?;
+            let reference = payment.reference.clone().unwrap_or_default();
+            let key = format!("{id}:refund:{refund_id}");
+            self.call(self.gateway.refund(&key, &reference, amount)).await.map_err(unavailable)?;
+            let meta = self.meta(&tenant, &order_id, "record_refund");
+            self.tick()?;
+            retry_on_conflict(|| async {
+                let mut paid = self
+                    .repos
+                    .payments
+                    .prepare(id, PaymentCommand::RecordRefunded { refund_id: refund_id.clone() }, None)
+                    .await
+                    .map_err(|e| e.map_domain(|e| e.to_string()))?;
+                if paid.events().is_empty() {
+                    return Ok(());
+                }
+                let mut refunded =
+                    self.repos.orders.prepare(id, OrderCommand::Refund { amount }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?;
+                commit(self.repos.orders.store(), &meta, &mut [&mut paid, &mut refunded]).await?;
+                paid.finish().await;
+                refunded.finish().await;
+                Ok(())
+            })
+            .await
+            .map_err(|e| refused(Payment::TYPE, "record_refund", e))?;
+        }
+        Ok(true)
+    }
+}
