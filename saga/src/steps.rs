@@ -49,8 +49,19 @@ impl OrderSaga {
         }
     }
 
-    /// Runs one command through `repo` as saga step `step`.
+    /// Runs one command on the order's own stream `id` (the order, or its payment) as saga
+    /// step `step`.
     async fn exec<A>(&self, repo: &Repository<A>, id: &str, command: A::Command, step: &'static str) -> Result<(), SagaError>
+    where
+        A: Aggregate + Clone,
+        A::Command: Clone,
+        A::Error: Display,
+    {
+        self.exec_on(repo, id, id, command, step).await
+    }
+
+    /// Runs one command on stream `target` for order `id`.
+    async fn exec_on<A>(&self, repo: &Repository<A>, target: &str, id: &str, command: A::Command, step: &'static str) -> Result<(), SagaError>
     where
         A: Aggregate + Clone,
         A::Command: Clone,
@@ -58,7 +69,7 @@ impl OrderSaga {
     {
         self.tick()?;
         let (tenant, order) = parse(id)?;
-        repo.execute(id, command, None, &self.meta(&tenant, &order, step)).await.map(|_| ()).map_err(|e| refused(A::TYPE, step, e))
+        repo.execute(target, command, None, &self.meta(&tenant, &order, step)).await.map(|_| ()).map_err(|e| refused(A::TYPE, step, e))
     }
 
     /// A gateway call bounded by the configured timeout.
@@ -235,7 +246,7 @@ impl OrderSaga {
         let (tenant, order_id) = parse(id)?;
         for sku in order.reservations().keys() {
             let stream = stream_id(&tenant, sku);
-            match self.exec(&self.repos.stock, &stream, StockCommand::Commit { order_id }, "commit_stock").await {
+            match self.exec_on(&self.repos.stock, &stream, id, StockCommand::Commit { order_id }, "commit_stock").await {
                 Err(SagaError::Refused { reason, .. }) if reason == StockError::ReservationNotFound.to_string() => {}
                 other => other?,
             }
@@ -272,7 +283,7 @@ impl OrderSaga {
         if order.invoice_number.is_none() {
             for sku in order.reservations().keys() {
                 let stream = stream_id(&tenant, sku);
-                match self.exec(&self.repos.stock, &stream, StockCommand::Release { order_id }, "release_stock").await {
+                match self.exec_on(&self.repos.stock, &stream, id, StockCommand::Release { order_id }, "release_stock").await {
                     Err(SagaError::Refused { reason, .. }) if reason == StockError::ReservationNotFound.to_string() => {}
                     other => other?,
                 }

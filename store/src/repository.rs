@@ -222,20 +222,41 @@ where
         expected_version: Option<u64>,
     ) -> Result<Prepared<A>, ExecError<A::Error>> {
         let mut guard = self.slot(aggregate_id).lock_owned().await;
-        if guard.loaded.is_none() {
+        let cached = guard.loaded.is_some();
+        if !cached {
             guard.loaded = Some(self.load(aggregate_id).await?);
         }
-        let loaded = guard.loaded.as_ref().expect("loaded just above");
-        if let Some(expected) = expected_version {
-            if expected != loaded.version {
-                return Err(ExecError::VersionMismatch { expected, current: loaded.version });
+        let (state, events) = loop {
+            let loaded = guard.loaded.as_ref().expect("loaded just above");
+            if let Some(expected) = expected_version {
+                if expected != loaded.version {
+                    return Err(ExecError::VersionMismatch { expected, current: loaded.version });
+                }
             }
-        }
+            let mut state = loaded.state.clone();
+            let sink = EventSink::default();
+            match state.handle(command.clone(), &self.inner.services, &sink).await {
+                Ok(()) => break (state, sink.collect().await),
+                // A refusal on cached state may be stale: another process may have moved the
+                // aggregate on. Refusals are rare, so look once more before answering.
+                Err(e) => {
+                    let before = loaded.version;
+                    if !cached {
+                        return Err(ExecError::Domain(e));
+                    }
+                    let loaded = guard.loaded.as_mut().expect("loaded just above");
+                    if let Err(store_error) = self.catch_up(aggregate_id, loaded).await {
+                        guard.loaded = None;
+                        return Err(store_error.into());
+                    }
+                    if loaded.version == before {
+                        return Err(ExecError::Domain(e));
+                    }
+                }
+            }
+        };
+        let loaded = guard.loaded.as_ref().expect("loaded just above");
         let (version_before, position_before) = (loaded.version, loaded.position);
-        let mut state = loaded.state.clone();
-        let sink = EventSink::default();
-        state.handle(command, &self.inner.services, &sink).await.map_err(ExecError::Domain)?;
-        let events = sink.collect().await;
         Ok(Prepared {
             inner: Arc::clone(&self.inner),
             guard,

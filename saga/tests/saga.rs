@@ -1,0 +1,483 @@
+//! The order saga against real stores (PostgreSQL and SQLite): every path, every compensation,
+//! a crash before each step, expiry with a moved clock, and 1,000 orders racing for 100 units.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress, Status};
+use domain::payment::{GatewayError, Payment, PaymentCommand, PaymentGateway, PaymentStatus, SimulatedGateway};
+use domain::stock::{Stock, StockCommand};
+use domain::{stream_id, Clock, ManualClock, Money, OrderId, Price, Quantity, Sku, TenantId, UserId};
+use projections::ReadDb;
+use saga::{OrderSaga, Repos, SagaConfig, SagaError};
+use store::testkit::{fresh_store, Backend, TestStore};
+use store::{Metadata, Repository};
+
+fn tenant() -> TenantId {
+    "acme".parse().expect("valid")
+}
+
+fn eur(n: i64) -> Money {
+    Money::new(n, "EUR".parse().expect("valid"))
+}
+
+fn sku(s: &str) -> Sku {
+    s.parse().expect("valid sku")
+}
+
+fn address() -> ShippingAddress {
+    ShippingAddress {
+        name: "Ada".parse().expect("valid"),
+        line1: "1 Main St".parse().expect("valid"),
+        city: "Berlin".parse().expect("valid"),
+        postal_code: "10115".parse().expect("valid"),
+        country: "DE".into(),
+    }
+}
+
+struct Shop {
+    t: TestStore,
+    db: ReadDb,
+    gateway: Arc<dyn PaymentGateway>,
+    ledger: Arc<SimulatedGateway>,
+    clock: Arc<ManualClock>,
+}
+
+impl Shop {
+    async fn new(t: TestStore) -> Self {
+        Self::with_gateway(t, None).await
+    }
+
+    async fn with_gateway(t: TestStore, gateway: Option<Arc<dyn PaymentGateway>>) -> Self {
+        let db = ReadDb::connect(&t.url, 8).await.expect("read db");
+        db.migrate(&projections::all()).await.expect("schema");
+        OrderSaga::migrate(&db).await.expect("saga schema");
+        let ledger = Arc::new(SimulatedGateway::new());
+        let gateway = gateway.unwrap_or_else(|| ledger.clone() as Arc<dyn PaymentGateway>);
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        Self { t, db, gateway, ledger, clock }
+    }
+
+    /// A saga process with its own caches, as after a restart.
+    fn saga(&self) -> OrderSaga {
+        let config = SagaConfig { reservation_ttl: chrono::Duration::minutes(15), ..SagaConfig::default() };
+        OrderSaga::new(self.t.store.clone(), self.db.clone(), Repos::new(&self.t.store), self.gateway.clone(), self.clock.clone() as Arc<dyn Clock>, config)
+    }
+
+    async fn receive(&self, s: &str, n: i64) {
+        let stock = Repository::<Stock>::new(self.t.store.clone(), ());
+        let command = StockCommand::Receive { tenant: tenant(), sku: sku(s), quantity: Quantity::try_from(n).expect("valid") };
+        stock.execute(&stream_id(&tenant(), sku(s)), command, None, &Metadata::default()).await.expect("receive");
+    }
+
+    async fn place(&self, lines: &[(&str, i64)], method: &str) -> String {
+        let orders = Repository::<Order>::new(self.t.store.clone(), ());
+        place_with(&orders, lines, method).await
+    }
+
+    async fn order(&self, id: &str) -> Order {
+        Repository::<Order>::new(self.t.store.clone(), ()).read(id).await.expect("read").0
+    }
+
+    async fn payment(&self, id: &str) -> Payment {
+        Repository::<Payment>::new(self.t.store.clone(), ()).read(id).await.expect("read").0
+    }
+
+    async fn stock(&self, s: &str) -> Stock {
+        Repository::<Stock>::new(self.t.store.clone(), ()).read(&stream_id(&tenant(), sku(s))).await.expect("read").0
+    }
+
+    /// Runs saga rounds until `done` holds for every order (the log may show new events a
+    /// little late on PostgreSQL, so this polls).
+    async fn settle(&self, saga: &OrderSaga, ids: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            saga.step().await.expect("saga round");
+            let mut all = true;
+            for id in ids {
+                if !settled(&self.order(id).await, &self.payment(id).await) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "orders not settled in time");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn place_with(orders: &Repository<Order>, lines: &[(&str, i64)], method: &str) -> String {
+    let order_id = OrderId::new();
+    let id = stream_id(&tenant(), order_id);
+    let lines = lines
+        .iter()
+        .map(|(s, q)| PricedLine {
+            sku: sku(s),
+            quantity: Quantity::try_from(*q).expect("valid"),
+            unit_price: Price::try_from(eur(1_000)).expect("valid"),
+        })
+        .collect();
+    let command = OrderCommand::Place {
+        tenant: tenant(),
+        order_id,
+        customer: UserId::from_uuid(uuid::Uuid::from_u128(1)),
+        lines,
+        tax_rate_bp: 2000,
+        shipping: eur(500),
+        shipping_address: address(),
+        payment_method: method.into(),
+    };
+    orders.execute(&id, command, None, &Metadata::default()).await.expect("place");
+    id
+}
+
+/// Nothing more for the saga to do: confirmed and invoiced, or cancelled with everything given
+/// back.
+fn settled(order: &Order, payment: &Payment) -> bool {
+    let money_back = matches!(payment.status, PaymentStatus::New | PaymentStatus::Voided)
+        || (payment.status == PaymentStatus::Failed && payment.failure == Some(domain::payment::FailureReason::Declined))
+        || (payment.status == PaymentStatus::Captured && payment.pending_refunds().next().is_none() && payment.refundable() == 0);
+    match order.status {
+        Status::Confirmed => order.invoice_number.is_some() && payment.pending_refunds().next().is_none(),
+        Status::Cancelled => money_back && (order.invoice_number.is_none() || order.restocked),
+        _ => false,
+    }
+}
+
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(t) = fresh_store(Backend::Sqlite).await {
+                    $body(t).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(t) = fresh_store(Backend::Postgres).await {
+                    $body(t).await;
+                }
+            }
+        }
+    };
+}
+
+/// What each test payment method ends in.
+struct Path {
+    method: &'static str,
+    status: Status,
+    reason: Option<CancelReason>,
+    payment: PaymentStatus,
+    /// Gateway ledger per order: authorised, captured, voided.
+    ledger: (u64, u64, u64),
+}
+
+const PATHS: [Path; 4] = [
+    Path { method: "tok_approve", status: Status::Confirmed, reason: None, payment: PaymentStatus::Captured, ledger: (1, 1, 0) },
+    Path {
+        method: "tok_decline",
+        status: Status::Cancelled,
+        reason: Some(CancelReason::PaymentDeclined),
+        payment: PaymentStatus::Failed,
+        ledger: (0, 0, 0),
+    },
+    Path {
+        method: "tok_timeout",
+        status: Status::Cancelled,
+        reason: Some(CancelReason::PaymentTimeout),
+        payment: PaymentStatus::Voided,
+        ledger: (0, 0, 1),
+    },
+    Path {
+        method: "tok_capture_fail",
+        status: Status::Cancelled,
+        reason: Some(CancelReason::PaymentDeclined),
+        payment: PaymentStatus::Voided,
+        ledger: (1, 0, 1),
+    },
+];
+
+both_backends!(every_payment_path_ends_settled_with_stock_accounted_for, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 10).await;
+    let saga = shop.saga();
+    let mut sold = 0;
+    for (n, path) in PATHS.iter().enumerate() {
+        let before = shop.ledger.totals();
+        let id = shop.place(&[("PHONE", 2)], path.method).await;
+        shop.settle(&saga, std::slice::from_ref(&id)).await;
+        let order = shop.order(&id).await;
+        assert_eq!((order.status, order.cancel_reason), (path.status, path.reason), "{}", path.method);
+        assert_eq!(shop.payment(&id).await.status, path.payment, "{}", path.method);
+        let after = shop.ledger.totals();
+        assert_eq!(
+            (after.authorised - before.authorised, after.captured - before.captured, after.voided - before.voided),
+            path.ledger,
+            "{}",
+            path.method
+        );
+        let stock = shop.stock("PHONE").await;
+        assert!(stock.reservations.is_empty(), "{}: no reservation left behind", path.method);
+        sold += if path.status == Status::Confirmed { 2 } else { 0 };
+        assert_eq!(stock.on_hand, 10 - sold, "after path {n} ({})", path.method);
+        if path.status == Status::Confirmed {
+            assert_eq!(order.invoice_number, Some(1));
+            // subtotal 2000, tax 20% 400, shipping 500
+            assert_eq!(order.total, Some(eur(2_900)));
+        }
+    }
+});
+
+both_backends!(an_order_short_of_stock_is_cancelled_out_of_stock_and_reserves_nothing, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 3).await;
+    shop.receive("CASE", 10).await;
+    let saga = shop.saga();
+    // Two lines of one SKU add up: 2 + 2 > 3, although each line alone would fit.
+    let id = shop.place(&[("CASE", 1), ("PHONE", 2), ("PHONE", 2)], "tok_approve").await;
+    shop.settle(&saga, std::slice::from_ref(&id)).await;
+    let order = shop.order(&id).await;
+    assert_eq!((order.status, order.cancel_reason), (Status::Cancelled, Some(CancelReason::OutOfStock)));
+    assert_eq!(shop.stock("CASE").await.available(), 10, "the line that fitted was not held");
+    assert_eq!(shop.stock("PHONE").await.available(), 3);
+    assert_eq!(shop.ledger.totals().calls, 0, "no payment was asked for");
+    let id = shop.place(&[("PHONE", 2), ("PHONE", 1)], "tok_approve").await;
+    shop.settle(&saga, std::slice::from_ref(&id)).await;
+    assert_eq!(shop.order(&id).await.status, Status::Confirmed);
+    let phone = shop.stock("PHONE").await;
+    assert_eq!((phone.on_hand, phone.available()), (0, 0));
+});
+
+both_backends!(a_crash_before_any_step_is_finished_by_the_next_process_without_acting_twice, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 1_000).await;
+    for path in &PATHS {
+        let mut crashes = 0;
+        for budget in 0..14u32 {
+            let before = shop.ledger.totals();
+            let id = shop.place(&[("PHONE", 1)], path.method).await;
+            let first = shop.saga();
+            first.crash_after(budget);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match first.step().await {
+                    Err(SagaError::Injected) => {
+                        crashes += 1;
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                    Ok(_) if settled(&shop.order(&id).await, &shop.payment(&id).await) => break,
+                    Ok(_) => assert!(Instant::now() < deadline, "first saga stalled"),
+                }
+            }
+            drop(first);
+            shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
+            let order = shop.order(&id).await;
+            assert_eq!((order.status, order.cancel_reason), (path.status, path.reason), "{} crash after {budget}", path.method);
+            assert_eq!(shop.payment(&id).await.status, path.payment, "{} crash after {budget}", path.method);
+            let after = shop.ledger.totals();
+            assert_eq!(
+                (after.authorised - before.authorised, after.captured - before.captured, after.voided - before.voided),
+                path.ledger,
+                "{} crash after {budget}: the gateway moved money once",
+                path.method
+            );
+        }
+        assert!(crashes >= 4, "{}: the crash points were reached ({crashes})", path.method);
+    }
+    let stock = shop.stock("PHONE").await;
+    assert!(stock.reservations.is_empty());
+    let confirmed = 14;
+    assert_eq!(stock.on_hand, 1_000 - confirmed, "each approved order took one unit, once");
+});
+
+both_backends!(a_customer_cancel_gives_back_stock_and_money_at_every_stage, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 10).await;
+    let saga = shop.saga();
+    let orders = Repository::<Order>::new(shop.t.store.clone(), ());
+    let cancel = OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer };
+
+    // Before the saga saw it: nothing was held.
+    let early = place_with(&orders, &[("PHONE", 1)], "tok_approve").await;
+    orders.execute(&early, cancel.clone(), None, &Metadata::default()).await.expect("cancel");
+    // After it was paid and invoiced: refunded in full and put back on the shelf.
+    let late = place_with(&orders, &[("PHONE", 3)], "tok_approve").await;
+    shop.settle(&saga, &[early.clone(), late.clone()]).await;
+    assert_eq!(shop.stock("PHONE").await.on_hand, 7);
+    orders.execute(&late, cancel, None, &Metadata::default()).await.expect("cancel after payment");
+    shop.settle(&saga, &[late.clone()]).await;
+
+    let order = shop.order(&late).await;
+    assert_eq!((order.status, order.cancel_reason), (Status::Cancelled, Some(CancelReason::CancelledByCustomer)));
+    assert!(order.restocked);
+    assert_eq!(order.refunded, 3_000 + 600 + 500);
+    let payment = shop.payment(&late).await;
+    assert_eq!(payment.refundable(), 0);
+    let stock = shop.stock("PHONE").await;
+    assert_eq!((stock.on_hand, stock.available()), (10, 10));
+    assert_eq!(shop.ledger.totals().refunded, 1);
+    assert_eq!(shop.order(&early).await.cancel_reason, Some(CancelReason::CancelledByCustomer));
+    // A shipped order cannot be cancelled any more.
+    let shipped = place_with(&orders, &[("PHONE", 1)], "tok_approve").await;
+    shop.settle(&saga, std::slice::from_ref(&shipped)).await;
+    let ship = OrderCommand::Ship { carrier: "DHL".parse().expect("valid"), tracking_number: "123".parse().expect("valid") };
+    orders.execute(&shipped, ship, None, &Metadata::default()).await.expect("ship");
+    let refused = orders.execute(&shipped, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default()).await;
+    assert!(matches!(refused, Err(store::ExecError::Domain(domain::order::OrderError::IllegalTransition { from: Status::Shipped, .. }))));
+});
+
+both_backends!(refunds_are_paid_once_and_never_exceed_the_capture, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 10).await;
+    let saga = shop.saga();
+    let id = shop.place(&[("PHONE", 1)], "tok_approve").await;
+    shop.settle(&saga, std::slice::from_ref(&id)).await;
+    let payments = Repository::<Payment>::new(shop.t.store.clone(), ());
+    let refund = |refund_id: &str, n: i64| PaymentCommand::RequestRefund { refund_id: refund_id.into(), amount: eur(n) };
+    payments.execute(&id, refund("a", 1_000), None, &Metadata::default()).await.expect("first refund");
+    payments.execute(&id, refund("a", 1_000), None, &Metadata::default()).await.expect("the same refund again changes nothing");
+    // Captured: 1,000 + 20% tax + 500 shipping = 1,700; 700 are left.
+    let too_much = payments.execute(&id, refund("b", 701), None, &Metadata::default()).await;
+    assert!(
+        matches!(too_much, Err(store::ExecError::Domain(domain::payment::PaymentError::RefundTooLarge { requested: 701, refundable: 700 }))),
+        "{too_much:?}"
+    );
+    shop.settle(&saga, std::slice::from_ref(&id)).await;
+    let order = shop.order(&id).await;
+    assert_eq!(order.refunded, 1_000);
+    assert_eq!(order.status, Status::Confirmed);
+    assert_eq!(shop.ledger.totals().refunded, 1);
+});
+
+/// A provider that cannot be reached: the order waits with its stock held.
+struct Unreachable;
+
+#[async_trait]
+impl PaymentGateway for Unreachable {
+    async fn authorise(&self, _: &str, _: Money, _: &str) -> Result<String, GatewayError> {
+        Err(GatewayError::Unavailable("connection refused".into()))
+    }
+    async fn capture(&self, _: &str, _: &str, _: Money) -> Result<(), GatewayError> {
+        Err(GatewayError::Unavailable("connection refused".into()))
+    }
+    async fn void(&self, _: &str, _: &str) -> Result<(), GatewayError> {
+        Ok(())
+    }
+    async fn refund(&self, _: &str, _: &str, _: Money) -> Result<(), GatewayError> {
+        Err(GatewayError::Unavailable("connection refused".into()))
+    }
+}
+
+both_backends!(an_unpaid_reservation_expires_across_a_restart_by_the_clock, |t: TestStore| async move {
+    let shop = Shop::with_gateway(t, Some(Arc::new(Unreachable))).await;
+    shop.receive("PHONE", 5).await;
+    let id = shop.place(&[("PHONE", 2)], "tok_approve").await;
+    let saga = shop.saga();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shop.order(&id).await.status != Status::StockReserved || OrderSaga::state(&shop.db, &id).await.expect("state").is_none() {
+        saga.step().await.expect("round");
+        assert!(Instant::now() < deadline);
+    }
+    assert_eq!(shop.stock("PHONE").await.available(), 3);
+    let state = OrderSaga::state(&shop.db, &id).await.expect("state").expect("recorded");
+    assert_eq!(state.step, "retrying", "{state:?}");
+    assert!(state.last_error.as_deref().is_some_and(|e| e.contains("connection refused")), "{state:?}");
+    drop(saga);
+
+    // Ten minutes later it is still held (retries continue); past fifteen it lapses.
+    shop.clock.advance(chrono::Duration::minutes(10));
+    let saga = shop.saga();
+    for _ in 0..3 {
+        saga.step().await.expect("round");
+    }
+    assert_eq!(shop.order(&id).await.status, Status::StockReserved);
+    drop(saga);
+    shop.clock.advance(chrono::Duration::minutes(6));
+    let saga = shop.saga();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shop.order(&id).await.status != Status::Cancelled || !shop.stock("PHONE").await.reservations.is_empty() {
+        saga.step().await.expect("round");
+        assert!(Instant::now() < deadline, "the reservation did not lapse");
+    }
+    let order = shop.order(&id).await;
+    assert_eq!(order.cancel_reason, Some(CancelReason::ReservationExpired));
+    assert_eq!(shop.stock("PHONE").await.available(), 5);
+    assert_eq!(shop.payment(&id).await.status, PaymentStatus::Voided);
+    saga.step().await.expect("round");
+    let state = OrderSaga::state(&shop.db, &id).await.expect("state").expect("recorded");
+    assert_eq!((state.step.as_str(), state.due_at_ms), ("compensated", None));
+});
+
+both_backends!(a_thousand_orders_for_a_hundred_units_confirm_exactly_a_hundred, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("HOT", 100).await;
+    let orders = Repository::<Order>::new(shop.t.store.clone(), ());
+    let placing: Vec<_> = (0..1_000)
+        .map(|_| {
+            let orders = orders.clone();
+            tokio::spawn(async move { place_with(&orders, &[("HOT", 1)], "tok_approve").await })
+        })
+        .collect();
+    let saga = Arc::new(shop.saga());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(saga.clone().run(stop));
+    let mut ids = Vec::new();
+    for p in placing {
+        ids.push(p.await.expect("placed"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (mut confirmed, mut out_of_stock) = (0, 0);
+    for id in &ids {
+        loop {
+            let order = shop.order(id).await;
+            if settled(&order, &shop.payment(id).await) {
+                match (order.status, order.cancel_reason) {
+                    (Status::Confirmed, _) => confirmed += 1,
+                    (Status::Cancelled, Some(CancelReason::OutOfStock)) => out_of_stock += 1,
+                    other => panic!("unexpected end {other:?}"),
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "orders not settled in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop_tx.send(true).expect("stop");
+    worker.await.expect("saga stopped");
+    assert_eq!((confirmed, out_of_stock), (100, 900));
+    let stock = shop.stock("HOT").await;
+    assert_eq!((stock.on_hand, stock.available()), (0, 0));
+    assert!(stock.reservations.is_empty(), "no reservation left dangling");
+    assert_eq!(shop.ledger.totals().captured, 100);
+
+    // The stock read model agrees.
+    let runner = projections::Runner::new(shop.t.store.clone(), shop.db.clone(), projections::all());
+    let reached = projections::poll_until(Duration::from_secs(60), || async {
+        runner.catch_up().await?;
+        let row: Option<(i64, i64, i64)> = sqlx::query_as("SELECT on_hand, reserved, available FROM rm_stock WHERE sku = 'HOT'")
+            .fetch_optional(&shop.db.pool)
+            .await?;
+        Ok(row == Some((0, 0, 0)))
+    })
+    .await
+    .expect("read model");
+    assert!(reached, "the stock view shows 0 on hand, 0 reserved, 0 available");
+    // Invoice numbers are 1..=100 without gaps.
+    let mut numbers: Vec<u64> = Vec::new();
+    for id in &ids {
+        if let Some(n) = shop.order(id).await.invoice_number {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=100).collect::<Vec<u64>>());
+});
