@@ -4,6 +4,10 @@
 //!
 //! `cargo build --release -p shop -p bench && target/release/bench --clients 32 --seconds 20`
 //!
+//! Orders: each client is a customer who places an order and waits until the query API shows
+//! it confirmed and invoiced (orders/s, p50/p99 from POST to visible confirmation); then 1,000
+//! orders race for one SKU with 100 units (time until all are settled; exactly 100 confirmed).
+//!
 //! With `--kafka 127.0.0.1:9092` (and a `shop` built with `--features kafka`) the shop also
 //! runs its relay, and the relay's lag is reported beside the projections'.
 
@@ -252,6 +256,156 @@ async fn search_products(base: &str, clients: usize, seconds: u64, products: usi
     .await
 }
 
+/// Registers and logs in customer `i`; returns the access token.
+async fn customer_token(base: &str, i: usize) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let email = format!("customer{i}@example.com");
+    let body = json!({"email": email, "password": "customer password", "name": "Customer"});
+    client.post(format!("{base}/api/v1/auth/register")).json(&body).send().await?;
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": "customer password"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    login["access_token"].as_str().map(str::to_owned).context("no customer access token")
+}
+
+/// Places an order of one unit of `sku`; returns its id and position.
+async fn place_order(client: &reqwest::Client, base: &str, token: &str, sku: &str) -> anyhow::Result<(String, i64)> {
+    let body = json!({
+        "lines": [{"sku": sku, "quantity": 1}],
+        "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "payment_method": "tok_approve"
+    });
+    let r = client.post(format!("{base}/api/v1/orders")).bearer_auth(token).json(&body).send().await?;
+    if r.status() != reqwest::StatusCode::ACCEPTED {
+        bail!("order not accepted: {}", r.status());
+    }
+    let v: Value = r.json().await?;
+    Ok((v["id"].as_str().context("order id")?.to_owned(), v["position"].as_i64().unwrap_or(0)))
+}
+
+/// Polls the query API until the order is settled (`confirmed` with an invoice, or
+/// `cancelled`); returns its final status.
+async fn await_order(client: &reqwest::Client, base: &str, token: &str, id: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let r = client.get(format!("{base}/api/v1/orders/{id}")).bearer_auth(token).send().await?;
+        if r.status().is_success() {
+            let v: Value = r.json().await?;
+            match v["status"].as_str() {
+                Some("confirmed") if !v["invoice_number"].is_null() => return Ok("confirmed".into()),
+                Some("cancelled") => return Ok(format!("cancelled:{}", v["cancel_reason"].as_str().unwrap_or("?"))),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("order {id} not settled within 120 s")
+}
+
+/// Orders end to end: each client places an order and waits until the query API shows it
+/// confirmed and invoiced, then places the next. Latency is POST to visible confirmation.
+async fn orders_end_to_end(base: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<String>>, seconds: u64) -> PhaseResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..tokens.len())
+        .map(|w| {
+            let (base, tokens, skus, stop) = (base.to_owned(), Arc::clone(&tokens), Arc::clone(&skus), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let t = Instant::now();
+                    let sku = &skus[(w * 7919 + n * 31) % skus.len()];
+                    let settled = match place_order(&client, &base, &tokens[w], sku).await {
+                        Ok((id, _)) => await_order(&client, &base, &tokens[w], &id).await,
+                        Err(e) => Err(e),
+                    };
+                    match settled {
+                        Ok(s) if s == "confirmed" => {
+                            ok += 1;
+                            latencies.push(t.elapsed());
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed, latencies)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut result = PhaseResult { ok: 0, failed: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
+    for w in workers {
+        if let Ok((ok, failed, lat)) = w.await {
+            result.ok += ok;
+            result.failed += failed;
+            result.latencies.extend(lat);
+        }
+    }
+    result.elapsed = start.elapsed();
+    result.latencies.sort();
+    result
+}
+
+/// 1,000 orders of one unit each race for a SKU with 100 units: how long until every order
+/// is settled, and whether exactly 100 were confirmed.
+async fn hot_sku(base: &str, admin: &str, tokens: Arc<Vec<String>>, orders: usize, units: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let sku = format!("HOT-{}", std::process::id());
+    let created: Value = client
+        .post(format!("{base}/api/v1/products"))
+        .bearer_auth(admin)
+        .json(&json!({"sku": sku, "name": "Hot item", "category": "bench/hot", "price": {"amount": 1000, "currency": "EUR"}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("product id")?;
+    client.post(format!("{base}/api/v1/products/{id}/publish")).bearer_auth(admin).send().await?;
+    client.post(format!("{base}/api/v1/stock/{sku}/receipts")).bearer_auth(admin).json(&json!({"quantity": units})).send().await?;
+    let start = Instant::now();
+    let placing: Vec<_> = (0..orders)
+        .map(|i| {
+            let (client, base, token, sku) = (client.clone(), base.to_owned(), tokens[i % tokens.len()].clone(), sku.clone());
+            tokio::spawn(async move { place_order(&client, &base, &token, &sku).await.map(|(id, _)| (id, token)) })
+        })
+        .collect();
+    let mut placed = Vec::new();
+    for p in placing {
+        placed.push(p.await??);
+    }
+    let all_placed = start.elapsed();
+    let settling: Vec<_> = placed
+        .into_iter()
+        .map(|(id, token)| {
+            let (client, base) = (client.clone(), base.to_owned());
+            tokio::spawn(async move { await_order(&client, &base, &token, &id).await })
+        })
+        .collect();
+    let mut ends: HashMap<String, usize> = HashMap::new();
+    for s in settling {
+        *ends.entry(s.await??).or_default() += 1;
+    }
+    let settled = start.elapsed();
+    println!(
+        "{:<22} {orders} orders for {units} units: all placed in {:.2} s, all settled in {:.2} s ({:.0} reservation attempts/s); ends {ends:?}",
+        "hot SKU",
+        all_placed.as_secs_f64(),
+        settled.as_secs_f64(),
+        orders as f64 / settled.as_secs_f64()
+    );
+    if ends.get("confirmed").copied() != Some(units) {
+        bail!("expected exactly {units} confirmed orders, got {ends:?}");
+    }
+    Ok(())
+}
+
 fn print_lag(name: &str, lags: &mut [Duration]) {
     lags.sort();
     println!(
@@ -374,6 +528,17 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     report("GET /products/{id}", &reads);
     let searches = search_products(&shop.base, args.clients, args.seconds, args.products).await;
     report("GET /products/search", &searches);
+    let mut tokens = Vec::new();
+    for i in 0..args.clients {
+        tokens.push(customer_token(&shop.base, i).await?);
+    }
+    let tokens = Arc::new(tokens);
+    for sku in &skus {
+        client.post(format!("{}/api/v1/stock/{sku}/receipts", shop.base)).bearer_auth(&token).json(&json!({"quantity": 100_000})).send().await?;
+    }
+    let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
+    report("orders end to end", &orders);
+    hot_sku(&shop.base, &token, tokens, 1_000, 100).await?;
     drop(shop);
     let tps = pgbench(args, database_url)?;
     println!("{:<22} {tps:>9.0} appends/s", "pgbench 1-event append");

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,29 @@ pub struct Config {
     #[arg(long, env = "SHOP_SEARCH_DIR")]
     pub search_dir: Option<PathBuf>,
 
+    /// Seconds reserved stock waits for payment before the order saga cancels the order
+    /// (`reservation_expired`).
+    #[arg(long, env = "SHOP_RESERVATION_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    pub reservation_ttl_secs: u64,
+
+    /// Tax rate in basis points (2000 = 20%) for tenants without their own rate.
+    #[arg(long, env = "SHOP_TAX_RATE_BP", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=10000))]
+    pub tax_rate_bp: u32,
+
+    /// Per-tenant tax rates in basis points: `acme=1900,globex=700`.
+    #[arg(long, env = "SHOP_TAX_RATES", default_value = "", value_parser = parse_tax_rates)]
+    pub tax_rates: TaxRates,
+
+    /// Flat shipping per order, in minor units of the order's currency.
+    #[arg(long, env = "SHOP_SHIPPING_AMOUNT", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=100_000_000))]
+    pub shipping_amount: i64,
+
+    /// The payment provider: `simulated` (test payment methods `tok_approve`, `tok_decline`,
+    /// `tok_capture_fail`, `tok_timeout`) is the only one built in; see
+    /// `domain::payment::PaymentGateway` to add a real one.
+    #[arg(long, env = "SHOP_PAYMENT_GATEWAY", default_value = "simulated", value_parser = ["simulated"])]
+    pub payment_gateway: String,
+
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
@@ -95,6 +119,11 @@ impl Config {
             search_dir: None,
             event_source: "log".to_owned(),
             kafka_group: "shop-projections".to_owned(),
+            reservation_ttl_secs: 900,
+            tax_rate_bp: 2000,
+            tax_rates: TaxRates::default(),
+            shipping_amount: 0,
+            payment_gateway: "simulated".to_owned(),
         }
     }
 
@@ -117,7 +146,50 @@ impl Config {
         command_api::ApiConfig {
             access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
             refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            orders: command_api::OrderSettings {
+                tax_rate_bp: self.tax_rate_bp,
+                tenant_tax_rates: self.tax_rates.0.clone(),
+                shipping_amount: self.shipping_amount,
+            },
             ..command_api::ApiConfig::default()
         }
+    }
+
+    pub fn saga(&self) -> saga::SagaConfig {
+        saga::SagaConfig {
+            reservation_ttl: chrono::Duration::seconds(self.reservation_ttl_secs as i64),
+            ..saga::SagaConfig::default()
+        }
+    }
+}
+
+/// Per-tenant tax rates in basis points.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaxRates(pub BTreeMap<String, u32>);
+
+fn parse_tax_rates(raw: &str) -> Result<TaxRates, String> {
+    let mut rates = BTreeMap::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (tenant, rate) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not tenant=basis_points"))?;
+        let tenant: domain::TenantId = tenant.trim().parse().map_err(|_| format!("{tenant:?} is not a tenant id"))?;
+        let rate: u32 = rate.trim().parse().ok().filter(|r| *r <= 10_000).ok_or_else(|| format!("{rate:?} is not 0-10000 basis points"))?;
+        rates.insert(tenant.to_string(), rate);
+    }
+    Ok(TaxRates(rates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tax_rates_parse_per_tenant_and_refuse_nonsense() {
+        assert_eq!(parse_tax_rates("").expect("empty"), TaxRates::default());
+        let rates = parse_tax_rates("acme=1900, globex=700").expect("valid");
+        assert_eq!(rates.0.get("acme"), Some(&1900));
+        assert_eq!(rates.0.get("globex"), Some(&700));
+        assert!(parse_tax_rates("acme").is_err());
+        assert!(parse_tax_rates("acme=10001").is_err());
+        assert!(parse_tax_rates("Bad Tenant=5").is_err());
     }
 }

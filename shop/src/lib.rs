@@ -98,6 +98,8 @@ pub enum Roles {
     Projections,
     /// The relay to Kafka only, no HTTP (`shop relay`).
     Relay,
+    /// The order saga only, no HTTP (`shop saga`).
+    Saga,
 }
 
 impl Roles {
@@ -106,7 +108,11 @@ impl Roles {
     }
 
     fn http(self) -> bool {
-        !matches!(self, Roles::Projections | Roles::Relay)
+        !matches!(self, Roles::Projections | Roles::Relay | Roles::Saga)
+    }
+
+    fn saga(self) -> bool {
+        matches!(self, Roles::All | Roles::Saga)
     }
 }
 
@@ -125,6 +131,8 @@ pub struct Application {
     search: Arc<ProductSearch>,
     roles: Roles,
     read_wait: Duration,
+    /// Set when this process runs the order saga.
+    saga: Option<Arc<saga::OrderSaga>>,
 }
 
 impl Application {
@@ -139,6 +147,8 @@ impl Application {
             ReadDb::connect(&config.store_url(), config.db_pool_size).await.context("failed to connect to the read-model database")?;
         let all = projections::all();
         read_db.migrate(&all).await.context("failed to create the read-model tables")?;
+        saga::OrderSaga::migrate(&read_db).await.context("failed to create the order saga's table")?;
+        let saga_db = read_db.clone();
         let relay = match roles {
             Roles::All | Roles::Relay => kafka::relay(config, &store, &read_db)?.map(Arc::new),
             _ => None,
@@ -159,7 +169,19 @@ impl Application {
         // In-process documents exist only in the process that serves them.
         let run_details = roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none());
         let search = Arc::new(open_search(config, &store)?);
-        let state = app_state(config, store)?;
+        let state = app_state(config, store.clone())?;
+        let saga = roles.saga().then(|| {
+            // The saga shares the command API's repositories: one cache and one lock per
+            // aggregate in this process.
+            let repos = saga::Repos {
+                orders: state.orders.clone(),
+                payments: state.payments.clone(),
+                stock: state.stock.clone(),
+                invoices: store::Repository::new(store.clone(), ()),
+            };
+            let gateway: Arc<dyn domain::payment::PaymentGateway> = Arc::new(domain::payment::SimulatedGateway::new());
+            Arc::new(saga::OrderSaga::new(store.clone(), saga_db, repos, gateway, state.clock.clone(), config.saga()))
+        });
         let listener = if roles.http() {
             Some(TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?)
         } else {
@@ -181,6 +203,7 @@ impl Application {
             cache = "in-process aggregate cache",
             product_detail = details.backend_name(),
             search = %search.dir().display(),
+            order_saga = if saga.is_some() { "running (payment gateway: simulated)" } else { "off" },
             addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
@@ -195,6 +218,7 @@ impl Application {
             search,
             roles,
             read_wait: Duration::from_millis(config.read_wait_ms),
+            saga,
         })
     }
 
@@ -238,6 +262,7 @@ impl Application {
             let stopped = workers_stopped.clone();
             tokio::spawn(async move { relay.run(stopped).await })
         });
+        let saga = self.saga.clone().map(|saga| tokio::spawn(saga.run(workers_stopped.clone())));
         let details = self.run_details.then(|| tokio::spawn(own::run(Arc::clone(&self.details), workers_stopped.clone())));
         // The search index lives on the disk of the node that serves it.
         let serves_queries = matches!(self.roles, Roles::All | Roles::QueryApi);
@@ -253,7 +278,7 @@ impl Application {
             Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)),
             Roles::CommandApi => command_api::router(self.state.clone()),
             Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
-            Roles::Projections | Roles::Relay => Router::new(),
+            Roles::Projections | Roles::Relay | Roles::Saga => Router::new(),
         };
         match self.listener {
             Some(listener) => {
@@ -264,7 +289,7 @@ impl Application {
         }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
-        for worker in [workers, relay, details, search].into_iter().flatten() {
+        for worker in [workers, relay, saga, details, search].into_iter().flatten() {
             let _ = worker.await;
         }
         store.close().await;

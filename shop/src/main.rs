@@ -42,6 +42,8 @@ enum Command {
         #[arg(long)]
         from: Option<i64>,
     },
+    /// Run the order saga only (stock, payment, confirmation and compensation of orders).
+    Saga,
     /// Apply database migrations and exit.
     Migrate,
     /// Rebuild read models from the event log into shadow tables and swap them in when they
@@ -93,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Project => Application::build_roles(&cli.config, Roles::Projections).await?.run_until_stopped().await,
         Command::Relay { republish: true, from: Some(from) } => shop::kafka::republish(&cli.config, from).await,
         Command::Relay { .. } => Application::build_roles(&cli.config, Roles::Relay).await?.run_until_stopped().await,
+        Command::Saga => Application::build_roles(&cli.config, Roles::Saga).await?.run_until_stopped().await,
         Command::Migrate => {
             let store = shop::connect_store(&cli.config).await?;
             store.close().await;
