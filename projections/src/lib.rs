@@ -13,6 +13,8 @@
 //! - [`sourced`]: the same projections fed by an external source (a Kafka consumer group),
 //!   offsets stored in the read-model transaction.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
+//! - [`orders`]: orders with their payment, lines and timeline (three tables that rebuild
+//!   together).
 //! - [`own`]: read models that keep their checkpoint with their data (one worker loop, wait
 //!   and status for them all):
 //!   - [`detail`]: product detail documents in Redis (embedded: in process);
@@ -21,6 +23,7 @@
 mod catalogue;
 mod db;
 pub mod detail;
+pub mod orders;
 pub mod own;
 mod projection;
 mod runner;
@@ -32,6 +35,7 @@ mod users;
 
 pub use catalogue::Catalogue;
 pub use db::*;
+pub use orders::Orders;
 pub use projection::*;
 pub use runner::*;
 pub use stock::StockLevels;
@@ -89,5 +93,5 @@ where
 
 /// Every projection this build knows, in the order they are run and listed.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users)]
+    vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users), std::sync::Arc::new(Orders)]
 }

@@ -42,6 +42,13 @@ pub trait Projection: Send + Sync {
     /// `CREATE` statements for the read model in `table`; `suffix` keeps index names unique
     /// when a shadow table is built beside the live one.
     fn schema(&self, table: &str, suffix: &str) -> Vec<String>;
+
+    /// Every table of the read model kept in `table`, `table` first: a read model of more than
+    /// one table names the others after it (`{table}_lines`), so that a rebuild into a shadow
+    /// gets shadows of them all. Resets empty them all; rebuilds swap them together.
+    fn tables(&self, table: &str) -> Vec<String> {
+        vec![table.to_owned()]
+    }
 }
 
 /// An event's payload as its domain type, read in place (no copy of the JSON tree).

@@ -292,7 +292,9 @@ impl Runner {
     /// Empties a projection's read model and checkpoint, so it rebuilds from the start.
     pub async fn reset(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
         let mut tx = self.db.begin().await?;
-        sqlx::query(&format!("DELETE FROM {}", projection.table())).execute(&mut *tx).await?;
+        for table in projection.tables(projection.table()) {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(projection.name()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -306,7 +308,12 @@ impl Runner {
         let live = projection.table();
         let shadow = format!("{live}_shadow");
         let shadow_checkpoint = format!("{}:rebuild", projection.name());
-        sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}")).execute(&self.db.pool).await?;
+        // Live and shadow tables pair up in order: `rm_x` with `rm_x_shadow`, `rm_x_lines` with
+        // `rm_x_shadow_lines`.
+        let tables: Vec<(String, String)> = projection.tables(live).into_iter().zip(projection.tables(&shadow)).collect();
+        for (_, shadow) in &tables {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}")).execute(&self.db.pool).await?;
+        }
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&shadow_checkpoint).execute(&self.db.pool).await?;
         for statement in projection.schema(&shadow, &format!("_{}", now_ms())) {
             sqlx::query(&statement).execute(&self.db.pool).await?;
@@ -339,17 +346,20 @@ impl Runner {
                 Outcome::Idle => break,
             }
         }
-        // The swap: block the live table, apply what arrived meanwhile to the shadow, replace
-        // the live table and its checkpoint, all or nothing.
+        // The swap: block the live tables, apply what arrived meanwhile to the shadows, replace
+        // the live tables and the checkpoint, all or nothing.
         let mut tx = self.db.begin().await?;
         if tx.backend_name() == "PostgreSQL" {
-            sqlx::query(&format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+            let live: Vec<&str> = tables.iter().map(|(live, _)| live.as_str()).collect();
+            sqlx::query(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", live.join(", "))).execute(&mut *tx).await?;
         }
         while let Outcome::Applied(n) = self.apply_batch(&mut tx, projection, &shadow, &shadow_checkpoint, REBUILD_BATCH).await? {
             processed += n as i64;
         }
-        sqlx::query(&format!("DROP TABLE {live}")).execute(&mut *tx).await?;
-        sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {live}")).execute(&mut *tx).await?;
+        for (live, shadow) in &tables {
+            sqlx::query(&format!("DROP TABLE {live}")).execute(&mut *tx).await?;
+            sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {live}")).execute(&mut *tx).await?;
+        }
         let (cursor, events) = read_checkpoint(&mut tx, &shadow_checkpoint).await?.unwrap_or_default();
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 OR name = $2")
             .bind(projection.name())

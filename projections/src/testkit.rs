@@ -12,10 +12,37 @@ use domain::stock::{Stock, StockCommand};
 use domain::user::{HashingUnavailable, Password, PasswordHash, PasswordHasher, Role, User, UserCommand, UserServices};
 use domain::{Money, OrderId, Price, ProductId, Quantity, TenantId, UserId};
 use sqlx::Row as _;
-use store::testkit::TestStore;
 use store::{Metadata, Repository};
 
 use crate::ReadDb;
+
+pub use store::testkit::{fresh_store, Backend, TestStore};
+
+/// `both_backends!(name, |t: TestStore| async move { … })` declares module `name` with a test
+/// on a fresh SQLite store and one on a fresh PostgreSQL database (skipped, saying why, when
+/// the server is not reachable outside CI), each running the body on its store.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(t) = $crate::testkit::fresh_store($crate::testkit::Backend::Sqlite).await {
+                    $body(t).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(t) = $crate::testkit::fresh_store($crate::testkit::Backend::Postgres).await {
+                    $body(t).await;
+                }
+            }
+        }
+    };
+}
 
 /// Stores the password as its own "hash": tests only.
 pub struct PlainHasher;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use domain::stock::{Stock, StockCommand};
 use domain::{Quantity, TenantId};
-use projections::testkit::{dump, write_events};
+use projections::both_backends;
+use projections::testkit::{dump, write_events, TestStore};
 use projections::sourced::Sourced;
 use projections::{ReadDb, Runner};
 use sqlx::Row as _;
-use store::testkit::{fresh_store, Backend, TestStore};
 use store::{Metadata, Repository};
 
 async fn runner(t: &TestStore) -> Runner {
@@ -24,28 +24,6 @@ async fn rebuild(runner: &Runner) {
         runner.reset(p.as_ref()).await.expect("reset");
     }
     runner.catch_up().await.expect("rebuild");
-}
-
-macro_rules! both_backends {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if let Some(t) = fresh_store(Backend::Sqlite).await {
-                    $body(t).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(t) = fresh_store(Backend::Postgres).await {
-                    $body(t).await;
-                }
-            }
-        }
-    };
 }
 
 both_backends!(read_models_reflect_the_events, |t: TestStore| async move {

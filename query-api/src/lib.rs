@@ -1,5 +1,5 @@
-//! The read side over HTTP: catalogue, categories, stock, users and projection status, served
-//! from the read models that `projections` keeps.
+//! The read side over HTTP: catalogue, categories, stock, users, orders and projection status,
+//! served from the read models that `projections` keeps.
 //!
 //! Every query is scoped to the caller's tenant (from the token, or `X-Tenant` when
 //! anonymous). `X-Min-Position: N` waits, up to a bound, until the read model a route uses has
@@ -11,7 +11,11 @@
 //!   `MinPosition`.
 //! - `products.rs`: `/products`, `/products/{id}`, `/products/search`, `/categories`.
 //! - `stock.rs`: `/stock/{sku}`; `users.rs`: `/users/me`, `/admin/users`, `/admin/projections`.
+//! - `orders.rs`: `/orders`, `/orders/{id}`, `/orders/{id}/invoice`, `/payments/{id}`,
+//!   `/admin/orders`, `/admin/analytics/sales`; `invoice_pdf.rs`: the invoice as a PDF.
 
+mod invoice_pdf;
+mod orders;
 mod products;
 mod stock;
 mod users;
@@ -80,7 +84,7 @@ impl QueryState {
 
 /// The query API's routes (under `/api/v1`), ready to merge with the command API.
 pub fn router(state: QueryState) -> Router {
-    let api = Router::new().merge(products::router()).merge(stock::router()).merge(users::router());
+    let api = Router::new().merge(products::router()).merge(stock::router()).merge(users::router()).merge(orders::router());
     Router::new().nest("/api/v1", api).with_state(state)
 }
 
@@ -105,6 +109,27 @@ pub fn health_router(state: QueryState) -> Router {
 
 fn db_error(e: sqlx::Error) -> ApiError {
     ApiError::internal(e)
+}
+
+/// An amount in minor units of a currency, as every view shows money.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Money {
+    amount: i64,
+    currency: String,
+}
+
+/// A bind value of a query built at run time.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// `sql` with `params` bound in order.
+fn bound(sql: &str, params: Vec<Param>) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    params.into_iter().fold(sqlx::query(sql), |query, p| match p {
+        Param::Text(s) => query.bind(s),
+        Param::Int(n) => query.bind(n),
+    })
 }
 
 /// A single resource with its version as `ETag`; `304` when `If-None-Match` already has it.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, QueryState, Viewer};
+use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, Money, Param, QueryState, Viewer};
 
 pub fn router() -> Router<QueryState> {
     Router::new()
@@ -24,12 +24,6 @@ pub fn router() -> Router<QueryState> {
 
 const COLUMNS: &str = "product_id, sku, name, name_key, description, category, price_amount, price_currency, attributes, \
                        published, featured, discontinued, created_position, version";
-
-#[derive(Debug, Serialize)]
-struct Money {
-    amount: i64,
-    currency: String,
-}
 
 #[derive(Debug, Serialize)]
 struct ProductView {
@@ -93,12 +87,6 @@ struct ListQuery {
     sort: Option<Sort>,
     limit: Option<i64>,
     cursor: Option<String>,
-}
-
-/// A bind value of a query built at run time.
-enum Param {
-    Text(String),
-    Int(i64),
 }
 
 #[derive(Debug, Serialize)]
@@ -173,14 +161,7 @@ async fn list(
     }
     let direction = if ascending { "ASC" } else { "DESC" };
     sql.push_str(&format!(" ORDER BY {key_column} {direction}, product_id {direction} LIMIT {}", limit + 1));
-    let mut query = sqlx::query(&sql);
-    for p in params {
-        query = match p {
-            Param::Text(s) => query.bind(s),
-            Param::Int(n) => query.bind(n),
-        };
-    }
-    let rows = query.fetch_all(state.pool()).await.map_err(crate::db_error)?;
+    let rows = crate::bound(&sql, params).fetch_all(state.pool()).await.map_err(crate::db_error)?;
     let mut items = rows.into_iter().map(ProductView::try_from).collect::<Result<Vec<_>, _>>().map_err(crate::db_error)?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
@@ -284,8 +265,7 @@ async fn categories(State(state): State<QueryState>, viewer: Viewer, min: MinPos
     let mut params = Vec::new();
     visibility(&viewer, &mut sql, &mut params);
     sql.push_str(" GROUP BY category");
-    let Param::Text(tenant) = &params[0] else { unreachable!("visibility binds the tenant first") };
-    let rows = sqlx::query(&sql).bind(tenant.clone()).fetch_all(state.pool()).await.map_err(crate::db_error)?;
+    let rows = crate::bound(&sql, params).fetch_all(state.pool()).await.map_err(crate::db_error)?;
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for r in rows {
         let category: String = r.try_get("category").map_err(crate::db_error)?;
