@@ -11,7 +11,8 @@ use domain::stock::{Stock, StockCommand};
 use domain::{stream_id, Clock, ManualClock, Money, OrderId, Price, Quantity, Sku, TenantId, UserId};
 use projections::ReadDb;
 use saga::{OrderSaga, Repos, SagaConfig, SagaError};
-use store::testkit::{fresh_store, Backend, TestStore};
+use projections::both_backends;
+use store::testkit::TestStore;
 use store::{Metadata, Repository};
 
 fn tenant() -> TenantId {
@@ -146,28 +147,6 @@ fn settled(order: &Order, payment: &Payment) -> bool {
         Status::Cancelled => money_back && (order.invoice_number.is_none() || order.restocked),
         _ => false,
     }
-}
-
-macro_rules! both_backends {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if let Some(t) = fresh_store(Backend::Sqlite).await {
-                    $body(t).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(t) = fresh_store(Backend::Postgres).await {
-                    $body(t).await;
-                }
-            }
-        }
-    };
 }
 
 /// What each test payment method ends in.
