@@ -460,3 +460,38 @@ both_backends!(a_thousand_orders_for_a_hundred_units_confirm_exactly_a_hundred, 
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=100).collect::<Vec<u64>>());
 });
+
+both_backends!(a_crash_before_any_compensation_step_refunds_and_restocks_once, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 100).await;
+    let orders = Repository::<Order>::new(shop.t.store.clone(), ());
+    let mut crashes = 0;
+    for budget in 0..6u32 {
+        let id = place_with(&orders, &[("PHONE", 2)], "tok_approve").await;
+        shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
+        let before = (shop.ledger.totals(), shop.stock("PHONE").await.on_hand);
+        orders.execute(&id, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default()).await.expect("cancel");
+        let first = shop.saga();
+        first.crash_after(budget);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match first.step().await {
+                Err(SagaError::Injected) => {
+                    crashes += 1;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) if settled(&shop.order(&id).await, &shop.payment(&id).await) => break,
+                Ok(_) => assert!(Instant::now() < deadline, "first saga stalled"),
+            }
+        }
+        drop(first);
+        shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
+        let order = shop.order(&id).await;
+        assert!(order.restocked, "crash after {budget}");
+        assert_eq!(Some(order.refunded), order.total.map(|t| t.amount), "refunded in full once, crash after {budget}");
+        assert_eq!(shop.ledger.totals().refunded, before.0.refunded + 1, "one refund at the provider, crash after {budget}");
+        assert_eq!(shop.stock("PHONE").await.on_hand, before.1 + 2, "put back once, crash after {budget}");
+    }
+    assert!(crashes >= 3, "the crash points were reached ({crashes})");
+});

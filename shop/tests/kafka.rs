@@ -198,3 +198,99 @@ async fn projections_fed_by_kafka_read_your_writes() {
     assert_eq!((me["email"].as_str(), me["name"].as_str()), (Some("kafka@example.com"), Some("Kay")), "{me}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Orders with `SHOP_EVENT_SOURCE=kafka`: the saga works on the log, the orders view is fed
+/// through the broker (order and payment events on two topics), and both settle the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_settle_and_show_through_kafka_fed_read_models() {
+    use std::io::Write;
+    let Some(tansu) = tansu() else { return };
+    let dir = scratch_dir();
+    let (http, kafka) = (free_port(), free_port());
+    let broker_dir = dir.join("tansu");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
+    let _broker = start_broker(&tansu, kafka, &broker_dir);
+    wait_port(kafka).await;
+    let _shop = serve(&dir, http, kafka, &[("SHOP_EVENT_SOURCE", "kafka"), ("SHOP_READ_WAIT_MS", "20000")]);
+    wait_port(http).await;
+    let mut create = Command::new(BIN)
+        .args(["user", "create", "--email", "admin@example.com", "--role", "admin"])
+        .env("SHOP_DATA_DIR", &dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("SHOP_JWT_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("user create runs");
+    create.stdin.take().expect("stdin").write_all(b"admin password\n").expect("password");
+    assert!(create.wait().expect("exits").success());
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http}/api/v1");
+    let call = |token: Option<&str>, path: &str, body: Value| {
+        let mut request = client.post(format!("{base}{path}")).json(&body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move {
+            let res = request.send().await.expect("answers");
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let token = |body: Value| body["access_token"].as_str().expect("token").to_owned();
+    let admin = token(call(None, "/auth/login", json!({"email": "admin@example.com", "password": "admin password"})).await.1);
+    let (status, product) = call(
+        Some(&admin),
+        "/products",
+        json!({"sku": "K-1", "name": "Kettle", "category": "kitchen", "price": {"amount": 2500, "currency": "EUR"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{product}");
+    let id = product["id"].as_str().expect("id");
+    assert!(call(Some(&admin), &format!("/products/{id}/publish"), json!({})).await.0.is_success());
+    assert!(call(Some(&admin), "/stock/K-1/receipts", json!({"quantity": 1})).await.0.is_success());
+    call(None, "/auth/register", json!({"email": "ada@example.com", "password": "correct horse", "name": "Ada"})).await;
+    let ada = token(call(None, "/auth/login", json!({"email": "ada@example.com", "password": "correct horse"})).await.1);
+    let order = |method: &'static str| {
+        json!({
+            "lines": [{"sku": "K-1", "quantity": 1}],
+            "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+            "payment_method": method
+        })
+    };
+    let (status, declined) = call(Some(&ada), "/orders", order("tok_decline")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{declined}");
+    let settle = |id: String| {
+        let (client, base, ada) = (client.clone(), base.clone(), ada.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let res = client.get(format!("{base}/orders/{id}")).bearer_auth(&ada).send().await.expect("answers");
+                if res.status() == StatusCode::OK {
+                    let body: Value = res.json().await.expect("json");
+                    if body["status"] == "cancelled" || !body["invoice_number"].is_null() {
+                        return body;
+                    }
+                }
+                assert!(Instant::now() < deadline, "order {id} not settled through kafka");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let declined = settle(declined["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!((declined["status"].as_str(), declined["cancel_reason"].as_str()), (Some("cancelled"), Some("payment_declined")));
+    assert_eq!(declined["payment_status"], "failed", "the payment topic reached the view: {declined}");
+    // The declined order's unit is back, so the next order gets it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let paid = loop {
+        let (status, placed) = call(Some(&ada), "/orders", order("tok_approve")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+        let settled = settle(placed["id"].as_str().expect("id").to_owned()).await;
+        if settled["status"] == "confirmed" || Instant::now() > deadline {
+            break settled;
+        }
+    };
+    assert_eq!((paid["status"].as_str(), paid["invoice_number"].as_i64(), paid["payment_status"].as_str()), (Some("confirmed"), Some(1), Some("captured")), "{paid}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
