@@ -17,8 +17,9 @@
 //!   idempotency key, and the metadata of every write names the step
 //!   (`saga:<order>:<step>`).
 //! - Steps that must not be half-done are one atomic append across streams: every line's
-//!   reservation with the order's `StockReserved`; the invoice number with the tenant's
-//!   invoice book; a paid refund on the payment and on the order.
+//!   reservation with the order's `StockReserved`; every line's stock commit with the next
+//!   number of the tenant's invoice book and the order's `Invoiced`; a paid refund on the
+//!   payment and on the order; restocked units with the order's `Restocked`.
 //! - Durable deadlines: an order's reservations lapse at the time recorded in its
 //!   `StockReserved`; `order_sagas.due_at_ms` holds when each order next needs a look
 //!   (expiry, or a retry after a gateway outage), and every round sweeps the due ones with the

@@ -210,7 +210,7 @@ impl OrderSaga {
         }
     }
 
-    /// The order is confirmed: capture, then commit the stock, then invoice.
+    /// The order is confirmed: capture, then commit the stock and invoice in one write.
     async fn settle(&self, id: &str, order: &Order) -> Result<Option<Outcome>, SagaError> {
         let (payment, _) = self.repos.payments.read(id).await?;
         match payment.status {
@@ -228,8 +228,7 @@ impl OrderSaga {
                 Ok(None)
             }
             PaymentStatus::Captured if order.invoice_number.is_none() => {
-                self.commit_stock(id, order).await?;
-                self.invoice(id).await?;
+                self.invoice(id, order).await?;
                 Ok(None)
             }
             PaymentStatus::Captured => Ok(self.pay_refunds(id).await?.then_some(Outcome { step: "completed", due: None })),
@@ -241,34 +240,36 @@ impl OrderSaga {
         }
     }
 
-    /// The paid units leave the warehouse; a SKU already committed is skipped.
-    async fn commit_stock(&self, id: &str, order: &Order) -> Result<(), SagaError> {
-        let (tenant, order_id) = parse(id)?;
-        for sku in order.reservations().keys() {
-            let stream = stream_id(&tenant, sku);
-            match self.exec_on(&self.repos.stock, &stream, id, StockCommand::Commit { order_id }, "commit_stock").await {
-                Err(SagaError::Refused { reason, .. }) if reason == StockError::ReservationNotFound.to_string() => {}
-                other => other?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The next number of the tenant's invoice book and the order's `Invoiced`, in one write.
-    async fn invoice(&self, id: &str) -> Result<(), SagaError> {
+    /// The paid units leave the warehouse, the tenant's invoice book gives the next number and
+    /// the order records it: one atomic write, so an order is invoiced exactly when its stock
+    /// is committed, and invoice numbers have no gaps.
+    async fn invoice(&self, id: &str, order: &Order) -> Result<(), SagaError> {
         let (tenant, order_id) = parse(id)?;
         let book = stream_id(&tenant, INVOICE_BOOK);
         let meta = self.meta(&tenant, &order_id, "invoice");
         self.tick()?;
         retry_on_conflict(|| async {
+            // SKUs in sorted order, then the book, then the order: the saga's one lock order.
+            let mut committed = Vec::new();
+            for sku in order.reservations().keys() {
+                let stream = stream_id(&tenant, sku);
+                committed.push(self.repos.stock.prepare(&stream, StockCommand::Commit { order_id }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?);
+            }
             let mut issued = self.repos.invoices.prepare(&book, InvoiceCommand::Issue { order_id }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?;
             let number = issued.state().last;
             let mut invoiced = match self.repos.orders.prepare(id, OrderCommand::AssignInvoice { number }, None).await {
                 Ok(p) => p,
-                Err(ExecError::Domain(OrderError::AlreadyInvoiced(_))) => return Ok(()),
+                // Invoiced already, or cancelled meanwhile: the next look decides.
+                Err(ExecError::Domain(OrderError::AlreadyInvoiced(_) | OrderError::IllegalTransition { .. })) => return Ok(()),
                 Err(e) => return Err(e.map_domain(|e| e.to_string())),
             };
-            commit(self.repos.orders.store(), &meta, &mut [&mut issued, &mut invoiced]).await?;
+            let mut stages: Vec<&mut dyn store::Stage> = committed.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
+            stages.push(&mut issued);
+            stages.push(&mut invoiced);
+            commit(self.repos.orders.store(), &meta, &mut stages).await?;
+            for p in committed {
+                p.finish().await;
+            }
             issued.finish().await;
             invoiced.finish().await;
             Ok(())
