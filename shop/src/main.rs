@@ -49,7 +49,7 @@ enum Command {
     /// Rebuild read models from the event log into shadow tables and swap them in when they
     /// have caught up; reads keep working throughout.
     Replay {
-        /// Projection to rebuild (`catalogue`, `stock`, `users`).
+        /// Projection to rebuild (`catalogue`, `stock`, `users`, `orders`, `product_detail`, `search`).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         projection: Option<String>,
         /// Rebuild every projection.
