@@ -1,6 +1,9 @@
 //! The orders read model from real order and payment events, in both backends: rows, lines and
 //! timelines; the same rows whatever the batch size, after a crash in a batch, and after
-//! rebuilds; a payment without its order parked instead of stopping the projection.
+//! rebuilds; the same rows again when a source with a topic per aggregate type delivers the
+//! payment events before their order's, or after its later events, or twice; a payment before
+//! its order waiting for it; an order event without its placement parked instead of stopping
+//! the projection.
 
 use std::sync::Arc;
 
@@ -8,10 +11,11 @@ use chrono::{TimeZone, Utc};
 use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress};
 use domain::payment::{FailureReason, Payment, PaymentCommand};
 use domain::{Money, OrderId, PaymentId, Price, Quantity, UserId};
+use projections::sourced::Sourced;
 use projections::testkit::TestStore;
 use projections::{both_backends, Orders, Projection, ReadDb, Runner};
 use sqlx::Row as _;
-use store::{Metadata, Repository};
+use store::{LogEvent, Metadata, Repository};
 
 async fn runner(t: &TestStore, batch: u32) -> Runner {
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
@@ -162,13 +166,23 @@ fn text(row: &sqlx::any::AnyRow) -> String {
 const ORDER_COLUMNS: &str = "tenant, order_id, customer, status, cancel_reason, currency, subtotal, tax, shipping, total, refunded, \
      payment_method, payment_status, payment_amount, payment_refunded, invoice_number, carrier, tracking_number, version";
 
-/// Every row of the three tables as text; the columns that hold times only as whether they
-/// are set, so that runs compare.
+/// Every row of the three tables as text.
 async fn dump(db: &ReadDb) -> Vec<String> {
+    rows(db, "updated_at_ms, position").await
+}
+
+/// Every row of the three tables as text but the position and time of the last event folded
+/// into each order: a source that delivers the payment stream apart from the order stream may
+/// fold an older event last (and the `ETag` must change when it does).
+async fn dump_as_delivered(db: &ReadDb) -> Vec<String> {
+    rows(db, "1").await
+}
+
+async fn rows(db: &ReadDb, last_event_columns: &str) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
         format!(
-            "SELECT {ORDER_COLUMNS}, shipping_address, lines, placed_at_ms, placed_day, invoiced_at_ms, updated_at_ms, position \
+            "SELECT {ORDER_COLUMNS}, shipping_address, lines, placed_at_ms, placed_day, invoiced_at_ms, {last_event_columns} \
              FROM rm_orders ORDER BY tenant, order_id"
         ),
         "SELECT tenant, order_id, line_no, sku, quantity, unit_amount, amount FROM rm_orders_lines ORDER BY order_id, line_no".into(),
@@ -291,13 +305,13 @@ both_backends!(batch_sizes_crashes_and_rebuilds_give_the_same_rows, |t: TestStor
     assert!(matches!(large.catch_up().await, Err(projections::ProjectionError::Injected)));
     large.catch_up().await.expect("the retry succeeds");
     assert_eq!(dump(large.db()).await, expected);
-    // `shop replay`: shadows of all three tables built, then swapped in; twice, so that the
+    // `shop replay`: shadows of all four tables built, then swapped in; twice, so that the
     // names the first swap leaves behind do not get in the way of the second.
     for _ in 0..2 {
         large.rebuild(&Orders, |_, _| {}).await.expect("rebuild");
         assert_eq!(dump(large.db()).await, expected);
     }
-    for table in ["rm_orders_shadow", "rm_orders_shadow_lines", "rm_orders_shadow_timeline"] {
+    for table in ["rm_orders_shadow", "rm_orders_shadow_lines", "rm_orders_shadow_timeline", "rm_orders_shadow_pending"] {
         assert!(sqlx::query(&format!("SELECT 1 FROM {table}")).fetch_all(&large.db().pool).await.is_err(), "{table} is left over");
     }
     // Still live: what comes after a rebuild lands in the swapped-in tables.
@@ -308,7 +322,13 @@ both_backends!(batch_sizes_crashes_and_rebuilds_give_the_same_rows, |t: TestStor
     assert_eq!(timeline(large.db(), 4).await, ["placed:placed", "cancelled:cancelled"]);
 });
 
-both_backends!(a_payment_without_its_order_is_parked_and_the_rest_goes_on, |t: TestStore| async move {
+/// Payment events waiting for their order's placement.
+async fn pending(db: &ReadDb) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM rm_orders_pending").fetch_one(&db.pool).await.expect("pending").get(0)
+}
+
+// Fed from the log a payment comes after its order, but nothing in the store makes it so.
+both_backends!(a_payment_before_its_order_waits_for_it_and_the_rest_goes_on, |t: TestStore| async move {
     let shop = Shop::new(&t);
     shop.run("acme", 5, vec![request("acme", 5)]).await;
     let last = shop.run("acme", 6, vec![place("acme", 6)]).await;
@@ -316,10 +336,170 @@ both_backends!(a_payment_without_its_order_is_parked_and_the_rest_goes_on, |t: T
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
     assert!(runner.wait_for("orders", last, std::time::Duration::from_secs(20)).await.expect("wait"), "the projection goes on");
+    assert!(order(runner.db(), 6).await.contains("|placed|"));
+    assert_eq!(pending(runner.db()).await, 1);
+    let last = shop.run("acme", 5, vec![place("acme", 5)]).await;
+    assert!(runner.wait_for("orders", last, std::time::Duration::from_secs(20)).await.expect("wait"));
     stop.send(true).expect("workers listen");
     tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
-    let parked = runner.dead_letters("acme:").await.expect("dead letters");
+    assert!(runner.dead_letters("").await.expect("dead letters").is_empty());
+    assert_eq!(pending(runner.db()).await, 0);
+    assert_eq!(
+        order(runner.db(), 5).await,
+        format!("acme|{}|{}|placed|-|EUR|2999|600|499|4098|0|tok_approve|requested|4098|0|-|-|-|1", id(5), customer())
+    );
+    // In log order, with no order event before it to take a status from.
+    assert_eq!(timeline(runner.db(), 5).await, ["payment_authorisation_requested:placed", "placed:placed"]);
+});
+
+/// The orders of [`write_orders`] as the log holds them, a runner whose read model holds what
+/// they give in log order (in batches of three), and that read model.
+async fn log_ordered(t: &TestStore) -> (Runner, Vec<LogEvent>, Vec<String>) {
+    let last = write_orders(t).await;
+    // An open transaction elsewhere in the PostgreSQL cluster can hide new events for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let log = loop {
+        let log = t.store.read_log(store::LogCursor::default(), 1_000).await.expect("log");
+        if log.last().map(|e| e.cursor.position) == Some(last) {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log never showed position {last}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let runner = runner(t, 3).await;
+    runner.catch_up().await.expect("catch up");
+    let expected = dump_as_delivered(runner.db()).await;
+    (runner, log, expected)
+}
+
+/// `log` as a source with a topic per aggregate type delivers it: `{run}.order` and
+/// `{run}.payment`, each in log order, offsets from 0 (a fresh run name, fresh offsets).
+fn topics(log: &[LogEvent], run: &str) -> (Vec<Sourced>, Vec<Sourced>) {
+    let topic = |kind: &str| -> Vec<Sourced> {
+        log.iter()
+            .filter(|e| e.aggregate_type == kind)
+            .enumerate()
+            .map(|(i, e)| Sourced { topic: format!("{run}.{kind}"), partition: 0, offset: i as i64, event: e.clone() })
+            .collect()
+    };
+    (topic("order"), topic("payment"))
+}
+
+/// Applies `messages` in batches of `size`, as the consumer does; returns the events applied.
+async fn deliver(runner: &Runner, messages: &[Sourced], size: usize) -> usize {
+    let mut applied = 0;
+    for batch in messages.chunks(size) {
+        applied += runner.apply_sourced(&Orders, batch).await.expect("the batch applies");
+    }
+    applied
+}
+
+/// `messages` published again after them on their topics, as a relay that crashed before its
+/// checkpoint does.
+fn republished(messages: &[Sourced]) -> Vec<Sourced> {
+    let shift = messages.len() as i64;
+    messages.iter().map(|m| Sourced { offset: m.offset + shift, ..m.clone() }).collect()
+}
+
+/// Nothing parked, nothing left waiting, and the rows of the log-ordered run.
+async fn assert_settled(runner: &Runner, expected: &[String]) {
+    assert!(runner.dead_letters("").await.expect("dead letters").is_empty());
+    assert_eq!(pending(runner.db()).await, 0);
+    assert_eq!(dump_as_delivered(runner.db()).await, expected);
+}
+
+both_backends!(payments_delivered_before_their_orders_wait_for_them, |t: TestStore| async move {
+    let (runner, log, expected) = log_ordered(&t).await;
+    let db = runner.db();
+    // Every payment event in batches of their own before any order event.
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, payments) = topics(&log, "first");
+    assert_eq!((orders.len(), payments.len()), (14, 8));
+    assert_eq!(deliver(&runner, &payments, 3).await, 8);
+    assert_eq!(pending(db).await, 8);
+    assert!(dump_as_delivered(db).await.is_empty(), "no row before a placement");
+    // Delivered again (a rebalance) and published again (a relay crash): still waiting once.
+    assert_eq!(deliver(&runner, &payments, 3).await, 0);
+    assert_eq!(deliver(&runner, &republished(&payments), 3).await, 8);
+    assert_eq!(pending(db).await, 8);
+    // Batches of three: order 1 is placed with its payment before its later order events.
+    assert_eq!(deliver(&runner, &orders, 3).await, 14);
+    assert_settled(&runner, &expected).await;
+    // Both streams in one batch, the payment's first.
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, payments) = topics(&log, "together");
+    let batch: Vec<Sourced> = payments.into_iter().chain(orders).collect();
+    assert_eq!(deliver(&runner, &batch, batch.len()).await, 22);
+    assert_settled(&runner, &expected).await;
+    // Order 1's payment alone, then its placement alone, then the rest.
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, payments) = topics(&log, "one");
+    let (first, rest) = payments.split_at(5);
+    assert!(first.iter().all(|m| m.event.aggregate_id == format!("acme:{}", id(1))));
+    deliver(&runner, first, 5).await;
+    deliver(&runner, &orders[..1], 1).await;
+    assert_eq!(pending(db).await, 0, "the placement takes its payment along");
+    assert!(order(db, 1).await.contains("|placed|-|EUR|2999|600|499|4098|0|tok_approve|captured|4098|500|"));
+    deliver(&runner, rest, 2).await;
+    deliver(&runner, &orders[1..], 4).await;
+    assert_settled(&runner, &expected).await;
+});
+
+both_backends!(payments_delivered_behind_or_ahead_of_order_events_give_the_same_timeline, |t: TestStore| async move {
+    let (runner, log, expected) = log_ordered(&t).await;
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, payments) = topics(&log, "late");
+    deliver(&runner, &orders, 3).await;
+    // Each payment entry takes the order status of its moment, not the one it was folded at.
+    deliver(&runner, &payments, 2).await;
+    assert_settled(&runner, &expected).await;
+    assert_eq!(
+        timeline(runner.db(), 1).await[2..5],
+        ["payment_authorisation_requested:stock_reserved", "payment_authorised:stock_reserved", "payment_authorised:payment_authorised"]
+    );
+    // The other way round: order events delivered after later payment events.
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, payments) = topics(&log, "early");
+    // Order 1's placement and stock reservation, then every payment event (order 1's ahead of
+    // its later order events, order 3's ahead of its placement), then the rest of the orders.
+    deliver(&runner, &orders[..2], 2).await;
+    deliver(&runner, &payments, 3).await;
+    deliver(&runner, &orders[2..], 3).await;
+    assert_settled(&runner, &expected).await;
+});
+
+both_backends!(events_published_twice_change_nothing, |t: TestStore| async move {
+    let (runner, log, expected) = log_ordered(&t).await;
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, payments) = topics(&log, "twice");
+    deliver(&runner, &payments, 2).await;
+    deliver(&runner, &orders, 3).await;
+    let delivered = dump(runner.db()).await;
+    assert_eq!(deliver(&runner, &payments, 2).await, 0, "behind the stored offsets");
+    assert_eq!(deliver(&runner, &republished(&payments), 2).await, 8);
+    assert_eq!(deliver(&runner, &republished(&orders), 5).await, 14);
+    let all: Vec<Sourced> = republished(&republished(&payments)).into_iter().chain(republished(&republished(&orders))).collect();
+    assert_eq!(deliver(&runner, &all, all.len()).await, 22);
+    assert_eq!(dump(runner.db()).await, delivered, "not even the last event folded moved");
+    assert_settled(&runner, &expected).await;
+});
+
+both_backends!(an_order_event_without_its_placement_is_parked_and_the_rest_goes_on, |t: TestStore| async move {
+    let (runner, log, _) = log_ordered(&t).await;
+    runner.reset(&Orders).await.expect("reset");
+    let (orders, _) = topics(&log, "lost");
+    // Order 1's placement never comes; its stock reservation and order 2 do.
+    let batch = [orders[1].clone(), orders[8].clone()];
+    assert_eq!(batch[1].event.event_type, "placed");
+    for _ in 0..projections::ATTEMPTS_BEFORE_PARKING {
+        assert!(runner.apply_sourced(&Orders, &batch).await.is_err());
+    }
+    runner.isolate_sourced(&Orders, &batch).await.expect("isolate");
+    let parked = runner.dead_letters("").await.expect("dead letters");
     assert_eq!(parked.len(), 1, "{parked:?}");
-    assert_eq!(parked[0].aggregate_id, format!("acme:{}", id(5)));
-    assert!(order(runner.db(), 6).await.contains("|placed|"));
+    assert_eq!(
+        (parked[0].aggregate_id.as_str(), parked[0].position),
+        (batch[0].event.aggregate_id.as_str(), batch[0].event.cursor.position)
+    );
+    assert!(order(runner.db(), 2).await.contains("|placed|"));
 });
