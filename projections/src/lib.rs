@@ -13,8 +13,8 @@
 //! - [`sourced`]: the same projections fed by an external source (a Kafka consumer group),
 //!   offsets stored in the read-model transaction.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
-//! - [`orders`]: orders with their payment, lines and timeline (three tables that rebuild
-//!   together).
+//! - [`orders`]: orders with their payment, lines and timeline, and payment events that
+//!   arrived before their order (Kafka: two topics); four tables that rebuild together.
 //! - [`own`]: read models that keep their checkpoint with their data (one worker loop, wait
 //!   and status for them all):
 //!   - [`detail`]: product detail documents in Redis (embedded: in process);
