@@ -164,7 +164,7 @@ both_modes!(users_see_themselves_and_admins_see_everyone, |app: TestApp| async m
 
     let status = get(&app, "/api/v1/admin/projections", Some(&admin), position).await;
     let names: Vec<_> = status.body.as_array().expect("list").iter().map(|p| p["name"].as_str().expect("name").to_owned()).collect();
-    assert_eq!(names, ["catalogue", "stock", "users", "product_detail", "search"]);
+    assert_eq!(names, ["catalogue", "stock", "users", "orders", "product_detail", "search"]);
     assert_eq!(get(&app, "/api/v1/admin/projections", Some(&ada), position).await.status, StatusCode::FORBIDDEN);
 });
 
