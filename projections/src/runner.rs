@@ -640,8 +640,12 @@ impl Runner {
             }
             out.push(status);
         }
-        if let Some(relay) = read_checkpoint(&mut conn, "relay").await? {
-            out.push(status_at(&self.store, head, "relay", Some(relay), None).await?);
+        // Other readers of the log that keep their checkpoint here: the relay to Kafka and the
+        // order saga (their crates name them; listed once they have started).
+        for reader in ["relay", "order_saga"] {
+            if let Some(checkpoint) = read_checkpoint(&mut conn, reader).await? {
+                out.push(status_at(&self.store, head, reader, Some(checkpoint), None).await?);
+            }
         }
         Ok(out)
     }
