@@ -67,7 +67,7 @@ fn order_status(event: &OrderEvent) -> Option<&'static str> {
         OrderEvent::Shipped { .. } => "shipped",
         OrderEvent::Delivered => "delivered",
         OrderEvent::StockRejected { .. } | OrderEvent::PaymentFailed { .. } | OrderEvent::Cancelled { .. } => "cancelled",
-        OrderEvent::Refunded { .. } | OrderEvent::Invoiced { .. } | OrderEvent::Restocked => return None,
+        OrderEvent::Refunded { .. } | OrderEvent::Invoiced { .. } | OrderEvent::Restocked | OrderEvent::StockReleased => return None,
     })
 }
 
@@ -289,7 +289,7 @@ impl OrderRow {
             OrderEvent::StockReserved { expires_at } => {
                 json!({ "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) })
             }
-            OrderEvent::Confirmed | OrderEvent::Delivered | OrderEvent::Restocked => json!({}),
+            OrderEvent::Confirmed | OrderEvent::Delivered | OrderEvent::Restocked | OrderEvent::StockReleased => json!({}),
         };
         if let Some(status) = order_status(event) {
             self.status = status.to_owned();

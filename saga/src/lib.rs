@@ -232,9 +232,7 @@ impl OrderSaga {
         let mut round = Round { events: events.len(), orders: ids.len() };
         let results = self.reconcile_all(ids).await?;
         let mut tx = self.db.begin().await?;
-        for (id, result) in &results {
-            self.record(&mut tx, id, result).await?;
-        }
+        self.record_all(&mut tx, &results).await?;
         if let Some(last) = events.last() {
             advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
         }
@@ -244,9 +242,7 @@ impl OrderSaga {
         round.orders += due.len();
         let results = self.reconcile_all(due).await?;
         let mut tx = self.db.begin().await?;
-        for (id, result) in &results {
-            self.record(&mut tx, id, result).await?;
-        }
+        self.record_all(&mut tx, &results).await?;
         tx.commit().await?;
         Ok(round)
     }
@@ -275,6 +271,39 @@ impl OrderSaga {
             .fetch_all(&self.db.pool)
             .await?;
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(SagaError::from)).collect()
+    }
+
+    /// Writes where each order stands (one statement per 200 orders), and each failure with
+    /// when to try again.
+    async fn record_all(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        results: &[(String, Result<Outcome, SagaError>)],
+    ) -> Result<(), SagaError> {
+        let now = self.clock.now().timestamp_millis();
+        let done: Vec<(&String, &Outcome)> = results.iter().filter_map(|(id, r)| r.as_ref().ok().map(|o| (id, o))).collect();
+        for chunk in done.chunks(200) {
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(${}, ${}, ${}, ${}, 0, NULL, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5)).collect();
+            let sql = format!(
+                "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) VALUES {} \
+                 ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, due_at_ms = excluded.due_at_ms, attempts = 0, \
+                 last_error = NULL, updated_at_ms = excluded.updated_at_ms",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, outcome) in chunk {
+                let tenant = id.split_once(':').map_or("", |(t, _)| t);
+                query = query.bind(id.as_str()).bind(tenant).bind(outcome.step).bind(outcome.due.map(|d| d.timestamp_millis())).bind(now);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        for (id, result) in results {
+            if result.is_err() {
+                self.record(tx, id, result).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes where an order stands, or its failure and when to try again.

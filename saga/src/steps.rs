@@ -280,17 +280,13 @@ impl OrderSaga {
 
     /// The order is cancelled: give back its stock and its money.
     async fn compensate(&self, id: &str, order: &Order) -> Result<(), SagaError> {
-        let (tenant, order_id) = parse(id)?;
+        // Stock is held only by an order that recorded `StockReserved` (they are one write).
         if order.invoice_number.is_none() {
-            for sku in order.reservations().keys() {
-                let stream = stream_id(&tenant, sku);
-                match self.exec_on(&self.repos.stock, &stream, id, StockCommand::Release { order_id }, "release_stock").await {
-                    Err(SagaError::Refused { reason, .. }) if reason == StockError::ReservationNotFound.to_string() => {}
-                    other => other?,
-                }
+            if order.reserved_until.is_some() && !order.released {
+                self.give_back(id, order, OrderCommand::MarkReleased, "release_stock").await?;
             }
         } else if !order.restocked {
-            self.restock(id, order).await?;
+            self.give_back(id, order, OrderCommand::MarkRestocked, "restock").await?;
         }
         let (payment, _) = self.repos.payments.read(id).await?;
         let void = match payment.status {
@@ -318,23 +314,34 @@ impl OrderSaga {
         Ok(())
     }
 
-    /// A cancelled, invoiced order's units go back on the shelf, marked on the order in the
-    /// same write so they are never put back twice.
-    async fn restock(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+    /// Gives a cancelled order's units back in one write with the order's `marker`, so they are
+    /// never given back twice: held units are released (`MarkReleased`), units of an invoiced
+    /// order are put back on the shelf (`MarkRestocked`). A SKU that holds nothing for the
+    /// order is skipped.
+    async fn give_back(&self, id: &str, order: &Order, marker: OrderCommand, step: &'static str) -> Result<(), SagaError> {
         let (tenant, order_id) = parse(id)?;
-        let meta = self.meta(&tenant, &order_id, "restock");
+        let meta = self.meta(&tenant, &order_id, step);
         let reason: domain::Name =
             format!("order {order_id} cancelled").parse().map_err(|_| SagaError::Malformed(id.to_owned()))?;
+        let restock = marker == OrderCommand::MarkRestocked;
         self.tick()?;
         retry_on_conflict(|| async {
             let mut back = Vec::new();
             for (sku, quantity) in order.reservations() {
                 let sku: domain::Sku = sku.parse().map_err(|_| ExecError::Domain(format!("bad sku {sku}")))?;
-                let delta = QuantityDelta::try_from(quantity).map_err(|e| ExecError::Domain(e.to_string()))?;
-                let command = StockCommand::Adjust { tenant: tenant.clone(), sku: sku.clone(), delta, reason: reason.clone() };
-                back.push(self.repos.stock.prepare(&stream_id(&tenant, &sku), command, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?);
+                let command = if restock {
+                    let delta = QuantityDelta::try_from(quantity).map_err(|e| ExecError::Domain(e.to_string()))?;
+                    StockCommand::Adjust { tenant: tenant.clone(), sku: sku.clone(), delta, reason: reason.clone() }
+                } else {
+                    StockCommand::Release { order_id }
+                };
+                match self.repos.stock.prepare(&stream_id(&tenant, &sku), command, None).await {
+                    Ok(p) => back.push(p),
+                    Err(ExecError::Domain(StockError::ReservationNotFound)) => {}
+                    Err(e) => return Err(e.map_domain(|e| e.to_string())),
+                }
             }
-            let mut marked = match self.repos.orders.prepare(id, OrderCommand::MarkRestocked, None).await {
+            let mut marked = match self.repos.orders.prepare(id, marker.clone(), None).await {
                 Ok(p) => p,
                 Err(ExecError::Domain(OrderError::IllegalTransition { .. })) => return Ok(()),
                 Err(e) => return Err(e.map_domain(|e| e.to_string())),
@@ -349,7 +356,7 @@ impl OrderSaga {
             Ok(())
         })
         .await
-        .map_err(|e| refused(Order::TYPE, "restock", e))
+        .map_err(|e| refused(Order::TYPE, step, e))
     }
 
     /// Pays every refund the payment holds but the gateway has not paid yet, recording it on

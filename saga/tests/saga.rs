@@ -144,7 +144,13 @@ fn settled(order: &Order, payment: &Payment) -> bool {
         || (payment.status == PaymentStatus::Captured && payment.pending_refunds().next().is_none() && payment.refundable() == 0);
     match order.status {
         Status::Confirmed => order.invoice_number.is_some() && payment.pending_refunds().next().is_none(),
-        Status::Cancelled => money_back && (order.invoice_number.is_none() || order.restocked),
+        Status::Cancelled => {
+            let stock_back = match order.invoice_number {
+                None => order.reserved_until.is_none() || order.released,
+                Some(_) => order.restocked,
+            };
+            money_back && stock_back
+        }
         _ => false,
     }
 }

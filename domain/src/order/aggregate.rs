@@ -40,6 +40,8 @@ pub struct Order {
     pub invoice_number: Option<u64>,
     /// A cancelled, invoiced order's units were put back.
     pub restocked: bool,
+    /// A cancelled order's held units were given back.
+    pub released: bool,
     /// When its stock reservations lapse unless paid.
     pub reserved_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Why it was cancelled, if it was.
@@ -174,6 +176,13 @@ impl Aggregate for Order {
                 }
                 OrderEvent::Invoiced { number }
             }
+            OrderCommand::MarkReleased => {
+                self.require(&[Cancelled], "releasing stock")?;
+                if self.reserved_until.is_none() || self.invoice_number.is_some() || self.released {
+                    return Err(OrderError::IllegalTransition { from: self.status, action: "releasing stock" });
+                }
+                OrderEvent::StockReleased
+            }
             OrderCommand::MarkRestocked => {
                 self.require(&[Cancelled], "restocking")?;
                 if self.invoice_number.is_none() || self.restocked {
@@ -202,6 +211,7 @@ impl Aggregate for Order {
             }
             OrderEvent::Invoiced { number } => self.invoice_number = Some(number),
             OrderEvent::Restocked => self.restocked = true,
+            OrderEvent::StockReleased => self.released = true,
             OrderEvent::PaymentAuthorised { payment_id } => {
                 self.status = Status::PaymentAuthorised;
                 self.payment_id = Some(payment_id);

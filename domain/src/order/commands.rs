@@ -70,4 +70,6 @@ pub enum OrderCommand {
     AssignInvoice { number: u64 },
     /// The committed units of a cancelled, invoiced order went back on the shelf.
     MarkRestocked,
+    /// The held units of a cancelled order were given back (written with the releases).
+    MarkReleased,
 }

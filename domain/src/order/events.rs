@@ -32,6 +32,7 @@ pub enum OrderEvent {
     Refunded { amount: Money, refunded_total: Money },
     Invoiced { number: u64 },
     Restocked,
+    StockReleased,
 }
 
 impl DomainEvent for OrderEvent {
@@ -49,6 +50,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::Refunded { .. } => "refunded",
             OrderEvent::Invoiced { .. } => "invoiced",
             OrderEvent::Restocked => "restocked",
+            OrderEvent::StockReleased => "stock_released",
         }
         .to_owned()
     }
