@@ -1,1 +1,417 @@
+//! The notifier: reads events and tells people — welcome mail, order confirmed, shipped,
+//! cancelled (with the reason in words), refund issued, and low stock to the tenant's admins.
+//!
+//! # How it is built
+//! - It tails the store's global log from its own checkpoint (`notifier` in
+//!   `projection_checkpoints`), like the order saga, in both modes.
+//! - Each (event, channel, recipient, template) is one row of `notifier_deliveries`, keyed by
+//!   the event's log position. A message is *claimed* by inserting its row (`sending`) before
+//!   it is sent, and marked `sent` after: a re-delivered event, or a restart after a crash
+//!   anywhere in a batch, finds the row and sends nothing new. A crash between the claim and
+//!   the send leaves the row `sending` (shown to operators; never sent twice, at most once in
+//!   effect). Every message carries a stable `Message-ID` made from its key.
+//! - A failed send is kept `failed` with its rendered text and retried with backoff by later
+//!   rounds, then `dead` after `max_attempts`; it never holds the log back.
+//! - Templates (`templates.rs`) are text files with per-tenant overrides.
+//! - Password-reset mail is not here: its token exists only in the request that made it, so
+//!   the command API sends it itself, always.
 
+pub mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use command_api::mail::{Mail, Mailer};
+use domain::order::{CancelReason, Order};
+use domain::{Money, TenantId};
+use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
+use serde_json::{json, Value};
+use sqlx::Row as _;
+use store::{EventStore, LogEvent, Repository, StoreError};
+use tokio::sync::{watch, Notify};
+
+pub use templates::Templates;
+
+/// The notifier's checkpoint name.
+pub const NAME: &str = "notifier";
+
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// Admins hear when a SKU's available units fall below this (`SHOP_LOW_STOCK_THRESHOLD`).
+    pub low_stock_threshold: i64,
+    /// Sends of one message before it is `dead`.
+    pub max_attempts: i64,
+    pub batch_size: u32,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self { low_stock_threshold: 5, max_attempts: 8, batch_size: 200 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] ProjectionError),
+    #[error("notifier database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Template(#[from] templates::TemplateError),
+    #[error("unreadable event at position {position}: {reason}")]
+    Malformed { position: i64, reason: String },
+    /// Something the message needs is not visible yet (a user the users view has not caught
+    /// up with); the batch is tried again.
+    #[error("not yet visible: {0}")]
+    NotYet(String),
+    /// Raised by [`Notifier::crash_after`]: stands in for the process dying at that point.
+    #[error("injected crash")]
+    Injected,
+}
+
+const DELIVERIES: &str = "CREATE TABLE IF NOT EXISTS notifier_deliveries (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    template TEXT NOT NULL,
+    event_position BIGINT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    last_error TEXT,
+    next_attempt_ms BIGINT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+)";
+const DELIVERIES_DUE: &str = "CREATE INDEX IF NOT EXISTS notifier_deliveries_due ON notifier_deliveries (status, next_attempt_ms)";
+
+const IDLE: Duration = Duration::from_millis(100);
+const GATHER: Duration = Duration::from_millis(10);
+
+/// One message to send.
+#[derive(Debug, Clone, PartialEq)]
+struct Notification {
+    template: &'static str,
+    tenant: String,
+    to: String,
+    context: Value,
+}
+
+pub struct Notifier {
+    store: EventStore,
+    db: ReadDb,
+    mailer: Arc<dyn Mailer>,
+    templates: Templates,
+    orders: Repository<Order>,
+    config: NotifierConfig,
+    /// Steps left before an injected crash (tests).
+    budget: store::CrashBudget,
+    new_events: Arc<Notify>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `out_of_stock` in words, for the customer.
+pub fn reason_in_words(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::OutOfStock => "an item you ordered is out of stock",
+        CancelReason::PaymentDeclined => "the payment was declined",
+        CancelReason::PaymentTimeout => "the payment provider did not answer in time",
+        CancelReason::ReservationExpired => "the order was not paid in time",
+        CancelReason::CancelledByCustomer => "you cancelled it",
+    }
+}
+
+impl Notifier {
+    pub async fn migrate(db: &ReadDb) -> Result<(), NotifyError> {
+        for sql in [DELIVERIES, DELIVERIES_DUE] {
+            sqlx::query(sql).execute(&db.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Templates, config: NotifierConfig) -> Self {
+        let new_events = store.appended();
+        let orders = Repository::new(store.clone(), ());
+        Self { store, db, mailer, templates, orders, config, budget: store::CrashBudget::default(), new_events }
+    }
+
+    /// Fails with [`NotifyError::Injected`] before the `steps + 1`-th send (tests).
+    pub fn crash_after(&self, steps: u32) {
+        self.budget.set(steps);
+    }
+
+    fn tick(&self) -> Result<(), NotifyError> {
+        if self.budget.tick() {
+            Ok(())
+        } else {
+            Err(NotifyError::Injected)
+        }
+    }
+
+    /// One round: the next batch of the log, then the failed sends that are due. Returns the
+    /// log events read.
+    pub async fn step(&self) -> Result<usize, NotifyError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
+        drop(conn);
+        let events = self.store.read_log(from.unwrap_or_default(), self.config.batch_size).await?;
+        for event in &events {
+            for notification in self.plan(event).await? {
+                self.deliver(event, notification).await?;
+            }
+        }
+        if let Some(last) = events.last() {
+            let mut tx = self.db.begin().await?;
+            advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
+            tx.commit().await?;
+        }
+        self.retry_failed().await?;
+        Ok(events.len())
+    }
+
+    /// Runs rounds until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.step().await {
+                Ok(n) if n > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    IDLE
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "notifier round failed");
+                    Duration::from_millis(200 * u64::from(failures.min(25)))
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = self.new_events.notified() => tokio::time::sleep(GATHER).await,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The messages `event` calls for.
+    async fn plan(&self, e: &LogEvent) -> Result<Vec<Notification>, NotifyError> {
+        let malformed = |reason: &str| NotifyError::Malformed { position: e.cursor.position, reason: reason.to_owned() };
+        let Some((tenant, key)) = e.aggregate_id.split_once(':') else { return Ok(Vec::new()) };
+        let data = e.payload.get(&e.event_type).cloned().unwrap_or(Value::Null);
+        let one = |template, to: String, context| Ok(vec![Notification { template, tenant: tenant.to_owned(), to, context }]);
+        match (e.aggregate_type.as_str(), e.event_type.as_str()) {
+            ("user", "registered") => {
+                let email = data["email"].as_str().ok_or_else(|| malformed("no email"))?.to_owned();
+                let name = data["name"].as_str().unwrap_or_default();
+                one("welcome", email.clone(), json!({"user": {"name": name, "email": email}}))
+            }
+            ("order", kind @ ("confirmed" | "shipped" | "cancelled" | "stock_rejected" | "payment_failed" | "refunded")) => {
+                let (order, _) = self.orders.read(&e.aggregate_id).await?;
+                let customer = order.customer.ok_or_else(|| malformed("order without customer"))?;
+                let (email, name) = self.user(tenant, &customer.to_string()).await?;
+                let mut context = json!({
+                    "user": {"name": name, "email": email},
+                    "order": {
+                        "id": key,
+                        "short_id": key.get(key.len().saturating_sub(8)..).unwrap_or(key),
+                        "total": order.total.map(|t| t.to_string()),
+                        "lines": order.lines.iter().map(|l| json!({"sku": l.sku.to_string(), "quantity": l.quantity, "unit_price": l.unit_price.to_string()})).collect::<Vec<_>>(),
+                    },
+                });
+                let template = match kind {
+                    "confirmed" => "order_confirmed",
+                    "shipped" => {
+                        context["shipment"] = json!({"carrier": data["carrier"], "tracking_number": data["tracking_number"]});
+                        "order_shipped"
+                    }
+                    "refunded" => {
+                        let money = |v: &Value| serde_json::from_value::<Money>(v.clone()).map(|m| m.to_string()).map_err(|_| malformed("bad amount"));
+                        context["refund"] = json!({"amount": money(&data["amount"])?, "total": money(&data["refunded_total"])?});
+                        "refund_issued"
+                    }
+                    _ => {
+                        let reason = if kind == "stock_rejected" {
+                            CancelReason::OutOfStock
+                        } else {
+                            serde_json::from_value(data["reason"].clone()).map_err(|_| malformed("bad reason"))?
+                        };
+                        context["reason"] = json!(reason_in_words(reason));
+                        "order_cancelled"
+                    }
+                };
+                one(template, email, context)
+            }
+            ("stock", kind @ ("received" | "adjusted" | "reserved" | "committed")) => {
+                let after = data["available"].as_i64().ok_or_else(|| malformed("no available"))?;
+                let change = match kind {
+                    "received" => data["quantity"].as_i64().unwrap_or(0),
+                    "adjusted" => data["delta"].as_i64().unwrap_or(0),
+                    "reserved" => -data["quantity"].as_i64().unwrap_or(0),
+                    _ => 0,
+                };
+                let before = after - change;
+                let threshold = self.config.low_stock_threshold;
+                if !(before >= threshold && after < threshold) {
+                    return Ok(Vec::new());
+                }
+                let context = json!({"stock": {"sku": key, "available": after, "threshold": threshold}});
+                Ok(self.admins(tenant).await?.into_iter().map(|to| Notification { template: "low_stock", tenant: tenant.to_owned(), to, context: context.clone() }).collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// A user's e-mail address and name from the users view.
+    async fn user(&self, tenant: &str, user_id: &str) -> Result<(String, String), NotifyError> {
+        let row = sqlx::query("SELECT email, name FROM rm_users WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user_id)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| NotifyError::NotYet(format!("user {user_id} of {tenant} in the users view")))?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// The e-mail addresses of the tenant's active admins.
+    async fn admins(&self, tenant: &str) -> Result<Vec<String>, NotifyError> {
+        let rows = sqlx::query("SELECT email, roles FROM rm_users WHERE tenant = $1 AND active = 1 ORDER BY email")
+            .bind(tenant)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let roles: String = r.try_get(1)?;
+            if roles.split(',').any(|role| role == "admin") {
+                out.push(r.try_get(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Claims, renders and sends one message, once.
+    async fn deliver(&self, e: &LogEvent, n: Notification) -> Result<(), NotifyError> {
+        let id = format!("{}:email:{}:{}", e.cursor.position, n.to, n.template);
+        let (subject, body) = self.templates.render(&n.tenant, n.template, &n.context)?;
+        let now = now_ms();
+        let claimed = sqlx::query(
+            "INSERT INTO notifier_deliveries (id, tenant, channel, recipient, template, event_position, subject, body, status, \
+             attempts, last_error, next_attempt_ms, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, 'email', $3, $4, $5, $6, $7, 'sending', 1, NULL, NULL, $8, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&n.tenant)
+        .bind(&n.to)
+        .bind(n.template)
+        .bind(e.cursor.position)
+        .bind(&subject)
+        .bind(&body)
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(());
+        }
+        self.send(&id, &n.to, subject, body, 1).await
+    }
+
+    async fn send(&self, id: &str, to: &str, subject: String, body: String, attempts: i64) -> Result<(), NotifyError> {
+        self.tick()?;
+        let message_id = format!("{}@shop.invalid", id.replace(['@', ':'], "."));
+        let mail = Mail { to: to.to_owned(), subject, body, message_id: Some(message_id) };
+        let (status, error, next) = match self.mailer.send(mail).await {
+            Ok(()) => ("sent", None, None),
+            Err(e) => {
+                let dead = attempts >= self.config.max_attempts;
+                tracing::warn!(delivery = id, attempts, error = %e, dead, "mail not sent");
+                let backoff = 1_000 * (1i64 << attempts.min(10));
+                (if dead { "dead" } else { "failed" }, Some(e.to_string()), (!dead).then(|| now_ms() + backoff))
+            }
+        };
+        sqlx::query("UPDATE notifier_deliveries SET status = $1, last_error = $2, next_attempt_ms = $3, updated_at_ms = $4 WHERE id = $5")
+            .bind(status)
+            .bind(error)
+            .bind(next)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sends again the failed messages that are due, each claimed first so two notifiers
+    /// never both send one.
+    async fn retry_failed(&self) -> Result<(), NotifyError> {
+        let rows = sqlx::query(
+            "SELECT id, recipient, subject, body, attempts FROM notifier_deliveries \
+             WHERE status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.db.pool)
+        .await?;
+        for r in rows {
+            let (id, to, subject, body, attempts): (String, String, String, String, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
+            let claimed = sqlx::query(
+                "UPDATE notifier_deliveries SET status = 'sending', attempts = attempts + 1, updated_at_ms = $1 WHERE id = $2 AND status = 'failed'",
+            )
+            .bind(now_ms())
+            .bind(&id)
+            .execute(&self.db.pool)
+            .await?
+            .rows_affected();
+            if claimed == 1 {
+                self.send(&id, &to, subject, body, attempts + 1).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A delivery as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub recipient: String,
+    pub template: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// The deliveries of `tenant`, newest first (at most `limit`).
+pub async fn deliveries(db: &ReadDb, tenant: &TenantId, limit: i64) -> Result<Vec<Delivery>, NotifyError> {
+    let rows = sqlx::query(
+        "SELECT id, recipient, template, status, attempts, last_error FROM notifier_deliveries WHERE tenant = $1 \
+         ORDER BY event_position DESC, id LIMIT $2",
+    )
+    .bind(tenant.as_str())
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Delivery {
+                id: r.try_get(0)?,
+                recipient: r.try_get(1)?,
+                template: r.try_get(2)?,
+                status: r.try_get(3)?,
+                attempts: r.try_get(4)?,
+                last_error: r.try_get(5)?,
+            })
+        })
+        .collect()
+}

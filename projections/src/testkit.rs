@@ -44,6 +44,17 @@ macro_rules! both_backends {
     };
 }
 
+/// A shipping address for test orders.
+pub fn address() -> domain::order::ShippingAddress {
+    domain::order::ShippingAddress {
+        name: "Ada".parse().expect("valid"),
+        line1: "1 Main St".parse().expect("valid"),
+        city: "Berlin".parse().expect("valid"),
+        postal_code: "10115".parse().expect("valid"),
+        country: "DE".into(),
+    }
+}
+
 /// Stores the password as its own "hash": tests only.
 pub struct PlainHasher;
 

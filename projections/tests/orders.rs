@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress};
+use domain::order::{CancelReason, Order, OrderCommand, PricedLine};
 use domain::payment::{FailureReason, Payment, PaymentCommand};
 use domain::{Money, OrderId, PaymentId, Price, Quantity, UserId};
 use projections::sourced::Sourced;
@@ -84,13 +84,7 @@ fn place(tenant: &str, n: u128) -> Step {
         lines: vec![line("A", 2, 1_000), line("B", 3, 333)],
         tax_rate_bp: 2_000,
         shipping: eur(499),
-        shipping_address: ShippingAddress {
-            name: "Ada".parse().expect("valid"),
-            line1: "1 Main St".parse().expect("valid"),
-            city: "Berlin".parse().expect("valid"),
-            postal_code: "10115".parse().expect("valid"),
-            country: "DE".into(),
-        },
+        shipping_address: projections::testkit::address(),
         payment_method: "tok_approve".into(),
     })
 }

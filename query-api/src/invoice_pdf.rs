@@ -48,16 +48,12 @@ fn text_width(text: &[u8], bold: bool, size: f32) -> f32 {
     units as f32 * size / 1000.0
 }
 
-/// `1234.5` for 123450 minor units of a currency with two decimals.
+/// `1234.50` for 123450 minor units of a currency with two decimals.
 fn major(m: &Money) -> String {
-    let digits = m.currency.parse::<domain::Currency>().map_or(2, |c| c.minor_digits()) as u32;
-    let sign = if m.amount < 0 { "-" } else { "" };
-    let abs = m.amount.unsigned_abs();
-    if digits == 0 {
-        return format!("{sign}{abs}");
+    match m.currency.parse::<domain::Currency>() {
+        Ok(currency) => domain::Money::new(m.amount, currency).major(),
+        Err(_) => m.amount.to_string(),
     }
-    let unit = 10u64.pow(digits);
-    format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = digits as usize)
 }
 
 /// A piece of text on a row.

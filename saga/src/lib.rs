@@ -29,7 +29,7 @@
 mod steps;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -172,7 +172,7 @@ pub struct OrderSaga {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: SagaConfig,
     /// Steps left before an injected crash (tests).
-    budget: Mutex<Option<u32>>,
+    budget: store::CrashBudget,
     new_events: Arc<Notify>,
 }
 
@@ -194,25 +194,21 @@ impl OrderSaga {
         config: SagaConfig,
     ) -> Self {
         let new_events = store.appended();
-        Self { store, db, repos, gateway, clock, config, budget: Mutex::new(None), new_events }
+        Self { store, db, repos, gateway, clock, config, budget: store::CrashBudget::default(), new_events }
     }
 
     /// Fails with [`SagaError::Injected`] when the saga is about to take its `steps + 1`-th
     /// step (a command or a gateway call), writing nothing more: a crash at that point.
     pub fn crash_after(&self, steps: u32) {
-        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) = Some(steps);
+        self.budget.set(steps);
     }
 
     /// Counts one step against the crash budget.
     pub(crate) fn tick(&self) -> Result<(), SagaError> {
-        let mut budget = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-        match budget.as_mut() {
-            Some(0) => Err(SagaError::Injected),
-            Some(n) => {
-                *n -= 1;
-                Ok(())
-            }
-            None => Ok(()),
+        if self.budget.tick() {
+            Ok(())
+        } else {
+            Err(SagaError::Injected)
         }
     }
 

@@ -28,13 +28,7 @@ fn sku(s: &str) -> Sku {
 }
 
 fn address() -> ShippingAddress {
-    ShippingAddress {
-        name: "Ada".parse().expect("valid"),
-        line1: "1 Main St".parse().expect("valid"),
-        city: "Berlin".parse().expect("valid"),
-        postal_code: "10115".parse().expect("valid"),
-        country: "DE".into(),
-    }
+    projections::testkit::address()
 }
 
 struct Shop {

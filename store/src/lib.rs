@@ -21,6 +21,7 @@
 
 mod backend;
 mod batch;
+mod crash;
 mod error;
 mod idempotency;
 mod log;
@@ -29,6 +30,7 @@ mod repository;
 pub mod testkit;
 
 pub use backend::*;
+pub use crash::*;
 pub use error::*;
 pub use idempotency::*;
 pub use log::*;

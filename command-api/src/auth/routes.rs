@@ -247,6 +247,7 @@ async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &R
             "Someone asked to reset the password of your shop account.\r\n\r\n\
              Reset token: {token}\r\n\r\nIt works once, until {expires_at}. If this was not you, ignore this message."
         ),
+        message_id: None,
     };
     state.mailer.send(mail).await.map_err(ApiError::internal)
 }

@@ -97,6 +97,25 @@ impl Money {
     pub fn new(amount: i64, currency: Currency) -> Self {
         Self { amount, currency }
     }
+
+    /// The amount in major units with the currency's decimals: `1234.50` for 123450 cents.
+    pub fn major(&self) -> String {
+        let digits = u32::from(self.currency.minor_digits());
+        let sign = if self.amount < 0 { "-" } else { "" };
+        let abs = self.amount.unsigned_abs();
+        if digits == 0 {
+            return format!("{sign}{abs}");
+        }
+        let unit = 10u64.pow(digits);
+        format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = digits as usize)
+    }
+}
+
+/// `1234.50 EUR`.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.major(), self.currency)
+    }
 }
 
 /// A product price: money that is never negative.
