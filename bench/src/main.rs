@@ -507,6 +507,7 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
         // The worst projection at each instant, then each reader on its own.
         let mut relay = lags.remove("relay").unwrap_or_default();
         let mut saga = lags.remove("order_saga").unwrap_or_default();
+        let mut notifier = lags.remove("notifier").unwrap_or_default();
         let samples = lags.values().map(Vec::len).min().unwrap_or(0);
         let mut worst: Vec<Duration> = (0..samples).map(|i| lags.values().map(|l| l[i]).max().unwrap_or_default()).collect();
         print_lag("projection lag (worst)", &mut worst);
@@ -519,6 +520,9 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
         }
         if !saga.is_empty() {
             print_lag("order saga lag", &mut saga);
+        }
+        if !notifier.is_empty() {
+            print_lag("notifier lag", &mut notifier);
         }
         if args.kafka.is_some() {
             print_lag("relay lag", &mut relay);

@@ -177,33 +177,9 @@ impl Notifier {
     }
 
     /// Runs rounds until `stop` turns true.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut failures = 0u32;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let wait = match self.step().await {
-                Ok(n) if n > 0 => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(_) => {
-                    failures = 0;
-                    IDLE
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, failures, "notifier round failed");
-                    Duration::from_millis(200 * u64::from(failures.min(25)))
-                }
-            };
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = self.new_events.notified() => tokio::time::sleep(GATHER).await,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let wake = Arc::clone(&self.new_events);
+        projections::run_rounds(NAME, stop, wake, IDLE, GATHER, || async { self.step().await.map(|n| n > 0) }).await;
     }
 
     /// The messages `event` calls for.

@@ -91,6 +91,50 @@ where
     }
 }
 
+/// Runs `round` until `stop` turns true: again at once while it finds work (it answers
+/// `Ok(true)`), otherwise after `idle` or as soon as `wake` fires (then `gather` later, so new
+/// events arrive in a batch), and after a failure with a wait that grows with each one in a
+/// row. For log readers with their own loop (the order saga, the notifier).
+pub async fn run_rounds<F, Fut, E>(
+    name: &'static str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    idle: std::time::Duration,
+    gather: std::time::Duration,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, E>>,
+    E: std::fmt::Display,
+{
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match round().await {
+            Ok(true) => {
+                failures = 0;
+                continue;
+            }
+            Ok(false) => {
+                failures = 0;
+                idle
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(worker = name, error = %e, failures, "round failed");
+                std::time::Duration::from_millis(100 * u64::from(failures.min(30)))
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = wake.notified() => tokio::time::sleep(gather).await,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// Every projection this build knows, in the order they are run and listed.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users), std::sync::Arc::new(Orders)]

@@ -640,9 +640,9 @@ impl Runner {
             }
             out.push(status);
         }
-        // Other readers of the log that keep their checkpoint here: the relay to Kafka and the
-        // order saga (their crates name them; listed once they have started).
-        for reader in ["relay", "order_saga"] {
+        // Other readers of the log that keep their checkpoint here: the relay to Kafka, the
+        // order saga and the notifier (their crates name them; listed once they have started).
+        for reader in ["relay", "order_saga", "notifier"] {
             if let Some(checkpoint) = read_checkpoint(&mut conn, reader).await? {
                 out.push(status_at(&self.store, head, reader, Some(checkpoint), None).await?);
             }

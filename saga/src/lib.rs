@@ -356,33 +356,9 @@ impl OrderSaga {
     }
 
     /// Runs rounds until `stop` turns true; waits when there is nothing to do.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut failures = 0u32;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let wait = match self.step().await {
-                Ok(round) if round.events > 0 => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(_) => {
-                    failures = 0;
-                    IDLE
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, failures, "order saga round failed");
-                    Duration::from_millis(100 * u64::from(failures.min(20)))
-                }
-            };
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = self.new_events.notified() => tokio::time::sleep(GATHER).await,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let wake = Arc::clone(&self.new_events);
+        projections::run_rounds(NAME, stop, wake, IDLE, GATHER, || async { self.step().await.map(|r| r.events > 0) }).await;
     }
 
     /// Where each order's saga stands; `None` if the saga has not seen the order.

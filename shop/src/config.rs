@@ -94,6 +94,19 @@ pub struct Config {
     #[arg(long, env = "SHOP_PAYMENT_GATEWAY", default_value = "simulated", value_parser = ["simulated"])]
     pub payment_gateway: String,
 
+    /// `smtp://host:port`: mail goes over SMTP; unset, it is written as `.eml` files into
+    /// `<data dir>/outbox`.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Admins are told when a SKU's available units fall below this.
+    #[arg(long, env = "SHOP_LOW_STOCK_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub low_stock_threshold: i64,
+
+    /// Per-tenant template overrides: `<dir>/<tenant>/<template>.txt` (first line the subject).
+    #[arg(long, env = "SHOP_TEMPLATE_DIR")]
+    pub template_dir: Option<PathBuf>,
+
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
@@ -124,6 +137,9 @@ impl Config {
             tax_rates: TaxRates::default(),
             shipping_amount: 0,
             payment_gateway: "simulated".to_owned(),
+            smtp_url: None,
+            low_stock_threshold: 5,
+            template_dir: None,
         }
     }
 

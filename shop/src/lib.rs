@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use axum::Router;
 use command_api::auth::{JwtKeys, Registration, Secret};
-use command_api::mail::OutboxMailer;
+use command_api::mail::{Mailer, OutboxMailer, SmtpMailer};
 use command_api::{AppState, CommandAccepted, SystemClock};
 use domain::user::Role;
 use domain::TenantId;
@@ -77,8 +77,15 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// Builds the application state on an open store.
 pub fn app_state(config: &Config, store: EventStore) -> anyhow::Result<AppState> {
     let jwt = JwtKeys::new(&jwt_secret(config)?, config.api().access_token_ttl);
-    let mailer = Arc::new(OutboxMailer::new(command_api::default_outbox(&config.data_dir)));
-    Ok(AppState::new(store, jwt, mailer, Arc::new(SystemClock), config.api()))
+    Ok(AppState::new(store, jwt, mailer(config)?, Arc::new(SystemClock), config.api()))
+}
+
+/// SMTP when `SMTP_URL` is set, else the outbox directory.
+fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+    Ok(match &config.smtp_url {
+        Some(url) => Arc::new(SmtpMailer::new(url).map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?),
+        None => Arc::new(OutboxMailer::new(command_api::default_outbox(&config.data_dir))),
+    })
 }
 
 /// The product search index of this node.
@@ -100,6 +107,8 @@ pub enum Roles {
     Relay,
     /// The order saga only, no HTTP (`shop saga`).
     Saga,
+    /// The notifier only, no HTTP (`shop notify`).
+    Notifier,
 }
 
 impl Roles {
@@ -108,11 +117,15 @@ impl Roles {
     }
 
     fn http(self) -> bool {
-        !matches!(self, Roles::Projections | Roles::Relay | Roles::Saga)
+        !matches!(self, Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier)
     }
 
     fn saga(self) -> bool {
         matches!(self, Roles::All | Roles::Saga)
+    }
+
+    fn notifier(self) -> bool {
+        matches!(self, Roles::All | Roles::Notifier)
     }
 }
 
@@ -133,6 +146,8 @@ pub struct Application {
     read_wait: Duration,
     /// Set when this process runs the order saga.
     saga: Option<Arc<saga::OrderSaga>>,
+    /// Set when this process runs the notifier.
+    notifier: Option<Arc<notifier::Notifier>>,
 }
 
 impl Application {
@@ -148,7 +163,9 @@ impl Application {
         let all = projections::all();
         read_db.migrate(&all).await.context("failed to create the read-model tables")?;
         saga::OrderSaga::migrate(&read_db).await.context("failed to create the order saga's table")?;
+        notifier::Notifier::migrate(&read_db).await.context("failed to create the notifier's table")?;
         let saga_db = read_db.clone();
+        let notifier_db = read_db.clone();
         let relay = match roles {
             Roles::All | Roles::Relay => kafka::relay(config, &store, &read_db)?.map(Arc::new),
             _ => None,
@@ -182,6 +199,16 @@ impl Application {
             let gateway: Arc<dyn domain::payment::PaymentGateway> = Arc::new(domain::payment::SimulatedGateway::new());
             Arc::new(saga::OrderSaga::new(store.clone(), saga_db, repos, gateway, state.clock.clone(), config.saga()))
         });
+        let notifier = match roles.notifier() {
+            true => Some(Arc::new(notifier::Notifier::new(
+                store.clone(),
+                notifier_db,
+                mailer(config)?,
+                notifier::Templates { dir: config.template_dir.clone() },
+                notifier::NotifierConfig { low_stock_threshold: config.low_stock_threshold, ..notifier::NotifierConfig::default() },
+            ))),
+            false => None,
+        };
         let listener = if roles.http() {
             Some(TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?)
         } else {
@@ -199,11 +226,19 @@ impl Application {
             read_models = %backends,
             event_delivery = if source.is_some() { "kafka consumer group (SHOP_EVENT_SOURCE=kafka)" } else { "tail of the store's global log" },
             kafka = %config.kafka_brokers.as_deref().filter(|_| relay.is_some()).unwrap_or("off"),
-            mail = %format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
+            mail = %match &config.smtp_url {
+                Some(_) => "smtp (SMTP_URL)".to_owned(),
+                None => format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
+            },
             cache = "in-process aggregate cache",
             product_detail = details.backend_name(),
             search = %search.dir().display(),
             order_saga = if saga.is_some() { "running (payment gateway: simulated)" } else { "off" },
+            notifier = match (&notifier, &config.smtp_url) {
+                (None, _) => "off",
+                (Some(_), Some(_)) => "running (smtp)",
+                (Some(_), None) => "running (outbox)",
+            },
             addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
@@ -219,6 +254,7 @@ impl Application {
             roles,
             read_wait: Duration::from_millis(config.read_wait_ms),
             saga,
+            notifier,
         })
     }
 
@@ -263,6 +299,7 @@ impl Application {
             tokio::spawn(async move { relay.run(stopped).await })
         });
         let saga = self.saga.clone().map(|saga| tokio::spawn(saga.run(workers_stopped.clone())));
+        let notifier = self.notifier.clone().map(|n| tokio::spawn(n.run(workers_stopped.clone())));
         let details = self.run_details.then(|| tokio::spawn(own::run(Arc::clone(&self.details), workers_stopped.clone())));
         // The search index lives on the disk of the node that serves it.
         let serves_queries = matches!(self.roles, Roles::All | Roles::QueryApi);
@@ -278,7 +315,7 @@ impl Application {
             Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)),
             Roles::CommandApi => command_api::router(self.state.clone()),
             Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
-            Roles::Projections | Roles::Relay | Roles::Saga => Router::new(),
+            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => Router::new(),
         };
         match self.listener {
             Some(listener) => {
@@ -289,7 +326,7 @@ impl Application {
         }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
-        for worker in [workers, relay, saga, details, search].into_iter().flatten() {
+        for worker in [workers, relay, saga, notifier, details, search].into_iter().flatten() {
             let _ = worker.await;
         }
         store.close().await;

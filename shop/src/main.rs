@@ -44,6 +44,8 @@ enum Command {
     },
     /// Run the order saga only (stock, payment, confirmation and compensation of orders).
     Saga,
+    /// Run the notifier only (e-mail for account, order and stock events).
+    Notify,
     /// Apply database migrations and exit.
     Migrate,
     /// Rebuild read models from the event log into shadow tables and swap them in when they
@@ -96,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay { republish: true, from: Some(from) } => shop::kafka::republish(&cli.config, from).await,
         Command::Relay { .. } => Application::build_roles(&cli.config, Roles::Relay).await?.run_until_stopped().await,
         Command::Saga => Application::build_roles(&cli.config, Roles::Saga).await?.run_until_stopped().await,
+        Command::Notify => Application::build_roles(&cli.config, Roles::Notifier).await?.run_until_stopped().await,
         Command::Migrate => {
             let store = shop::connect_store(&cli.config).await?;
             store.close().await;

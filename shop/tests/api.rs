@@ -123,15 +123,16 @@ both_modes!(logout_ends_the_session, |app: TestApp| async move {
     assert_eq!(app.post("/api/v1/auth/refresh", None, json!({"refresh_token": rt})).await.status, StatusCode::UNAUTHORIZED);
 });
 
-async fn wait_for_mail(app: &TestApp, n: usize) -> Vec<String> {
-    for _ in 0..100 {
-        let mail = app.outbox();
+/// Waits until the outbox holds `n` messages with `subject`; returns those.
+async fn wait_for_mail(app: &TestApp, subject: &str, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let mail: Vec<String> = app.outbox().into_iter().filter(|m| m.contains(&format!("Subject: {subject}"))).collect();
         if mail.len() >= n {
             return mail;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no mail arrived in the outbox");
+    panic!("no mail with subject {subject:?} arrived in the outbox");
 }
 
 both_modes!(a_password_reset_works_once, |app: TestApp| async move {
@@ -140,8 +141,11 @@ both_modes!(a_password_reset_works_once, |app: TestApp| async move {
     assert_eq!(unknown.status, StatusCode::ACCEPTED);
     let asked = app.post("/api/v1/auth/password-reset", None, json!({"email": "ada@example.com"})).await;
     assert_eq!(asked.status, StatusCode::ACCEPTED);
-    let mail = wait_for_mail(&app, 1).await;
+    let mail = wait_for_mail(&app, "Reset your shop password", 1).await;
     assert_eq!(mail.len(), 1, "no mail for an unknown address");
+    // The notifier welcomed the new user (through the same outbox).
+    let welcome = wait_for_mail(&app, "Welcome to shop, Test User", 1).await;
+    assert!(welcome[0].contains("To: ada@example.com"), "{}", welcome[0]);
     assert!(mail[0].contains("To: ada@example.com"));
     let token = mail[0].lines().find_map(|l| l.strip_prefix("Reset token: ")).expect("token in mail").trim().to_owned();
     let confirm = json!({"token": token, "new_password": "battery staple"});

@@ -162,17 +162,18 @@ both_modes!(users_see_themselves_and_admins_see_everyone, |app: TestApp| async m
     assert_eq!(emails, ["admin@example.com", "ada@example.com"]);
     assert!(second.body["next_cursor"].is_null());
 
-    // The order saga is listed once it has passed its first events.
+    // The order saga and the notifier are listed once they have passed their first events.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let names = loop {
         let status = get(&app, "/api/v1/admin/projections", Some(&admin), position).await;
         let names: Vec<_> = status.body.as_array().expect("list").iter().map(|p| p["name"].as_str().expect("name").to_owned()).collect();
-        if names.iter().any(|n| n == "order_saga") || std::time::Instant::now() > deadline {
+        let started = ["order_saga", "notifier"].iter().all(|r| names.iter().any(|n| n == r));
+        if started || std::time::Instant::now() > deadline {
             break names;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(names, ["catalogue", "stock", "users", "orders", "order_saga", "product_detail", "search"]);
+    assert_eq!(names, ["catalogue", "stock", "users", "orders", "order_saga", "notifier", "product_detail", "search"]);
     assert_eq!(get(&app, "/api/v1/admin/projections", Some(&ada), position).await.status, StatusCode::FORBIDDEN);
 });
 
