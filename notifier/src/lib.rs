@@ -16,7 +16,9 @@
 //! - Password-reset mail is not here: its token exists only in the request that made it, so
 //!   the command API sends it itself, always.
 
+pub mod routes;
 pub mod templates;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,7 +135,7 @@ impl Notifier {
         for sql in [DELIVERIES, DELIVERIES_DUE] {
             sqlx::query(sql).execute(&db.pool).await?;
         }
-        Ok(())
+        webhooks::migrate(db).await
     }
 
     pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Templates, config: NotifierConfig) -> Self {
@@ -162,10 +164,12 @@ impl Notifier {
         let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
         drop(conn);
         let events = self.store.read_log(from.unwrap_or_default(), self.config.batch_size).await?;
+        let endpoints = if events.is_empty() { Vec::new() } else { webhooks::all_endpoints(&self.db).await? };
         for event in &events {
             for notification in self.plan(event).await? {
                 self.deliver(event, notification).await?;
             }
+            self.queue_webhooks(event, &endpoints).await?;
         }
         if let Some(last) = events.last() {
             let mut tx = self.db.begin().await?;
@@ -277,6 +281,46 @@ impl Notifier {
         Ok(out)
     }
 
+    /// A `pending` delivery of `event`'s public envelope to every endpoint of its tenant that
+    /// takes its type (the [`webhooks::Dispatcher`] sends them).
+    async fn queue_webhooks(&self, e: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
+        if !projections::envelope::PUBLIC_TYPES.contains(&e.aggregate_type.as_str()) {
+            return Ok(());
+        }
+        let Some((tenant, _)) = e.aggregate_id.split_once(':') else { return Ok(()) };
+        let mut envelope = None;
+        for (_, endpoint) in endpoints.iter().filter(|(t, _)| t == tenant) {
+            let event_type = format!("{}.{}", e.aggregate_type, e.event_type);
+            if !endpoint.event_types.iter().any(|p| webhooks::matches(p, &event_type)) {
+                continue;
+            }
+            let envelope = match &envelope {
+                Some(env) => env,
+                None => envelope.insert(
+                    projections::envelope::Envelope::from_event(e)
+                        .map_err(|reason| NotifyError::Malformed { position: e.cursor.position, reason })?,
+                ),
+            };
+            let now = now_ms();
+            sqlx::query(
+                "INSERT INTO notifier_deliveries (id, tenant, channel, recipient, template, event_position, subject, body, status, \
+                 attempts, last_error, next_attempt_ms, created_at_ms, updated_at_ms) \
+                 VALUES ($1, $2, 'webhook', $3, $4, $5, $6, $7, 'pending', 0, NULL, $8, $8, $8) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(format!("{}:webhook:{}", e.cursor.position, endpoint.id))
+            .bind(tenant)
+            .bind(&endpoint.id)
+            .bind(&envelope.event_type)
+            .bind(e.cursor.position)
+            .bind(&envelope.id)
+            .bind(&envelope.value)
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Claims, renders and sends one message, once.
     async fn deliver(&self, e: &LogEvent, n: Notification) -> Result<(), NotifyError> {
         let id = format!("{}:email:{}:{}", e.cursor.position, n.to, n.template);
@@ -333,7 +377,7 @@ impl Notifier {
     async fn retry_failed(&self) -> Result<(), NotifyError> {
         let rows = sqlx::query(
             "SELECT id, recipient, subject, body, attempts FROM notifier_deliveries \
-             WHERE status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
+             WHERE channel = 'email' AND status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
         )
         .bind(now_ms())
         .fetch_all(&self.db.pool)
@@ -368,11 +412,11 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
-/// The deliveries of `tenant`, newest first (at most `limit`).
+/// The e-mail deliveries of `tenant`, newest first (at most `limit`).
 pub async fn deliveries(db: &ReadDb, tenant: &TenantId, limit: i64) -> Result<Vec<Delivery>, NotifyError> {
     let rows = sqlx::query(
         "SELECT id, recipient, template, status, attempts, last_error FROM notifier_deliveries WHERE tenant = $1 \
-         ORDER BY event_position DESC, id LIMIT $2",
+         AND channel = 'email' ORDER BY event_position DESC, id LIMIT $2",
     )
     .bind(tenant.as_str())
     .bind(limit)

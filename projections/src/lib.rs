@@ -13,6 +13,7 @@
 //! - [`sourced`]: the same projections fed by an external source (a Kafka consumer group),
 //!   offsets stored in the read-model transaction.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
+//! - [`envelope`]: the published shape of an event (Kafka value and headers, webhook body).
 //! - [`orders`]: orders with their payment, lines and timeline, and payment events that
 //!   arrived before their order (Kafka: two topics); four tables that rebuild together.
 //! - [`own`]: read models that keep their checkpoint with their data (one worker loop, wait
@@ -23,6 +24,7 @@
 mod catalogue;
 mod db;
 pub mod detail;
+pub mod envelope;
 pub mod orders;
 pub mod own;
 mod projection;

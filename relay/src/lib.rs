@@ -8,13 +8,12 @@
 //! consumers de-duplicate by the envelope `id` (`<type>/<stream id>/<sequence>`).
 //!
 //! # Layout
-//! - [`envelope`] (`envelope.rs`): the published value and headers, the topic contract
+//! - `projections::envelope` (shared with the notifier's webhooks): the published value and headers, the topic contract
 //!   (documented in `relay/contract/`).
 //! - [`Relay`] (this file): topics, the publish loop, republishing history.
 //! - [`subscription`]: the other direction, a consumer group feeding the projections
 //!   (`SHOP_EVENT_SOURCE=kafka`).
 
-mod envelope;
 pub mod subscription;
 
 use std::sync::Mutex;
@@ -31,14 +30,11 @@ use rdkafka::types::RDKafkaErrorCode;
 use store::{EventStore, LogCursor};
 use tokio::sync::watch;
 
-pub use envelope::*;
+pub use projections::envelope::*;
 
 /// The checkpoint the relay keeps beside the projections'.
 pub const CHECKPOINT: &str = "relay";
 
-/// Aggregate types whose events are part of the public contract. Claims and sessions are
-/// internal bookkeeping (sessions hold token hashes) and are not published.
-pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {

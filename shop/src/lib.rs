@@ -300,6 +300,21 @@ impl Application {
         });
         let saga = self.saga.clone().map(|saga| tokio::spawn(saga.run(workers_stopped.clone())));
         let notifier = self.notifier.clone().map(|n| tokio::spawn(n.run(workers_stopped.clone())));
+        let dispatcher = self.notifier.is_some().then(|| {
+            let dispatcher = Arc::new(notifier::webhooks::Dispatcher::new(self.runner.db().clone(), notifier::webhooks::DispatchConfig::default()));
+            let mut stopped = workers_stopped.clone();
+            tokio::spawn(async move {
+                while !*stopped.borrow() {
+                    if let Err(e) = dispatcher.round().await {
+                        tracing::warn!(error = %e, "webhook dispatch round failed");
+                    }
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            })
+        });
         let details = self.run_details.then(|| tokio::spawn(own::run(Arc::clone(&self.details), workers_stopped.clone())));
         // The search index lives on the disk of the node that serves it.
         let serves_queries = matches!(self.roles, Roles::All | Roles::QueryApi);
@@ -311,9 +326,13 @@ impl Application {
             jwt: self.state.jwt.clone(),
             read_wait: self.read_wait,
         };
+        let webhooks = || {
+            let api = notifier::routes::WebhookApi { db: self.runner.db().clone(), jwt: self.state.jwt.clone() };
+            Router::new().nest("/api/v1", notifier::routes::router(api))
+        };
         let router = match self.roles {
-            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)),
-            Roles::CommandApi => command_api::router(self.state.clone()),
+            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()),
+            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()),
             Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
             Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => Router::new(),
         };
@@ -326,7 +345,7 @@ impl Application {
         }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
-        for worker in [workers, relay, saga, notifier, details, search].into_iter().flatten() {
+        for worker in [workers, relay, saga, notifier, dispatcher, details, search].into_iter().flatten() {
             let _ = worker.await;
         }
         store.close().await;

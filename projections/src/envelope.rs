@@ -3,6 +3,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use store::LogEvent;
 
+/// Aggregate types whose events are part of the public contract (Kafka topics, webhooks).
+/// Claims, sessions and invoice books are internal bookkeeping (sessions hold token hashes)
+/// and are not published.
+pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment"];
+
 /// Fields of event payloads that are never published.
 pub const REDACTED: &[&str] = &["password_hash", "token_hash"];
 
