@@ -22,6 +22,7 @@ pub fn router() -> Router<QueryState> {
         .route("/orders", get(mine))
         .route("/orders/{id}", get(detail))
         .route("/orders/{id}/invoice", get(invoice))
+        .route("/orders/{id}/events", get(live))
         .route("/payments/{id}", get(payment))
         .route("/admin/orders", get(admin_list))
         .route("/admin/analytics/sales", get(sales))
@@ -397,29 +398,77 @@ async fn detail(
 ) -> Result<Response, ApiError> {
     state.consistent(NAME, min).await?;
     let mut view = visible(&state, &user, &id, "order").await?;
+    let timeline = timeline_after(&state, &user.tenant, &view.id, -1).await?;
+    view.timeline = Some(timeline.into_iter().map(|(_, entry)| entry).collect());
+    Ok(versioned(&headers, view.position, &view))
+}
+
+/// The order's timeline entries after log position `after`, with their positions, in order.
+async fn timeline_after(state: &QueryState, tenant: &TenantId, order_id: &str, after: i64) -> Result<Vec<(i64, TimelineEntry)>, ApiError> {
     let rows = sqlx::query(&format!(
-        "SELECT source, event, status, detail, at_ms FROM {TIMELINE_TABLE} WHERE tenant = $1 AND order_id = $2 ORDER BY position"
+        "SELECT position, source, event, status, detail, at_ms FROM {TIMELINE_TABLE} \
+         WHERE tenant = $1 AND order_id = $2 AND position > $3 ORDER BY position"
     ))
-    .bind(user.tenant.to_string())
-    .bind(view.id.clone())
+    .bind(tenant.to_string())
+    .bind(order_id)
+    .bind(after)
     .fetch_all(state.pool())
     .await
     .map_err(crate::db_error)?;
-    let timeline = rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
-            Ok(TimelineEntry {
+            let entry = TimelineEntry {
                 source: r.try_get("source")?,
                 event: r.try_get("event")?,
                 status: r.try_get("status")?,
                 detail: json_column(&r, "detail")?,
                 at: rfc3339(r.try_get("at_ms")?),
-            })
+            };
+            Ok((r.try_get("position")?, entry))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(crate::db_error)?;
-    view.timeline = Some(timeline);
-    Ok(versioned(&headers, view.position, &view))
+        .map_err(crate::db_error)
+}
+
+/// How often a live stream looks for new entries, and sends a comment to keep proxies open.
+const LIVE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `GET /orders/{id}/events`: the order's timeline as Server-Sent Events (`event: status`,
+/// `id:` the log position, `data:` the entry), then each new entry as it happens. A client
+/// that reconnects with `Last-Event-ID` gets only what came after it. Same visibility as the
+/// order.
+async fn live(
+    State(state): State<QueryState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let view = visible(&state, &user, &id, "order").await?;
+    let last: i64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(-1);
+    let start = (state, user.tenant, view.id, last, std::collections::VecDeque::<Event>::new());
+    let stream = futures::stream::unfold(start, |(state, tenant, order, mut last, mut queue)| async move {
+        loop {
+            if let Some(event) = queue.pop_front() {
+                return Some((Ok(event), (state, tenant, order, last, queue)));
+            }
+            match timeline_after(&state, &tenant, &order, last).await {
+                Ok(entries) if !entries.is_empty() => {
+                    for (position, entry) in entries {
+                        last = position;
+                        let data = serde_json::to_string(&entry).unwrap_or_default();
+                        queue.push_back(Event::default().event("status").id(position.to_string()).data(data));
+                    }
+                }
+                Ok(_) => tokio::time::sleep(LIVE_POLL).await,
+                Err(_) => {
+                    tracing::warn!(order = %order, "live order stream could not read the timeline; ending it");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[derive(Debug, Serialize)]

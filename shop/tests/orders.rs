@@ -206,3 +206,66 @@ both_modes!(declines_out_of_stock_and_customer_cancels_give_everything_back, |ap
     assert_eq!(cancelled["cancel_reason"], "cancelled_by_customer");
     until_stock(&app, &admin, "LAMP-1", 3, 3).await;
 });
+
+/// Reads Server-Sent Events from `response` until `enough` holds for the (id, data) read so far.
+async fn read_events(mut response: reqwest::Response, enough: impl Fn(&[(i64, Value)]) -> bool) -> Vec<(i64, Value)> {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !enough(&events) {
+        assert!(Instant::now() < deadline, "the stream stopped short: {events:?}");
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk()).await.expect("in time").expect("stream reads");
+        let Some(chunk) = chunk else { break };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+            if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
+                events.push((id.parse().expect("numeric id"), serde_json::from_str(&data).expect("json data")));
+            }
+        }
+    }
+    events
+}
+
+both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    stocked(&app, &admin, "SSE-1", 1_000, 5).await;
+    let ada = app.customer_token("ada@example.com").await;
+    let bob = app.customer_token("bob@example.com").await;
+    let id = place(&app, &ada, json!([{"sku": "SSE-1", "quantity": 1}]), "tok_approve").await;
+    let url = format!("{}/api/v1/orders/{id}/events", app.base);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The order shows in the view a moment after it is placed.
+    let response = loop {
+        let r = app.client.get(&url).bearer_auth(&ada).send().await.expect("answers");
+        if r.status() == StatusCode::OK || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let seen = read_events(response, |e| e.iter().any(|(_, d)| d["event"] == "invoiced")).await;
+    let names: Vec<&str> = seen.iter().map(|(_, d)| d["event"].as_str().expect("event")).collect();
+    assert_eq!(&names[..2], ["placed", "stock_reserved"], "in order: {names:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ids rise");
+    let statuses: Vec<&str> = seen.iter().filter(|(_, d)| d["source"] == "order").map(|(_, d)| d["status"].as_str().expect("status")).collect();
+    assert!(statuses.contains(&"confirmed"), "{statuses:?}");
+
+    // Reconnecting after the second event resumes with the third.
+    let resumed = app.client.get(&url).bearer_auth(&ada).header("last-event-id", seen[1].0.to_string()).send().await.expect("answers");
+    let again = read_events(resumed, |e| !e.is_empty()).await;
+    assert_eq!(again[0].0, seen[2].0);
+    assert_eq!(again[0].1, seen[2].1);
+
+    // A shipment arrives on a stream that is already open.
+    let open = app.client.get(&url).bearer_auth(&ada).header("last-event-id", seen.last().expect("events").0.to_string()).send().await.expect("answers");
+    let ship = app.post(&format!("/api/v1/orders/{id}/ship"), Some(&admin), json!({"carrier": "DHL", "tracking_number": "JD1"})).await;
+    assert_eq!(ship.status, StatusCode::ACCEPTED);
+    let live = read_events(open, |e| e.iter().any(|(_, d)| d["event"] == "shipped")).await;
+    assert_eq!(live.last().map(|(_, d)| d["status"].clone()), Some(json!("shipped")));
+
+    assert_eq!(app.client.get(&url).bearer_auth(&bob).send().await.expect("answers").status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.client.get(&url).send().await.expect("answers").status(), StatusCode::UNAUTHORIZED);
+});
