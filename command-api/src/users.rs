@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users/me", patch(change_profile))
         .route("/users/me/password", post(change_password))
+        .route("/users/me/preferences", put(set_preferences))
         .route("/users/{id}/roles", put(set_roles))
         .route("/users/{id}/deactivate", post(deactivate))
 }
@@ -75,6 +76,23 @@ async fn change_profile(
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let name: Name = req.name.parse()?;
     run_on(&state, &user, user.user_id, UserCommand::ChangeProfile { name }, if_match, &meta).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreferencesRequest {
+    marketing_emails: bool,
+}
+
+/// `PUT /users/me/preferences`: marketing mail on or off (account, order and password-reset
+/// mail always go).
+async fn set_preferences(
+    State(state): State<AppState>,
+    user: AuthUser,
+    meta: RequestMeta,
+    AppJson(req): AppJson<PreferencesRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run_on(&state, &user, user.user_id, UserCommand::SetMarketingEmails { allowed: req.marketing_emails }, None, &meta).await
 }
 
 #[derive(Debug, Deserialize)]

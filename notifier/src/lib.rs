@@ -1,5 +1,6 @@
 //! The notifier: reads events and tells people — welcome mail, order confirmed, shipped,
-//! cancelled (with the reason in words), refund issued, and low stock to the tenant's admins.
+//! cancelled (with the reason in words), refund issued, low stock to the tenant's admins, and
+//! new products to the users who take marketing mail (`PUT /users/me/preferences`).
 //!
 //! # How it is built
 //! - It tails the store's global log from its own checkpoint (`notifier` in
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use command_api::mail::{Mail, Mailer};
 use domain::order::{CancelReason, Order};
+use domain::product::Product;
 use domain::{Money, TenantId};
 use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
 use serde_json::{json, Value};
@@ -89,6 +91,14 @@ const DELIVERIES: &str = "CREATE TABLE IF NOT EXISTS notifier_deliveries (
     created_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL
 )";
+/// Users who said no to marketing mail, as the notifier has read it from the log (so a
+/// change applies from the next event on, in log order).
+const PREFERENCES: &str = "CREATE TABLE IF NOT EXISTS notifier_preferences (
+    tenant TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    marketing_opt_out BIGINT NOT NULL,
+    PRIMARY KEY (tenant, user_id)
+)";
 const DELIVERIES_DUE: &str = "CREATE INDEX IF NOT EXISTS notifier_deliveries_due ON notifier_deliveries (status, next_attempt_ms)";
 
 const IDLE: Duration = Duration::from_millis(100);
@@ -109,6 +119,7 @@ pub struct Notifier {
     mailer: Arc<dyn Mailer>,
     templates: Templates,
     orders: Repository<Order>,
+    products: Repository<Product>,
     config: NotifierConfig,
     /// Steps left before an injected crash (tests).
     budget: store::CrashBudget,
@@ -132,7 +143,7 @@ pub fn reason_in_words(reason: CancelReason) -> &'static str {
 
 impl Notifier {
     pub async fn migrate(db: &ReadDb) -> Result<(), NotifyError> {
-        for sql in [DELIVERIES, DELIVERIES_DUE] {
+        for sql in [DELIVERIES, DELIVERIES_DUE, PREFERENCES] {
             sqlx::query(sql).execute(&db.pool).await?;
         }
         webhooks::migrate(db).await
@@ -141,7 +152,8 @@ impl Notifier {
     pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Templates, config: NotifierConfig) -> Self {
         let new_events = store.appended();
         let orders = Repository::new(store.clone(), ());
-        Self { store, db, mailer, templates, orders, config, budget: store::CrashBudget::default(), new_events }
+        let products = Repository::new(store.clone(), ());
+        Self { store, db, mailer, templates, orders, products, config, budget: store::CrashBudget::default(), new_events }
     }
 
     /// Fails with [`NotifyError::Injected`] before the `steps + 1`-th send (tests).
@@ -193,6 +205,35 @@ impl Notifier {
         let data = e.payload.get(&e.event_type).cloned().unwrap_or(Value::Null);
         let one = |template, to: String, context| Ok(vec![Notification { template, tenant: tenant.to_owned(), to, context }]);
         match (e.aggregate_type.as_str(), e.event_type.as_str()) {
+            ("user", "marketing_emails_set") => {
+                let allowed = data["allowed"].as_bool().ok_or_else(|| malformed("no allowed"))?;
+                sqlx::query(
+                    "INSERT INTO notifier_preferences (tenant, user_id, marketing_opt_out) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant, user_id) DO UPDATE SET marketing_opt_out = excluded.marketing_opt_out",
+                )
+                .bind(tenant)
+                .bind(key)
+                .bind(i64::from(!allowed))
+                .execute(&self.db.pool)
+                .await?;
+                Ok(Vec::new())
+            }
+            ("product", "published") => {
+                let (product, _) = self.products.read(&e.aggregate_id).await?;
+                let (Some(details), Some(price)) = (product.details, product.price) else { return Ok(Vec::new()) };
+                let product = json!({"name": details.name.to_string(), "price": price.money().to_string()});
+                Ok(self
+                    .marketing_audience(tenant)
+                    .await?
+                    .into_iter()
+                    .map(|(to, name)| Notification {
+                        template: "new_product",
+                        tenant: tenant.to_owned(),
+                        context: json!({"user": {"name": name, "email": to}, "product": product}),
+                        to,
+                    })
+                    .collect())
+            }
             ("user", "registered") => {
                 let email = data["email"].as_str().ok_or_else(|| malformed("no email"))?.to_owned();
                 let name = data["name"].as_str().unwrap_or_default();
@@ -263,6 +304,18 @@ impl Notifier {
             .await?
             .ok_or_else(|| NotifyError::NotYet(format!("user {user_id} of {tenant} in the users view")))?;
         Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// The tenant's active users who take marketing mail: (e-mail, name).
+    async fn marketing_audience(&self, tenant: &str) -> Result<Vec<(String, String)>, NotifyError> {
+        let rows = sqlx::query(
+            "SELECT u.email, u.name FROM rm_users u LEFT JOIN notifier_preferences p ON p.tenant = u.tenant AND p.user_id = u.user_id \
+             WHERE u.tenant = $1 AND u.active = 1 AND COALESCE(p.marketing_opt_out, 0) = 0 ORDER BY u.email",
+        )
+        .bind(tenant)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<Vec<_>, sqlx::Error>>().map_err(NotifyError::from)
     }
 
     /// The e-mail addresses of the tenant's active admins.

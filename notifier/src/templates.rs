@@ -12,6 +12,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("order_cancelled", include_str!("../templates/order_cancelled.txt")),
     ("refund_issued", include_str!("../templates/refund_issued.txt")),
     ("low_stock", include_str!("../templates/low_stock.txt")),
+    ("new_product", include_str!("../templates/new_product.txt")),
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -115,6 +115,9 @@ async fn write_shop(t: &TestStore) {
     let meta = Metadata::default();
     register(t, 1, "boss@acme.example", true).await;
     let ada = register(t, 2, "ada@example.com", false).await;
+    // Ada says no to marketing mail: her order mail still comes.
+    let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
+    users.execute(&stream_id(&tenant(), ada), UserCommand::SetMarketingEmails { allowed: false }, None, &meta).await.expect("opt out");
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let sku: domain::Sku = "LAMP-1".parse().expect("valid");
     let stream = stream_id(&tenant(), &sku);
@@ -150,6 +153,23 @@ async fn write_shop(t: &TestStore) {
     let cancelled = stream_id(&tenant(), OrderId::from_uuid(uuid::Uuid::from_u128(101)));
     orders.execute(&cancelled, place(101), None, &meta).await.expect("place");
     orders.execute(&cancelled, OrderCommand::Cancel { reason: CancelReason::PaymentDeclined }, None, &meta).await.expect("cancel");
+
+    // A product is published: only the boss hears of it (Ada said no to marketing mail).
+    let products = Repository::<domain::product::Product>::new(t.store.clone(), ());
+    let product = domain::ProductId::from_uuid(uuid::Uuid::from_u128(500));
+    let stream = stream_id(&tenant(), product);
+    let create = domain::product::ProductCommand::Create {
+        tenant: tenant(),
+        product_id: product,
+        sku: "KETTLE-1".parse().expect("valid"),
+        name: "Kettle".parse().expect("valid"),
+        description: "boils".parse().expect("valid"),
+        category: "kitchen".parse().expect("valid"),
+        price: Price::try_from(eur(2_500)).expect("valid"),
+        attributes: Default::default(),
+    };
+    products.execute(&stream, create, None, &meta).await.expect("create");
+    products.execute(&stream, domain::product::ProductCommand::Publish, None, &meta).await.expect("publish");
 }
 
 struct Setup {
@@ -203,7 +223,7 @@ fn mails(inbox: &Arc<Mutex<Vec<Received>>>) -> Vec<(String, String)> {
     out
 }
 
-const EXPECTED: usize = 7;
+const EXPECTED: usize = 8;
 
 both_backends!(every_template_reaches_the_right_people_once, |t: TestStore| async move {
     write_shop(&t).await;
@@ -221,6 +241,7 @@ both_backends!(every_template_reaches_the_right_people_once, |t: TestStore| asyn
             ("ada@example.com".to_owned(), format!("Your order {short} is confirmed")),
             ("ada@example.com".to_owned(), "Your order 00000065 was cancelled".to_owned()),
             ("boss@acme.example".to_owned(), "Low stock: LAMP-1 (4 left)".to_owned()),
+            ("boss@acme.example".to_owned(), "New at shop: Kettle".to_owned()),
             ("boss@acme.example".to_owned(), "Welcome to shop, User 1".to_owned()),
         ]
     );

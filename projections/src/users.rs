@@ -30,7 +30,7 @@ enum UserFact {
     Deactivated,
 }
 
-const SKIPPED: &[&str] = &["password_changed", "password_reset_requested", "password_reset_completed"];
+const SKIPPED: &[&str] = &["password_changed", "password_reset_requested", "password_reset_completed", "marketing_emails_set"];
 
 /// What a batch does to one user.
 #[derive(Default)]

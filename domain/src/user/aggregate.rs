@@ -27,6 +27,9 @@ pub struct User {
     pub active: bool,
     /// At most one reset is pending; a new request replaces it.
     pub pending_reset: Option<PendingReset>,
+    /// The user said no to marketing mail.
+    #[serde(default)]
+    pub marketing_opt_out: bool,
 }
 
 impl User {
@@ -90,6 +93,12 @@ impl Aggregate for User {
                 self.ensure_active()?;
                 if self.name.as_ref() != Some(&name) {
                     sink.write(UserEvent::ProfileChanged { name }, self).await;
+                }
+            }
+            UserCommand::SetMarketingEmails { allowed } => {
+                self.ensure_active()?;
+                if self.marketing_opt_out == allowed {
+                    sink.write(UserEvent::MarketingEmailsSet { allowed }, self).await;
                 }
             }
             UserCommand::ChangePassword { current, new } => {
@@ -159,6 +168,7 @@ impl Aggregate for User {
                 self.active = true;
             }
             UserEvent::ProfileChanged { name } => self.name = Some(name),
+            UserEvent::MarketingEmailsSet { allowed } => self.marketing_opt_out = !allowed,
             UserEvent::PasswordChanged { password_hash } => self.password_hash = Some(password_hash),
             UserEvent::PasswordResetRequested { token_hash, expires_at } => {
                 self.pending_reset = Some(PendingReset { token_hash, expires_at });

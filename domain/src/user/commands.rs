@@ -17,6 +17,8 @@ pub enum UserCommand {
         roles: BTreeSet<Role>,
     },
     ChangeProfile { name: Name },
+    /// Whether the user takes marketing mail (new products); account and order mail always go.
+    SetMarketingEmails { allowed: bool },
     /// Requires the current password, so a stolen access token alone cannot take the account.
     ChangePassword { current: Password, new: Password },
     /// Record a reset token (hashed) that is valid until `expires_at`.

@@ -49,6 +49,7 @@ pub enum UserEvent {
         roles: BTreeSet<Role>,
     },
     ProfileChanged { name: Name },
+    MarketingEmailsSet { allowed: bool },
     PasswordChanged { password_hash: PasswordHash },
     PasswordResetRequested { token_hash: TokenHash, expires_at: DateTime<Utc> },
     PasswordResetCompleted { password_hash: PasswordHash },
@@ -62,6 +63,7 @@ impl DomainEvent for UserEvent {
         match self {
             UserEvent::Registered { .. } => "registered",
             UserEvent::ProfileChanged { .. } => "profile_changed",
+            UserEvent::MarketingEmailsSet { .. } => "marketing_emails_set",
             UserEvent::PasswordChanged { .. } => "password_changed",
             UserEvent::PasswordResetRequested { .. } => "password_reset_requested",
             UserEvent::PasswordResetCompleted { .. } => "password_reset_completed",
