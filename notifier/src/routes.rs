@@ -33,7 +33,14 @@ pub fn router(state: WebhookApi) -> Router {
         .route("/admin/webhooks/{id}/rotate-secret", post(rotate))
         .route("/admin/webhooks/{id}/deliveries", get(deliveries))
         .route("/admin/webhooks/{id}/deliveries/{delivery}/redeliver", post(redeliver))
+        .route("/admin/mail", get(mail))
         .with_state(state)
+}
+
+/// `GET /admin/mail`: the tenant's last 100 e-mail deliveries (`sending` after a crash means
+/// the message may not have gone out; it is not sent again by itself).
+async fn mail(State(state): State<WebhookApi>, Admin(admin): Admin) -> Result<Json<Vec<crate::Delivery>>, ApiError> {
+    Ok(Json(crate::deliveries(&state.db, &admin.tenant, 100).await.map_err(internal)?))
 }
 
 fn internal(e: NotifyError) -> ApiError {

@@ -149,6 +149,20 @@ both_modes!(a_password_reset_works_once, |app: TestApp| async move {
     // The notifier welcomed the new user (through the same outbox).
     let welcome = wait_for_mail(&app, "Welcome to shop, Test User", 1).await;
     assert!(welcome[0].contains("To: ada@example.com"), "{}", welcome[0]);
+    let admin = app.admin_token().await;
+    // The file is written a moment before the delivery is marked sent.
+    let mut recorded = false;
+    for _ in 0..100 {
+        let sent = app.call(Method::GET, "/api/v1/admin/mail", Some(&admin), None, &[]).await;
+        let list = sent.body.as_array().cloned().unwrap_or_default();
+        if list.iter().any(|d| d["template"] == "welcome" && d["recipient"] == "ada@example.com" && d["status"] == "sent") {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the welcome mail is listed as sent");
+    assert_eq!(app.call(Method::GET, "/api/v1/admin/mail", Some(&ada), None, &[]).await.status, StatusCode::FORBIDDEN);
     assert!(mail[0].contains("To: ada@example.com"));
     let token = mail[0].lines().find_map(|l| l.strip_prefix("Reset token: ")).expect("token in mail").trim().to_owned();
     let confirm = json!({"token": token, "new_password": "battery staple"});
