@@ -151,32 +151,31 @@ struct PhaseResult {
     elapsed: Duration,
 }
 
-/// Runs `clients` workers for `seconds`; worker `w` sends `request(w, n)` for its `n`-th
-/// request. Successful answers are timed; everything else counts as failed.
-async fn run_clients<F>(clients: usize, seconds: u64, request: F) -> PhaseResult
+/// Runs `clients` workers for `seconds`; worker `w` runs `op(client, w, n)` for its `n`-th
+/// operation. Operations that answer true are timed; the others count as failed.
+async fn run_workers<F, Fut>(clients: usize, seconds: u64, op: F) -> PhaseResult
 where
-    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    F: Fn(reqwest::Client, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
 {
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap_or_default();
-    let request = Arc::new(request);
+    let op = Arc::new(op);
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|w| {
-            let (client, stop, counter, request) = (client.clone(), Arc::clone(&stop), Arc::clone(&counter), Arc::clone(&request));
+            let (client, stop, counter, op) = (client.clone(), Arc::clone(&stop), Arc::clone(&counter), Arc::clone(&op));
             tokio::spawn(async move {
                 let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let t = Instant::now();
-                    match request(&client, w, n).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            ok += 1;
-                            latencies.push(t.elapsed());
-                        }
-                        _ => failed += 1,
+                    if op(client.clone(), w, n).await {
+                        ok += 1;
+                        latencies.push(t.elapsed());
+                    } else {
+                        failed += 1;
                     }
                 }
                 (ok, failed, latencies)
@@ -196,6 +195,23 @@ where
     result.elapsed = start.elapsed();
     result.latencies.sort();
     result
+}
+
+/// [`run_workers`] with one HTTP request per operation; a 2xx answer is a success.
+async fn run_clients<F>(clients: usize, seconds: u64, request: F) -> PhaseResult
+where
+    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    run_workers(clients, seconds, move |client, w, n| {
+        let sent = request(&client, w, n).send();
+        async move {
+            match sent.await {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await
 }
 
 /// The command mix (see [`pick`]) as the admin.
@@ -309,48 +325,17 @@ async fn await_order(client: &reqwest::Client, base: &str, token: &str, id: &str
 /// Orders end to end: each client places an order and waits until the query API shows it
 /// confirmed and invoiced, then places the next. Latency is POST to visible confirmation.
 async fn orders_end_to_end(base: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<String>>, seconds: u64) -> PhaseResult {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..tokens.len())
-        .map(|w| {
-            let (base, tokens, skus, stop) = (base.to_owned(), Arc::clone(&tokens), Arc::clone(&skus), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
-                let mut n = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let t = Instant::now();
-                    let sku = &skus[(w * 7919 + n * 31) % skus.len()];
-                    let settled = match place_order(&client, &base, &tokens[w], sku).await {
-                        Ok((id, _)) => await_order(&client, &base, &tokens[w], &id).await,
-                        Err(e) => Err(e),
-                    };
-                    match settled {
-                        Ok(s) if s == "confirmed" => {
-                            ok += 1;
-                            latencies.push(t.elapsed());
-                        }
-                        _ => failed += 1,
-                    }
-                }
-                (ok, failed, latencies)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut result = PhaseResult { ok: 0, failed: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
-    for w in workers {
-        if let Ok((ok, failed, lat)) = w.await {
-            result.ok += ok;
-            result.failed += failed;
-            result.latencies.extend(lat);
+    let base = base.to_owned();
+    run_workers(tokens.len(), seconds, move |client, w, n| {
+        let (base, token, sku) = (base.clone(), tokens[w].clone(), skus[(w * 7919 + n as usize * 31) % skus.len()].clone());
+        async move {
+            match place_order(&client, &base, &token, &sku).await {
+                Ok((id, _)) => await_order(&client, &base, &token, &id).await.is_ok_and(|s| s == "confirmed"),
+                Err(_) => false,
+            }
         }
-    }
-    result.elapsed = start.elapsed();
-    result.latencies.sort();
-    result
+    })
+    .await
 }
 
 /// 1,000 orders of one unit each race for a SKU with 100 units: how long until every order

@@ -83,6 +83,25 @@ impl Shop {
         Repository::<Stock>::new(self.t.store.clone(), ()).read(&stream_id(&tenant(), sku(s))).await.expect("read").0
     }
 
+    /// A saga process that crashes before its `budget + 1`-th step (or settles the order
+    /// first), then a fresh one that finishes; true if the crash happened.
+    async fn crash_then_finish(&self, id: &str, budget: u32) -> bool {
+        let first = self.saga();
+        first.crash_after(budget);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let crashed = loop {
+            match first.step().await {
+                Err(SagaError::Injected) => break true,
+                Err(e) => panic!("{e}"),
+                Ok(_) if settled(&self.order(id).await, &self.payment(id).await) => break false,
+                Ok(_) => assert!(Instant::now() < deadline, "first saga stalled"),
+            }
+        };
+        drop(first);
+        self.settle(&self.saga(), &[id.to_owned()]).await;
+        crashed
+    }
+
     /// Runs saga rounds until `done` holds for every order (the log may show new events a
     /// little late on PostgreSQL, so this polls).
     async fn settle(&self, saga: &OrderSaga, ids: &[String]) {
@@ -243,22 +262,7 @@ both_backends!(a_crash_before_any_step_is_finished_by_the_next_process_without_a
         for budget in 0..14u32 {
             let before = shop.ledger.totals();
             let id = shop.place(&[("PHONE", 1)], path.method).await;
-            let first = shop.saga();
-            first.crash_after(budget);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                match first.step().await {
-                    Err(SagaError::Injected) => {
-                        crashes += 1;
-                        break;
-                    }
-                    Err(e) => panic!("{e}"),
-                    Ok(_) if settled(&shop.order(&id).await, &shop.payment(&id).await) => break,
-                    Ok(_) => assert!(Instant::now() < deadline, "first saga stalled"),
-                }
-            }
-            drop(first);
-            shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
+            crashes += usize::from(shop.crash_then_finish(&id, budget).await);
             let order = shop.order(&id).await;
             assert_eq!((order.status, order.cancel_reason), (path.status, path.reason), "{} crash after {budget}", path.method);
             assert_eq!(shop.payment(&id).await.status, path.payment, "{} crash after {budget}", path.method);
@@ -471,22 +475,7 @@ both_backends!(a_crash_before_any_compensation_step_refunds_and_restocks_once, |
         shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
         let before = (shop.ledger.totals(), shop.stock("PHONE").await.on_hand);
         orders.execute(&id, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default()).await.expect("cancel");
-        let first = shop.saga();
-        first.crash_after(budget);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match first.step().await {
-                Err(SagaError::Injected) => {
-                    crashes += 1;
-                    break;
-                }
-                Err(e) => panic!("{e}"),
-                Ok(_) if settled(&shop.order(&id).await, &shop.payment(&id).await) => break,
-                Ok(_) => assert!(Instant::now() < deadline, "first saga stalled"),
-            }
-        }
-        drop(first);
-        shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
+        crashes += usize::from(shop.crash_then_finish(&id, budget).await);
         let order = shop.order(&id).await;
         assert!(order.restocked, "crash after {budget}");
         assert_eq!(Some(order.refunded), order.total.map(|t| t.amount), "refunded in full once, crash after {budget}");
