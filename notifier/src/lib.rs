@@ -178,10 +178,7 @@ impl Notifier {
         let events = self.store.read_log(from.unwrap_or_default(), self.config.batch_size).await?;
         let endpoints = if events.is_empty() { Vec::new() } else { webhooks::all_endpoints(&self.db).await? };
         for event in &events {
-            for notification in self.plan(event).await? {
-                self.deliver(event, notification).await?;
-            }
-            self.queue_webhooks(event, &endpoints).await?;
+            self.handle_with(event, &endpoints).await?;
         }
         if let Some(last) = events.last() {
             let mut tx = self.db.begin().await?;
@@ -196,6 +193,20 @@ impl Notifier {
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let wake = Arc::clone(&self.new_events);
         projections::run_rounds(NAME, stop, wake, IDLE, GATHER, || async { self.step().await.map(|n| n > 0) }).await;
+    }
+
+    /// Sends what one event calls for and queues its webhooks; safe to repeat (the
+    /// deliveries are keyed by the event's log position). For a Kafka-fed notifier.
+    pub async fn handle(&self, event: &LogEvent) -> Result<(), NotifyError> {
+        let endpoints = webhooks::all_endpoints(&self.db).await?;
+        self.handle_with(event, &endpoints).await
+    }
+
+    async fn handle_with(&self, event: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
+        for notification in self.plan(event).await? {
+            self.deliver(event, notification).await?;
+        }
+        self.queue_webhooks(event, endpoints).await
     }
 
     /// The messages `event` calls for.
@@ -427,7 +438,7 @@ impl Notifier {
 
     /// Sends again the failed messages that are due, each claimed first so two notifiers
     /// never both send one.
-    async fn retry_failed(&self) -> Result<(), NotifyError> {
+    pub async fn retry_failed(&self) -> Result<(), NotifyError> {
         let rows = sqlx::query(
             "SELECT id, recipient, subject, body, attempts FROM notifier_deliveries \
              WHERE channel = 'email' AND status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",

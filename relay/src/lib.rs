@@ -14,6 +14,7 @@
 //! - [`subscription`]: the other direction, a consumer group feeding the projections
 //!   (`SHOP_EVENT_SOURCE=kafka`).
 
+pub mod notify;
 pub mod subscription;
 
 use std::sync::Mutex;

@@ -16,6 +16,8 @@ use crate::Config;
 pub enum KafkaWorker {
     Relay(relay::Relay),
     Source(Arc<relay::subscription::KafkaSource>),
+    /// The notifier's consumer (group `notifier`).
+    Notifier(relay::notify::KafkaNotifier),
 }
 
 /// Without the `kafka` feature there are no Kafka workers.
@@ -28,6 +30,7 @@ impl KafkaWorker {
         match self {
             KafkaWorker::Relay(r) => r.run(stop).await,
             KafkaWorker::Source(s) => s.run(stop).await,
+            KafkaWorker::Notifier(n) => n.run(stop).await,
         }
         #[cfg(not(feature = "kafka"))]
         {
@@ -44,6 +47,27 @@ fn relay_config(config: &Config) -> Option<relay::RelayConfig> {
         partitions: config.kafka_partitions,
         ..relay::RelayConfig::new(brokers.clone())
     })
+}
+
+/// The consumer group member that feeds the notifier with `SHOP_EVENT_SOURCE=kafka` (group
+/// `notifier`); `None` with the log as the source.
+pub async fn notifier_source(config: &Config, notifier: &Arc<notifier::Notifier>) -> anyhow::Result<Option<KafkaWorker>> {
+    if config.event_source != "kafka" {
+        return Ok(None);
+    }
+    #[cfg(feature = "kafka")]
+    {
+        let Some(relay_config) = relay_config(config) else { bail!("SHOP_EVENT_SOURCE=kafka needs KAFKA_BROKERS") };
+        let worker = relay::notify::KafkaNotifier::new(relay_config, "notifier", Arc::clone(notifier))
+            .await
+            .context("failed to join the notifier's Kafka consumer group")?;
+        Ok(Some(KafkaWorker::Notifier(worker)))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = notifier;
+        bail!("SHOP_EVENT_SOURCE=kafka, but this build of shop has no Kafka support: build it with --features kafka")
+    }
 }
 
 /// With `SHOP_EVENT_SOURCE=kafka`: the consumer that feeds `runner` (when `consume`, in the
@@ -107,7 +131,7 @@ impl KafkaWorker {
         {
             match self {
                 KafkaWorker::Relay(r) => r.republish_from(from).await.context("failed to move the relay checkpoint"),
-                KafkaWorker::Source(_) => bail!("not a relay"),
+                KafkaWorker::Source(_) | KafkaWorker::Notifier(_) => bail!("not a relay"),
             }
         }
         #[cfg(not(feature = "kafka"))]

@@ -148,6 +148,8 @@ pub struct Application {
     saga: Option<Arc<saga::OrderSaga>>,
     /// Set when this process runs the notifier.
     notifier: Option<Arc<notifier::Notifier>>,
+    /// Set with `SHOP_EVENT_SOURCE=kafka`: the consumer feeding the notifier.
+    notifier_source: Option<Arc<kafka::KafkaWorker>>,
 }
 
 impl Application {
@@ -209,6 +211,10 @@ impl Application {
             ))),
             false => None,
         };
+        let notifier_source = match &notifier {
+            Some(n) => kafka::notifier_source(config, n).await?.map(Arc::new),
+            None => None,
+        };
         let listener = if roles.http() {
             Some(TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?)
         } else {
@@ -255,6 +261,7 @@ impl Application {
             read_wait: Duration::from_millis(config.read_wait_ms),
             saga,
             notifier,
+            notifier_source,
         })
     }
 
@@ -299,7 +306,14 @@ impl Application {
             tokio::spawn(async move { relay.run(stopped).await })
         });
         let saga = self.saga.clone().map(|saga| tokio::spawn(saga.run(workers_stopped.clone())));
-        let notifier = self.notifier.clone().map(|n| tokio::spawn(n.run(workers_stopped.clone())));
+        let notifier = match (self.notifier.clone(), self.notifier_source.clone()) {
+            (Some(_), Some(source)) => {
+                let stopped = workers_stopped.clone();
+                Some(tokio::spawn(async move { source.run(stopped).await }))
+            }
+            (Some(n), None) => Some(tokio::spawn(n.run(workers_stopped.clone()))),
+            (None, _) => None,
+        };
         let dispatcher = self.notifier.is_some().then(|| {
             let dispatcher = Arc::new(notifier::webhooks::Dispatcher::new(self.runner.db().clone(), notifier::webhooks::DispatchConfig::default()));
             let mut stopped = workers_stopped.clone();

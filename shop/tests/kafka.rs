@@ -196,6 +196,21 @@ async fn projections_fed_by_kafka_read_your_writes() {
     assert_eq!(me.status(), StatusCode::OK);
     let me: Value = me.json().await.expect("json");
     assert_eq!((me["email"].as_str(), me["name"].as_str()), (Some("kafka@example.com"), Some("Kay")), "{me}");
+
+    // The notifier is fed through the broker too (group `notifier`): the welcome mail comes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mail: Vec<String> = std::fs::read_dir(dir.join("outbox"))
+            .map(|d| d.filter_map(Result::ok).filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+            .unwrap_or_default();
+        let welcomes = mail.iter().filter(|m| m.contains("Subject: Welcome to shop, Kay")).count();
+        if welcomes == 1 {
+            break;
+        }
+        assert!(welcomes <= 1, "one welcome mail, not {welcomes}");
+        assert!(Instant::now() < deadline, "no welcome mail through kafka");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
