@@ -22,6 +22,7 @@ pub mod extract;
 mod health;
 mod idempotency;
 pub mod mail;
+pub mod templates;
 mod orders;
 mod products;
 mod state;

@@ -31,6 +31,8 @@ pub struct ApiConfig {
     /// Events per Stock snapshot.
     pub stock_snapshot_every: u64,
     pub orders: OrderSettings,
+    /// Per-tenant template overrides (`SHOP_TEMPLATE_DIR`).
+    pub template_dir: Option<PathBuf>,
 }
 
 /// How orders are priced beyond their lines.
@@ -67,6 +69,7 @@ impl Default for ApiConfig {
             login_window: Duration::from_secs(15 * 60),
             stock_snapshot_every: 100,
             orders: OrderSettings::default(),
+            template_dir: None,
         }
     }
 }

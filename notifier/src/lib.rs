@@ -18,8 +18,9 @@
 //!   the command API sends it itself, always.
 
 pub mod routes;
-pub mod templates;
 pub mod webhooks;
+
+pub use command_api::templates;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -167,6 +167,7 @@ impl Config {
                 tenant_tax_rates: self.tax_rates.0.clone(),
                 shipping_amount: self.shipping_amount,
             },
+            template_dir: self.template_dir.clone(),
             ..command_api::ApiConfig::default()
         }
     }

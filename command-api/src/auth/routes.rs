@@ -240,15 +240,10 @@ async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &R
     let expires_at = state.clock.now() + state.config.reset_token_ttl;
     let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at };
     state.users.execute(&stream_id(tenant, user_id), request, None, &meta.metadata(tenant, Some(user_id))).await?;
-    let mail = Mail {
-        to: email.to_string(),
-        subject: "Reset your shop password".to_owned(),
-        body: format!(
-            "Someone asked to reset the password of your shop account.\r\n\r\n\
-             Reset token: {token}\r\n\r\nIt works once, until {expires_at}. If this was not you, ignore this message."
-        ),
-        message_id: None,
-    };
+    let templates = crate::templates::Templates { dir: state.config.template_dir.clone() };
+    let context = serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339()});
+    let (subject, body) = templates.render(tenant.as_str(), "password_reset", &context).map_err(ApiError::internal)?;
+    let mail = Mail { to: email.to_string(), subject, body, message_id: None };
     state.mailer.send(mail).await.map_err(ApiError::internal)
 }
 

@@ -1,4 +1,5 @@
-//! Message templates: built-in text files (`notifier/templates/<name>.txt`), each overridable
+//! Message templates: built-in text files (`notifier/templates/<name>.txt`, kept with the
+//! notifier; the command API renders `password_reset` from here too), each overridable
 //! per tenant by `<template dir>/<tenant>/<name>.txt`. The first line is the subject, the
 //! rest the body; both are minijinja templates over the notification's context.
 
@@ -6,13 +7,14 @@ use std::path::PathBuf;
 
 /// Every template the notifier sends, with its built-in text.
 pub const BUILT_IN: &[(&str, &str)] = &[
-    ("welcome", include_str!("../templates/welcome.txt")),
-    ("order_confirmed", include_str!("../templates/order_confirmed.txt")),
-    ("order_shipped", include_str!("../templates/order_shipped.txt")),
-    ("order_cancelled", include_str!("../templates/order_cancelled.txt")),
-    ("refund_issued", include_str!("../templates/refund_issued.txt")),
-    ("low_stock", include_str!("../templates/low_stock.txt")),
-    ("new_product", include_str!("../templates/new_product.txt")),
+    ("password_reset", include_str!("../../notifier/templates/password_reset.txt")),
+    ("welcome", include_str!("../../notifier/templates/welcome.txt")),
+    ("order_confirmed", include_str!("../../notifier/templates/order_confirmed.txt")),
+    ("order_shipped", include_str!("../../notifier/templates/order_shipped.txt")),
+    ("order_cancelled", include_str!("../../notifier/templates/order_cancelled.txt")),
+    ("refund_issued", include_str!("../../notifier/templates/refund_issued.txt")),
+    ("low_stock", include_str!("../../notifier/templates/low_stock.txt")),
+    ("new_product", include_str!("../../notifier/templates/new_product.txt")),
 ];
 
 #[derive(Debug, Clone, Default)]
