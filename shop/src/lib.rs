@@ -316,18 +316,14 @@ impl Application {
         };
         let dispatcher = self.notifier.is_some().then(|| {
             let dispatcher = Arc::new(notifier::webhooks::Dispatcher::new(self.runner.db().clone(), notifier::webhooks::DispatchConfig::default()));
-            let mut stopped = workers_stopped.clone();
-            tokio::spawn(async move {
-                while !*stopped.borrow() {
-                    if let Err(e) = dispatcher.round().await {
-                        tracing::warn!(error = %e, "webhook dispatch round failed");
-                    }
-                    tokio::select! {
-                        _ = stopped.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            })
+            // Rounds only start endpoint tasks, so there is never "more work at once": every
+            // round is followed by the 100 ms pause.
+            let (stopped, never) = (workers_stopped.clone(), Arc::new(tokio::sync::Notify::new()));
+            let idle = Duration::from_millis(100);
+            tokio::spawn(projections::run_rounds("webhooks", stopped, never, idle, Duration::ZERO, move || {
+                let dispatcher = Arc::clone(&dispatcher);
+                async move { dispatcher.round().await.map(|_| false) }
+            }))
         });
         let details = self.run_details.then(|| tokio::spawn(own::run(Arc::clone(&self.details), workers_stopped.clone())));
         // The search index lives on the disk of the node that serves it.

@@ -162,20 +162,33 @@ async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A fresh broker and `shop serve` with `SHOP_EVENT_SOURCE=kafka` on it (killed on drop).
+struct KafkaFed {
+    dir: PathBuf,
+    http: u16,
+    _broker: Killed,
+    _shop: Killed,
+}
+
+async fn kafka_fed_shop() -> Option<KafkaFed> {
+    let tansu = tansu()?;
+    let dir = scratch_dir();
+    let (http, kafka) = (free_port(), free_port());
+    let broker_dir = dir.join("tansu");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
+    let broker = start_broker(&tansu, kafka, &broker_dir);
+    wait_port(kafka).await;
+    let shop = serve(&dir, http, kafka, &[("SHOP_EVENT_SOURCE", "kafka"), ("SHOP_READ_WAIT_MS", "20000")]);
+    wait_port(http).await;
+    Some(KafkaFed { dir, http, _broker: broker, _shop: shop })
+}
+
 /// `SHOP_EVENT_SOURCE=kafka`: the projections read the relay's topics through a consumer
 /// group, and read-your-writes waits on the broker (the user read model gets registrations
 /// without password hashes, as every other consumer does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_fed_by_kafka_read_your_writes() {
-    let Some(tansu) = tansu() else { return };
-    let dir = scratch_dir();
-    let (http, kafka) = (free_port(), free_port());
-    let broker_dir = dir.join("tansu");
-    std::fs::create_dir_all(&broker_dir).expect("dir");
-    let _broker = start_broker(&tansu, kafka, &broker_dir);
-    wait_port(kafka).await;
-    let _shop = serve(&dir, http, kafka, &[("SHOP_EVENT_SOURCE", "kafka"), ("SHOP_READ_WAIT_MS", "20000")]);
-    wait_port(http).await;
+    let Some(KafkaFed { dir, http, _broker, _shop }) = kafka_fed_shop().await else { return };
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http}/api/v1");
     let post = |path: &str, body: Value| {
@@ -219,15 +232,7 @@ async fn projections_fed_by_kafka_read_your_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_settle_and_show_through_kafka_fed_read_models() {
     use std::io::Write;
-    let Some(tansu) = tansu() else { return };
-    let dir = scratch_dir();
-    let (http, kafka) = (free_port(), free_port());
-    let broker_dir = dir.join("tansu");
-    std::fs::create_dir_all(&broker_dir).expect("dir");
-    let _broker = start_broker(&tansu, kafka, &broker_dir);
-    wait_port(kafka).await;
-    let _shop = serve(&dir, http, kafka, &[("SHOP_EVENT_SOURCE", "kafka"), ("SHOP_READ_WAIT_MS", "20000")]);
-    wait_port(http).await;
+    let Some(KafkaFed { dir, http, _broker, _shop }) = kafka_fed_shop().await else { return };
     let mut create = Command::new(BIN)
         .args(["user", "create", "--email", "admin@example.com", "--role", "admin"])
         .env("SHOP_DATA_DIR", &dir)
