@@ -114,6 +114,19 @@ drop_test_databases() {
 }
 drop_test_databases
 
+# A from-scratch build needs a few GiB; say so up front rather than fail deep inside rustc.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+log "free disk for $target_dir: $((free_kib / 1024)) MiB"
+if [ "$free_kib" -lt $((3 * 1024 * 1024)) ]; then
+    log "warning: under 3 GiB free; a from-scratch build may run out of space"
+fi
+# Incremental state only pays off when editing; a one-shot run keeps the target dir smaller.
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 log "running the test suite"
 output=$(mktemp)
 trap 'rm -f "$output"' EXIT
