@@ -71,9 +71,13 @@ pub enum NotifyError {
     /// up with); the batch is tried again.
     #[error("not yet visible: {0}")]
     NotYet(String),
-    /// Raised by [`Notifier::crash_after`]: stands in for the process dying at that point.
+    /// Raised by [`Notifier::crash_after`] and [`webhooks::Dispatcher::crash_after`]: stands in
+    /// for the process dying at that point.
     #[error("injected crash")]
     Injected,
+    /// A setting that cannot be used (a webhook CA file without certificates).
+    #[error("{0}")]
+    Config(String),
 }
 
 const DELIVERIES: &str = "CREATE TABLE IF NOT EXISTS notifier_deliveries (

@@ -8,7 +8,10 @@
 //! - `Shop-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>`
 //!   and `Shop-Event-Id: <envelope id>` on every request. Delivery is at least once; receivers
 //!   de-duplicate by `Shop-Event-Id`, which makes it once in effect. A delivery claimed by a
-//!   dispatcher that died is taken over after [`STALE_MS`].
+//!   dispatcher that died is taken over after [`DispatchConfig::stale_after`]; if the endpoint
+//!   had already answered, it gets the same request (same `Shop-Event-Id`) a second time.
+//! - `https://` endpoints are verified against the Mozilla roots (webpki-roots), plus any
+//!   private CA given in [`DispatchConfig::extra_roots_pem`] (`SHOP_WEBHOOK_CA_FILE`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,9 +34,6 @@ const ENDPOINTS: &str = "CREATE TABLE IF NOT EXISTS webhook_endpoints (
     created_at_ms BIGINT NOT NULL,
     deleted BIGINT NOT NULL
 )";
-
-/// A claimed delivery not finished within this long is taken to belong to a dead dispatcher.
-pub const STALE_MS: i64 = 60_000;
 
 pub(crate) async fn migrate(db: &ReadDb) -> Result<(), NotifyError> {
     sqlx::query(ENDPOINTS).execute(&db.pool).await?;
@@ -239,11 +239,23 @@ pub struct DispatchConfig {
     pub timeout: Duration,
     /// First retry delay; doubled per attempt, with up to 50% jitter, capped at an hour.
     pub base_backoff: Duration,
+    /// A delivery claimed (`sending`) this long ago belongs to a dispatcher that died, and is
+    /// taken over. Longer than `timeout`, so a live request is never sent twice.
+    pub stale_after: Duration,
+    /// PEM certificates trusted besides the public roots, for endpoints behind a private CA
+    /// (`SHOP_WEBHOOK_CA_FILE`).
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        Self { max_attempts: 8, timeout: Duration::from_secs(10), base_backoff: Duration::from_secs(1) }
+        Self {
+            max_attempts: 8,
+            timeout: Duration::from_secs(10),
+            base_backoff: Duration::from_secs(1),
+            stale_after: Duration::from_secs(60),
+            extra_roots_pem: None,
+        }
     }
 }
 
@@ -254,6 +266,9 @@ pub struct Dispatcher {
     config: DispatchConfig,
     /// Endpoints with a task in flight.
     busy: Arc<Mutex<HashSet<String>>>,
+    /// Steps left before an injected crash (tests): one before each request, one after each
+    /// answer before it is recorded.
+    budget: Arc<store::CrashBudget>,
 }
 
 struct Due {
@@ -264,9 +279,31 @@ struct Due {
 }
 
 impl Dispatcher {
-    pub fn new(db: ReadDb, config: DispatchConfig) -> Self {
-        let client = reqwest::Client::builder().timeout(config.timeout).build().unwrap_or_default();
-        Self { db, client, config, busy: Arc::default() }
+    /// Fails when `extra_roots_pem` holds no readable certificate.
+    pub fn new(db: ReadDb, config: DispatchConfig) -> Result<Self, NotifyError> {
+        let mut client = reqwest::Client::builder().use_rustls_tls().timeout(config.timeout);
+        if let Some(pem) = &config.extra_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| NotifyError::Config(format!("webhook CA file: {e}")))?;
+            if roots.is_empty() {
+                return Err(NotifyError::Config("webhook CA file: no PEM certificate in it".into()));
+            }
+            for root in roots {
+                client = client.add_root_certificate(root);
+            }
+        }
+        let client = client.build().map_err(|e| NotifyError::Config(format!("webhook HTTP client: {e}")))?;
+        Ok(Self { db, client, config, busy: Arc::default(), budget: Arc::default() })
+    }
+
+    /// Tests: take `steps` more steps (requests, and recordings of answers), then stop as if
+    /// the process had died there, leaving the delivery claimed.
+    pub fn crash_after(&self, steps: u32) {
+        self.budget.set(steps);
+    }
+
+    /// Endpoints with a task in flight.
+    pub fn in_flight(&self) -> usize {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Starts a task for every endpoint with due deliveries and none in flight; returns how
@@ -275,6 +312,7 @@ impl Dispatcher {
     /// them back).
     pub async fn round(&self) -> Result<usize, NotifyError> {
         let now = now_ms();
+        let stale_ms = self.config.stale_after.as_millis() as i64;
         let rows = sqlx::query(
             "SELECT d.recipient, e.url, e.secret, d.id, d.subject, d.body, d.attempts, d.status, d.next_attempt_ms, d.updated_at_ms \
              FROM notifier_deliveries d JOIN webhook_endpoints e ON e.id = d.recipient AND e.deleted = 0 \
@@ -291,7 +329,7 @@ impl Dispatcher {
             }
             let (status, next, updated): (String, Option<i64>, i64) = (r.try_get(7)?, r.try_get(8)?, r.try_get(9)?);
             let due = match status.as_str() {
-                "sending" => updated < now - STALE_MS,
+                "sending" => updated < now - stale_ms,
                 _ => next.is_none_or(|n| n <= now),
             };
             if !due {
@@ -309,9 +347,10 @@ impl Dispatcher {
                 continue;
             }
             started += 1;
-            let (db, client, config, busy) = (self.db.clone(), self.client.clone(), self.config.clone(), Arc::clone(&self.busy));
+            let (db, client, config, busy, budget) =
+                (self.db.clone(), self.client.clone(), self.config.clone(), Arc::clone(&self.busy), Arc::clone(&self.budget));
             tokio::spawn(async move {
-                if let Err(e) = send_all(&db, &client, &config, &url, &secret, due).await {
+                if let Err(e) = send_all(&db, &client, &config, &budget, &url, &secret, due).await {
                     tracing::warn!(endpoint = %endpoint, error = %e, "webhook deliveries interrupted");
                 }
                 busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&endpoint);
@@ -323,7 +362,15 @@ impl Dispatcher {
 
 /// Sends one endpoint's due deliveries in order; stops at the first failure (the rest keep
 /// their order and wait for the retry).
-async fn send_all(db: &ReadDb, client: &reqwest::Client, config: &DispatchConfig, url: &str, secret: &str, due: Vec<Due>) -> Result<(), NotifyError> {
+async fn send_all(
+    db: &ReadDb,
+    client: &reqwest::Client,
+    config: &DispatchConfig,
+    budget: &store::CrashBudget,
+    url: &str,
+    secret: &str,
+    due: Vec<Due>,
+) -> Result<(), NotifyError> {
     for d in due {
         let claimed = sqlx::query("UPDATE notifier_deliveries SET status = 'sending', updated_at_ms = $1 WHERE id = $2 AND status IN ('pending', 'failed', 'sending')")
             .bind(now_ms())
@@ -333,6 +380,9 @@ async fn send_all(db: &ReadDb, client: &reqwest::Client, config: &DispatchConfig
             .rows_affected();
         if claimed == 0 {
             continue;
+        }
+        if !budget.tick() {
+            return Err(NotifyError::Injected);
         }
         let t = chrono::Utc::now().timestamp();
         let answer = client
@@ -346,8 +396,11 @@ async fn send_all(db: &ReadDb, client: &reqwest::Client, config: &DispatchConfig
         let error = match answer {
             Ok(r) if r.status().is_success() => None,
             Ok(r) => Some(format!("endpoint answered {}", r.status())),
-            Err(e) => Some(format!("endpoint unreachable: {e}")),
+            Err(e) => Some(format!("endpoint unreachable: {}", error_chain(&e))),
         };
+        if !budget.tick() {
+            return Err(NotifyError::Injected);
+        }
         let attempts = d.attempts + 1;
         let (status, next) = match &error {
             None => ("sent", None),
@@ -374,6 +427,18 @@ async fn send_all(db: &ReadDb, client: &reqwest::Client, config: &DispatchConfig
         }
     }
     Ok(())
+}
+
+/// An error with its causes ("error sending request: … : invalid peer certificate: UnknownIssuer").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Webhooks against a real HTTP receiver on 127.0.0.1: signatures check out, a failing
 //! endpoint is retried and then dead-lettered and can be redelivered by hand, a slow endpoint
-//! does not hold back a fast one, and re-delivered events send nothing new.
+//! does not hold back a fast one, and re-delivered events send nothing new. `https://`
+//! endpoints are verified against trusted roots, and a dispatcher killed around a request sends
+//! at most that one request again, with the same `Shop-Event-Id`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,78 @@ async fn receiver() -> (String, Shared) {
     (base, shared)
 }
 
+/// The same receiver over HTTPS, with a certificate for 127.0.0.1 issued by a fresh test CA;
+/// also answers the CA's certificate as PEM.
+async fn tls_receiver() -> (String, Shared, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let shared: Shared = Arc::default();
+    let app = Router::new().route("/hook/{path}", post(receive)).with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("https://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the CA hangs up during the handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    (base, shared, ca.pem())
+}
+
+async fn register_at(db: &ReadDb, shared: &Shared, url: &str, path: &str) -> String {
+    let registered = webhooks::register(db, "acme", url, vec!["stock.*".into()]).await.expect("db").expect("valid endpoint");
+    shared.lock().expect("receiver").secrets.insert(path.to_owned(), registered.secret.clone().expect("secret at registration"));
+    registered.id
+}
+
+/// Runs rounds of `dispatcher` until `done` holds.
+async fn dispatch_until(dispatcher: &Dispatcher, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        dispatcher.round().await.expect("dispatch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn statuses(db: &ReadDb, endpoint: &str) -> Vec<webhooks::WebhookDelivery> {
+    let mut list = webhooks::deliveries(db, "acme", endpoint, 100).await.expect("db").expect("endpoint");
+    list.reverse();
+    list
+}
+
+/// The read models' schema, and a notifier whose mail goes to a scratch outbox.
+async fn setup(t: &TestStore) -> (ReadDb, Notifier, std::path::PathBuf) {
+    let db = ReadDb::connect(&t.url, 8).await.expect("read db");
+    db.migrate(&projections::all()).await.expect("schema");
+    Notifier::migrate(&db).await.expect("notifier schema");
+    let dir = store::testkit::scratch_dir();
+    let mailer = Arc::new(OutboxMailer::new(dir.clone()));
+    let notifier = Notifier::new(t.store.clone(), db.clone(), mailer, Templates::default(), NotifierConfig::default());
+    (db, notifier, dir)
+}
+
 fn tenant() -> TenantId {
     "acme".parse().expect("valid")
 }
@@ -87,12 +161,16 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 both_backends!(webhooks_are_signed_retried_dead_lettered_and_never_held_back, |t: TestStore| async move {
-    let db = ReadDb::connect(&t.url, 8).await.expect("read db");
-    db.migrate(&projections::all()).await.expect("schema");
-    Notifier::migrate(&db).await.expect("notifier schema");
+    let (db, notifier, dir) = setup(&t).await;
     let (base, shared) = receiver().await;
     let mut endpoints = HashMap::new();
-    for (path, types) in [("fast", vec!["stock.*"]), ("flaky", vec!["stock.received"]), ("slow", vec!["*"]), ("down", vec!["stock.received"]), ("other", vec!["order.*"])] {
+    for (path, types) in [
+        ("fast", vec!["stock.*"]),
+        ("flaky", vec!["stock.received"]),
+        ("slow", vec!["*"]),
+        ("down", vec!["stock.received"]),
+        ("other", vec!["order.*"]),
+    ] {
         let registered = webhooks::register(&db, "acme", &format!("{base}/{path}"), types.into_iter().map(str::to_owned).collect())
             .await
             .expect("db")
@@ -100,11 +178,11 @@ both_backends!(webhooks_are_signed_retried_dead_lettered_and_never_held_back, |t
         shared.lock().expect("receiver").secrets.insert(path.to_owned(), registered.secret.clone().expect("secret at registration"));
         endpoints.insert(path, registered.id);
     }
+    assert_eq!(webhooks::register(&db, "acme", "ftp://x", vec!["stock.*".into()]).await.expect("db"), Err(webhooks::InvalidEndpoint::Url));
     assert_eq!(
-        webhooks::register(&db, "acme", "ftp://x", vec!["stock.*".into()]).await.expect("db"),
-        Err(webhooks::InvalidEndpoint::Url)
+        webhooks::register(&db, "acme", "http://x", vec!["Stock".into()]).await.expect("db"),
+        Err(webhooks::InvalidEndpoint::EventTypes)
     );
-    assert_eq!(webhooks::register(&db, "acme", "http://x", vec!["Stock".into()]).await.expect("db"), Err(webhooks::InvalidEndpoint::EventTypes));
     assert_eq!(webhooks::list(&db, "acme").await.expect("list").len(), 5);
     assert!(webhooks::list(&db, "acme").await.expect("list").iter().all(|e| e.secret.is_none()), "secrets are not listed");
 
@@ -113,12 +191,18 @@ both_backends!(webhooks_are_signed_retried_dead_lettered_and_never_held_back, |t
     for (sku, n) in [("LAMP-1", 3), ("LAMP-2", 4)] {
         receive_stock(&t, sku, n).await;
     }
-    let dir = store::testkit::scratch_dir();
-    let notifier = Notifier::new(t.store.clone(), db.clone(), Arc::new(OutboxMailer::new(dir.clone())), Templates::default(), NotifierConfig::default());
-    let dispatcher = Arc::new(Dispatcher::new(
-        db.clone(),
-        DispatchConfig { max_attempts: 5, timeout: Duration::from_secs(60), base_backoff: Duration::from_millis(200) },
-    ));
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            db.clone(),
+            DispatchConfig {
+                max_attempts: 5,
+                timeout: Duration::from_secs(60),
+                base_backoff: Duration::from_millis(200),
+                ..DispatchConfig::default()
+            },
+        )
+        .expect("dispatcher"),
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = {
         let (dispatcher, stop) = (dispatcher.clone(), stop.clone());
@@ -138,7 +222,8 @@ both_backends!(webhooks_are_signed_retried_dead_lettered_and_never_held_back, |t
     assert_eq!(accepted("other"), 0, "order.* takes no stock events");
 
     // `flaky` recovers: its two deliveries arrive in order after retries.
-    wait_until("flaky to be refused at least twice", || shared.lock().expect("receiver").refused.get("flaky").copied().unwrap_or(0) >= 2).await;
+    wait_until("flaky to be refused at least twice", || shared.lock().expect("receiver").refused.get("flaky").copied().unwrap_or(0) >= 2)
+        .await;
     shared.lock().expect("receiver").failing.retain(|p| p != "flaky");
     wait_until("flaky deliveries", || accepted("flaky") == 2).await;
     {
@@ -152,7 +237,13 @@ both_backends!(webhooks_are_signed_retried_dead_lettered_and_never_held_back, |t
     let deadline = Instant::now() + Duration::from_secs(20);
     while dead.is_empty() {
         assert!(Instant::now() < deadline, "never dead-lettered");
-        dead = webhooks::deliveries(&db, "acme", &down, 10).await.expect("db").expect("endpoint").into_iter().filter(|d| d.status == "dead").collect();
+        dead = webhooks::deliveries(&db, "acme", &down, 10)
+            .await
+            .expect("db")
+            .expect("endpoint")
+            .into_iter()
+            .filter(|d| d.status == "dead")
+            .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!((dead[0].attempts, dead[0].last_error.as_deref()), (5, Some("endpoint answered 500 Internal Server Error")));
@@ -202,3 +293,93 @@ async fn pass_log(t: &TestStore, db: &ReadDb, notifier: &Notifier) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+both_backends!(https_endpoints_are_verified_against_the_trusted_roots, |t: TestStore| async move {
+    let (db, notifier, dir) = setup(&t).await;
+    let (base, shared, ca_pem) = tls_receiver().await;
+    let endpoint = register_at(&db, &shared, &format!("{base}/tls"), "tls").await;
+    receive_stock(&t, "TLS-1", 2).await;
+    pass_log(&t, &db, &notifier).await;
+
+    // Without the test CA the certificate is refused: the attempt fails and nothing arrives.
+    let config = DispatchConfig { base_backoff: Duration::from_millis(50), ..DispatchConfig::default() };
+    let untrusting = Dispatcher::new(db.clone(), config.clone()).expect("dispatcher");
+    let mut failed = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failed.is_none() {
+        assert!(Instant::now() < deadline, "the untrusted attempt never failed");
+        untrusting.round().await.expect("dispatch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        failed = statuses(&db, &endpoint).await.into_iter().find(|d| d.status == "failed");
+    }
+    let error = failed.and_then(|d| d.last_error).unwrap_or_default();
+    assert!(error.contains("certificate"), "the failure names the certificate: {error}");
+    assert!(shared.lock().expect("receiver").accepted.is_empty());
+
+    // Trusting the CA, the same delivery goes through, signed.
+    let trusting =
+        Dispatcher::new(db.clone(), DispatchConfig { extra_roots_pem: Some(ca_pem.into_bytes()), ..config.clone() }).expect("dispatcher");
+    let accepted = || shared.lock().expect("receiver").accepted.get("tls").map_or(0, Vec::len);
+    dispatch_until(&trusting, "the delivery over TLS", || accepted() == 1).await;
+    assert_eq!(shared.lock().expect("receiver").bad_signatures, 0);
+    wait_until("the delivery to be recorded", || trusting.in_flight() == 0).await;
+    assert_eq!(statuses(&db, &endpoint).await.iter().map(|d| d.status.as_str()).collect::<Vec<_>>(), ["sent"]);
+
+    // A CA file without a certificate stops the dispatcher from being built.
+    let bad = DispatchConfig { extra_roots_pem: Some(b"not a certificate".to_vec()), ..config };
+    assert!(matches!(Dispatcher::new(db.clone(), bad), Err(notifier::NotifyError::Config(_))));
+    let _ = std::fs::remove_dir_all(dir);
+});
+
+both_backends!(a_dispatcher_killed_around_a_request_repeats_at_most_that_request, |t: TestStore| async move {
+    let (db, notifier, dir) = setup(&t).await;
+    let (base, shared) = receiver().await;
+    // Steps are: before the request of delivery i (2i), and after its answer, before it is
+    // recorded (2i + 1). Three deliveries: crash at each of the six steps in turn.
+    for k in 0..6u32 {
+        let path = format!("crash{k}");
+        let endpoint = register_at(&db, &shared, &format!("{base}/{path}"), &path).await;
+        for i in 0..3 {
+            receive_stock(&t, &format!("CRASH-{k}-{i}"), 1).await;
+        }
+        pass_log(&t, &db, &notifier).await;
+        let planned: Vec<String> = statuses(&db, &endpoint).await.into_iter().map(|d| d.event_id).collect();
+        assert_eq!(planned.len(), 3);
+
+        // The first dispatcher dies at step k. It would only take over a claim after an hour,
+        // so it leaves the claimed delivery alone from then on, as a dead process would.
+        let first = Dispatcher::new(db.clone(), DispatchConfig { stale_after: Duration::from_secs(3600), ..DispatchConfig::default() })
+            .expect("dispatcher");
+        first.crash_after(k);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            first.round().await.expect("dispatch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let claimed = statuses(&db, &endpoint).await.iter().any(|d| d.status == "sending");
+            if claimed && first.in_flight() == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the first dispatcher never stopped at step {k}");
+        }
+
+        // A new dispatcher takes the claim over once it is stale and finishes.
+        let second = Dispatcher::new(db.clone(), DispatchConfig { stale_after: Duration::from_millis(300), ..DispatchConfig::default() })
+            .expect("dispatcher");
+        let received = || shared.lock().expect("receiver").accepted.get(&path).cloned().unwrap_or_default();
+        let mut expected = planned.clone();
+        if k % 2 == 1 {
+            // The endpoint had answered the request the first dispatcher did not record: it
+            // gets that request once more, under the same id.
+            expected.insert(k as usize / 2, planned[k as usize / 2].clone());
+        }
+        dispatch_until(&second, &format!("every delivery after a crash at step {k}"), || received().len() >= expected.len()).await;
+        wait_until("the deliveries to be recorded", || second.in_flight() == 0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second.round().await.expect("dispatch");
+        assert_eq!(received(), expected, "crash at step {k}: in log order, repeating at most the request in flight");
+        assert!(statuses(&db, &endpoint).await.iter().all(|d| d.status == "sent"), "crash at step {k}: all sent");
+        assert!(webhooks::delete(&db, "acme", &endpoint).await.expect("db"));
+    }
+    assert_eq!(shared.lock().expect("receiver").bad_signatures, 0);
+    let _ = std::fs::remove_dir_all(dir);
+});

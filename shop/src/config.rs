@@ -107,6 +107,19 @@ pub struct Config {
     #[arg(long, env = "SHOP_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
 
+    /// Attempts of one webhook delivery before it is dead-lettered (redeliverable by hand).
+    #[arg(long, env = "SHOP_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub webhook_max_attempts: i64,
+
+    /// Seconds a webhook endpoint has to answer one delivery.
+    #[arg(long, env = "SHOP_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub webhook_timeout_secs: u64,
+
+    /// PEM file of CA certificates trusted for `https://` webhook endpoints besides the public
+    /// roots (a private CA).
+    #[arg(long, env = "SHOP_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
+
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
@@ -140,6 +153,9 @@ impl Config {
             smtp_url: None,
             low_stock_threshold: 5,
             template_dir: None,
+            webhook_max_attempts: 8,
+            webhook_timeout_secs: 10,
+            webhook_ca_file: None,
         }
     }
 
@@ -170,6 +186,24 @@ impl Config {
             template_dir: self.template_dir.clone(),
             ..command_api::ApiConfig::default()
         }
+    }
+
+    /// The webhook dispatcher's settings; fails when the CA file cannot be read.
+    pub fn webhooks(&self) -> anyhow::Result<notifier::webhooks::DispatchConfig> {
+        let extra_roots_pem = match &self.webhook_ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("SHOP_WEBHOOK_CA_FILE: cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let timeout = Duration::from_secs(self.webhook_timeout_secs);
+        Ok(notifier::webhooks::DispatchConfig {
+            max_attempts: self.webhook_max_attempts,
+            timeout,
+            stale_after: (timeout * 2).max(Duration::from_secs(60)),
+            extra_roots_pem,
+            ..notifier::webhooks::DispatchConfig::default()
+        })
     }
 
     pub fn saga(&self) -> saga::SagaConfig {

@@ -150,6 +150,8 @@ pub struct Application {
     notifier: Option<Arc<notifier::Notifier>>,
     /// Set with `SHOP_EVENT_SOURCE=kafka`: the consumer feeding the notifier.
     notifier_source: Option<Arc<kafka::KafkaWorker>>,
+    /// Set when this process runs the notifier: sends webhook deliveries.
+    dispatcher: Option<Arc<notifier::webhooks::Dispatcher>>,
 }
 
 impl Application {
@@ -215,6 +217,10 @@ impl Application {
             Some(n) => kafka::notifier_source(config, n).await?.map(Arc::new),
             None => None,
         };
+        let dispatcher = match &notifier {
+            Some(_) => Some(Arc::new(notifier::webhooks::Dispatcher::new(runner.db().clone(), config.webhooks()?)?)),
+            None => None,
+        };
         let listener = if roles.http() {
             Some(TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?)
         } else {
@@ -262,6 +268,7 @@ impl Application {
             saga,
             notifier,
             notifier_source,
+            dispatcher,
         })
     }
 
@@ -314,8 +321,7 @@ impl Application {
             (Some(n), None) => Some(tokio::spawn(n.run(workers_stopped.clone()))),
             (None, _) => None,
         };
-        let dispatcher = self.notifier.is_some().then(|| {
-            let dispatcher = Arc::new(notifier::webhooks::Dispatcher::new(self.runner.db().clone(), notifier::webhooks::DispatchConfig::default()));
+        let dispatcher = self.dispatcher.clone().map(|dispatcher| {
             // Rounds only start endpoint tasks, so there is never "more work at once": every
             // round is followed by the 100 ms pause.
             let (stopped, never) = (workers_stopped.clone(), Arc::new(tokio::sync::Notify::new()));
