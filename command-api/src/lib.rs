@@ -19,9 +19,10 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
-mod health;
+pub mod health;
 mod idempotency;
 pub mod mail;
+pub mod metrics;
 pub mod templates;
 mod orders;
 mod products;
@@ -80,14 +81,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// What every served router gets: problem answers for unknown routes and methods, panics
-/// turned into a 500 problem, a 30 s request timeout, and request tracing.
+/// What every served router gets: `GET /metrics`, problem answers for unknown routes and
+/// methods, panics turned into a 500 problem, a 30 s request timeout, request metrics and
+/// request tracing.
 pub fn finish(router: Router) -> Router {
     router
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(middleware::from_fn(metrics::track))
         .layer(TraceLayer::new_for_http())
 }
 

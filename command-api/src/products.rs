@@ -101,7 +101,7 @@ async fn create(
     let product_id = ProductId::new();
     let metadata = meta.metadata(tenant, Some(admin.user_id));
     let (claim_stream, product_stream) = (stream_id(tenant, &p.sku), stream_id(tenant, product_id));
-    let done = retry_on_conflict(|| async {
+    let done = retry_on_conflict("product", || async {
         let claim = ClaimCommand::<SkuKind>::Claim { tenant: tenant.clone(), key: p.sku.clone(), owner: product_id };
         let mut claim = state.skus.prepare(&claim_stream, claim, None).await.map_err(|e| e.map_domain(sku_taken))?;
         let create = ProductCommand::Create {

@@ -39,7 +39,7 @@ pub async fn register_user(
     let Registration { email, password, name } = registration;
     let user_stream = stream_id(tenant, user_id);
     let claim_stream = stream_id(tenant, &email);
-    let done = retry_on_conflict(|| async {
+    let done = retry_on_conflict("user", || async {
         let claim = ClaimCommand::<EmailKind>::Claim { tenant: tenant.clone(), key: email.clone(), owner: user_id };
         let mut claim = state.emails.prepare(&claim_stream, claim, None).await.map_err(|e| e.map_domain(email_taken))?;
         let register = UserCommand::Register {

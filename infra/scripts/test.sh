@@ -94,10 +94,36 @@ ensure_kafka() {
     exit 1
 }
 
+# Python tools from PyPI in a virtualenv of the cache: kubernetes-validate (the manifests
+# against the Kubernetes schemas) and PyYAML (the compose file).
+ensure_python_tools() {
+    local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}"
+    VENV="$cache/venv"
+    if [ ! -x "$VENV/bin/kubernetes-validate" ] || ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
+        if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+            log "installing python3-venv"
+            apt_install python3-venv python3-pip
+            python3 -m venv "$VENV"
+        fi
+        log "installing kubernetes-validate and PyYAML into $VENV"
+        "$VENV/bin/pip" install -q kubernetes-validate pyyaml
+    fi
+}
+
+# Deployment files: every Kubernetes manifest against the real schemas, the compose file's
+# wiring and the Dockerfile (no Docker engine runs here to try them).
+check_deployment_files() {
+    log "validating infra/k8s and docker-compose.yml"
+    "$VENV/bin/kubernetes-validate" --strict --quiet infra/k8s/*.yaml
+    "$VENV/bin/python" infra/scripts/check_deploy.py
+}
+
 ensure_postgres
 ensure_redis
 ensure_build_deps
 ensure_kafka
+ensure_python_tools
+check_deployment_files
 
 export SHOP_TEST_PG_URL="${SHOP_TEST_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export SHOP_TEST_REDIS_URL="${SHOP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

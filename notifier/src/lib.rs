@@ -55,6 +55,12 @@ impl Default for NotifierConfig {
     }
 }
 
+/// Counts one delivery attempt's outcome: `shop_notifier_deliveries_total{channel, status}`,
+/// status `sent`, `failed` (retried later) or `dead`.
+pub(crate) fn delivered(channel: &'static str, status: &'static str) {
+    metrics::counter!("shop_notifier_deliveries_total", "channel" => channel, "status" => status).increment(1);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error(transparent)]
@@ -177,6 +183,7 @@ impl Notifier {
     /// One round: the next batch of the log, then the failed sends that are due. Returns the
     /// log events read.
     pub async fn step(&self) -> Result<usize, NotifyError> {
+        let started = std::time::Instant::now();
         let mut conn = self.db.pool.acquire().await?;
         let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
         drop(conn);
@@ -189,6 +196,7 @@ impl Notifier {
             let mut tx = self.db.begin().await?;
             advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
             tx.commit().await?;
+            projections::observe_batch("notifier", NAME, events.first().map(|e| e.recorded_at), events.len(), started);
         }
         self.retry_failed().await?;
         Ok(events.len())
@@ -438,6 +446,7 @@ impl Notifier {
             .bind(id)
             .execute(&self.db.pool)
             .await?;
+        delivered("email", status);
         Ok(())
     }
 

@@ -422,6 +422,7 @@ async fn send_all(
         .bind(&d.id)
         .execute(&db.pool)
         .await?;
+        crate::delivered("webhook", status);
         if error.is_some() {
             break;
         }

@@ -138,6 +138,19 @@ pub async fn run_rounds<F, Fut, E>(
 }
 
 /// Every projection this build knows, in the order they are run and listed.
+/// Metrics of one batch a log reader finished: `shop_<kind>_batch_duration_seconds`,
+/// `shop_<kind>_events_total` and `shop_<kind>_lag_seconds` (now − when its oldest event was
+/// recorded), each labelled `name`. Kinds: `projection`, `relay`, `notifier`, `saga`.
+pub fn observe_batch(kind: &str, name: &str, oldest: Option<chrono::DateTime<chrono::Utc>>, events: usize, started: std::time::Instant) {
+    let name = name.to_owned();
+    metrics::histogram!(format!("shop_{kind}_batch_duration_seconds"), "name" => name.clone()).record(started.elapsed().as_secs_f64());
+    metrics::counter!(format!("shop_{kind}_events_total"), "name" => name.clone()).increment(events as u64);
+    if let Some(at) = oldest {
+        let lag = (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!(format!("shop_{kind}_lag_seconds"), "name" => name).record(lag);
+    }
+}
+
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users), std::sync::Arc::new(Orders)]
 }

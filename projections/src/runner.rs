@@ -441,6 +441,7 @@ impl Runner {
             if mine.is_empty() {
                 continue;
             }
+            let started = Instant::now();
             let applied = async {
                 let mut tx = self.db.begin().await?;
                 self.apply_events(&mut tx, projection.as_ref(), projection.table(), name, cursor, mine).await?;
@@ -448,6 +449,10 @@ impl Runner {
                 Ok::<_, ProjectionError>(())
             }
             .await;
+            match &applied {
+                Ok(()) => crate::observe_batch("projection", name, mine.first().map(|e| e.recorded_at), mine.len(), started),
+                Err(_) => metrics::counter!("shop_projection_failures_total", "name" => name).increment(1),
+            }
             let failures = match &applied {
                 Ok(()) => 0,
                 Err(ProjectionError::Concurrent) => 0,

@@ -141,6 +141,7 @@ impl Relay {
     /// Publishes the next batch of the log and moves the checkpoint once every message of it
     /// is confirmed.
     pub async fn try_publish_next(&self) -> Result<Outcome, RelayError> {
+        let started = std::time::Instant::now();
         let mut conn = self.db.pool.acquire().await?;
         let stored = read_checkpoint(&mut conn, CHECKPOINT).await?;
         let cursor = stored.map(|(c, _)| c).unwrap_or_default();
@@ -170,6 +171,8 @@ impl Relay {
             return Err(RelayError::Injected);
         }
         advance_checkpoint(&mut conn, CHECKPOINT, stored.map(|(c, _)| c), last, events.len() as i64).await?;
+        projections::observe_batch("relay", CHECKPOINT, events.first().map(|e| e.recorded_at), events.len(), started);
+        metrics::counter!("shop_relay_messages_total").increment(messages.len() as u64);
         Ok(Outcome::Published(events.len()))
     }
 

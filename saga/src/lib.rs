@@ -214,6 +214,7 @@ impl OrderSaga {
 
     /// One round: the next batch of the log, then the orders whose deadline has come.
     pub async fn step(&self) -> Result<Round, SagaError> {
+        let started = std::time::Instant::now();
         let mut conn = self.db.pool.acquire().await?;
         let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
         drop(conn);
@@ -233,6 +234,9 @@ impl OrderSaga {
             advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
         }
         tx.commit().await?;
+        if !events.is_empty() {
+            projections::observe_batch("saga", NAME, events.first().map(|e| e.recorded_at), events.len(), started);
+        }
 
         let due = self.due().await?;
         round.orders += due.len();

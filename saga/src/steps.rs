@@ -115,7 +115,7 @@ impl OrderSaga {
         let expires_at = self.clock.now() + self.config.reservation_ttl;
         let meta = self.meta(&tenant, &order_id, "reserve");
         self.tick()?;
-        let short = retry_on_conflict(|| async {
+        let short = retry_on_conflict("order", || async {
             // SKUs in sorted order (the map is sorted), then the order: one lock order for all.
             let mut held = Vec::new();
             for (sku, quantity) in order.reservations() {
@@ -248,7 +248,7 @@ impl OrderSaga {
         let book = stream_id(&tenant, INVOICE_BOOK);
         let meta = self.meta(&tenant, &order_id, "invoice");
         self.tick()?;
-        retry_on_conflict(|| async {
+        retry_on_conflict("order", || async {
             // SKUs in sorted order, then the book, then the order: the saga's one lock order.
             let mut committed = Vec::new();
             for sku in order.reservations().keys() {
@@ -325,7 +325,7 @@ impl OrderSaga {
             format!("order {order_id} cancelled").parse().map_err(|_| SagaError::Malformed(id.to_owned()))?;
         let restock = marker == OrderCommand::MarkRestocked;
         self.tick()?;
-        retry_on_conflict(|| async {
+        retry_on_conflict("order", || async {
             let mut back = Vec::new();
             for (sku, quantity) in order.reservations() {
                 let sku: domain::Sku = sku.parse().map_err(|_| ExecError::Domain(format!("bad sku {sku}")))?;
@@ -374,7 +374,7 @@ impl OrderSaga {
             self.call(self.gateway.refund(&key, &reference, amount)).await.map_err(unavailable)?;
             let meta = self.meta(&tenant, &order_id, "record_refund");
             self.tick()?;
-            retry_on_conflict(|| async {
+            retry_on_conflict("payment", || async {
                 let mut paid = self
                     .repos
                     .payments

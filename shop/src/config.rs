@@ -120,6 +120,14 @@ pub struct Config {
     #[arg(long, env = "SHOP_WEBHOOK_CA_FILE")]
     pub webhook_ca_file: Option<PathBuf>,
 
+    /// Log filter (`tracing` EnvFilter syntax, e.g. `info,sqlx=error,shop=debug`).
+    #[arg(long, env = "SHOP_LOG", default_value = "info,sqlx=error", value_parser = parse_log_filter)]
+    pub log: String,
+
+    /// `text` (for people) or `json` (one object per line, for log shippers).
+    #[arg(long, env = "SHOP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
@@ -156,6 +164,8 @@ impl Config {
             webhook_max_attempts: 8,
             webhook_timeout_secs: 10,
             webhook_ca_file: None,
+            log: "info,sqlx=error".to_owned(),
+            log_format: "text".to_owned(),
         }
     }
 
@@ -217,6 +227,10 @@ impl Config {
 /// Per-tenant tax rates in basis points.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaxRates(pub BTreeMap<String, u32>);
+
+fn parse_log_filter(raw: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(raw).map(|_| raw.to_owned()).map_err(|e| e.to_string())
+}
 
 fn parse_tax_rates(raw: &str) -> Result<TaxRates, String> {
     let mut rates = BTreeMap::new();

@@ -116,10 +116,6 @@ impl Roles {
         matches!(self, Roles::All | Roles::Projections)
     }
 
-    fn http(self) -> bool {
-        !matches!(self, Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier)
-    }
-
     fn saga(self) -> bool {
         matches!(self, Roles::All | Roles::Saga)
     }
@@ -131,7 +127,7 @@ impl Roles {
 
 /// A bound, ready-to-serve shop.
 pub struct Application {
-    listener: Option<TcpListener>,
+    listener: TcpListener,
     state: AppState,
     runner: Arc<Runner>,
     /// Set when this process publishes to Kafka (`shop relay`, or `shop serve` with brokers).
@@ -161,6 +157,7 @@ impl Application {
     }
 
     pub async fn build_roles(config: &Config, roles: Roles) -> anyhow::Result<Self> {
+        command_api::metrics::install();
         let store = connect_store(config).await?;
         let read_db =
             ReadDb::connect(&config.store_url(), config.db_pool_size).await.context("failed to connect to the read-model database")?;
@@ -221,11 +218,8 @@ impl Application {
             Some(_) => Some(Arc::new(notifier::webhooks::Dispatcher::new(runner.db().clone(), config.webhooks()?)?)),
             None => None,
         };
-        let listener = if roles.http() {
-            Some(TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?)
-        } else {
-            None
-        };
+        // Worker roles serve only /health, /ready and /metrics on it.
+        let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?;
         let backends = if config.is_embedded() {
             format!("sqlite file {}", config.data_dir.join("shop.db").display())
         } else {
@@ -251,7 +245,7 @@ impl Application {
                 (Some(_), Some(_)) => "running (smtp)",
                 (Some(_), None) => "running (outbox)",
             },
-            addr = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("none".to_owned(), |a| a.to_string()),
+            addr = %listener.local_addr().map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
         Ok(Self {
@@ -272,9 +266,9 @@ impl Application {
         })
     }
 
-    /// The bound HTTP address (`None` for `shop project`).
+    /// The bound HTTP address (worker roles serve only `/health`, `/ready` and `/metrics`).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.listener.local_addr().ok()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -350,15 +344,10 @@ impl Application {
             Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()),
             Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()),
             Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
-            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => Router::new(),
+            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => command_api::health::router().with_state(self.state.clone()),
         };
-        match self.listener {
-            Some(listener) => {
-                let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(listener, app).with_graceful_shutdown(stop).await.context("server failed")?;
-            }
-            None => stop.await,
-        }
+        let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(stop).await.context("server failed")?;
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
         for worker in [workers, relay, saga, notifier, dispatcher, details, search].into_iter().flatten() {

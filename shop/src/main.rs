@@ -85,11 +85,14 @@ enum UserCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SHOP_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=error")))
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| exit_naming_the_variable(e));
+    // Both were checked by the parser; a log line never carries a request body, a header or
+    // a token, only the fields each call site names.
+    let logs = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(&cli.config.log)).with_writer(std::io::stderr);
+    match cli.config.log_format.as_str() {
+        "json" => logs.json().flatten_event(true).init(),
+        _ => logs.init(),
+    }
     match cli.command {
         Command::Serve => Application::build(&cli.config).await?.run_until_stopped().await,
         Command::CommandApi => Application::build_roles(&cli.config, Roles::CommandApi).await?.run_until_stopped().await,
@@ -115,5 +118,25 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", done.id);
             Ok(())
         }
+    }
+}
+
+/// A bad value stops the process with a message that names the environment variable it came
+/// from (clap's own names only the flag).
+fn exit_naming_the_variable(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or_default().to_owned(),
+        _ => e.exit(),
+    };
+    let command = Cli::command();
+    let env = command.get_arguments().find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag)).and_then(|a| a.get_env());
+    match env {
+        Some(env) => {
+            eprint!("{} (or {flag}) is not valid: {e}", env.to_string_lossy());
+            std::process::exit(2)
+        }
+        None => e.exit(),
     }
 }

@@ -279,7 +279,7 @@ where
         expected_version: Option<u64>,
         metadata: &Metadata,
     ) -> Result<Committed<A>, ExecError<A::Error>> {
-        let result = retry_on_conflict(|| async {
+        let result = retry_on_conflict(A::TYPE, || async {
             let mut prepared = self.prepare(aggregate_id, command.clone(), expected_version).await?;
             commit(&self.inner.store, metadata, &mut [&mut prepared]).await?;
             Ok(prepared.finish().await)
@@ -297,7 +297,27 @@ where
 
 /// Runs `attempt` again (with a little jitter) while it fails with a conflict, at most
 /// [`MAX_ATTEMPTS`] times. Each attempt must prepare afresh: a conflict drops the cached state.
-pub async fn retry_on_conflict<T, E, F, Fut>(mut attempt: F) -> Result<T, ExecError<E>>
+/// `aggregate` is the type of the command's aggregate, for `shop_command_duration_seconds` and
+/// `shop_commands_total{outcome = ok | rejected | conflict | error}`.
+pub async fn retry_on_conflict<T, E, F, Fut>(aggregate: &'static str, attempt: F) -> Result<T, ExecError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ExecError<E>>>,
+{
+    let start = std::time::Instant::now();
+    let result = retry(attempt).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(ExecError::Domain(_)) => "rejected",
+        Err(ExecError::Conflict { .. } | ExecError::VersionMismatch { .. }) => "conflict",
+        Err(ExecError::Store(_)) => "error",
+    };
+    metrics::histogram!("shop_command_duration_seconds", "aggregate" => aggregate).record(start.elapsed().as_secs_f64());
+    metrics::counter!("shop_commands_total", "aggregate" => aggregate, "outcome" => outcome).increment(1);
+    result
+}
+
+async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<T, ExecError<E>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ExecError<E>>>,
@@ -334,6 +354,9 @@ pub async fn commit<E>(
             Ok(())
         }
         Err(StoreError::Conflict) => {
+            for append in &appends {
+                metrics::counter!("shop_append_conflicts_total", "aggregate" => append.aggregate_type.clone()).increment(1);
+            }
             for stage in stages.iter_mut() {
                 stage.conflicted();
             }

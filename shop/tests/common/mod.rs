@@ -140,9 +140,7 @@ impl TestApp {
             name: "Admin".parse().expect("valid"),
         };
         let roles = BTreeSet::from([Role::Customer, Role::Admin]);
-        command_api::users::register_user(&self.state, &tenant, registration, roles, &Metadata::default())
-            .await
-            .expect("admin registers");
+        command_api::users::register_user(&self.state, &tenant, registration, roles, &Metadata::default()).await.expect("admin registers");
         let login = self
             .call(
                 Method::POST,
