@@ -94,6 +94,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub mailer: Arc<dyn Mailer>,
     pub config: ApiConfig,
+    /// What `/ready` checks besides the store (a Kafka broker the role needs).
+    pub ready_checks: std::sync::RwLock<Vec<crate::health::ReadyCheck>>,
 }
 
 impl axum::extract::FromRef<AppState> for JwtKeys {
@@ -110,6 +112,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Adds a dependency `/ready` checks.
+    pub fn add_ready_check(&self, check: crate::health::ReadyCheck) {
+        self.ready_checks.write().unwrap_or_else(|p| p.into_inner()).push(check);
+    }
+
     pub fn new(store: EventStore, jwt: JwtKeys, mailer: Arc<dyn Mailer>, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
         let hasher = Argon2Hasher::owasp();
         let user_services = UserServices { hasher: Arc::new(hasher.clone()) };
@@ -129,6 +136,7 @@ impl AppState {
             clock,
             mailer,
             config,
+            ready_checks: std::sync::RwLock::default(),
         }))
     }
 }

@@ -59,7 +59,8 @@ pub async fn create_topics(config: &RelayConfig) -> Result<(), RelayError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.brokers).create()?;
     let names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| config.topic(t)).collect();
     let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
-    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10))).operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
@@ -92,6 +93,26 @@ impl RelayConfig {
     /// The topic of an aggregate type, if its events are published.
     pub fn topic(&self, aggregate_type: &str) -> Option<String> {
         PUBLIC_TYPES.contains(&aggregate_type).then(|| format!("{}.{aggregate_type}.v1", self.topic_prefix))
+    }
+}
+
+/// Asks the brokers for their metadata, for `/ready`: one client kept for the process, which
+/// reconnects by itself when the brokers come back.
+pub struct BrokerProbe(std::sync::Arc<rdkafka::consumer::BaseConsumer>);
+
+impl BrokerProbe {
+    pub fn new(brokers: &str) -> Result<Self, RelayError> {
+        let client: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+        Ok(Self(std::sync::Arc::new(client)))
+    }
+
+    /// `Err` with librdkafka's reason when no broker answers within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        use rdkafka::consumer::Consumer as _;
+        let client = std::sync::Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || client.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
     }
 }
 
@@ -193,7 +214,13 @@ impl Relay {
                 }
                 self.try_publish_next().await
             };
-            let wait = match step.await {
+            // Abandoning a batch on stop is safe: the checkpoint only moves after every message
+            // of it is confirmed, so the next start publishes it again (at least once).
+            let stepped = tokio::select! {
+                _ = stop.changed() => return,
+                stepped = step => stepped,
+            };
+            let wait = match stepped {
                 Ok(Outcome::Published(n)) if n >= self.config.batch_size as usize => {
                     backoff = Duration::from_millis(100);
                     continue;

@@ -120,6 +120,11 @@ pub struct Config {
     #[arg(long, env = "SHOP_WEBHOOK_CA_FILE")]
     pub webhook_ca_file: Option<PathBuf>,
 
+    /// Seconds requests in flight at SIGTERM may take to finish before their connections are
+    /// closed (open event streams never finish by themselves).
+    #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_grace_secs: u64,
+
     /// Log filter (`tracing` EnvFilter syntax, e.g. `info,sqlx=error,shop=debug`).
     #[arg(long, env = "SHOP_LOG", default_value = "info,sqlx=error", value_parser = parse_log_filter)]
     pub log: String,
@@ -164,6 +169,7 @@ impl Config {
             webhook_max_attempts: 8,
             webhook_timeout_secs: 10,
             webhook_ca_file: None,
+            shutdown_grace_secs: 20,
             log: "info,sqlx=error".to_owned(),
             log_format: "text".to_owned(),
         }

@@ -113,6 +113,29 @@ pub fn relay(config: &Config, store: &EventStore, read_db: &ReadDb) -> anyhow::R
     }
 }
 
+/// The `/ready` check of the Kafka brokers when `KAFKA_BROKERS` is set; `required` for roles
+/// that cannot work without them.
+pub fn broker_check(config: &Config, required: bool) -> anyhow::Result<Option<command_api::health::ReadyCheck>> {
+    #[cfg(feature = "kafka")]
+    {
+        let Some(brokers) = &config.kafka_brokers else { return Ok(None) };
+        let probe = Arc::new(relay::BrokerProbe::new(brokers).context("failed to create the Kafka probe")?);
+        Ok(Some(command_api::health::ReadyCheck {
+            name: "kafka",
+            required,
+            check: Arc::new(move || {
+                let probe = Arc::clone(&probe);
+                Box::pin(async move { probe.check(std::time::Duration::from_secs(2)).await })
+            }),
+        }))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (config, required);
+        Ok(None)
+    }
+}
+
 /// `shop relay --republish --from <position>`: publish history again from a position.
 pub async fn republish(config: &Config, from: i64) -> anyhow::Result<()> {
     let store = crate::connect_store(config).await?;

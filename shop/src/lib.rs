@@ -11,7 +11,7 @@
 mod config;
 pub mod kafka;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -140,6 +140,8 @@ pub struct Application {
     search: Arc<ProductSearch>,
     roles: Roles,
     read_wait: Duration,
+    /// After SIGTERM, how long in-flight requests (and open event streams) may go on.
+    shutdown_grace: Duration,
     /// Set when this process runs the order saga.
     saga: Option<Arc<saga::OrderSaga>>,
     /// Set when this process runs the notifier.
@@ -188,6 +190,16 @@ impl Application {
         let run_details = roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none());
         let search = Arc::new(open_search(config, &store)?);
         let state = app_state(config, store.clone())?;
+        // The relay and Kafka-fed workers cannot work without the brokers; `shop serve` and
+        // the APIs can (the log is the outbox), so for them the brokers are only reported.
+        let needs_brokers = match roles {
+            Roles::Relay => true,
+            Roles::Projections | Roles::Notifier => config.event_source == "kafka",
+            _ => false,
+        };
+        if let Some(check) = kafka::broker_check(config, needs_brokers)? {
+            state.add_ready_check(check);
+        }
         let saga = roles.saga().then(|| {
             // The saga shares the command API's repositories: one cache and one lock per
             // aggregate in this process.
@@ -259,6 +271,7 @@ impl Application {
             search,
             roles,
             read_wait: Duration::from_millis(config.read_wait_ms),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             saga,
             notifier,
             notifier_source,
@@ -347,7 +360,21 @@ impl Application {
             Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => command_api::health::router().with_state(self.state.clone()),
         };
         let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(stop).await.context("server failed")?;
+        // On the signal the listener closes at once; requests in flight get `shutdown_grace`
+        // to finish, then their connections are dropped (an open event stream never ends).
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            stop.await;
+            let _ = stopping.send(true);
+        });
+        let grace = self.shutdown_grace;
+        tokio::select! {
+            served = server.into_future() => served.context("server failed")?,
+            _ = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!(grace_secs = grace.as_secs(), "requests still open after the shutdown grace; closing them"),
+        }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
         for worker in [workers, relay, saga, notifier, dispatcher, details, search].into_iter().flatten() {

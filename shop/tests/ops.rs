@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use shop::{Application, Config, Roles};
 
 use common::TestApp;
@@ -62,6 +62,28 @@ both_modes!(metrics_count_requests_commands_projections_and_mail, |app: TestApp|
     assert!(sample(&text, "shop_notifier_lag_seconds_count{name=\"notifier\"}").is_some_and(|v| v >= 1.0));
 });
 
+/// An application served in the background until `stop`.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn start(app: Application) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, served }
+    }
+
+    /// Stops it as SIGTERM would and checks it stopped cleanly.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.served.await.expect("joins").expect("stops cleanly");
+    }
+}
+
 /// A worker role (`shop project`) serves `/health`, `/ready` and `/metrics`, and nothing else.
 #[tokio::test]
 async fn worker_roles_answer_health_readiness_and_metrics() {
@@ -70,16 +92,150 @@ async fn worker_roles_answer_health_readiness_and_metrics() {
     config.jwt_secret = Some(common::JWT_SECRET.to_owned());
     let app = Application::build_roles(&config, Roles::Projections).await.expect("builds");
     let base = format!("http://{}", app.addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let served = Running::start(app);
     let client = reqwest::Client::new();
     for (path, status) in [("/health", 200), ("/ready", 200), ("/metrics", 200), ("/api/v1/products", 404)] {
         let res = client.get(format!("{base}{path}")).send().await.expect("answers");
         assert_eq!(res.status().as_u16(), status, "{path}");
     }
-    let _ = stop.send(());
-    served.await.expect("joins").expect("stops cleanly");
+    served.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A TCP forwarder to `upstream` that can be cut (open connections dropped, new ones refused)
+/// and restored, standing in for a network partition.
+struct Partition {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Partition {
+    async fn to(upstream: String, open: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(open));
+        let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let (flag, list) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().expect("links").push(link);
+            }
+        });
+        Self { addr, open, links }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn ready_status(client: &reqwest::Client, base: &str) -> (u16, Value) {
+    match client.get(format!("{base}/ready")).timeout(Duration::from_secs(10)).send().await {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+        Err(e) => panic!("/ready did not answer: {e}"),
+    }
+}
+
+async fn ready_becomes(client: &reqwest::Client, base: &str, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = ready_status(client, base).await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/ready stayed {status} ({body}), wanted {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `/ready` of a command API on PostgreSQL goes 503 while the database is cut off and back to
+/// 200 once it is reachable again, without a restart; `/health` stays 200 throughout.
+#[tokio::test]
+async fn readiness_follows_the_store_without_a_restart() {
+    let dir = store::testkit::scratch_dir();
+    let Some(url) = store::testkit::fresh_url(store::testkit::Backend::Postgres, &dir).await else { return };
+    let (scheme_and_auth, rest) = url.rsplit_once('@').expect("url with credentials");
+    let (host, database) = rest.split_once('/').expect("url with a database");
+    let partition = Partition::to(host.to_owned(), true).await;
+    let mut config = Config::embedded(dir.clone());
+    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
+    config.database_url = Some(format!("{scheme_and_auth}@{}/{database}", partition.addr));
+    let app = Application::build_roles(&config, Roles::CommandApi).await.expect("builds");
+    let base = format!("http://{}", app.addr());
+    let served = Running::start(app);
+    let client = reqwest::Client::new();
+    assert_eq!(ready_status(&client, &base).await.0, 200);
+    partition.cut();
+    let body = ready_becomes(&client, &base, 503).await;
+    assert_eq!(body["code"], "unavailable");
+    assert_eq!(client.get(format!("{base}/health")).send().await.expect("health").status().as_u16(), 200, "alive, only not ready");
+    partition.restore();
+    let body = ready_becomes(&client, &base, 200).await;
+    assert_eq!(body["store"], "postgresql");
+    served.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `shop relay` cannot work without the brokers: it is not ready until they answer. `shop
+/// serve` can (the log is the outbox): it only reports them.
+#[tokio::test]
+async fn the_relay_is_ready_only_with_its_brokers() {
+    let Ok(brokers) = std::env::var("KAFKA_BROKERS") else {
+        assert!(!store::testkit::in_ci(), "KAFKA_BROKERS (a Kafka-protocol broker) is required in CI");
+        eprintln!("skipping: KAFKA_BROKERS is not set");
+        return;
+    };
+    let broker = brokers.split(',').next().expect("a broker").to_owned();
+    let partition = Partition::to(broker, false).await;
+    let dir = store::testkit::scratch_dir();
+    let mut config = Config::embedded(dir.clone());
+    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
+    config.kafka_brokers = Some(partition.addr.to_string());
+    config.kafka_topic_prefix = format!("ready{}", uuid::Uuid::new_v4().simple());
+    let client = reqwest::Client::new();
+
+    let relay = Application::build_roles(&config, Roles::Relay).await.expect("builds");
+    let relay_base = format!("http://{}", relay.addr());
+    let relay_served = Running::start(relay);
+    let body = ready_becomes(&client, &relay_base, 503).await;
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("kafka")), "{body}");
+    partition.restore();
+    let body = ready_becomes(&client, &relay_base, 200).await;
+    assert_eq!(body["dependencies"]["kafka"], "ok");
+    relay_served.stop().await;
+
+    // The combined role with brokers that never answer: ready, with the brokers reported.
+    let mut unreachable = config.clone();
+    unreachable.kafka_brokers = Some(format!("127.0.0.1:{}", free_port()));
+    unreachable.data_dir = store::testkit::scratch_dir();
+    let serve = Application::build(&unreachable).await.expect("builds");
+    let serve_base = format!("http://{}", serve.addr());
+    let serve_served = Running::start(serve);
+    let (status, body) = ready_status(&client, &serve_base).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["dependencies"]["kafka"].as_str().is_some_and(|s| s.starts_with("unreachable (not required)")), "{body}");
+    serve_served.stop().await;
+    let _ = std::fs::remove_dir_all(unreachable.data_dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }

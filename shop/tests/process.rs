@@ -1,0 +1,253 @@
+//! The real binary as operators run it: bad settings stop it naming the variable, a full flow
+//! logged as JSON at debug level carries no secret, and SIGTERM lets requests in flight finish,
+//! closes open streams after the grace period and exits 0.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use store::testkit::scratch_dir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shop");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `shop` in embedded mode on `dir`, with no setting inherited from the caller's environment.
+fn shop(dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SHOP_") || ["DATABASE_URL", "KAFKA_BROKERS", "REDIS_URL", "SMTP_URL"].contains(&key.as_str()) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("SHOP_DATA_DIR", dir).env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"));
+    cmd
+}
+
+#[test]
+fn a_bad_setting_stops_the_process_naming_the_variable() {
+    let dir = scratch_dir();
+    let cases = [
+        ("SHOP_LOG_FORMAT", "yaml"),
+        ("SHOP_LOG", "info,[[[bad"),
+        ("SHOP_DB_POOL_SIZE", "0"),
+        ("SHOP_HTTP_ADDR", "localhost"),
+        ("SHOP_TAX_RATES", "acme=twenty"),
+        ("SHOP_ACCESS_TOKEN_TTL_SECS", "86400"),
+        ("SHOP_EVENT_SOURCE", "carrier-pigeon"),
+        ("SHOP_WEBHOOK_MAX_ATTEMPTS", "-1"),
+        ("SHOP_WEBHOOK_CA_FILE", "/nonexistent/ca.pem"),
+    ];
+    for (variable, value) in cases {
+        let out = shop(&dir, free_port()).env(variable, value).arg("serve").output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{variable}={value} was accepted");
+        assert!(stderr.contains(variable), "{variable}={value}: the message names the variable: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("answers");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    async fn login(&self, email: &str, password: &str) -> Value {
+        let (status, body) = self.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+        body
+    }
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_else(|| panic!("{key} in {v:?}")).to_owned()
+}
+
+#[tokio::test]
+async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
+    let dir = scratch_dir();
+    let port = free_port();
+    let admin_password = "Adm1n-Pass-7d3f9a";
+    let (old_password, new_password) = ("Cust-Pass-41be07", "Cust-Pass-renewed-9c2e");
+    let card = "4242424242424242";
+
+    // The first admin, as the README creates it (password on standard input).
+    let mut create = shop(&dir, port)
+        .args(["user", "create", "--email", "admin@example.com", "--role", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("user create");
+    create.stdin.take().expect("stdin").write_all(format!("{admin_password}\n").as_bytes()).expect("password");
+    assert!(create.wait().expect("user create ends").success());
+
+    let log_path = dir.join("shop.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let filter =
+        "info,shop=debug,command_api=debug,query_api=debug,projections=debug,notifier=debug,saga=debug,store=debug,tower_http=debug";
+    let mut child = shop(&dir, port)
+        .env("SHOP_LOG_FORMAT", "json")
+        .env("SHOP_LOG", filter)
+        .env("SHOP_READ_WAIT_MS", "1500")
+        .env("SHOP_SHUTDOWN_GRACE_SECS", "3")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("shop starts");
+    let api = Client { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !api.http.get(format!("{}/ready", api.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "shop did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let admin = text(&api.login("admin@example.com", admin_password).await, "access_token");
+    let (status, product) = api
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"sku": "LOG-1", "name": "Lamp", "category": "misc", "price": {"amount": 1500, "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{product:?}");
+    let product_id = text(&product, "id");
+    assert!(api.post(&format!("/api/v1/products/{product_id}/publish"), Some(&admin), json!({})).await.0.is_success());
+    assert!(api.post("/api/v1/stock/LOG-1/receipts", Some(&admin), json!({"quantity": 5})).await.0.is_success());
+
+    let (status, _) =
+        api.post("/api/v1/auth/register", None, json!({"email": "ada@example.com", "password": old_password, "name": "Ada"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let first = api.login("ada@example.com", old_password).await;
+    let (status, refreshed) = api.post("/api/v1/auth/refresh", None, json!({"refresh_token": text(&first, "refresh_token")})).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed:?}");
+    assert_eq!(api.post("/api/v1/auth/password-reset", None, json!({"email": "ada@example.com"})).await.0, StatusCode::ACCEPTED);
+    let reset_token = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mails: Vec<String> = std::fs::read_dir(dir.join("outbox"))
+                .map(|d| d.filter_map(Result::ok).filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+                .unwrap_or_default();
+            let token = mails.iter().flat_map(|m| m.lines()).find_map(|l| l.strip_prefix("Reset token: ")).map(|t| t.trim().to_owned());
+            if let Some(token) = token {
+                break token;
+            }
+            assert!(Instant::now() < deadline, "no reset mail");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let confirm = json!({"token": reset_token, "new_password": new_password});
+    assert_eq!(api.post("/api/v1/auth/password-reset/confirm", None, confirm).await.0, StatusCode::OK);
+    let ada = api.login("ada@example.com", new_password).await;
+    let ada_token = text(&ada, "access_token");
+
+    let order = |method: &str| {
+        json!({
+            "lines": [{"sku": "LOG-1", "quantity": 1}],
+            "shipping_address": {"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "de"},
+            "payment_method": method
+        })
+    };
+    let (status, refused) = api.post("/api/v1/orders", Some(&ada_token), order(card)).await;
+    assert_eq!((status, refused["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payment_method")), "a card number is refused");
+    let (status, placed) = api.post("/api/v1/orders", Some(&ada_token), order("tok_approve")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed:?}");
+    let order_id = text(&placed, "id");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, o) = api.call(Method::GET, &format!("/api/v1/orders/{order_id}"), Some(&ada_token), None).await;
+        if o["status"] == "confirmed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the order was never confirmed: {o:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGTERM while a request is in flight (it waits for a position nobody will write) and an
+    // event stream is open.
+    let stream =
+        api.http.get(format!("{}/api/v1/orders/{order_id}/events", api.base)).bearer_auth(&ada_token).send().await.expect("stream opens");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let waiting = {
+        let request =
+            api.http.get(format!("{}/api/v1/orders/{order_id}", api.base)).bearer_auth(&ada_token).header("x-min-position", "999999999");
+        tokio::spawn(async move { request.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.http.get(format!("{}/health", api.base)).send().await.is_err(), "no new connections after SIGTERM");
+    let answered = waiting.await.expect("joins").expect("the request in flight gets its answer");
+    assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: Value = answered.json().await.expect("problem body");
+    assert_eq!(problem["code"], "projection_behind");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(15), "shop did not stop within the grace period");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(signalled.elapsed() >= Duration::from_secs(3), "the open stream was given the grace period");
+    drop(stream);
+
+    // Every line is a JSON object, and no secret is in any of them.
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 20, "a debug log of the flow: {log}");
+    for line in &lines {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["timestamp"].is_string() && entry["level"].is_string(), "{line}");
+    }
+    assert!(log.contains("shop started") && log.contains("shutdown requested"), "the log covers the run");
+    let jwt_secret = std::fs::read_to_string(dir.join("jwt-secret")).expect("generated key").trim().to_owned();
+    let secrets = [
+        ("the admin's password", admin_password.to_owned()),
+        ("the old password", old_password.to_owned()),
+        ("the new password", new_password.to_owned()),
+        ("the card number", card.to_owned()),
+        ("the reset token", reset_token),
+        ("an access token", admin.clone()),
+        ("an access token", ada_token.clone()),
+        ("a refresh token", text(&first, "refresh_token")),
+        ("a refresh token", text(&refreshed, "refresh_token")),
+        ("a refresh token", text(&ada, "refresh_token")),
+        ("the JWT signing key", jwt_secret),
+    ];
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 8);
+        assert!(!log.contains(&secret), "{what} is in the log");
+        // A token's signature alone would be enough to leak it.
+        if let Some(signature) = secret.rsplit('.').next().filter(|s| s.len() >= 16) {
+            assert!(!log.contains(signature), "part of {what} is in the log");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
