@@ -283,7 +283,7 @@ impl From<OrderError> for ApiError {
         };
         let mut error = ApiError::new(code, e.to_string());
         if let OrderError::IllegalTransition { from, .. } = e {
-            error = error.with("status", serde_json::to_value(from).unwrap_or(Value::Null));
+            error = error.with("order_status", serde_json::to_value(from).unwrap_or(Value::Null));
         }
         error
     }

@@ -95,18 +95,19 @@ ensure_kafka() {
 }
 
 # Python tools from PyPI in a virtualenv of the cache: kubernetes-validate (the manifests
-# against the Kubernetes schemas) and PyYAML (the compose file).
+# against the Kubernetes schemas), PyYAML (the compose file) and schemathesis (the HTTP API
+# against its OpenAPI document).
 ensure_python_tools() {
     local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}"
     VENV="$cache/venv"
-    if [ ! -x "$VENV/bin/kubernetes-validate" ] || ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
+    if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
         if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
             log "installing python3-venv"
             apt_install python3-venv python3-pip
             python3 -m venv "$VENV"
         fi
-        log "installing kubernetes-validate and PyYAML into $VENV"
-        "$VENV/bin/pip" install -q kubernetes-validate pyyaml
+        log "installing kubernetes-validate, PyYAML and schemathesis into $VENV"
+        "$VENV/bin/pip" install -q kubernetes-validate pyyaml schemathesis
     fi
 }
 
@@ -159,9 +160,15 @@ trap 'rm -f "$output"' EXIT
 set +e
 cargo test --workspace --all-features --locked "$@" 2>&1 | tee "$output"
 status=${PIPESTATUS[0]}
+# The API against its own OpenAPI document, on the binary the tests just built.
+log "running schemathesis against the embedded server"
+ST="$VENV/bin/st" infra/scripts/schemathesis.sh
+schemathesis=$?
+[ "$schemathesis" -eq 0 ] || status=1
 set -e
 drop_test_databases
 # One closing line over every test binary and doc-test run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$output"
+if [ "$schemathesis" -eq 0 ]; then echo "schemathesis: passed"; else echo "schemathesis: FAILED"; fi
 exit "$status"

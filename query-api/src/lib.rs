@@ -63,6 +63,13 @@ impl QueryState {
     async fn consistent(&self, projection: &str, MinPosition(min): MinPosition) -> Result<(), ApiError> {
         use projections::own::OwnCheckpoint;
         let Some(position) = min else { return Ok(()) };
+        // A position past the log's end was never handed out (a command answers only after its
+        // commit): waiting could not help, so it is refused at once.
+        let head = self.runner.store().head_position().await.map_err(ApiError::internal)?;
+        if position > head {
+            return Err(ApiError::new(ErrorCode::InvalidValue, format!("X-Min-Position {position} is beyond the end of the log ({head})"))
+                .with("field", "X-Min-Position"));
+        }
         let wait = self.read_wait;
         let reached = match projection {
             projections::detail::NAME => self.details.wait_for(position, wait).await,

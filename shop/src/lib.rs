@@ -10,6 +10,8 @@
 
 mod config;
 pub mod kafka;
+pub mod openapi;
+pub mod openapi_ops;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -354,9 +356,9 @@ impl Application {
             Router::new().nest("/api/v1", notifier::routes::router(api))
         };
         let router = match self.roles {
-            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()),
-            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()),
-            Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)),
+            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()).merge(openapi::router()),
+            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()).merge(openapi::router()),
+            Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)).merge(openapi::router()),
             Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => command_api::health::router().with_state(self.state.clone()),
         };
         let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
