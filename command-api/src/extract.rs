@@ -136,6 +136,7 @@ impl RequestMeta {
             causation_id: Some(self.correlation_id.clone()),
             idempotency_key: self.idempotency_key.clone(),
             client_addr: self.client_addr.clone(),
+            traceparent: store::trace::traceparent_of(&tracing::Span::current()),
         }
     }
 }
@@ -145,8 +146,13 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // A request without its own correlation id is correlated by its trace, when traced.
+        let trace = store::trace::trace_id_of(&tracing::Span::current())
+            .and_then(|t| u128::from_str_radix(&t, 16).ok())
+            .map(|t| uuid::Uuid::from_u128(t).to_string());
         let correlation_id = header("x-correlation-id")
             .filter(|c| !c.is_empty() && c.len() <= 128)
+            .or(trace)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let client_addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         Ok(RequestMeta { correlation_id, idempotency_key: header("idempotency-key"), client_addr })

@@ -92,7 +92,22 @@ pub fn finish(router: Router) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(middleware::from_fn(metrics::track))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of one request: method and path (never the query string, which may carry
+/// cursors or search words), continuing the caller's trace when it sends `traceparent`.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    store::trace::continue_from(&span, traceparent);
+    span
 }
 
 async fn not_found() -> ApiError {

@@ -23,13 +23,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The embedded default, with none of the caller's settings.
-run_shop() {
-    env -i PATH="$PATH" HOME="$HOME" SHOP_DATA_DIR="$dir" SHOP_HTTP_ADDR="127.0.0.1:$port" SHOP_LOG=warn "$BIN" "$@"
-}
+# The embedded default, with none of the caller's settings (env execs shop: $! is its pid).
+shop_env=(env -i PATH="$PATH" HOME="$HOME" SHOP_DATA_DIR="$dir" SHOP_HTTP_ADDR="127.0.0.1:$port" SHOP_LOG=warn "$BIN")
 
-echo 'admin password' | run_shop user create --email admin@example.com --role admin >/dev/null
-run_shop serve 2>"$dir/shop.log" &
+echo 'admin password' | "${shop_env[@]}" user create --email admin@example.com --role admin >/dev/null
+"${shop_env[@]}" serve 2>"$dir/shop.log" &
 pid=$!
 for _ in $(seq 1 100); do
     curl -fsS "$base/ready" >/dev/null 2>&1 && break

@@ -216,10 +216,18 @@ impl Notifier {
     }
 
     async fn handle_with(&self, event: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
-        for notification in self.plan(event).await? {
-            self.deliver(event, notification).await?;
+        use tracing::Instrument as _;
+        // Continues the trace of the write that produced the event.
+        let span = tracing::info_span!("notifier.handle", event = %event.event_type, position = event.cursor.position);
+        store::trace::continue_from(&span, store::trace::of_metadata(&event.metadata));
+        async {
+            for notification in self.plan(event).await? {
+                self.deliver(event, notification).await?;
+            }
+            self.queue_webhooks(event, endpoints).await
         }
-        self.queue_webhooks(event, endpoints).await
+        .instrument(span)
+        .await
     }
 
     /// The messages `event` calls for.

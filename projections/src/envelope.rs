@@ -25,6 +25,8 @@ pub struct Envelope {
     pub position: i64,
     pub sequence: i64,
     pub correlation_id: Option<String>,
+    /// The trace context of the write (when tracing was on), for the `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -64,11 +66,14 @@ impl Envelope {
         let event_type = format!("{}.{}", e.aggregate_type, e.event_type);
         let time = e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let pick = |k: &str| e.metadata.get(k).and_then(Value::as_str).map(str::to_owned);
-        let metadata = json!({
+        let mut metadata = json!({
             "correlation_id": pick("correlation_id"),
             "causation_id": pick("causation_id"),
             "user_id": pick("user_id"),
         });
+        if let Some(traceparent) = pick("traceparent") {
+            metadata["traceparent"] = Value::String(traceparent);
+        }
         let value = serde_json::to_string(&Body {
             id: &id,
             event_type: &event_type,
@@ -93,6 +98,7 @@ impl Envelope {
             position: e.cursor.position,
             sequence: e.sequence,
             correlation_id: pick("correlation_id"),
+            traceparent: pick("traceparent"),
         })
     }
 
@@ -151,9 +157,13 @@ impl Envelope {
         ]
     }
 
-    /// `00-<trace id>-<span id>-01`: the trace is the request's correlation id (a UUID), the
-    /// span is derived from the event id, so one order can be followed across services.
+    /// The write's own trace context when it was traced; otherwise `00-<trace id>-<span
+    /// id>-01` where the trace is the request's correlation id (a UUID) and the span is derived
+    /// from the event id, so one order can still be followed across services.
     fn traceparent(&self) -> String {
+        if let Some(tp) = self.traceparent.as_deref().filter(|tp| store::trace::parse(tp).is_some()) {
+            return tp.to_owned();
+        }
         let trace = self
             .correlation_id
             .as_deref()

@@ -151,6 +151,17 @@ pub fn observe_batch(kind: &str, name: &str, oldest: Option<chrono::DateTime<chr
     }
 }
 
+/// A span for one batch of a log reader, linked to the traces of (up to 32 of) its events:
+/// a batch serves many requests, so it continues none of them but points at each.
+pub fn batch_span(what: &'static str, name: &str, events: &[store::LogEvent]) -> tracing::Span {
+    let span = tracing::info_span!("batch", otel.name = what, reader = name, events = events.len());
+    let mut seen = std::collections::HashSet::new();
+    for tp in events.iter().filter_map(|e| store::trace::of_metadata(&e.metadata)).filter(|tp| seen.insert(*tp)).take(32) {
+        store::trace::link_to(&span, Some(tp));
+    }
+    span
+}
+
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users), std::sync::Arc::new(Orders)]
 }

@@ -2,6 +2,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use serde::Serialize;
 use sqlx::{Any, Row as _, Transaction};
 use store::{EventStore, LogCursor, LogEvent};
@@ -442,12 +444,14 @@ impl Runner {
                 continue;
             }
             let started = Instant::now();
+            let span = crate::batch_span("projection.batch", name, mine);
             let applied = async {
                 let mut tx = self.db.begin().await?;
                 self.apply_events(&mut tx, projection.as_ref(), projection.table(), name, cursor, mine).await?;
                 tx.commit().await?;
                 Ok::<_, ProjectionError>(())
             }
+            .instrument(span)
             .await;
             match &applied {
                 Ok(()) => crate::observe_batch("projection", name, mine.first().map(|e| e.recorded_at), mine.len(), started),

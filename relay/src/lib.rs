@@ -170,6 +170,7 @@ impl Relay {
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(Outcome::Idle);
         };
+        let span = projections::batch_span("relay.publish", CHECKPOINT, &events);
         let mut messages = Vec::new();
         for event in &events {
             if let Some(topic) = self.config.topic(&event.aggregate_type) {
@@ -184,7 +185,7 @@ impl Relay {
             let record = FutureRecord::to(topic).key(&envelope.key).payload(&envelope.value).headers(headers);
             self.producer.send(record, Duration::from_secs(30))
         });
-        for delivery in join_all(deliveries).await {
+        for delivery in tracing::Instrument::instrument(join_all(deliveries), span).await {
             delivery.map_err(|(e, _)| e)?;
         }
         let fault = std::mem::take(&mut *self.fault_after_delivery.lock().unwrap_or_else(|p| p.into_inner()));

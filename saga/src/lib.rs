@@ -28,7 +28,7 @@
 
 mod steps;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use domain::payment::{Payment, PaymentGateway};
 use domain::stock::Stock;
 use domain::Clock;
 use futures::StreamExt;
+use tracing::Instrument as _;
 use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
 use serde::Serialize;
 use sqlx::Row as _;
@@ -226,8 +227,13 @@ impl OrderSaga {
             .filter(|e| seen.insert(e.aggregate_id.as_str()))
             .map(|e| e.aggregate_id.clone())
             .collect();
+        // Each order's reconciliation continues the trace of its latest event in the batch.
+        let traces: HashMap<String, String> = events
+            .iter()
+            .filter_map(|e| store::trace::of_metadata(&e.metadata).map(|tp| (e.aggregate_id.clone(), tp.to_owned())))
+            .collect();
         let mut round = Round { events: events.len(), orders: ids.len() };
-        let results = self.reconcile_all(ids).await?;
+        let results = self.reconcile_all(ids, &traces).await?;
         let mut tx = self.db.begin().await?;
         self.record_all(&mut tx, &results).await?;
         if let Some(last) = events.last() {
@@ -240,7 +246,7 @@ impl OrderSaga {
 
         let due = self.due().await?;
         round.orders += due.len();
-        let results = self.reconcile_all(due).await?;
+        let results = self.reconcile_all(due, &HashMap::new()).await?;
         let mut tx = self.db.begin().await?;
         self.record_all(&mut tx, &results).await?;
         tx.commit().await?;
@@ -248,11 +254,16 @@ impl OrderSaga {
     }
 
     /// Reconciles `ids` concurrently. An injected crash stops the round with nothing recorded.
-    async fn reconcile_all(&self, ids: Vec<String>) -> Result<Vec<(String, Result<Outcome, SagaError>)>, SagaError> {
+    async fn reconcile_all(&self, ids: Vec<String>, traces: &HashMap<String, String>) -> Result<Vec<(String, Result<Outcome, SagaError>)>, SagaError> {
         let results: Vec<(String, Result<Outcome, SagaError>)> = futures::stream::iter(ids)
-            .map(|id| async move {
-                let result = self.reconcile(&id).await;
-                (id, result)
+            .map(|id| {
+                let span = tracing::info_span!("saga.reconcile", order = %id);
+                store::trace::continue_from(&span, traces.get(&id).map(String::as_str));
+                async move {
+                    let result = self.reconcile(&id).await;
+                    (id, result)
+                }
+                .instrument(span)
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()

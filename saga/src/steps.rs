@@ -45,6 +45,7 @@ impl OrderSaga {
             correlation_id: Some(order.to_string()),
             causation_id: Some(crate::NAME.to_owned()),
             idempotency_key: Some(format!("saga:{order}:{step}")),
+            traceparent: store::trace::traceparent_of(&tracing::Span::current()),
             ..Metadata::default()
         }
     }

@@ -11,6 +11,7 @@
 mod config;
 pub mod kafka;
 pub mod openapi;
+pub mod telemetry;
 pub mod openapi_ops;
 
 use std::future::{Future, IntoFuture};

@@ -5,7 +5,6 @@ use std::io::BufRead;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shop::{Application, Config, Roles};
-use tracing_subscriber::EnvFilter;
 
 /// glibc malloc showed up at ~15% of the command path under load; mimalloc is cheaper there.
 #[global_allocator]
@@ -83,16 +82,23 @@ enum UserCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::try_parse().unwrap_or_else(|e| exit_naming_the_variable(e));
-    // Both were checked by the parser; a log line never carries a request body, a header or
-    // a token, only the fields each call site names.
-    let logs = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(&cli.config.log)).with_writer(std::io::stderr);
-    match cli.config.log_format.as_str() {
-        "json" => logs.json().flatten_event(true).init(),
-        _ => logs.init(),
+    // Built before the runtime: the OTLP exporter's blocking HTTP client must not live inside it.
+    let traces = shop::telemetry::init(&cli.config, cli.command.role_name())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime")?;
+    let result = runtime.block_on(run(cli));
+    drop(runtime);
+    // Sends the spans still queued.
+    if let Some(provider) = traces {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("traces not flushed: {e}");
+        }
     }
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => Application::build(&cli.config).await?.run_until_stopped().await,
         Command::CommandApi => Application::build_roles(&cli.config, Roles::CommandApi).await?.run_until_stopped().await,
@@ -117,6 +123,24 @@ async fn main() -> anyhow::Result<()> {
             // The id is the command's output, for scripts.
             println!("{}", done.id);
             Ok(())
+        }
+    }
+}
+
+impl Command {
+    /// The role, for the service name of exported traces (`shop-<role>`).
+    fn role_name(&self) -> &'static str {
+        match self {
+            Command::Serve => "serve",
+            Command::CommandApi => "command-api",
+            Command::QueryApi => "query-api",
+            Command::Project => "projections",
+            Command::Relay { .. } => "relay",
+            Command::Saga => "saga",
+            Command::Notify => "notifier",
+            Command::Migrate => "migrate",
+            Command::Replay { .. } => "replay",
+            Command::User(_) => "user",
         }
     }
 }

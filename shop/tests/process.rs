@@ -2,8 +2,8 @@
 //! logged as JSON at debug level carries no secret, and SIGTERM lets requests in flight finish,
 //! closes open streams after the grace period and exits 0.
 
-use std::io::Write;
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,23 +12,7 @@ use serde_json::{json, Value};
 use store::testkit::scratch_dir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shop");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// `shop` in embedded mode on `dir`, with no setting inherited from the caller's environment.
-fn shop(dir: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SHOP_") || ["DATABASE_URL", "KAFKA_BROKERS", "REDIS_URL", "SMTP_URL"].contains(&key.as_str()) {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("SHOP_DATA_DIR", dir).env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"));
-    cmd
-}
+use common::{binary as shop, free_port};
 
 #[test]
 fn a_bad_setting_stops_the_process_naming_the_variable() {
@@ -97,15 +81,7 @@ async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
     let card = "4242424242424242";
 
     // The first admin, as the README creates it (password on standard input).
-    let mut create = shop(&dir, port)
-        .args(["user", "create", "--email", "admin@example.com", "--role", "admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("user create");
-    create.stdin.take().expect("stdin").write_all(format!("{admin_password}\n").as_bytes()).expect("password");
-    assert!(create.wait().expect("user create ends").success());
+    common::create_admin(&dir, "admin@example.com", admin_password);
 
     let log_path = dir.join("shop.log");
     let log = std::fs::File::create(&log_path).expect("log file");
@@ -122,11 +98,7 @@ async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
         .spawn()
         .expect("shop starts");
     let api = Client { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !api.http.get(format!("{}/ready", api.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(Instant::now() < deadline, "shop did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::until_ready(&api.base).await;
 
     let admin = text(&api.login("admin@example.com", admin_password).await, "access_token");
     let (status, product) = api

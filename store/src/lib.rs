@@ -28,6 +28,7 @@ mod log;
 mod metadata;
 mod repository;
 pub mod testkit;
+pub mod trace;
 
 pub use backend::*;
 pub use crash::*;

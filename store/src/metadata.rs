@@ -12,4 +12,8 @@ pub struct Metadata {
     pub causation_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub client_addr: Option<String>,
+    /// W3C trace context of the span that wrote the event (when tracing is on), so that its
+    /// consumers continue the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }

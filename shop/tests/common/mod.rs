@@ -180,3 +180,46 @@ impl TestApp {
         files.iter().map(|p| std::fs::read_to_string(p).expect("mail reads")).collect()
     }
 }
+
+/// The real `shop` binary in embedded mode on `dir` and `port`, with none of the caller's
+/// settings (`SHOP_*`, `OTEL_*`, server URLs) inherited.
+pub fn binary(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shop"));
+    for (key, _) in std::env::vars() {
+        let server = ["DATABASE_URL", "KAFKA_BROKERS", "REDIS_URL", "SMTP_URL"].contains(&key.as_str());
+        if key.starts_with("SHOP_") || key.starts_with("OTEL_") || server {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("SHOP_DATA_DIR", dir).env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"));
+    cmd
+}
+
+/// `shop user create --role admin` as the README runs it, the password on standard input.
+pub fn create_admin(dir: &std::path::Path, email: &str, password: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut create = binary(dir, 0)
+        .args(["user", "create", "--email", email, "--role", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("user create");
+    create.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("password");
+    assert!(create.wait().expect("user create ends").success());
+}
+
+/// Waits until `base` answers `/ready` with a success.
+pub async fn until_ready(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !client.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(std::time::Instant::now() < deadline, "shop at {base} did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}

@@ -1,0 +1,59 @@
+//! Logs and traces of a process. Logs go to stderr as text or JSON (`SHOP_LOG_FORMAT`); with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are also
+//! exported over OTLP/HTTP (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or
+//! `http/json`; batching as `OTEL_BSP_*` say). How a trace crosses events and Kafka is in
+//! `store::trace`.
+
+use anyhow::{bail, Context};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::{Layered, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::Config;
+
+type Filtered = Layered<EnvFilter, Registry>;
+
+/// Installs the process's subscriber; returns the trace provider to shut down (flush) at exit
+/// when traces are exported. `role` names the service: `shop-<role>` unless `OTEL_SERVICE_NAME`.
+pub fn init(config: &Config, role: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
+    // Both settings were checked by the parser. A log line carries only the fields each call
+    // site names: never a request body, a header or a token.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = match config.log_format.as_str() {
+        "json" => vec![fmt.json().flatten_event(true).boxed()],
+        _ => vec![fmt.boxed()],
+    };
+    let provider = provider(role)?;
+    if let Some(provider) = &provider {
+        layers.push(tracing_opentelemetry::layer().with_tracer(provider.tracer("shop")).boxed());
+    }
+    tracing_subscriber::registry().with(EnvFilter::new(&config.log)).with(layers).init();
+    if provider.is_some() {
+        tracing::info!(role, "exporting traces over OTLP");
+    }
+    Ok(provider)
+}
+
+fn provider(role: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
+        return Ok(None);
+    }
+    let protocol = match set("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+        None | Some("http/protobuf") => Protocol::HttpBinary,
+        Some("http/json") => Protocol::HttpJson,
+        Some(other) => bail!("OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or http/json (gRPC is not built in), not {other:?}"),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .build()
+        .context("OTEL_EXPORTER_OTLP_ENDPOINT: the OTLP exporter could not be built")?;
+    let service = set("OTEL_SERVICE_NAME").unwrap_or_else(|| format!("shop-{role}"));
+    let resource = Resource::builder().with_service_name(service).build();
+    Ok(Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build()))
+}
