@@ -44,18 +44,35 @@ curl -fsS -X POST "$base/api/v1/auth/register" -H 'content-type: application/jso
 admin=$(token admin@example.com 'admin password')
 customer=$(token customer@example.com 'customer password')
 
+# One run; a run that only hit schemathesis's own runtime errors (no failed check) is tried
+# once more, so a tool crash is not taken for a finding, nor hidden.
+run_as() {
+    local who=$1 bearer=$2 out="$dir/st-$1.txt"
+    for attempt in 1 2; do
+        echo "==> schemathesis as $who ($EXAMPLES examples per operation, attempt $attempt)" >&2
+        # The event stream never ends by itself, so it is left to the Rust tests. One worker:
+        # with two, CPython 3.11 once failed inside schemathesis (SystemError: AST constructor
+        # recursion depth mismatch), a tool error rather than a finding.
+        if "$ST" run "$base/openapi.json" \
+            --header "Authorization: Bearer $bearer" \
+            --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+            --exclude-path-regex '/events$' \
+            --max-examples "$EXAMPLES" --seed 1 --workers 1 --request-timeout 10 \
+            --no-color --warnings off >"$out" 2>&1; then
+            tail -n 3 "$out" >&2
+            return 0
+        fi
+        cat "$out" >&2
+        if grep -q 'failure' "$out" || ! grep -q 'Runtime Error' "$out"; then
+            return 1
+        fi
+    done
+    return 1
+}
+
 status=0
-for who in admin customer; do
-    if [ "$who" = admin ]; then bearer=$admin; else bearer=$customer; fi
-    echo "==> schemathesis as $who ($EXAMPLES examples per operation)" >&2
-    # The event stream never ends by itself, so it is left to the Rust tests.
-    "$ST" run "$base/openapi.json" \
-        --header "Authorization: Bearer $bearer" \
-        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-        --exclude-path-regex '/events$' \
-        --max-examples "$EXAMPLES" --seed 1 --workers 2 --request-timeout 10 \
-        --no-color --warnings off || status=1
-done
+run_as admin "$admin" || status=1
+run_as customer "$customer" || status=1
 if grep -q '"level":"ERROR"\|ERROR' "$dir/shop.log"; then
     echo "==> the server logged errors during the run:" >&2
     grep 'ERROR' "$dir/shop.log" | head -20 >&2

@@ -34,6 +34,13 @@ fn a_bad_setting_stops_the_process_naming_the_variable() {
         assert!(!out.status.success(), "{variable}={value} was accepted");
         assert!(stderr.contains(variable), "{variable}={value}: the message names the variable: {stderr}");
     }
+    let out = shop(&dir, free_port())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("OTEL_EXPORTER_OTLP_PROTOCOL"));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -226,4 +233,33 @@ async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
         }
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every setting `shop` reads from the environment is in the README's configuration table,
+/// with its default where the code gives a literal one.
+#[test]
+fn every_setting_is_listed_in_the_readme_with_its_default() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = std::fs::read_to_string(root.join("src/config.rs")).expect("config.rs");
+    let readme = std::fs::read_to_string(root.join("../README.md")).expect("README.md");
+    let mut checked = 0;
+    for attribute in config.lines().filter(|l| l.trim_start().starts_with("#[arg(") && l.contains("env = \"")) {
+        let variable = attribute.split("env = \"").nth(1).and_then(|s| s.split('"').next()).expect("variable");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{variable}` |")))
+            .unwrap_or_else(|| panic!("{variable} is not in the README's table"));
+        let default = attribute
+            .split("default_value = \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .map(str::to_owned)
+            .or_else(|| attribute.split("default_value_t = ").nth(1).and_then(|s| s.split([',', ')']).next()).map(|d| d.trim().to_owned()))
+            .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || ",=.-_/".contains(c)));
+        if let Some(default) = default {
+            assert!(row.contains(&format!("`{default}`")), "{variable}: the README should give the default `{default}`: {row}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "found only {checked} settings");
 }
