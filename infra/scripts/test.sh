@@ -158,7 +158,7 @@ log "running the test suite"
 output=$(mktemp)
 trap 'rm -f "$output"' EXIT
 set +e
-cargo test --workspace --all-features --locked "$@" 2>&1 | tee "$output"
+cargo test --workspace --all-features --locked --no-fail-fast "$@" 2>&1 | tee "$output"
 status=${PIPESTATUS[0]}
 # The API against its own OpenAPI document, on the binary the tests just built.
 log "running schemathesis against the embedded server"
