@@ -98,6 +98,10 @@ pub fn finish(router: Router) -> Router {
 /// The span of one request: method and path (never the query string, which may carry
 /// cursors or search words), continuing the caller's trace when it sends `traceparent`.
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    if !store::trace::enabled() {
+        // tower-http's own default: a debug-level span, free unless debug logs are on.
+        return tracing::debug_span!("request", method = %request.method(), uri = %request.uri().path(), version = ?request.version());
+    }
     let span = tracing::info_span!(
         "request",
         otel.name = format!("{} {}", request.method(), request.uri().path()),

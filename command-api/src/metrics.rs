@@ -25,7 +25,19 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &BUCKETS).ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    // Histogram samples are kept raw until drained: drain them every few
+                    // seconds, scraped or not, so memory stays bounded.
+                    let upkeep = handle.clone();
+                    let drain = move || loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    };
+                    if let Err(e) = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(drain) {
+                        tracing::warn!(error = %e, "metrics upkeep thread not started");
+                    }
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed; /metrics will answer 503");
                     None

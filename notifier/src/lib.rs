@@ -218,7 +218,7 @@ impl Notifier {
     async fn handle_with(&self, event: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
         use tracing::Instrument as _;
         // Continues the trace of the write that produced the event.
-        let span = tracing::info_span!("notifier.handle", event = %event.event_type, position = event.cursor.position);
+        let span = store::trace::span(|| tracing::info_span!("notifier.handle", event = %event.event_type, position = event.cursor.position));
         store::trace::continue_from(&span, store::trace::of_metadata(&event.metadata));
         async {
             for notification in self.plan(event).await? {

@@ -154,7 +154,10 @@ pub fn observe_batch(kind: &str, name: &str, oldest: Option<chrono::DateTime<chr
 /// A span for one batch of a log reader, linked to the traces of (up to 32 of) its events:
 /// a batch serves many requests, so it continues none of them but points at each.
 pub fn batch_span(what: &'static str, name: &str, events: &[store::LogEvent]) -> tracing::Span {
-    let span = tracing::info_span!("batch", otel.name = what, reader = name, events = events.len());
+    let span = store::trace::span(|| tracing::info_span!("batch", otel.name = what, reader = name, events = events.len()));
+    if span.is_disabled() {
+        return span;
+    }
     let mut seen = std::collections::HashSet::new();
     for tp in events.iter().filter_map(|e| store::trace::of_metadata(&e.metadata)).filter(|tp| seen.insert(*tp)).take(32) {
         store::trace::link_to(&span, Some(tp));

@@ -257,7 +257,7 @@ impl OrderSaga {
     async fn reconcile_all(&self, ids: Vec<String>, traces: &HashMap<String, String>) -> Result<Vec<(String, Result<Outcome, SagaError>)>, SagaError> {
         let results: Vec<(String, Result<Outcome, SagaError>)> = futures::stream::iter(ids)
             .map(|id| {
-                let span = tracing::info_span!("saga.reconcile", order = %id);
+                let span = store::trace::span(|| tracing::info_span!("saga.reconcile", order = %id));
                 store::trace::continue_from(&span, traces.get(&id).map(String::as_str));
                 async move {
                     let result = self.reconcile(&id).await;

@@ -29,6 +29,7 @@ pub fn init(config: &Config, role: &str) -> anyhow::Result<Option<SdkTracerProvi
     };
     let provider = provider(role)?;
     if let Some(provider) = &provider {
+        store::trace::set_enabled(true);
         layers.push(tracing_opentelemetry::layer().with_tracer(provider.tracer("shop")).boxed());
     }
     tracing_subscriber::registry().with(EnvFilter::new(&config.log)).with(layers).init();

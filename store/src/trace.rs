@@ -4,11 +4,39 @@
 //! OTLP only when `shop` installs the OpenTelemetry layer (`OTEL_EXPORTER_OTLP_ENDPOINT`);
 //! without it these functions do nothing and cost next to nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Set once at start when spans are exported. Off, the spans below are not even created
+/// (an info-level span per request and per order is work for nobody when no one collects
+/// them), and requests keep tower-http's debug-level span.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether spans are exported.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// An info-level span built by `make` when spans are exported, otherwise a disabled one.
+pub fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// `00-<trace id>-<span id>-<flags>` of `span`, if it belongs to a trace.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
     let context = span.context();
     let sc = context.span().span_context().clone();
     sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
@@ -16,6 +44,9 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 
 /// The trace id (32 hex digits) of `span`, if it belongs to a trace.
 pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
     let context = span.context();
     let sc = context.span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())
