@@ -88,7 +88,8 @@ fn main() -> anyhow::Result<()> {
     let traces = shop::telemetry::init(&cli.config, cli.command.role_name())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime")?;
     let result = runtime.block_on(run(cli));
-    drop(runtime);
+    // A blocking task still running (a broker probe waits up to 2 s) does not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     // Sends the spans still queued.
     if let Some(provider) = traces {
         if let Err(e) = provider.shutdown() {
