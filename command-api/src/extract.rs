@@ -123,6 +123,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
     pub correlation_id: String,
+    /// This request alone: the causation id of the events it writes.
+    pub request_id: String,
     pub idempotency_key: Option<String>,
     pub client_addr: Option<String>,
 }
@@ -133,7 +135,7 @@ impl RequestMeta {
             tenant: Some(tenant.to_string()),
             user_id: user.map(|u| u.to_string()),
             correlation_id: Some(self.correlation_id.clone()),
-            causation_id: Some(self.correlation_id.clone()),
+            causation_id: Some(self.request_id.clone()),
             idempotency_key: self.idempotency_key.clone(),
             client_addr: self.client_addr.clone(),
             traceparent: store::trace::traceparent_of(&tracing::Span::current()),
@@ -155,6 +157,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             .or(trace)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let client_addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        Ok(RequestMeta { correlation_id, idempotency_key: header("idempotency-key"), client_addr })
+        let request_id = uuid::Uuid::now_v7().to_string();
+        Ok(RequestMeta { correlation_id, request_id, idempotency_key: header("idempotency-key"), client_addr })
     }
 }

@@ -49,12 +49,14 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             Ok(()) => {
                 report.insert(c.name.to_owned(), json!("ok"));
             }
+            // The reason (broker addresses and all) goes to the log, not to anonymous callers.
             Err(e) if c.required => {
                 tracing::warn!(dependency = c.name, error = %e, "not ready");
-                return Err(ApiError::new(ErrorCode::Unavailable, format!("{} is not reachable: {e}", c.name)).retry_after(1));
+                return Err(ApiError::new(ErrorCode::Unavailable, format!("{} is not reachable", c.name)).retry_after(1));
             }
             Err(e) => {
-                report.insert(c.name.to_owned(), json!(format!("unreachable (not required): {e}")));
+                tracing::warn!(dependency = c.name, error = %e, "unreachable (not required)");
+                report.insert(c.name.to_owned(), json!("unreachable (not required)"));
             }
         }
     }

@@ -102,9 +102,11 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         // tower-http's own default: a debug-level span, free unless debug logs are on.
         return tracing::debug_span!("request", method = %request.method(), uri = %request.uri().path(), version = ?request.version());
     }
+    // Named by the route template (`GET /api/v1/orders/{id}`), never by the raw path.
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
     let span = tracing::info_span!(
         "request",
-        otel.name = format!("{} {}", request.method(), request.uri().path()),
+        otel.name = format!("{} {route}", metrics::method_label(request.method())),
         otel.kind = "server",
         method = %request.method(),
         path = %request.uri().path(),

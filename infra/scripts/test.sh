@@ -100,14 +100,16 @@ ensure_kafka() {
 ensure_python_tools() {
     local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}"
     VENV="$cache/venv"
-    if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
+    if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys
+want = {"kubernetes-validate": "1.37.0", "pyyaml": "6.0.4", "schemathesis": "4.32.5"}
+sys.exit(0 if all(m.version(k) == v for k, v in want.items()) else 1)' 2>/dev/null; then
         if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
             log "installing python3-venv"
             apt_install python3-venv python3-pip
             python3 -m venv "$VENV"
         fi
         log "installing kubernetes-validate, PyYAML and schemathesis into $VENV"
-        "$VENV/bin/pip" install -q kubernetes-validate pyyaml schemathesis
+        "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 pyyaml==6.0.4 schemathesis==4.32.5
     fi
 }
 
@@ -115,7 +117,7 @@ ensure_python_tools() {
 # wiring and the Dockerfile (no Docker engine runs here to try them).
 check_deployment_files() {
     log "validating infra/k8s and docker-compose.yml"
-    "$VENV/bin/kubernetes-validate" --strict --quiet infra/k8s/*.yaml
+    "$VENV/bin/kubernetes-validate" --kubernetes-version 1.37.0 --strict --quiet infra/k8s/*.yaml
     "$VENV/bin/python" infra/scripts/check_deploy.py
 }
 

@@ -137,7 +137,6 @@ pub async fn run_rounds<F, Fut, E>(
     }
 }
 
-/// Every projection this build knows, in the order they are run and listed.
 /// Metrics of one batch a log reader finished: `shop_<kind>_batch_duration_seconds`,
 /// `shop_<kind>_events_total` and `shop_<kind>_lag_seconds` (now − when its oldest event was
 /// recorded), each labelled `name`. Kinds: `projection`, `relay`, `notifier`, `saga`.
@@ -153,18 +152,19 @@ pub fn observe_batch(kind: &str, name: &str, oldest: Option<chrono::DateTime<chr
 
 /// A span for one batch of a log reader, linked to the traces of (up to 32 of) its events:
 /// a batch serves many requests, so it continues none of them but points at each.
-pub fn batch_span(what: &'static str, name: &str, events: &[store::LogEvent]) -> tracing::Span {
+pub fn batch_span<'a>(what: &'static str, name: &str, events: impl ExactSizeIterator<Item = &'a store::LogEvent>) -> tracing::Span {
     let span = store::trace::span(|| tracing::info_span!("batch", otel.name = what, reader = name, events = events.len()));
     if span.is_disabled() {
         return span;
     }
     let mut seen = std::collections::HashSet::new();
-    for tp in events.iter().filter_map(|e| store::trace::of_metadata(&e.metadata)).filter(|tp| seen.insert(*tp)).take(32) {
+    for tp in events.filter_map(|e| store::trace::of_metadata(&e.metadata)).filter(|tp| seen.insert(*tp)).take(32) {
         store::trace::link_to(&span, Some(tp));
     }
     span
 }
 
+/// Every projection this build knows, in the order they are run and listed.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![std::sync::Arc::new(Catalogue), std::sync::Arc::new(StockLevels), std::sync::Arc::new(Users), std::sync::Arc::new(Orders)]
 }

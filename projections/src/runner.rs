@@ -444,7 +444,7 @@ impl Runner {
                 continue;
             }
             let started = Instant::now();
-            let span = crate::batch_span("projection.batch", name, mine);
+            let span = crate::batch_span("projection.batch", name, mine.iter());
             let applied = async {
                 let mut tx = self.db.begin().await?;
                 self.apply_events(&mut tx, projection.as_ref(), projection.table(), name, cursor, mine).await?;
@@ -455,6 +455,8 @@ impl Runner {
             .await;
             match &applied {
                 Ok(()) => crate::observe_batch("projection", name, mine.first().map(|e| e.recorded_at), mine.len(), started),
+                // Another replica moving the checkpoint first is not a failure.
+                Err(ProjectionError::Concurrent) => {}
                 Err(_) => metrics::counter!("shop_projection_failures_total", "name" => name).increment(1),
             }
             let failures = match &applied {

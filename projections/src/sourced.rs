@@ -59,13 +59,16 @@ impl Runner {
     /// the read-model writes and the new offsets commit together, or not at all. Events of an
     /// aggregate with a dead letter are parked behind it. Returns the number of events applied.
     pub async fn apply_sourced(&self, projection: &dyn Projection, batch: &[Sourced]) -> Result<usize, ProjectionError> {
+        use tracing::Instrument as _;
         let started = std::time::Instant::now();
-        let result = self.commit_sourced(projection, batch, None).await;
+        let span = crate::batch_span("projection.batch", projection.name(), batch.iter().map(|m| &m.event));
+        let result = self.commit_sourced(projection, batch, None).instrument(span).await;
         match &result {
             Ok(_) => {
                 let oldest = batch.iter().map(|m| m.event.recorded_at).min();
                 crate::observe_batch("projection", projection.name(), oldest, batch.len(), started);
             }
+            Err(ProjectionError::Concurrent) => {}
             Err(_) => metrics::counter!("shop_projection_failures_total", "name" => projection.name().to_owned()).increment(1),
         }
         result

@@ -67,7 +67,7 @@ impl QueryState {
         // commit): waiting could not help, so it is refused at once.
         let head = self.runner.store().head_position().await.map_err(ApiError::internal)?;
         if position > head {
-            return Err(ApiError::new(ErrorCode::InvalidValue, format!("X-Min-Position {position} is beyond the end of the log ({head})"))
+            return Err(ApiError::new(ErrorCode::InvalidValue, format!("X-Min-Position {position} is beyond the end of the log"))
                 .with("field", "X-Min-Position"));
         }
         let wait = self.read_wait;

@@ -98,21 +98,38 @@ impl RelayConfig {
 
 /// Asks the brokers for their metadata, for `/ready`: one client kept for the process, which
 /// reconnects by itself when the brokers come back.
-pub struct BrokerProbe(std::sync::Arc<rdkafka::consumer::BaseConsumer>);
+/// At most one probe runs at a time, and an answer is reused for 2 s: `/ready` is public, and
+/// each probe may hold a blocking thread for its whole timeout while the brokers are away.
+pub struct BrokerProbe {
+    client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
 
 impl BrokerProbe {
     pub fn new(brokers: &str) -> Result<Self, RelayError> {
         let client: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-        Ok(Self(std::sync::Arc::new(client)))
+        Ok(Self { client: std::sync::Arc::new(client), last: tokio::sync::Mutex::new(None) })
     }
 
     /// `Err` with librdkafka's reason when no broker answers within `timeout`.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
         use rdkafka::consumer::Consumer as _;
-        let client = std::sync::Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || client.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| e.to_string())?
+        let mut last = self.last.lock().await;
+        if let Some((_, answer)) = last.as_ref().filter(|(at, _)| at.elapsed() < Duration::from_secs(2)) {
+            return answer.clone();
+        }
+        let client = std::sync::Arc::clone(&self.client);
+        let answer = tokio::task::spawn_blocking(move || {
+            let answer = client.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string());
+            // Nothing else polls this client: drain the error events it queued meanwhile.
+            while client.poll(Duration::ZERO).is_some() {}
+            answer
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|a| a);
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
     }
 }
 
@@ -170,7 +187,7 @@ impl Relay {
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(Outcome::Idle);
         };
-        let span = projections::batch_span("relay.publish", CHECKPOINT, &events);
+        let span = projections::batch_span("relay.publish", CHECKPOINT, events.iter());
         let mut messages = Vec::new();
         for event in &events {
             if let Some(topic) = self.config.topic(&event.aggregate_type) {

@@ -110,12 +110,12 @@ async fn docs() -> impl IntoResponse {
 <head>
   <meta charset="utf-8">
   <title>shop API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/swagger-ui.css">
 </head>
 <body>
   <div id="api"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#api", persistAuthorization: true });</script>
+  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/swagger-ui-bundle.js"></script>
+  <script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#api" });</script>
   <noscript>The document itself is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body>
 </html>"##,

@@ -9,30 +9,30 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::layer::{Layered, SubscriberExt as _};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::Config;
-
-type Filtered = Layered<EnvFilter, Registry>;
 
 /// Installs the process's subscriber; returns the trace provider to shut down (flush) at exit
 /// when traces are exported. `role` names the service: `shop-<role>` unless `OTEL_SERVICE_NAME`.
 pub fn init(config: &Config, role: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
     // Both settings were checked by the parser. A log line carries only the fields each call
     // site names: never a request body, a header or a token.
+    // `SHOP_LOG` filters the log only: traces keep every info-level span whatever it says.
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = match config.log_format.as_str() {
-        "json" => vec![fmt.json().flatten_event(true).boxed()],
-        _ => vec![fmt.boxed()],
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = match config.log_format.as_str() {
+        "json" => vec![fmt.json().flatten_event(true).with_filter(EnvFilter::new(&config.log)).boxed()],
+        _ => vec![fmt.with_filter(EnvFilter::new(&config.log)).boxed()],
     };
     let provider = provider(role)?;
     if let Some(provider) = &provider {
         store::trace::set_enabled(true);
-        layers.push(tracing_opentelemetry::layer().with_tracer(provider.tracer("shop")).boxed());
+        let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"));
+        layers.push(otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO).boxed());
     }
-    tracing_subscriber::registry().with(EnvFilter::new(&config.log)).with(layers).init();
+    tracing_subscriber::registry().with(layers).init();
     if provider.is_some() {
         tracing::info!(role, "exporting traces over OTLP");
     }

@@ -31,6 +31,8 @@ both_modes!(metrics_count_requests_commands_projections_and_mail, |app: TestApp|
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     let unknown = app.call(Method::GET, "/no/such/route/12345", None, None, &[]).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let made_up = app.call(Method::from_bytes(b"BREWCOFFEE").expect("a token"), "/api/v1/products", None, None, &[]).await;
+    assert_eq!(made_up.status, StatusCode::METHOD_NOT_ALLOWED);
 
     // The projections and the notifier catch up in the background: wait for their figures.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -53,6 +55,8 @@ both_modes!(metrics_count_requests_commands_projections_and_mail, |app: TestApp|
     assert!(sample(&text, &format!("shop_http_requests_total{{method=\"POST\",{route},status=\"422\"}}")).is_some_and(|v| v >= 1.0));
     assert!(sample(&text, "shop_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}").is_some_and(|v| v >= 1.0));
     assert!(!text.contains("/no/such/route"), "unknown paths do not become labels");
+    assert!(!text.contains("BREWCOFFEE"), "made-up methods do not become labels");
+    assert!(sample(&text, "shop_http_requests_total{method=\"other\",route=\"/api/v1/products\",status=\"405\"}").is_some_and(|v| v >= 1.0), "{text}");
     assert!(sample(&text, &format!("shop_http_request_duration_seconds_bucket{{method=\"POST\",{route},le=\"+Inf\"}}"))
         .is_some_and(|v| v >= 2.0));
     assert!(sample(&text, "shop_commands_total{aggregate=\"user\",outcome=\"ok\"}").is_some_and(|v| v >= 1.0));

@@ -28,20 +28,40 @@ fn a_bad_setting_stops_the_process_naming_the_variable() {
         ("SHOP_WEBHOOK_MAX_ATTEMPTS", "-1"),
         ("SHOP_WEBHOOK_CA_FILE", "/nonexistent/ca.pem"),
     ];
-    for (variable, value) in cases {
-        let out = shop(&dir, free_port()).env(variable, value).arg("serve").output().expect("runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{variable}={value} was accepted");
-        assert!(stderr.contains(variable), "{variable}={value}: the message names the variable: {stderr}");
+    let mut otlp = shop(&dir, free_port());
+    otlp.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318").env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let runs = cases.iter().map(|(variable, value)| {
+        let mut cmd = shop(&dir, free_port());
+        cmd.env(variable, value);
+        (*variable, cmd)
+    });
+    for (variable, mut cmd) in runs.chain([("OTEL_EXPORTER_OTLP_PROTOCOL", otlp)]) {
+        let stderr = refused(cmd.arg("serve"), variable);
+        assert!(stderr.contains(variable), "{variable}: the message names the variable: {stderr}");
     }
-    let out = shop(&dir, free_port())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .arg("serve")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("OTEL_EXPORTER_OTLP_PROTOCOL"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs `cmd`, which must stop by itself with a failure within 20 s (a setting it accepted
+/// would have it serve forever: then it is killed and the test fails); its standard error.
+fn refused(cmd: &mut Command, variable: &str) -> String {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{variable}: the bad value was accepted and shop kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert!(!status.success(), "{variable}: shop exited 0");
+    stderr
 }
 
 struct Client {
