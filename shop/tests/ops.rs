@@ -56,7 +56,10 @@ both_modes!(metrics_count_requests_commands_projections_and_mail, |app: TestApp|
     assert!(sample(&text, "shop_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}").is_some_and(|v| v >= 1.0));
     assert!(!text.contains("/no/such/route"), "unknown paths do not become labels");
     assert!(!text.contains("BREWCOFFEE"), "made-up methods do not become labels");
-    assert!(sample(&text, "shop_http_requests_total{method=\"other\",route=\"/api/v1/products\",status=\"405\"}").is_some_and(|v| v >= 1.0), "{text}");
+    assert!(
+        sample(&text, "shop_http_requests_total{method=\"other\",route=\"/api/v1/products\",status=\"405\"}").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
     assert!(sample(&text, &format!("shop_http_request_duration_seconds_bucket{{method=\"POST\",{route},le=\"+Inf\"}}"))
         .is_some_and(|v| v >= 2.0));
     assert!(sample(&text, "shop_commands_total{aggregate=\"user\",outcome=\"ok\"}").is_some_and(|v| v >= 1.0));
@@ -242,4 +245,59 @@ async fn the_relay_is_ready_only_with_its_brokers() {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A query API whose read models are not being projected (no projection worker runs) answers
+/// a read-your-writes request for a real position with 503 `projection_behind` after its wait,
+/// never with stale data.
+#[tokio::test]
+async fn a_view_that_is_behind_answers_503_after_the_wait() {
+    let dir = store::testkit::scratch_dir();
+    let mut config = Config::embedded(dir.clone());
+    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
+    config.read_wait_ms = 300;
+    let commands = Application::build_roles(&config, Roles::CommandApi).await.expect("builds");
+    let command_base = format!("http://{}", commands.addr());
+    let commands = Running::start(commands);
+    let queries = Application::build_roles(&config, Roles::QueryApi).await.expect("builds");
+    let query_base = format!("http://{}", queries.addr());
+    let queries = Running::start(queries);
+
+    let client = reqwest::Client::new();
+    let registered: Value = client
+        .post(format!("{command_base}/api/v1/auth/register"))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse", "name": "Ada"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let position = registered["position"].as_i64().expect("position");
+    let login: Value = client
+        .post(format!("{command_base}/api/v1/auth/login"))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let started = Instant::now();
+    let behind = client
+        .get(format!("{query_base}/api/v1/users/me"))
+        .bearer_auth(&token)
+        .header("x-min-position", position.to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(behind.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited SHOP_READ_WAIT_MS first");
+    assert_eq!(behind.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let problem: Value = behind.json().await.expect("problem");
+    assert_eq!(problem["code"], "projection_behind");
+    queries.stop().await;
+    commands.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
