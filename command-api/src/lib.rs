@@ -103,7 +103,7 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         return tracing::debug_span!("request", method = %request.method(), uri = %request.uri().path(), version = ?request.version());
     }
     // Named by the route template (`GET /api/v1/orders/{id}`), never by the raw path.
-    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let route = metrics::route_label(request);
     let span = tracing::info_span!(
         "request",
         otel.name = format!("{} {route}", metrics::method_label(request.method())),

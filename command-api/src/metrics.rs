@@ -74,12 +74,18 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// The route template a request matched (`/api/v1/orders/{id}`); `unmatched` for unknown
+/// paths, so probing cannot blow up the label set or the span names.
+pub fn route_label<B>(request: &axum::http::Request<B>) -> &str {
+    request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str())
+}
+
 /// Counts every request by method, route template and status, and times it by method and
 /// route. Unknown paths are one route, `unmatched`, so probing cannot blow up the label set.
 pub async fn track(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(request.method()).to_owned();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = route_label(&request).to_owned();
     let response = next.run(request).await;
     let status = response.status();
     metrics::counter!("shop_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_str().to_owned())

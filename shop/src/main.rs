@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     // Sends the spans still queued.
     if let Some(provider) = traces {
         if let Err(e) = provider.shutdown() {
-            eprintln!("traces not flushed: {e}");
+            tracing::warn!(error = %e, "traces not flushed");
         }
     }
     result

@@ -230,7 +230,7 @@ async fn the_relay_is_ready_only_with_its_brokers() {
 
     // The combined role with brokers that never answer: ready, with the brokers reported.
     let mut unreachable = config.clone();
-    unreachable.kafka_brokers = Some(format!("127.0.0.1:{}", free_port()));
+    unreachable.kafka_brokers = Some(format!("127.0.0.1:{}", common::free_port()));
     unreachable.data_dir = store::testkit::scratch_dir();
     let serve = Application::build(&unreachable).await.expect("builds");
     let serve_base = format!("http://{}", serve.addr());
@@ -241,10 +241,6 @@ async fn the_relay_is_ready_only_with_its_brokers() {
     serve_served.stop().await;
     let _ = std::fs::remove_dir_all(unreachable.data_dir);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A query API whose read models are not being projected (no projection worker runs) answers
