@@ -527,7 +527,12 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let tokens = Arc::new(tokens);
     for sku in &skus {
-        client.post(format!("{}/api/v1/stock/{sku}/receipts", shop.base)).bearer_auth(&token).json(&json!({"quantity": 100_000})).send().await?;
+        client
+            .post(format!("{}/api/v1/stock/{sku}/receipts", shop.base))
+            .bearer_auth(&token)
+            .json(&json!({"quantity": 100_000}))
+            .send()
+            .await?;
     }
     let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
     report("orders end to end", &orders);

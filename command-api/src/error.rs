@@ -229,8 +229,7 @@ impl<E: Into<ApiError>> From<ExecError<E>> for ApiError {
                     .with("current_version", current)
             }
             ExecError::Conflict { current } => {
-                ApiError::new(ErrorCode::VersionConflict, "the resource was changed concurrently; retry")
-                    .with("current_version", current)
+                ApiError::new(ErrorCode::VersionConflict, "the resource was changed concurrently; retry").with("current_version", current)
             }
             ExecError::Store(e) => e.into(),
         }
@@ -248,8 +247,7 @@ impl From<UserError> for ApiError {
             UserError::NoRoles => ErrorCode::Rule("no_roles"),
             UserError::HashingUnavailable => {
                 tracing::warn!("password hashing saturated");
-                return ApiError::new(ErrorCode::Unavailable, "too many password operations at once; retry shortly")
-                    .retry_after(1);
+                return ApiError::new(ErrorCode::Unavailable, "too many password operations at once; retry shortly").retry_after(1);
             }
         };
         ApiError::new(code, e.to_string())

@@ -39,14 +39,11 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     match state.store.idempotency_begin(&scope, &key, &request_hash).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(Idempotency::Mismatch) => {
-            ApiError::new(ErrorCode::IdempotencyKeyReused, "this Idempotency-Key was used for a different request")
-                .into_response()
+            ApiError::new(ErrorCode::IdempotencyKeyReused, "this Idempotency-Key was used for a different request").into_response()
         }
-        Ok(Idempotency::InProgress) => {
-            ApiError::new(ErrorCode::RequestInProgress, "a request with this Idempotency-Key is still running")
-                .retry_after(1)
-                .into_response()
-        }
+        Ok(Idempotency::InProgress) => ApiError::new(ErrorCode::RequestInProgress, "a request with this Idempotency-Key is still running")
+            .retry_after(1)
+            .into_response(),
         Ok(Idempotency::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let mut response = (status, body).into_response();
@@ -84,11 +81,7 @@ fn stores_answers(path: &str) -> bool {
 
 /// Keys are per tenant and caller, so one client's key never collides with another's.
 fn scope_of(state: &AppState, req: &Request) -> String {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if let Some(claims) = token.and_then(|t| state.jwt.verify(t.trim()).ok()) {
         return format!("{}:{}", claims.tenant, claims.sub);
     }

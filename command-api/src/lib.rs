@@ -23,11 +23,11 @@ pub mod health;
 mod idempotency;
 pub mod mail;
 pub mod metrics;
-pub mod templates;
 mod orders;
 mod products;
 mod state;
 mod stock;
+pub mod templates;
 pub mod users;
 
 use std::any::Any;
@@ -68,12 +68,8 @@ impl CommandAccepted {
 /// The command API's routes (`/api/v1/...`, `/health`, `/ready`); serve it through
 /// [`finish`], alone or merged with the query API.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(auth::router())
-        .merge(users::router())
-        .merge(products::router())
-        .merge(stock::router())
-        .merge(orders::router());
+    let api =
+        Router::new().merge(auth::router()).merge(users::router()).merge(products::router()).merge(stock::router()).merge(orders::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())

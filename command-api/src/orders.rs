@@ -144,7 +144,8 @@ async fn place(
         shipping_address,
         payment_method,
     };
-    let done = state.orders.execute(&stream_id(&user.tenant, order_id), command, None, &meta.metadata(&user.tenant, Some(user.user_id))).await?;
+    let done =
+        state.orders.execute(&stream_id(&user.tenant, order_id), command, None, &meta.metadata(&user.tenant, Some(user.user_id))).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(order_id, &done))))
 }
 

@@ -65,8 +65,7 @@ struct NewProduct {
 }
 
 fn parse_attributes(attributes: BTreeMap<String, String>) -> Result<Attributes, InvalidValue> {
-    let ok = attributes.len() <= 100
-        && attributes.iter().all(|(k, v)| !k.trim().is_empty() && k.len() <= 100 && v.len() <= 1000);
+    let ok = attributes.len() <= 100 && attributes.iter().all(|(k, v)| !k.trim().is_empty() && k.len() <= 100 && v.len() <= 1000);
     if ok {
         Ok(attributes)
     } else {

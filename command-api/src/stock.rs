@@ -12,9 +12,7 @@ use crate::extract::{Admin, AppJson, IfMatch, RequestMeta};
 use crate::{AppState, CommandAccepted};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/stock/{sku}/receipts", post(receive))
-        .route("/stock/{sku}/adjustments", post(adjust))
+    Router::new().route("/stock/{sku}/receipts", post(receive)).route("/stock/{sku}/adjustments", post(adjust))
 }
 
 #[derive(Debug, Deserialize)]

@@ -218,7 +218,8 @@ impl Notifier {
     async fn handle_with(&self, event: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
         use tracing::Instrument as _;
         // Continues the trace of the write that produced the event.
-        let span = store::trace::span(|| tracing::info_span!("notifier.handle", event = %event.event_type, position = event.cursor.position));
+        let span =
+            store::trace::span(|| tracing::info_span!("notifier.handle", event = %event.event_type, position = event.cursor.position));
         store::trace::continue_from(&span, store::trace::of_metadata(&event.metadata));
         async {
             for notification in self.plan(event).await? {
@@ -291,7 +292,9 @@ impl Notifier {
                         "order_shipped"
                     }
                     "refunded" => {
-                        let money = |v: &Value| serde_json::from_value::<Money>(v.clone()).map(|m| m.to_string()).map_err(|_| malformed("bad amount"));
+                        let money = |v: &Value| {
+                            serde_json::from_value::<Money>(v.clone()).map(|m| m.to_string()).map_err(|_| malformed("bad amount"))
+                        };
                         context["refund"] = json!({"amount": money(&data["amount"])?, "total": money(&data["refunded_total"])?});
                         "refund_issued"
                     }
@@ -321,7 +324,12 @@ impl Notifier {
                     return Ok(Vec::new());
                 }
                 let context = json!({"stock": {"sku": key, "available": after, "threshold": threshold}});
-                Ok(self.admins(tenant).await?.into_iter().map(|to| Notification { template: "low_stock", tenant: tenant.to_owned(), to, context: context.clone() }).collect())
+                Ok(self
+                    .admins(tenant)
+                    .await?
+                    .into_iter()
+                    .map(|to| Notification { template: "low_stock", tenant: tenant.to_owned(), to, context: context.clone() })
+                    .collect())
             }
             _ => Ok(Vec::new()),
         }

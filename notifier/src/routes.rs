@@ -86,7 +86,11 @@ async fn rotate(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): 
     secret.map(|s| Json(serde_json::json!({ "id": id, "secret": s }))).ok_or_else(|| ApiError::not_found("webhook"))
 }
 
-async fn deliveries(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): Path<String>) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
+async fn deliveries(
+    State(state): State<WebhookApi>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
     let found = webhooks::deliveries(&state.db, admin.tenant.as_str(), &id, 100).await.map_err(internal)?;
     found.map(Json).ok_or_else(|| ApiError::not_found("webhook"))
 }

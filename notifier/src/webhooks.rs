@@ -83,7 +83,12 @@ fn now_ms() -> i64 {
 }
 
 /// Registers an endpoint of `tenant`; the answer carries its signing secret.
-pub async fn register(db: &ReadDb, tenant: &str, url: &str, event_types: Vec<String>) -> Result<Result<Endpoint, InvalidEndpoint>, NotifyError> {
+pub async fn register(
+    db: &ReadDb,
+    tenant: &str,
+    url: &str,
+    event_types: Vec<String>,
+) -> Result<Result<Endpoint, InvalidEndpoint>, NotifyError> {
     let url_ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2000 && !url.contains(char::is_whitespace);
     if !url_ok {
         return Ok(Err(InvalidEndpoint::Url));
@@ -215,8 +220,12 @@ pub(crate) async fn all_endpoints(db: &ReadDb) -> Result<Vec<(String, Endpoint)>
     rows.iter()
         .map(|r| {
             let types: String = r.try_get(3)?;
-            let endpoint =
-                Endpoint { id: r.try_get(1)?, url: r.try_get(2)?, event_types: types.split(',').map(str::to_owned).collect(), secret: None };
+            let endpoint = Endpoint {
+                id: r.try_get(1)?,
+                url: r.try_get(2)?,
+                event_types: types.split(',').map(str::to_owned).collect(),
+                secret: None,
+            };
             Ok((r.try_get(0)?, endpoint))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()

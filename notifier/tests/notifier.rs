@@ -121,10 +121,23 @@ async fn write_shop(t: &TestStore) {
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let sku: domain::Sku = "LAMP-1".parse().expect("valid");
     let stream = stream_id(&tenant(), &sku);
-    stock.execute(&stream, StockCommand::Receive { tenant: tenant(), sku: sku.clone(), quantity: Quantity::try_from(10).expect("valid") }, None, &meta).await.expect("receive");
+    stock
+        .execute(
+            &stream,
+            StockCommand::Receive { tenant: tenant(), sku: sku.clone(), quantity: Quantity::try_from(10).expect("valid") },
+            None,
+            &meta,
+        )
+        .await
+        .expect("receive");
     // 10 → 4 available: below the threshold of 5 once; 4 → 3 stays below: no second mail.
     for delta in [-6, -1] {
-        let command = StockCommand::Adjust { tenant: tenant(), sku: sku.clone(), delta: QuantityDelta::try_from(delta).expect("valid"), reason: "count".parse().expect("valid") };
+        let command = StockCommand::Adjust {
+            tenant: tenant(),
+            sku: sku.clone(),
+            delta: QuantityDelta::try_from(delta).expect("valid"),
+            reason: "count".parse().expect("valid"),
+        };
         stock.execute(&stream, command, None, &meta).await.expect("adjust");
     }
     let orders = Repository::<Order>::new(t.store.clone(), ());
@@ -132,7 +145,11 @@ async fn write_shop(t: &TestStore) {
         tenant: tenant(),
         order_id: OrderId::from_uuid(uuid::Uuid::from_u128(n)),
         customer: ada,
-        lines: vec![PricedLine { sku: sku.clone(), quantity: Quantity::try_from(2).expect("valid"), unit_price: Price::try_from(eur(1_000)).expect("valid") }],
+        lines: vec![PricedLine {
+            sku: sku.clone(),
+            quantity: Quantity::try_from(2).expect("valid"),
+            unit_price: Price::try_from(eur(1_000)).expect("valid"),
+        }],
         tax_rate_bp: 2000,
         shipping: eur(0),
         shipping_address: projections::testkit::address(),

@@ -103,7 +103,12 @@ async fn check(t: TestStore) {
     let _: () = redis::cmd("SET").arg(format!("{prefix}:product:default:{id}")).arg("not json").query_async(&mut conn).await.expect("set");
     let mut wrong = replayed.clone();
     wrong["name"] = serde_json::json!("tampered");
-    let _: () = redis::cmd("SET").arg(format!("{prefix}:product:default:{other}")).arg(wrong.to_string()).query_async(&mut conn).await.expect("set");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:product:default:{other}"))
+        .arg(wrong.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("set");
     let report = again.rebuild(|_, _| {}).await.expect("rebuild");
     assert!(report.events >= last, "{report:?}");
     for key in [&id, &other] {

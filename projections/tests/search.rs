@@ -24,12 +24,60 @@ struct Item {
 }
 
 const ITEMS: &[Item] = &[
-    Item { tenant: "default", name: "Apple iPhone 15", description: "A phone with a good camera", sku: "IP-15", category: "electronics/phones", price: 99_900, published: true },
-    Item { tenant: "default", name: "Phone case for iPhone", description: "Silicone; fits the Galaxy too", sku: "CASE-1", category: "accessories/cases", price: 1_999, published: true },
-    Item { tenant: "default", name: "Samsung Galaxy S24", description: "An android phone", sku: "SG-24", category: "electronics/phones", price: 79_900, published: true },
-    Item { tenant: "default", name: "Coffee mug", description: "Stoneware, 300 ml", sku: "MUG-7", category: "kitchen", price: 899, published: true },
-    Item { tenant: "default", name: "iPhone prototype", description: "Not for sale", sku: "PROTO-1", category: "electronics/phones", price: 500, published: false },
-    Item { tenant: "other", name: "Other shop iPhone", description: "Somebody else's", sku: "IP-15", category: "electronics/phones", price: 99_900, published: true },
+    Item {
+        tenant: "default",
+        name: "Apple iPhone 15",
+        description: "A phone with a good camera",
+        sku: "IP-15",
+        category: "electronics/phones",
+        price: 99_900,
+        published: true,
+    },
+    Item {
+        tenant: "default",
+        name: "Phone case for iPhone",
+        description: "Silicone; fits the Galaxy too",
+        sku: "CASE-1",
+        category: "accessories/cases",
+        price: 1_999,
+        published: true,
+    },
+    Item {
+        tenant: "default",
+        name: "Samsung Galaxy S24",
+        description: "An android phone",
+        sku: "SG-24",
+        category: "electronics/phones",
+        price: 79_900,
+        published: true,
+    },
+    Item {
+        tenant: "default",
+        name: "Coffee mug",
+        description: "Stoneware, 300 ml",
+        sku: "MUG-7",
+        category: "kitchen",
+        price: 899,
+        published: true,
+    },
+    Item {
+        tenant: "default",
+        name: "iPhone prototype",
+        description: "Not for sale",
+        sku: "PROTO-1",
+        category: "electronics/phones",
+        price: 500,
+        published: false,
+    },
+    Item {
+        tenant: "other",
+        name: "Other shop iPhone",
+        description: "Somebody else's",
+        sku: "IP-15",
+        category: "electronics/phones",
+        price: 99_900,
+        published: true,
+    },
 ];
 
 fn eur(amount: i64) -> Price {
@@ -54,7 +102,8 @@ async fn create(store: &EventStore, n: u128, item: &Item) -> i64 {
         attributes: Attributes::new(),
     };
     repo.execute(&stream, create, None, &meta).await.expect("create");
-    let mut last = repo.execute(&stream, ProductCommand::ChangePrice { price: eur(item.price) }, None, &meta).await.expect("price").position;
+    let mut last =
+        repo.execute(&stream, ProductCommand::ChangePrice { price: eur(item.price) }, None, &meta).await.expect("price").position;
     if item.published {
         last = repo.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish").position;
     }
@@ -129,7 +178,10 @@ async fn relevance(t: TestStore) {
     assert_eq!(buckets, [1, 1, 0, 0, 2]);
     let electronics = find(SearchRequest { category: Some("electronics".into()), ..query("") }).await;
     assert_eq!(electronics.total, 2);
-    assert_eq!(electronics.facets.categories.iter().map(|c| (c.category.as_str(), c.count)).collect::<Vec<_>>(), [("electronics/phones", 2)]);
+    assert_eq!(
+        electronics.facets.categories.iter().map(|c| (c.category.as_str(), c.count)).collect::<Vec<_>>(),
+        [("electronics/phones", 2)]
+    );
     let cheap = find(SearchRequest { max_price: Some(2_000), ..query("") }).await;
     assert_eq!(cheap.total, 2);
     let mid = find(SearchRequest { min_price: Some(1_000), max_price: Some(80_000), ..query("phone") }).await;

@@ -80,11 +80,8 @@ impl QueryState {
         if reached {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::ProjectionBehind,
-                format!("the {projection} view has not reached position {position} yet; retry"),
-            )
-            .retry_after(1))
+            Err(ApiError::new(ErrorCode::ProjectionBehind, format!("the {projection} view has not reached position {position} yet; retry"))
+                .retry_after(1))
         }
     }
 }

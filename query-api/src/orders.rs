@@ -31,7 +31,11 @@ pub fn router() -> Router<QueryState> {
 
 /// Where the order saga stands with an order of the admin's tenant: its step, when it looks
 /// again by itself (expiry or retry), and its last error.
-async fn saga_state(State(state): State<QueryState>, Admin(admin): Admin, Path(id): Path<String>) -> Result<Json<saga::SagaState>, ApiError> {
+async fn saga_state(
+    State(state): State<QueryState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<saga::SagaState>, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::not_found("order"))?;
     let stream = domain::stream_id(&admin.tenant, order_id);
     let found = saga::OrderSaga::state(state.runner.db(), &stream).await.map_err(ApiError::internal)?;

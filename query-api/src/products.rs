@@ -1,11 +1,11 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use command_api::extract::AppQuery;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use command_api::extract::AppQuery;
 use command_api::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,9 +1,9 @@
 use axum::extract::State;
-use command_api::extract::AppQuery;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use command_api::extract::AppQuery;
 use command_api::extract::{Admin, AuthUser};
 use command_api::ApiError;
 use projections::{DeadLetter, ProjectionStatus};
@@ -78,22 +78,25 @@ struct Page {
 }
 
 /// The tenant's users, by id (time-ordered ids, so oldest first).
-async fn list(State(state): State<QueryState>, Admin(admin): Admin, min: MinPosition, AppQuery(q): AppQuery<ListQuery>) -> Result<Json<Page>, ApiError> {
+async fn list(
+    State(state): State<QueryState>,
+    Admin(admin): Admin,
+    min: MinPosition,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
     state.consistent("users", min).await?;
     let limit = page_size(q.limit)?;
     let after = match &q.cursor {
         Some(c) => decode_cursor(c)?.1,
         None => String::new(),
     };
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM rm_users WHERE tenant = $1 AND user_id > $2 ORDER BY user_id LIMIT {}",
-        limit + 1
-    ))
-    .bind(admin.tenant.to_string())
-    .bind(after)
-    .fetch_all(state.pool())
-    .await
-    .map_err(crate::db_error)?;
+    let rows =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM rm_users WHERE tenant = $1 AND user_id > $2 ORDER BY user_id LIMIT {}", limit + 1))
+            .bind(admin.tenant.to_string())
+            .bind(after)
+            .fetch_all(state.pool())
+            .await
+            .map_err(crate::db_error)?;
     let mut items = rows.into_iter().map(UserView::try_from).collect::<Result<Vec<_>, _>>().map_err(crate::db_error)?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);

@@ -36,7 +36,6 @@ pub use projections::envelope::*;
 /// The checkpoint the relay keeps beside the projections'.
 pub const CHECKPOINT: &str = "relay";
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("kafka: {0}")]

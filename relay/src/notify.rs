@@ -72,7 +72,9 @@ impl KafkaNotifier {
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
-                Err(e) => tracing::warn!(topic = message.topic(), offset = message.offset(), error = %e, "kafka notifier: not an envelope; skipped"),
+                Err(e) => {
+                    tracing::warn!(topic = message.topic(), offset = message.offset(), error = %e, "kafka notifier: not an envelope; skipped")
+                }
             }
             if let Err(e) = self.consumer.commit_message(&message, CommitMode::Async) {
                 tracing::warn!(error = %e, "kafka notifier: offset not committed");

@@ -39,12 +39,12 @@ use domain::payment::{Payment, PaymentGateway};
 use domain::stock::Stock;
 use domain::Clock;
 use futures::StreamExt;
-use tracing::Instrument as _;
 use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
 use serde::Serialize;
 use sqlx::Row as _;
 use store::{EventStore, Repository, StoreError};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument as _;
 
 /// The saga's checkpoint name.
 pub const NAME: &str = "order_saga";
@@ -65,12 +65,7 @@ pub struct SagaConfig {
 
 impl Default for SagaConfig {
     fn default() -> Self {
-        Self {
-            reservation_ttl: chrono::Duration::minutes(15),
-            gateway_timeout: Duration::from_secs(10),
-            batch_size: 500,
-            concurrency: 64,
-        }
+        Self { reservation_ttl: chrono::Duration::minutes(15), gateway_timeout: Duration::from_secs(10), batch_size: 500, concurrency: 64 }
     }
 }
 
@@ -254,7 +249,11 @@ impl OrderSaga {
     }
 
     /// Reconciles `ids` concurrently. An injected crash stops the round with nothing recorded.
-    async fn reconcile_all(&self, ids: Vec<String>, traces: &HashMap<String, String>) -> Result<Vec<(String, Result<Outcome, SagaError>)>, SagaError> {
+    async fn reconcile_all(
+        &self,
+        ids: Vec<String>,
+        traces: &HashMap<String, String>,
+    ) -> Result<Vec<(String, Result<Outcome, SagaError>)>, SagaError> {
         let results: Vec<(String, Result<Outcome, SagaError>)> = futures::stream::iter(ids)
             .map(|id| {
                 let span = store::trace::span(|| tracing::info_span!("saga.reconcile", order = %id));
@@ -277,10 +276,11 @@ impl OrderSaga {
     /// Orders whose deadline has passed by the injected clock.
     async fn due(&self) -> Result<Vec<String>, SagaError> {
         let now = self.clock.now().timestamp_millis();
-        let rows = sqlx::query("SELECT order_id FROM order_sagas WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms LIMIT 500")
-            .bind(now)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT order_id FROM order_sagas WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms LIMIT 500")
+                .bind(now)
+                .fetch_all(&self.db.pool)
+                .await?;
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(SagaError::from)).collect()
     }
 
@@ -294,8 +294,9 @@ impl OrderSaga {
         let now = self.clock.now().timestamp_millis();
         let done: Vec<(&String, &Outcome)> = results.iter().filter_map(|(id, r)| r.as_ref().ok().map(|o| (id, o))).collect();
         for chunk in done.chunks(200) {
-            let rows: Vec<String> =
-                (0..chunk.len()).map(|i| format!("(${}, ${}, ${}, ${}, 0, NULL, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5)).collect();
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${}, 0, NULL, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+                .collect();
             let sql = format!(
                 "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) VALUES {} \
                  ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, due_at_ms = excluded.due_at_ms, attempts = 0, \
@@ -378,12 +379,10 @@ impl OrderSaga {
 
     /// Where each order's saga stands; `None` if the saga has not seen the order.
     pub async fn state(db: &ReadDb, order_stream_id: &str) -> Result<Option<SagaState>, SagaError> {
-        let row = sqlx::query(
-            "SELECT order_id, step, due_at_ms, attempts, last_error, updated_at_ms FROM order_sagas WHERE order_id = $1",
-        )
-        .bind(order_stream_id)
-        .fetch_optional(&db.pool)
-        .await?;
+        let row = sqlx::query("SELECT order_id, step, due_at_ms, attempts, last_error, updated_at_ms FROM order_sagas WHERE order_id = $1")
+            .bind(order_stream_id)
+            .fetch_optional(&db.pool)
+            .await?;
         row.map(|r| {
             Ok(SagaState {
                 order_id: r.try_get(0)?,

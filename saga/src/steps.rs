@@ -62,7 +62,14 @@ impl OrderSaga {
     }
 
     /// Runs one command on stream `target` for order `id`.
-    async fn exec_on<A>(&self, repo: &Repository<A>, target: &str, id: &str, command: A::Command, step: &'static str) -> Result<(), SagaError>
+    async fn exec_on<A>(
+        &self,
+        repo: &Repository<A>,
+        target: &str,
+        id: &str,
+        command: A::Command,
+        step: &'static str,
+    ) -> Result<(), SagaError>
     where
         A: Aggregate + Clone,
         A::Command: Clone,
@@ -254,9 +261,20 @@ impl OrderSaga {
             let mut committed = Vec::new();
             for sku in order.reservations().keys() {
                 let stream = stream_id(&tenant, sku);
-                committed.push(self.repos.stock.prepare(&stream, StockCommand::Commit { order_id }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?);
+                committed.push(
+                    self.repos
+                        .stock
+                        .prepare(&stream, StockCommand::Commit { order_id }, None)
+                        .await
+                        .map_err(|e| e.map_domain(|e| e.to_string()))?,
+                );
             }
-            let mut issued = self.repos.invoices.prepare(&book, InvoiceCommand::Issue { order_id }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?;
+            let mut issued = self
+                .repos
+                .invoices
+                .prepare(&book, InvoiceCommand::Issue { order_id }, None)
+                .await
+                .map_err(|e| e.map_domain(|e| e.to_string()))?;
             let number = issued.state().last;
             let mut invoiced = match self.repos.orders.prepare(id, OrderCommand::AssignInvoice { number }, None).await {
                 Ok(p) => p,
@@ -322,8 +340,7 @@ impl OrderSaga {
     async fn give_back(&self, id: &str, order: &Order, marker: OrderCommand, step: &'static str) -> Result<(), SagaError> {
         let (tenant, order_id) = parse(id)?;
         let meta = self.meta(&tenant, &order_id, step);
-        let reason: domain::Name =
-            format!("order {order_id} cancelled").parse().map_err(|_| SagaError::Malformed(id.to_owned()))?;
+        let reason: domain::Name = format!("order {order_id} cancelled").parse().map_err(|_| SagaError::Malformed(id.to_owned()))?;
         let restock = marker == OrderCommand::MarkRestocked;
         self.tick()?;
         retry_on_conflict("order", || async {
@@ -385,8 +402,12 @@ impl OrderSaga {
                 if paid.events().is_empty() {
                     return Ok(());
                 }
-                let mut refunded =
-                    self.repos.orders.prepare(id, OrderCommand::Refund { amount }, None).await.map_err(|e| e.map_domain(|e| e.to_string()))?;
+                let mut refunded = self
+                    .repos
+                    .orders
+                    .prepare(id, OrderCommand::Refund { amount }, None)
+                    .await
+                    .map_err(|e| e.map_domain(|e| e.to_string()))?;
                 commit(self.repos.orders.store(), &meta, &mut [&mut paid, &mut refunded]).await?;
                 paid.finish().await;
                 refunded.finish().await;

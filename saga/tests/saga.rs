@@ -9,9 +9,9 @@ use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddre
 use domain::payment::{GatewayError, Payment, PaymentCommand, PaymentGateway, PaymentStatus, SimulatedGateway};
 use domain::stock::{Stock, StockCommand};
 use domain::{stream_id, Clock, ManualClock, Money, OrderId, Price, Quantity, Sku, TenantId, UserId};
+use projections::both_backends;
 use projections::ReadDb;
 use saga::{OrderSaga, Repos, SagaConfig, SagaError};
-use projections::both_backends;
 use store::testkit::TestStore;
 use store::{Metadata, Repository};
 
@@ -57,7 +57,14 @@ impl Shop {
     /// A saga process with its own caches, as after a restart.
     fn saga(&self) -> OrderSaga {
         let config = SagaConfig { reservation_ttl: chrono::Duration::minutes(15), ..SagaConfig::default() };
-        OrderSaga::new(self.t.store.clone(), self.db.clone(), Repos::new(&self.t.store), self.gateway.clone(), self.clock.clone() as Arc<dyn Clock>, config)
+        OrderSaga::new(
+            self.t.store.clone(),
+            self.db.clone(),
+            Repos::new(&self.t.store),
+            self.gateway.clone(),
+            self.clock.clone() as Arc<dyn Clock>,
+            config,
+        )
     }
 
     async fn receive(&self, s: &str, n: i64) {
@@ -314,7 +321,8 @@ both_backends!(a_customer_cancel_gives_back_stock_and_money_at_every_stage, |t: 
     shop.settle(&saga, std::slice::from_ref(&shipped)).await;
     let ship = OrderCommand::Ship { carrier: "DHL".parse().expect("valid"), tracking_number: "123".parse().expect("valid") };
     orders.execute(&shipped, ship, None, &Metadata::default()).await.expect("ship");
-    let refused = orders.execute(&shipped, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default()).await;
+    let refused =
+        orders.execute(&shipped, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default()).await;
     assert!(matches!(refused, Err(store::ExecError::Domain(domain::order::OrderError::IllegalTransition { from: Status::Shipped, .. }))));
 });
 
@@ -331,7 +339,10 @@ both_backends!(refunds_are_paid_once_and_never_exceed_the_capture, |t: TestStore
     // Captured: 1,000 + 20% tax + 500 shipping = 1,700; 700 are left.
     let too_much = payments.execute(&id, refund("b", 701), None, &Metadata::default()).await;
     assert!(
-        matches!(too_much, Err(store::ExecError::Domain(domain::payment::PaymentError::RefundTooLarge { requested: 701, refundable: 700 }))),
+        matches!(
+            too_much,
+            Err(store::ExecError::Domain(domain::payment::PaymentError::RefundTooLarge { requested: 701, refundable: 700 }))
+        ),
         "{too_much:?}"
     );
     shop.settle(&saga, std::slice::from_ref(&id)).await;
@@ -446,9 +457,8 @@ both_backends!(a_thousand_orders_for_a_hundred_units_confirm_exactly_a_hundred, 
     let runner = projections::Runner::new(shop.t.store.clone(), shop.db.clone(), projections::all());
     let reached = projections::poll_until(Duration::from_secs(60), || async {
         runner.catch_up().await?;
-        let row: Option<(i64, i64, i64)> = sqlx::query_as("SELECT on_hand, reserved, available FROM rm_stock WHERE sku = 'HOT'")
-            .fetch_optional(&shop.db.pool)
-            .await?;
+        let row: Option<(i64, i64, i64)> =
+            sqlx::query_as("SELECT on_hand, reserved, available FROM rm_stock WHERE sku = 'HOT'").fetch_optional(&shop.db.pool).await?;
         Ok(row == Some((0, 0, 0)))
     })
     .await
@@ -474,7 +484,10 @@ both_backends!(a_crash_before_any_compensation_step_refunds_and_restocks_once, |
         let id = place_with(&orders, &[("PHONE", 2)], "tok_approve").await;
         shop.settle(&shop.saga(), std::slice::from_ref(&id)).await;
         let before = (shop.ledger.totals(), shop.stock("PHONE").await.on_hand);
-        orders.execute(&id, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default()).await.expect("cancel");
+        orders
+            .execute(&id, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default())
+            .await
+            .expect("cancel");
         crashes += usize::from(shop.crash_then_finish(&id, budget).await);
         let order = shop.order(&id).await;
         assert!(order.restocked, "crash after {budget}");

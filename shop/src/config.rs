@@ -207,9 +207,9 @@ impl Config {
     /// The webhook dispatcher's settings; fails when the CA file cannot be read.
     pub fn webhooks(&self) -> anyhow::Result<notifier::webhooks::DispatchConfig> {
         let extra_roots_pem = match &self.webhook_ca_file {
-            Some(path) => Some(
-                std::fs::read(path).map_err(|e| anyhow::anyhow!("SHOP_WEBHOOK_CA_FILE: cannot read {}: {e}", path.display()))?,
-            ),
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("SHOP_WEBHOOK_CA_FILE: cannot read {}: {e}", path.display()))?)
+            }
             None => None,
         };
         let timeout = Duration::from_secs(self.webhook_timeout_secs);
@@ -223,10 +223,7 @@ impl Config {
     }
 
     pub fn saga(&self) -> saga::SagaConfig {
-        saga::SagaConfig {
-            reservation_ttl: chrono::Duration::seconds(self.reservation_ttl_secs as i64),
-            ..saga::SagaConfig::default()
-        }
+        saga::SagaConfig { reservation_ttl: chrono::Duration::seconds(self.reservation_ttl_secs as i64), ..saga::SagaConfig::default() }
     }
 }
 

@@ -11,8 +11,8 @@
 mod config;
 pub mod kafka;
 pub mod openapi;
-pub mod telemetry;
 pub mod openapi_ops;
+pub mod telemetry;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -357,10 +357,14 @@ impl Application {
             Router::new().nest("/api/v1", notifier::routes::router(api))
         };
         let router = match self.roles {
-            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()).merge(openapi::router()),
+            Roles::All => {
+                command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()).merge(openapi::router())
+            }
             Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()).merge(openapi::router()),
             Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)).merge(openapi::router()),
-            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => command_api::health::router().with_state(self.state.clone()),
+            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => {
+                command_api::health::router().with_state(self.state.clone())
+            }
         };
         let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
         // On the signal the listener closes at once; requests in flight get `shutdown_grace`

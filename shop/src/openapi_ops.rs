@@ -496,11 +496,15 @@ pub fn operations() -> Vec<Op> {
             tag: "products",
             summary: "The catalogue, filtered and sorted, a page at a time.",
             access: Access::Anyone,
-            params: [vec![x_tenant(), min_position()], product_filters(), vec![
-                query("sort", json!({ "type": "string", "enum": ["name", "price", "newest"] })),
-                query("limit", json!({ "type": "integer" })),
-                query("cursor", json!({ "type": "string" })),
-            ]]
+            params: [
+                vec![x_tenant(), min_position()],
+                product_filters(),
+                vec![
+                    query("sort", json!({ "type": "string", "enum": ["name", "price", "newest"] })),
+                    query("limit", json!({ "type": "integer" })),
+                    query("cursor", json!({ "type": "string" })),
+                ],
+            ]
             .concat(),
             body: None,
             ok: vec![(200, "A page of products; pass `next_cursor` as `cursor` for the next", Some(page()))],
@@ -513,10 +517,11 @@ pub fn operations() -> Vec<Op> {
             tag: "products",
             summary: "Full-text product search with typo tolerance and facets.",
             access: Access::Anyone,
-            params: [vec![x_tenant(), min_position(), query("q", json!({ "type": "string" }))], product_filters(), vec![
-                query("limit", json!({ "type": "integer" })),
-                query("offset", json!({ "type": "integer", "minimum": 0 })),
-            ]]
+            params: [
+                vec![x_tenant(), min_position(), query("q", json!({ "type": "string" }))],
+                product_filters(),
+                vec![query("limit", json!({ "type": "integer" })), query("offset", json!({ "type": "integer", "minimum": 0 }))],
+            ]
             .concat(),
             body: None,
             ok: vec![(
@@ -717,11 +722,7 @@ pub fn operations() -> Vec<Op> {
             access: Access::User,
             params: vec![path("id"), min_position(), query("format", json!({ "type": "string", "enum": ["json", "pdf"] }))],
             body: None,
-            ok: vec![(
-                200,
-                "The invoice: application/json, or application/pdf for `?format=pdf` or `Accept: application/pdf`",
-                None,
-            )],
+            ok: vec![(200, "The invoice: application/json, or application/pdf for `?format=pdf` or `Accept: application/pdf`", None)],
             errors: vec![400, 401, 404, 503],
         },
         Op {
@@ -740,11 +741,7 @@ pub fn operations() -> Vec<Op> {
                 ),
             ],
             body: None,
-            ok: vec![(
-                200,
-                "A text/event-stream: `event: status`, `id:` the log position, `data:` the timeline entry as JSON",
-                None,
-            )],
+            ok: vec![(200, "A text/event-stream: `event: status`, `id:` the log position, `data:` the timeline entry as JSON", None)],
             errors: vec![401, 404],
         },
         Op {
@@ -1054,7 +1051,9 @@ pub fn operations() -> Vec<Op> {
             ok: vec![(
                 200,
                 "Ready, with the state of each dependency",
-                Some(object(json!({ "status": { "type": "string" }, "store": { "type": "string" }, "dependencies": { "type": "object" } }))),
+                Some(object(
+                    json!({ "status": { "type": "string" }, "store": { "type": "string" }, "dependencies": { "type": "object" } }),
+                )),
             )],
             errors: vec![503],
         },

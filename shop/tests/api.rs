@@ -55,7 +55,13 @@ both_modes!(bad_registrations_get_problem_answers, |app: TestApp| async move {
     let res = app.client.post(format!("{}/api/v1/auth/register", app.base)).body("x").send().await.expect("answers");
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let bad_tenant = app
-        .call(Method::POST, "/api/v1/auth/register", None, Some(json!({"email": "a@b.co", "password": "correct horse", "name": "A"})), &[("x-tenant", "Bad Tenant")])
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"email": "a@b.co", "password": "correct horse", "name": "A"})),
+            &[("x-tenant", "Bad Tenant")],
+        )
         .await;
     assert_eq!((bad_tenant.status, bad_tenant.body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("tenant")));
     // Nothing half-written: the address is still free.
@@ -67,7 +73,13 @@ both_modes!(an_email_is_registered_once_per_tenant, |app: TestApp| async move {
     let again = app.register("ADA@example.com", "other horse").await;
     assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "email_taken"));
     let other_tenant = app
-        .call(Method::POST, "/api/v1/auth/register", None, Some(json!({"email": "ada@example.com", "password": "correct horse", "name": "Ada"})), &[("x-tenant", "acme")])
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"email": "ada@example.com", "password": "correct horse", "name": "Ada"})),
+            &[("x-tenant", "acme")],
+        )
         .await;
     assert_eq!(other_tenant.status, StatusCode::CREATED);
 });
@@ -188,9 +200,13 @@ both_modes!(users_change_their_profile_and_password, |app: TestApp| async move {
     assert_eq!((stale.status, stale.body["current_version"].as_u64()), (StatusCode::PRECONDITION_FAILED, Some(2)));
     let current = app.call(Method::PATCH, "/api/v1/users/me", Some(&token), Some(json!({"name": "Ada M"})), &[("if-match", "\"2\"")]).await;
     assert_eq!(current.status, StatusCode::OK);
-    let wrong = app.post("/api/v1/users/me/password", Some(&token), json!({"current_password": "wrong horse", "new_password": "battery staple"})).await;
+    let wrong = app
+        .post("/api/v1/users/me/password", Some(&token), json!({"current_password": "wrong horse", "new_password": "battery staple"}))
+        .await;
     assert_eq!((wrong.status, wrong.code()), (StatusCode::CONFLICT, "wrong_password"));
-    let ok = app.post("/api/v1/users/me/password", Some(&token), json!({"current_password": "correct horse", "new_password": "battery staple"})).await;
+    let ok = app
+        .post("/api/v1/users/me/password", Some(&token), json!({"current_password": "correct horse", "new_password": "battery staple"}))
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(app.login("ada@example.com", "battery staple").await.status, StatusCode::OK);
 });
@@ -204,7 +220,9 @@ both_modes!(only_admins_manage_roles_and_accounts, |app: TestApp| async move {
     assert_eq!((forbidden.status, forbidden.code()), (StatusCode::FORBIDDEN, "forbidden"));
     let bad_role = app.call(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["root"]})), &[]).await;
     assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let unknown = app.call(Method::PUT, "/api/v1/users/0190b5c4-0000-7000-8000-000000000000/roles", Some(&admin), Some(json!({"roles": ["admin"]})), &[]).await;
+    let unknown = app
+        .call(Method::PUT, "/api/v1/users/0190b5c4-0000-7000-8000-000000000000/roles", Some(&admin), Some(json!({"roles": ["admin"]})), &[])
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let granted = app.call(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["customer", "admin"]})), &[]).await;
     assert_eq!(granted.status, StatusCode::OK, "{:?}", granted.body);
@@ -240,9 +258,13 @@ both_modes!(admins_manage_the_catalogue, |app: TestApp| async move {
     let p = format!("/api/v1/products/{id}");
     let patched = app.call(Method::PATCH, &p, Some(&admin), Some(json!({"name": "Phone 2"})), &[]).await;
     assert_eq!((patched.status, patched.body["version"].as_u64()), (StatusCode::OK, Some(2)));
-    let priced = app.call(Method::PUT, &format!("{p}/price"), Some(&admin), Some(json!({"amount": 17900, "currency": "EUR"})), &[("if-match", "2")]).await;
+    let priced = app
+        .call(Method::PUT, &format!("{p}/price"), Some(&admin), Some(json!({"amount": 17900, "currency": "EUR"})), &[("if-match", "2")])
+        .await;
     assert_eq!((priced.status, priced.body["version"].as_u64()), (StatusCode::OK, Some(3)));
-    let stale = app.call(Method::PUT, &format!("{p}/price"), Some(&admin), Some(json!({"amount": 1, "currency": "EUR"})), &[("if-match", "2")]).await;
+    let stale = app
+        .call(Method::PUT, &format!("{p}/price"), Some(&admin), Some(json!({"amount": 1, "currency": "EUR"})), &[("if-match", "2")])
+        .await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(app.post(&format!("{p}/publish"), Some(&admin), json!({})).await.status, StatusCode::OK);
     let twice = app.post(&format!("{p}/publish"), Some(&admin), json!({})).await;
@@ -253,7 +275,9 @@ both_modes!(admins_manage_the_catalogue, |app: TestApp| async move {
     assert_eq!(app.call(Method::DELETE, &p, Some(&admin), None, &[]).await.status, StatusCode::OK);
     let gone = app.call(Method::PUT, &format!("{p}/price"), Some(&admin), Some(json!({"amount": 1, "currency": "EUR"})), &[]).await;
     assert_eq!((gone.status, gone.code()), (StatusCode::CONFLICT, "product_discontinued"));
-    let missing = app.call(Method::PATCH, "/api/v1/products/0190b5c4-0000-7000-8000-000000000000", Some(&admin), Some(json!({"name": "x"})), &[]).await;
+    let missing = app
+        .call(Method::PATCH, "/api/v1/products/0190b5c4-0000-7000-8000-000000000000", Some(&admin), Some(json!({"name": "x"})), &[])
+        .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let not_an_id = app.call(Method::PATCH, "/api/v1/products/zzz", Some(&admin), Some(json!({"name": "x"})), &[]).await;
     assert_eq!(not_an_id.status, StatusCode::NOT_FOUND);
@@ -287,12 +311,29 @@ both_modes!(an_idempotency_key_replays_the_first_answer, |app: TestApp| async mo
     let retry = app.call(Method::POST, "/api/v1/products", Some(&admin), Some(body.clone()), &key).await;
     assert_eq!((retry.status, &retry.body), (StatusCode::CREATED, &first.body), "the same answer, not sku_taken");
     assert_eq!(retry.headers["idempotent-replayed"], "true");
-    let other = app.call(Method::POST, "/api/v1/products", Some(&admin), Some(json!({"sku": "IDEM-2", "name": "I", "category": "misc", "price": {"amount": 1, "currency": "EUR"}})), &key).await;
+    let other = app
+        .call(
+            Method::POST,
+            "/api/v1/products",
+            Some(&admin),
+            Some(json!({"sku": "IDEM-2", "name": "I", "category": "misc", "price": {"amount": 1, "currency": "EUR"}})),
+            &key,
+        )
+        .await;
     assert_eq!((other.status, other.code()), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
     // A refused request does not use the key up.
-    let refused = app.call(Method::POST, "/api/v1/products", Some(&admin), Some(json!({"sku": "IDEM-3"})), &[("idempotency-key", "k3")]).await;
+    let refused =
+        app.call(Method::POST, "/api/v1/products", Some(&admin), Some(json!({"sku": "IDEM-3"})), &[("idempotency-key", "k3")]).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    let fixed = app.call(Method::POST, "/api/v1/products", Some(&admin), Some(json!({"sku": "IDEM-3", "name": "I", "category": "misc", "price": {"amount": 1, "currency": "EUR"}})), &[("idempotency-key", "k3")]).await;
+    let fixed = app
+        .call(
+            Method::POST,
+            "/api/v1/products",
+            Some(&admin),
+            Some(json!({"sku": "IDEM-3", "name": "I", "category": "misc", "price": {"amount": 1, "currency": "EUR"}})),
+            &[("idempotency-key", "k3")],
+        )
+        .await;
     assert_eq!(fixed.status, StatusCode::CREATED);
 });
 
@@ -306,10 +347,17 @@ both_modes!(tenants_never_see_each_other, |app: TestApp| async move {
     let foreign = app.call(Method::PATCH, &format!("/api/v1/products/{id}"), Some(&globex), Some(json!({"name": "Hijacked"})), &[]).await;
     assert_eq!(foreign.status, StatusCode::NOT_FOUND);
     let acme_user = app
-        .call(Method::POST, "/api/v1/auth/register", None, Some(json!({"email": "ada@acme.example", "password": "correct horse", "name": "Ada"})), &[("x-tenant", "acme")])
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"email": "ada@acme.example", "password": "correct horse", "name": "Ada"})),
+            &[("x-tenant", "acme")],
+        )
         .await;
     let acme_user_id = acme_user.body["id"].as_str().expect("id").to_owned();
-    let cross = app.call(Method::PUT, &format!("/api/v1/users/{acme_user_id}/roles"), Some(&globex), Some(json!({"roles": ["admin"]})), &[]).await;
+    let cross =
+        app.call(Method::PUT, &format!("/api/v1/users/{acme_user_id}/roles"), Some(&globex), Some(json!({"roles": ["admin"]})), &[]).await;
     assert_eq!(cross.status, StatusCode::NOT_FOUND);
     // A login in the wrong tenant fails like an unknown account.
     assert_eq!(app.login("ada@acme.example", "correct horse").await.status, StatusCode::UNAUTHORIZED);

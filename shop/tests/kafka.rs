@@ -311,6 +311,10 @@ async fn orders_settle_and_show_through_kafka_fed_read_models() {
             break settled;
         }
     };
-    assert_eq!((paid["status"].as_str(), paid["invoice_number"].as_i64(), paid["payment_status"].as_str()), (Some("confirmed"), Some(1), Some("captured")), "{paid}");
+    assert_eq!(
+        (paid["status"].as_str(), paid["invoice_number"].as_i64(), paid["payment_status"].as_str()),
+        (Some("confirmed"), Some(1), Some("captured")),
+        "{paid}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

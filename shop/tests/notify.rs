@@ -70,10 +70,19 @@ both_modes!(admins_register_webhooks_and_receive_signed_events, |app: TestApp| a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let other = app.admin_token_in("globex", "boss@globex.example").await;
-    assert_eq!(app.call(Method::GET, &format!("/api/v1/admin/webhooks/{id}/deliveries"), Some(&other), None, &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.call(Method::GET, &format!("/api/v1/admin/webhooks/{id}/deliveries"), Some(&other), None, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
     let rotated = app.post(&format!("/api/v1/admin/webhooks/{id}/rotate-secret"), Some(&admin), json!({})).await;
     assert!(rotated.body["secret"].as_str().is_some_and(|s| s != secret));
-    assert_eq!(app.call(Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), Some(&other), None, &[]).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.call(Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), Some(&admin), None, &[]).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), Some(&other), None, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), Some(&admin), None, &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(app.call(Method::GET, "/api/v1/admin/webhooks", Some(&admin), None, &[]).await.body.as_array().map(Vec::len), Some(0));
 });

@@ -98,7 +98,14 @@ both_modes!(an_order_goes_from_placement_to_invoice_shipment_and_refund, |app: T
 
     let invoice = get(&app, &format!("/api/v1/orders/{id}/invoice"), &ada).await;
     assert_eq!((invoice.status, invoice.body["number"].as_i64()), (StatusCode::OK, Some(1)), "{:?}", invoice.body);
-    let pdf = app.client.get(format!("{}/api/v1/orders/{id}/invoice", app.base)).bearer_auth(&ada).header("accept", "application/pdf").send().await.expect("pdf");
+    let pdf = app
+        .client
+        .get(format!("{}/api/v1/orders/{id}/invoice", app.base))
+        .bearer_auth(&ada)
+        .header("accept", "application/pdf")
+        .send()
+        .await
+        .expect("pdf");
     assert_eq!(pdf.headers()["content-type"], "application/pdf");
     assert!(pdf.bytes().await.expect("bytes").starts_with(b"%PDF"));
 
@@ -112,11 +119,17 @@ both_modes!(an_order_goes_from_placement_to_invoice_shipment_and_refund, |app: T
     let cancel = app.post(&format!("/api/v1/orders/{id}/cancel"), Some(&ada), json!({})).await;
     assert_eq!((cancel.status, cancel.code()), (StatusCode::CONFLICT, "illegal_transition"), "no cancel after shipping");
     assert_eq!(app.post(&format!("/api/v1/orders/{id}/deliver"), Some(&admin), json!({})).await.status, StatusCode::ACCEPTED);
-    let refund = app.post(&format!("/api/v1/payments/{id}/refunds"), Some(&admin), json!({"amount": {"amount": 10_000, "currency": "EUR"}})).await;
+    let refund =
+        app.post(&format!("/api/v1/payments/{id}/refunds"), Some(&admin), json!({"amount": {"amount": 10_000, "currency": "EUR"}})).await;
     assert_eq!(refund.status, StatusCode::ACCEPTED, "{:?}", refund.body);
-    let too_much = app.post(&format!("/api/v1/payments/{id}/refunds"), Some(&admin), json!({"amount": {"amount": 37_761, "currency": "EUR"}})).await;
-    assert_eq!((too_much.status, too_much.code(), too_much.body["refundable"].as_i64()), (StatusCode::CONFLICT, "refund_too_large", Some(37_760)));
-    let negative = app.post(&format!("/api/v1/payments/{id}/refunds"), Some(&admin), json!({"amount": {"amount": -5, "currency": "EUR"}})).await;
+    let too_much =
+        app.post(&format!("/api/v1/payments/{id}/refunds"), Some(&admin), json!({"amount": {"amount": 37_761, "currency": "EUR"}})).await;
+    assert_eq!(
+        (too_much.status, too_much.code(), too_much.body["refundable"].as_i64()),
+        (StatusCode::CONFLICT, "refund_too_large", Some(37_760))
+    );
+    let negative =
+        app.post(&format!("/api/v1/payments/{id}/refunds"), Some(&admin), json!({"amount": {"amount": -5, "currency": "EUR"}})).await;
     assert_eq!(negative.status, StatusCode::UNPROCESSABLE_ENTITY);
     let order = until(&app, &ada, &id, |o| o["refunded"]["amount"] == 10_000 || o["refunded"] == 10_000).await;
     assert_eq!(order["status"], "delivered");
@@ -155,7 +168,10 @@ both_modes!(customers_see_and_touch_only_their_own_orders, |app: TestApp| async 
     // Another tenant's admin sees nothing of it.
     let other = app.admin_token_in("globex", "boss@globex.example").await;
     assert_eq!(get(&app, &format!("/api/v1/orders/{id}"), &other).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.post(&format!("/api/v1/orders/{id}/ship"), Some(&other), json!({"carrier": "x", "tracking_number": "y"})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.post(&format!("/api/v1/orders/{id}/ship"), Some(&other), json!({"carrier": "x", "tracking_number": "y"})).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(get(&app, "/api/v1/admin/orders", &other).await.body["items"].as_array().map(Vec::len), Some(0));
     assert_eq!(app.call(Method::GET, "/api/v1/orders", None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
 });
@@ -181,7 +197,10 @@ both_modes!(bad_orders_are_refused_with_a_problem_and_nothing_written, |app: Tes
     }
     let malformed = app.post("/api/v1/orders", Some(&ada), json!({"lines": "many"})).await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
-    assert_eq!(app.post("/api/v1/orders", None, order_body(json!([{"sku": "CUP-1", "quantity": 1}]), "tok_approve")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.post("/api/v1/orders", None, order_body(json!([{"sku": "CUP-1", "quantity": 1}]), "tok_approve")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(get(&app, "/api/v1/orders", &ada).await.body["items"].as_array().map(Vec::len), Some(0), "nothing was written");
     assert_eq!(get(&app, "/api/v1/orders/not-a-uuid", &ada).await.status, StatusCode::NOT_FOUND);
 });
@@ -202,7 +221,8 @@ both_modes!(declines_out_of_stock_and_customer_cancels_give_everything_back, |ap
     until(&app, &ada, &paid, |o| o["status"] == "confirmed" && !o["invoice_number"].is_null()).await;
     let cancel = app.post(&format!("/api/v1/orders/{paid}/cancel"), Some(&ada), json!({})).await;
     assert_eq!(cancel.status, StatusCode::ACCEPTED, "{:?}", cancel.body);
-    let cancelled = until(&app, &ada, &paid, |o| o["status"] == "cancelled" && (o["refunded"]["amount"] == 7_200 || o["refunded"] == 7_200)).await;
+    let cancelled =
+        until(&app, &ada, &paid, |o| o["status"] == "cancelled" && (o["refunded"]["amount"] == 7_200 || o["refunded"] == 7_200)).await;
     assert_eq!(cancelled["cancel_reason"], "cancelled_by_customer");
     until_stock(&app, &admin, "LAMP-1", 3, 3).await;
 });
@@ -250,7 +270,8 @@ both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, 
     let names: Vec<&str> = seen.iter().map(|(_, d)| d["event"].as_str().expect("event")).collect();
     assert_eq!(&names[..2], ["placed", "stock_reserved"], "in order: {names:?}");
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ids rise");
-    let statuses: Vec<&str> = seen.iter().filter(|(_, d)| d["source"] == "order").map(|(_, d)| d["status"].as_str().expect("status")).collect();
+    let statuses: Vec<&str> =
+        seen.iter().filter(|(_, d)| d["source"] == "order").map(|(_, d)| d["status"].as_str().expect("status")).collect();
     assert!(statuses.contains(&"confirmed"), "{statuses:?}");
 
     // Reconnecting after the second event resumes with the third.
@@ -260,7 +281,14 @@ both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, 
     assert_eq!(again[0].1, seen[2].1);
 
     // A shipment arrives on a stream that is already open.
-    let open = app.client.get(&url).bearer_auth(&ada).header("last-event-id", seen.last().expect("events").0.to_string()).send().await.expect("answers");
+    let open = app
+        .client
+        .get(&url)
+        .bearer_auth(&ada)
+        .header("last-event-id", seen.last().expect("events").0.to_string())
+        .send()
+        .await
+        .expect("answers");
     let ship = app.post(&format!("/api/v1/orders/{id}/ship"), Some(&admin), json!({"carrier": "DHL", "tracking_number": "JD1"})).await;
     assert_eq!(ship.status, StatusCode::ACCEPTED);
     let live = read_events(open, |e| e.iter().any(|(_, d)| d["event"] == "shipped")).await;

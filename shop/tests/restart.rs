@@ -111,7 +111,13 @@ async fn replay_while_serving(backend: Backend) {
     let port = free_port();
     let mut shop = start(&dir, url.as_deref(), port).await;
     for i in 0..20 {
-        let (status, _) = post(port, "/api/v1/auth/register", None, json!({"email": format!("u{i}@example.com"), "password": "correct horse", "name": "U"})).await;
+        let (status, _) = post(
+            port,
+            "/api/v1/auth/register",
+            None,
+            json!({"email": format!("u{i}@example.com"), "password": "correct horse", "name": "U"}),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let dry = command(&dir, url.as_deref(), port).args(["replay", "--all", "--dry-run"]).output().expect("replay runs");
@@ -144,12 +150,8 @@ async fn replay_while_serving(backend: Backend) {
     // The rebuilt users table still answers, with every user.
     let (_, login) = post(port, "/api/v1/auth/login", None, json!({"email": "u0@example.com", "password": "correct horse"})).await;
     let token = login["access_token"].as_str().expect("token").to_owned();
-    let me = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/users/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("answers");
+    let me =
+        reqwest::Client::new().get(format!("http://127.0.0.1:{port}/api/v1/users/me")).bearer_auth(&token).send().await.expect("answers");
     assert_eq!(me.status(), StatusCode::OK);
     let me: Value = me.json().await.expect("json");
     assert_eq!(me["email"], "u0@example.com");

@@ -49,7 +49,10 @@ pub enum Db {
     Postgres(PgPool),
     /// SQLite allows one writer at a time, so writes go through a one-connection pool and
     /// queue in-process instead of spinning on `SQLITE_BUSY`.
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
 }
 
 /// The event store; cheap to clone (pools inside).
@@ -146,11 +149,7 @@ impl EventStore {
     /// Connects to `postgres://…` or `sqlite://<path>` (the file is created if missing).
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(pool_size)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
+            let pool = PgPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
             Ok(Self::new(Db::Postgres(pool), 4))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
@@ -254,9 +253,9 @@ impl EventStore {
         for (n, a) in appends.iter().enumerate() {
             for i in 0..a.events.len() {
                 let key = (a.aggregate_type.clone(), a.aggregate_id.clone(), (a.expected_version + 1 + i as u64) as i64);
-                let position = positions.remove(&key).ok_or_else(|| {
-                    StoreError::Database(sqlx::Error::Protocol("insert returned fewer rows than it wrote".into()))
-                })?;
+                let position = positions
+                    .remove(&key)
+                    .ok_or_else(|| StoreError::Database(sqlx::Error::Protocol("insert returned fewer rows than it wrote".into())))?;
                 out[n].push(position);
             }
         }
@@ -264,12 +263,7 @@ impl EventStore {
     }
 
     /// The events of one stream after `after_sequence`, in order.
-    pub async fn load_stream(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        after_sequence: u64,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn load_stream(&self, aggregate_type: &str, aggregate_id: &str, after_sequence: u64) -> Result<Vec<StoredEvent>, StoreError> {
         match &self.db {
             Db::Postgres(pool) => {
                 let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(
@@ -294,9 +288,7 @@ impl EventStore {
                 .fetch_all(read)
                 .await?;
                 rows.into_iter()
-                    .map(|(s, p, payload)| {
-                        Ok(StoredEvent { sequence: s as u64, position: p, payload: serde_json::from_str(&payload)? })
-                    })
+                    .map(|(s, p, payload)| Ok(StoredEvent { sequence: s as u64, position: p, payload: serde_json::from_str(&payload)? }))
                     .collect()
             }
         }
@@ -307,21 +299,13 @@ impl EventStore {
         let sql_pg = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
         let sql_lite = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?";
         let v: i64 = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(sql_pg).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?
-            }
-            Db::Sqlite { read, .. } => {
-                sqlx::query_scalar(sql_lite).bind(aggregate_type).bind(aggregate_id).fetch_one(read).await?
-            }
+            Db::Postgres(pool) => sqlx::query_scalar(sql_pg).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?,
+            Db::Sqlite { read, .. } => sqlx::query_scalar(sql_lite).bind(aggregate_type).bind(aggregate_id).fetch_one(read).await?,
         };
         Ok(v as u64)
     }
 
-    pub async fn load_snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-    ) -> Result<Option<StoredSnapshot>, StoreError> {
+    pub async fn load_snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
         match &self.db {
             Db::Postgres(pool) => {
                 let row: Option<(i64, i64, serde_json::Value)> = sqlx::query_as(
@@ -352,12 +336,7 @@ impl EventStore {
     }
 
     /// Saves a snapshot unless a newer one is already stored.
-    pub async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        snapshot: &StoredSnapshot,
-    ) -> Result<(), StoreError> {
+    pub async fn save_snapshot(&self, aggregate_type: &str, aggregate_id: &str, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
         let upsert = |p: [&str; 5]| {
             format!(
                 "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, last_position, payload) \

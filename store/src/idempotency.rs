@@ -21,15 +21,14 @@ impl EventStore {
     pub async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str) -> Result<Idempotency, StoreError> {
         let (inserted, row) = match self.db() {
             Db::Postgres(pool) => {
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(scope)
-                .bind(key)
-                .bind(request_hash)
-                .execute(pool)
-                .await?
-                .rows_affected();
+                let inserted =
+                    sqlx::query("INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                        .bind(scope)
+                        .bind(key)
+                        .bind(request_hash)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
                 if inserted == 1 {
                     return Ok(Idempotency::Fresh);
                 }
@@ -43,25 +42,23 @@ impl EventStore {
                 .execute(pool)
                 .await?
                 .rows_affected();
-                let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(
-                    "SELECT request_hash, status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-                )
-                .bind(scope)
-                .bind(key)
-                .fetch_optional(pool)
-                .await?;
+                let row: Option<(String, Option<i32>, Option<String>)> =
+                    sqlx::query_as("SELECT request_hash, status, response_body FROM idempotency_keys WHERE scope = $1 AND key = $2")
+                        .bind(scope)
+                        .bind(key)
+                        .fetch_optional(pool)
+                        .await?;
                 (taken_over, row)
             }
             Db::Sqlite { write, .. } => {
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(scope)
-                .bind(key)
-                .bind(request_hash)
-                .execute(write)
-                .await?
-                .rows_affected();
+                let inserted =
+                    sqlx::query("INSERT INTO idempotency_keys (scope, key, request_hash) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                        .bind(scope)
+                        .bind(key)
+                        .bind(request_hash)
+                        .execute(write)
+                        .await?
+                        .rows_affected();
                 if inserted == 1 {
                     return Ok(Idempotency::Fresh);
                 }
@@ -76,13 +73,12 @@ impl EventStore {
                 .execute(write)
                 .await?
                 .rows_affected();
-                let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(
-                    "SELECT request_hash, status, response_body FROM idempotency_keys WHERE scope = ? AND key = ?",
-                )
-                .bind(scope)
-                .bind(key)
-                .fetch_optional(write)
-                .await?;
+                let row: Option<(String, Option<i32>, Option<String>)> =
+                    sqlx::query_as("SELECT request_hash, status, response_body FROM idempotency_keys WHERE scope = ? AND key = ?")
+                        .bind(scope)
+                        .bind(key)
+                        .fetch_optional(write)
+                        .await?;
                 (taken_over, row)
             }
         };

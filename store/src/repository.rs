@@ -110,15 +110,7 @@ where
     A::Command: Clone,
 {
     pub fn new(store: EventStore, services: A::Services) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                services,
-                slots: Mutex::new(HashMap::new()),
-                capacity: 50_000,
-                snapshot_every: None,
-            }),
-        }
+        Self { inner: Arc::new(Inner { store, services, slots: Mutex::new(HashMap::new()), capacity: 50_000, snapshot_every: None }) }
     }
 
     /// Saves a snapshot every `n` events, so long streams (hot SKUs) load quickly.
@@ -326,9 +318,8 @@ where
     loop {
         match attempt().await {
             Err(ExecError::Conflict { .. }) if n < MAX_ATTEMPTS => {
-                let jitter = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::from(d.subsec_nanos()) % 2000);
+                let jitter =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()) % 2000);
                 tokio::time::sleep(Duration::from_micros(200 * u64::from(n) + jitter)).await;
                 n += 1;
             }
@@ -339,11 +330,7 @@ where
 
 /// Appends the events of every stage in one atomic write. On a conflict every stage forgets
 /// its cached state, so the next attempt loads what the other writer wrote.
-pub async fn commit<E>(
-    store: &EventStore,
-    metadata: &Metadata,
-    stages: &mut [&mut dyn Stage],
-) -> Result<(), ExecError<E>> {
+pub async fn commit<E>(store: &EventStore, metadata: &Metadata, stages: &mut [&mut dyn Stage]) -> Result<(), ExecError<E>> {
     let metadata = serde_json::to_value(metadata).map_err(StoreError::from)?;
     let appends = stages.iter().map(|s| s.to_append(&metadata)).collect::<Result<Vec<_>, _>>()?;
     match store.append(&appends).await {

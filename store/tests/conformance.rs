@@ -105,10 +105,8 @@ both_backends!(concurrent_appends_at_one_version_let_exactly_one_win, |store: Ev
 
 both_backends!(a_multi_stream_append_is_all_or_nothing, |store: EventStore, _| async move {
     store.append(&[append("taken", 0, vec![event(1)])]).await.expect("setup");
-    let err = store
-        .append(&[append("fresh", 0, vec![event(1)]), append("taken", 0, vec![event(2)])])
-        .await
-        .expect_err("one stream is stale");
+    let err =
+        store.append(&[append("fresh", 0, vec![event(1)]), append("taken", 0, vec![event(2)])]).await.expect_err("one stream is stale");
     assert!(matches!(err, StoreError::Conflict));
     assert!(store.load_stream("thing", "fresh", 0).await.expect("load").is_empty(), "nothing half-written");
 });

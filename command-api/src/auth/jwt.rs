@@ -65,7 +65,13 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(&self, user: UserId, tenant: &TenantId, roles: &BTreeSet<Role>, now: DateTime<Utc>) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        tenant: &TenantId,
+        roles: &BTreeSet<Role>,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             sub: user,
             tenant: tenant.clone(),

@@ -55,10 +55,7 @@ fn argon2(params: &Params) -> Argon2<'static> {
 
 fn hash_now(params: &Params, password: &str) -> Result<PasswordHash, HashingUnavailable> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2(params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| PasswordHash(h.to_string()))
-        .map_err(|_| HashingUnavailable)
+    argon2(params).hash_password(password.as_bytes(), &salt).map(|h| PasswordHash(h.to_string())).map_err(|_| HashingUnavailable)
 }
 
 #[async_trait]

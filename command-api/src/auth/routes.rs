@@ -144,12 +144,7 @@ fn token_response(
     refresh: OpaqueToken<SessionId>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let access_token = state.jwt.issue(user_id, tenant, roles, state.clock.now()).map_err(ApiError::internal)?;
-    Ok(Json(TokenResponse {
-        access_token,
-        refresh_token: refresh.to_string(),
-        token_type: "Bearer",
-        expires_in: state.jwt.ttl.as_secs(),
-    }))
+    Ok(Json(TokenResponse { access_token, refresh_token: refresh.to_string(), token_type: "Bearer", expires_in: state.jwt.ttl.as_secs() }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,16 +166,9 @@ async fn refresh(
     let presented = parse_refresh(&req.refresh_token)?;
     let next = OpaqueToken::generate(presented.id);
     let now = state.clock.now();
-    let rotate = SessionCommand::Rotate {
-        presented: presented.hash(),
-        next: next.hash(),
-        now,
-        expires_at: now + state.config.refresh_token_ttl,
-    };
-    let done = state
-        .sessions
-        .execute(&stream_id(&tenant, presented.id), rotate, None, &meta.metadata(&tenant, None))
-        .await?;
+    let rotate =
+        SessionCommand::Rotate { presented: presented.hash(), next: next.hash(), now, expires_at: now + state.config.refresh_token_ttl };
+    let done = state.sessions.execute(&stream_id(&tenant, presented.id), rotate, None, &meta.metadata(&tenant, None)).await?;
     if done.state.revoked == Some(RevocationReason::ReuseDetected) {
         tracing::warn!(tenant = %tenant, session_id = %presented.id, "refresh token reuse; session family revoked");
         return Err(ApiError::new(
@@ -204,10 +192,7 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let presented = parse_refresh(&req.refresh_token)?;
     let revoke = SessionCommand::Revoke { presented: presented.hash() };
-    state
-        .sessions
-        .execute(&stream_id(&tenant, presented.id), revoke, None, &meta.metadata(&tenant, None))
-        .await?;
+    state.sessions.execute(&stream_id(&tenant, presented.id), revoke, None, &meta.metadata(&tenant, None)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -241,7 +226,8 @@ async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &R
     let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at };
     state.users.execute(&stream_id(tenant, user_id), request, None, &meta.metadata(tenant, Some(user_id))).await?;
     let templates = crate::templates::Templates { dir: state.config.template_dir.clone() };
-    let context = serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339()});
+    let context =
+        serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339()});
     let (subject, body) = templates.render(tenant.as_str(), "password_reset", &context).map_err(ApiError::internal)?;
     let mail = Mail { to: email.to_string(), subject, body, message_id: None };
     state.mailer.send(mail).await.map_err(ApiError::internal)
@@ -265,13 +251,12 @@ async fn confirm_password_reset(
     let token: OpaqueToken<UserId> = req.token.parse().map_err(|_| invalid())?;
     let new: Password = req.new_password.parse()?;
     let confirm = UserCommand::ConfirmPasswordReset { token_hash: token.hash(), new, now: state.clock.now() };
-    let done = state
-        .users
-        .execute(&stream_id(&tenant, token.id), confirm, if_match, &meta.metadata(&tenant, Some(token.id)))
-        .await
-        .map_err(|e| match e {
-            store::ExecError::Domain(UserError::NotFound | UserError::Deactivated) => invalid(),
-            other => other.into(),
-        })?;
+    let done =
+        state.users.execute(&stream_id(&tenant, token.id), confirm, if_match, &meta.metadata(&tenant, Some(token.id))).await.map_err(
+            |e| match e {
+                store::ExecError::Domain(UserError::NotFound | UserError::Deactivated) => invalid(),
+                other => other.into(),
+            },
+        )?;
     Ok(Json(CommandAccepted::new(token.id, &done)))
 }

@@ -27,12 +27,7 @@ impl<K: ClaimKind> Aggregate for Claim<K> {
     type Error = ClaimError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, _services: &Self::Services, sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
             ClaimCommand::Claim { tenant, key, owner } => {
                 if self.owner.is_some() {
@@ -63,11 +58,7 @@ mod tests {
     use crate::{ProductId, UserId};
 
     fn claimed_email(owner: UserId) -> ClaimEvent<crate::claim::EmailKind> {
-        ClaimEvent::Claimed {
-            tenant: TenantId::default(),
-            key: "ada@example.com".parse().expect("valid"),
-            owner,
-        }
+        ClaimEvent::Claimed { tenant: TenantId::default(), key: "ada@example.com".parse().expect("valid"), owner }
     }
 
     #[test]
@@ -75,11 +66,7 @@ mod tests {
         let owner = UserId::new();
         TestFramework::<EmailClaim>::with(())
             .given_no_previous_events()
-            .when(ClaimCommand::Claim {
-                tenant: TenantId::default(),
-                key: "ada@example.com".parse().expect("valid"),
-                owner,
-            })
+            .when(ClaimCommand::Claim { tenant: TenantId::default(), key: "ada@example.com".parse().expect("valid"), owner })
             .then_expect_events(vec![claimed_email(owner)]);
     }
 
@@ -87,11 +74,7 @@ mod tests {
     fn a_claimed_email_cannot_be_claimed_again() {
         TestFramework::<EmailClaim>::with(())
             .given(vec![claimed_email(UserId::new())])
-            .when(ClaimCommand::Claim {
-                tenant: TenantId::default(),
-                key: "ada@example.com".parse().expect("valid"),
-                owner: UserId::new(),
-            })
+            .when(ClaimCommand::Claim { tenant: TenantId::default(), key: "ada@example.com".parse().expect("valid"), owner: UserId::new() })
             .then_expect_error(ClaimError::AlreadyClaimed);
     }
 
@@ -99,11 +82,7 @@ mod tests {
     fn a_claimed_sku_cannot_be_claimed_again() {
         let sku: crate::Sku = "SKU-1".parse().expect("valid");
         TestFramework::<SkuClaim>::with(())
-            .given(vec![ClaimEvent::Claimed {
-                tenant: TenantId::default(),
-                key: sku.clone(),
-                owner: ProductId::new(),
-            }])
+            .given(vec![ClaimEvent::Claimed { tenant: TenantId::default(), key: sku.clone(), owner: ProductId::new() }])
             .when(ClaimCommand::Claim { tenant: TenantId::default(), key: sku, owner: ProductId::new() })
             .then_expect_error(ClaimError::AlreadyClaimed);
     }

@@ -152,10 +152,7 @@ mod tests {
 
     #[test]
     fn a_malformed_id_is_rejected() {
-        assert_eq!(
-            "nope".parse::<UserId>(),
-            Err(InvalidValue::new("user_id", "not a uuid"))
-        );
+        assert_eq!("nope".parse::<UserId>(), Err(InvalidValue::new("user_id", "not a uuid")));
     }
 
     #[test]

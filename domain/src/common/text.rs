@@ -72,11 +72,8 @@ impl FromStr for Email {
             return Err(bad());
         }
         let (local, domain) = e.split_once('@').ok_or_else(bad)?;
-        let domain_ok = domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains("..")
-            && !domain.contains('@');
+        let domain_ok =
+            domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains("..") && !domain.contains('@');
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(bad());
         }
@@ -89,11 +86,8 @@ impl FromStr for Sku {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let sku = s.trim().to_ascii_uppercase();
-        let ok = !sku.is_empty()
-            && sku.len() <= 64
-            && sku
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        let ok =
+            !sku.is_empty() && sku.len() <= 64 && sku.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b));
         if ok {
             Ok(Self(sku))
         } else {
@@ -105,10 +99,7 @@ impl FromStr for Sku {
 impl CategoryPath {
     /// The path and each of its ancestors, most general first: `a`, `a/b`, `a/b/c`.
     pub fn ancestors_and_self(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .match_indices('/')
-            .map(|(i, _)| &self.0[..i])
-            .chain(std::iter::once(self.0.as_str()))
+        self.0.match_indices('/').map(|(i, _)| &self.0[..i]).chain(std::iter::once(self.0.as_str()))
     }
 }
 
@@ -118,17 +109,12 @@ impl FromStr for CategoryPath {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let path = s.trim().trim_matches('/').to_lowercase();
         let segment_ok = |seg: &str| {
-            !seg.is_empty()
-                && seg.len() <= 64
-                && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            !seg.is_empty() && seg.len() <= 64 && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         if path.split('/').count() <= 8 && path.split('/').all(segment_ok) {
             Ok(Self(path))
         } else {
-            Err(InvalidValue::new(
-                "category",
-                "must be '/'-separated segments of lowercase letters, digits or '-'",
-            ))
+            Err(InvalidValue::new("category", "must be '/'-separated segments of lowercase letters, digits or '-'"))
         }
     }
 }
@@ -164,10 +150,7 @@ mod tests {
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(
-            " Ada@Example.COM ".parse::<Email>().map(|e| e.to_string()),
-            Ok("ada@example.com".into())
-        );
+        assert_eq!(" Ada@Example.COM ".parse::<Email>().map(|e| e.to_string()), Ok("ada@example.com".into()));
     }
 
     #[test]

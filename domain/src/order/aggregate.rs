@@ -110,18 +110,7 @@ impl Aggregate for Order {
                     .map(|l| OrderLine { sku: l.sku, quantity: l.quantity.get(), unit_price: l.unit_price.money() })
                     .collect();
                 let (subtotal, tax, total) = totals(&lines, tax_rate_bp, shipping)?;
-                OrderEvent::Placed {
-                    tenant,
-                    order_id,
-                    customer,
-                    lines,
-                    subtotal,
-                    tax,
-                    shipping,
-                    total,
-                    shipping_address,
-                    payment_method,
-                }
+                OrderEvent::Placed { tenant, order_id, customer, lines, subtotal, tax, shipping, total, shipping_address, payment_method }
             }
             OrderCommand::MarkStockReserved { expires_at } => {
                 self.require(&[Placed], "marking stock reserved")?;
@@ -309,7 +298,12 @@ mod tests {
     }
 
     fn confirmed() -> Vec<OrderEvent> {
-        vec![placed(), OrderEvent::StockReserved { expires_at: until() }, OrderEvent::PaymentAuthorised { payment_id: PaymentId::from_uuid(uuid::Uuid::from_u128(9)) }, OrderEvent::Confirmed]
+        vec![
+            placed(),
+            OrderEvent::StockReserved { expires_at: until() },
+            OrderEvent::PaymentAuthorised { payment_id: PaymentId::from_uuid(uuid::Uuid::from_u128(9)) },
+            OrderEvent::Confirmed,
+        ]
     }
 
     fn framework() -> TestFramework<Order> {
@@ -339,18 +333,35 @@ mod tests {
             expected: "EUR".parse().expect("valid"),
             found: "USD".parse().expect("valid"),
         });
-        framework().given_no_previous_events().when(place(vec![line("A", 1_000_000, i64::MAX / 1_000)])).then_expect_error(OrderError::TooLarge);
-        let OrderCommand::Place { tenant, order_id, customer, lines, tax_rate_bp, shipping, payment_method, .. } = place(vec![line("A", 1, 1)]) else {
+        framework()
+            .given_no_previous_events()
+            .when(place(vec![line("A", 1_000_000, i64::MAX / 1_000)]))
+            .then_expect_error(OrderError::TooLarge);
+        let OrderCommand::Place { tenant, order_id, customer, lines, tax_rate_bp, shipping, payment_method, .. } =
+            place(vec![line("A", 1, 1)])
+        else {
             unreachable!("place builds a Place")
         };
-        let bad_country = OrderCommand::Place { tenant, order_id, customer, lines, tax_rate_bp, shipping, payment_method, shipping_address: address("Germany") };
+        let bad_country = OrderCommand::Place {
+            tenant,
+            order_id,
+            customer,
+            lines,
+            tax_rate_bp,
+            shipping,
+            payment_method,
+            shipping_address: address("Germany"),
+        };
         framework().given_no_previous_events().when(bad_country).then_expect_error(OrderError::InvalidCountry);
     }
 
     #[test]
     fn the_saga_path_moves_step_by_step() {
         let payment_id = PaymentId::from_uuid(uuid::Uuid::from_u128(9));
-        framework().given(vec![placed()]).when(OrderCommand::MarkStockReserved { expires_at: until() }).then_expect_events(vec![OrderEvent::StockReserved { expires_at: until() }]);
+        framework()
+            .given(vec![placed()])
+            .when(OrderCommand::MarkStockReserved { expires_at: until() })
+            .then_expect_events(vec![OrderEvent::StockReserved { expires_at: until() }]);
         framework()
             .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }])
             .when(OrderCommand::MarkPaymentAuthorised { payment_id })
@@ -360,7 +371,10 @@ mod tests {
             .when(OrderCommand::Confirm)
             .then_expect_events(vec![OrderEvent::Confirmed]);
         let sku: crate::Sku = "A".parse().expect("valid");
-        framework().given(vec![placed()]).when(OrderCommand::RejectStock { sku: sku.clone() }).then_expect_events(vec![OrderEvent::StockRejected { sku }]);
+        framework()
+            .given(vec![placed()])
+            .when(OrderCommand::RejectStock { sku: sku.clone() })
+            .then_expect_events(vec![OrderEvent::StockRejected { sku }]);
         framework()
             .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }])
             .when(OrderCommand::FailPayment { reason: CancelReason::PaymentDeclined })
@@ -370,13 +384,19 @@ mod tests {
     #[test]
     fn people_cancel_before_shipment_then_ship_deliver_and_refund() {
         let cancel = || OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer };
-        framework().given(confirmed()).when(cancel()).then_expect_events(vec![OrderEvent::Cancelled { reason: CancelReason::CancelledByCustomer }]);
+        framework()
+            .given(confirmed())
+            .when(cancel())
+            .then_expect_events(vec![OrderEvent::Cancelled { reason: CancelReason::CancelledByCustomer }]);
         let ship = || OrderCommand::Ship { carrier: "DHL".parse().expect("valid"), tracking_number: "00340434".parse().expect("valid") };
         let shipped = OrderEvent::Shipped { carrier: "DHL".parse().expect("valid"), tracking_number: "00340434".parse().expect("valid") };
         framework().given(confirmed()).when(ship()).then_expect_events(vec![shipped.clone()]);
         let mut after_ship = confirmed();
         after_ship.push(shipped);
-        framework().given(after_ship.clone()).when(cancel()).then_expect_error(OrderError::IllegalTransition { from: Status::Shipped, action: "cancelling" });
+        framework()
+            .given(after_ship.clone())
+            .when(cancel())
+            .then_expect_error(OrderError::IllegalTransition { from: Status::Shipped, action: "cancelling" });
         framework().given(after_ship.clone()).when(OrderCommand::Deliver).then_expect_events(vec![OrderEvent::Delivered]);
         framework()
             .given(after_ship)
@@ -388,7 +408,10 @@ mod tests {
     fn refunds_never_exceed_the_total() {
         let mut partly = confirmed();
         partly.push(OrderEvent::Refunded { amount: eur(5_000), refunded_total: eur(5_000) });
-        framework().given(partly.clone()).when(OrderCommand::Refund { amount: eur(259) }).then_expect_error(OrderError::RefundTooLarge { requested: 259, refundable: 258 });
+        framework()
+            .given(partly.clone())
+            .when(OrderCommand::Refund { amount: eur(259) })
+            .then_expect_error(OrderError::RefundTooLarge { requested: 259, refundable: 258 });
         framework()
             .given(partly.clone())
             .when(OrderCommand::Refund { amount: eur(258) })
@@ -396,7 +419,10 @@ mod tests {
         framework().given(partly.clone()).when(OrderCommand::Refund { amount: eur(0) }).then_expect_error(OrderError::InvalidRefund);
         let dollars = Money::new(1, "USD".parse().expect("valid"));
         framework().given(partly).when(OrderCommand::Refund { amount: dollars }).then_expect_error(OrderError::InvalidRefund);
-        framework().given(vec![placed()]).when(OrderCommand::Refund { amount: eur(1) }).then_expect_error(OrderError::IllegalTransition { from: Status::Placed, action: "refunding" });
+        framework()
+            .given(vec![placed()])
+            .when(OrderCommand::Refund { amount: eur(1) })
+            .then_expect_error(OrderError::IllegalTransition { from: Status::Placed, action: "refunding" });
     }
 
     #[test]

@@ -55,19 +55,36 @@ pub enum OrderCommand {
         payment_method: String,
     },
     /// Every line is held until `expires_at`; unpaid by then, the saga cancels the order.
-    MarkStockReserved { expires_at: DateTime<Utc> },
-    RejectStock { sku: Sku },
-    MarkPaymentAuthorised { payment_id: PaymentId },
-    FailPayment { reason: CancelReason },
+    MarkStockReserved {
+        expires_at: DateTime<Utc>,
+    },
+    RejectStock {
+        sku: Sku,
+    },
+    MarkPaymentAuthorised {
+        payment_id: PaymentId,
+    },
+    FailPayment {
+        reason: CancelReason,
+    },
     Confirm,
-    Cancel { reason: CancelReason },
-    Ship { carrier: Name, tracking_number: Name },
+    Cancel {
+        reason: CancelReason,
+    },
+    Ship {
+        carrier: Name,
+        tracking_number: Name,
+    },
     Deliver,
     /// Records money given back (the payment refund itself is the payment's business).
-    Refund { amount: Money },
+    Refund {
+        amount: Money,
+    },
     /// Gives the captured order its invoice number (committed with the tenant's
     /// [`super::InvoiceBook`] entry, so numbers have no gaps).
-    AssignInvoice { number: u64 },
+    AssignInvoice {
+        number: u64,
+    },
     /// The committed units of a cancelled, invoiced order went back on the shelf.
     MarkRestocked,
     /// The held units of a cancelled order were given back (written with the releases).

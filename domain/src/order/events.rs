@@ -21,16 +21,34 @@ pub enum OrderEvent {
         shipping_address: ShippingAddress,
         payment_method: String,
     },
-    StockReserved { expires_at: DateTime<Utc> },
-    StockRejected { sku: Sku },
-    PaymentAuthorised { payment_id: PaymentId },
-    PaymentFailed { reason: CancelReason },
+    StockReserved {
+        expires_at: DateTime<Utc>,
+    },
+    StockRejected {
+        sku: Sku,
+    },
+    PaymentAuthorised {
+        payment_id: PaymentId,
+    },
+    PaymentFailed {
+        reason: CancelReason,
+    },
     Confirmed,
-    Cancelled { reason: CancelReason },
-    Shipped { carrier: Name, tracking_number: Name },
+    Cancelled {
+        reason: CancelReason,
+    },
+    Shipped {
+        carrier: Name,
+        tracking_number: Name,
+    },
     Delivered,
-    Refunded { amount: Money, refunded_total: Money },
-    Invoiced { number: u64 },
+    Refunded {
+        amount: Money,
+        refunded_total: Money,
+    },
+    Invoiced {
+        number: u64,
+    },
     Restocked,
     StockReleased,
 }

@@ -46,20 +46,13 @@ impl Aggregate for Product {
     type Error = ProductError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, _services: &Self::Services, sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
             ProductCommand::Create { tenant, product_id, sku, name, description, category, price, attributes } => {
                 if self.id.is_some() {
                     return Err(ProductError::AlreadyExists);
                 }
-                let event = ProductEvent::Created {
-                    tenant, product_id, sku, name, description, category, price, attributes,
-                };
+                let event = ProductEvent::Created { tenant, product_id, sku, name, description, category, price, attributes };
                 sink.write(event, self).await;
             }
             ProductCommand::UpdateDetails { name, description, category, attributes } => {
@@ -73,8 +66,7 @@ impl Aggregate for Product {
                 };
                 if next != current {
                     let ProductDetails { name, description, category, attributes } = next;
-                    sink.write(ProductEvent::DetailsUpdated { name, description, category, attributes }, self)
-                        .await;
+                    sink.write(ProductEvent::DetailsUpdated { name, description, category, attributes }, self).await;
                 }
             }
             ProductCommand::ChangePrice { price } => {
@@ -228,10 +220,7 @@ mod tests {
 
     #[test]
     fn setting_the_same_price_records_nothing() {
-        framework()
-            .given(vec![created()])
-            .when(ProductCommand::ChangePrice { price: price(19_900) })
-            .then_expect_events(vec![]);
+        framework().given(vec![created()]).when(ProductCommand::ChangePrice { price: price(19_900) }).then_expect_events(vec![]);
     }
 
     #[test]
@@ -258,10 +247,7 @@ mod tests {
 
     #[test]
     fn a_discontinued_product_cannot_change() {
-        framework()
-            .given(vec![created()])
-            .when(ProductCommand::Discontinue)
-            .then_expect_events(vec![ProductEvent::Discontinued]);
+        framework().given(vec![created()]).when(ProductCommand::Discontinue).then_expect_events(vec![ProductEvent::Discontinued]);
         framework()
             .given(vec![created(), ProductEvent::Discontinued])
             .when(ProductCommand::ChangePrice { price: price(1) })

@@ -24,7 +24,9 @@ pub enum ProductCommand {
         category: Option<CategoryPath>,
         attributes: Option<Attributes>,
     },
-    ChangePrice { price: Price },
+    ChangePrice {
+        price: Price,
+    },
     Publish,
     Unpublish,
     /// Take the product off sale for good; its SKU stays claimed.

@@ -24,7 +24,10 @@ pub enum ProductEvent {
         category: CategoryPath,
         attributes: Attributes,
     },
-    PriceChanged { previous: Price, price: Price },
+    PriceChanged {
+        previous: Price,
+        price: Price,
+    },
     Published,
     Unpublished,
     Discontinued,

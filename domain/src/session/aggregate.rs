@@ -26,12 +26,7 @@ impl Aggregate for Session {
     type Error = SessionError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, _services: &Self::Services, sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
             SessionCommand::Start { tenant, session_id, user_id, token_hash, expires_at } => {
                 if self.user_id.is_some() {
@@ -180,9 +175,6 @@ mod tests {
             .given(vec![started(), SessionEvent::Revoked { reason: RevocationReason::Logout }])
             .when(SessionCommand::Revoke { presented: h("a") })
             .then_expect_error(SessionError::Revoked);
-        framework()
-            .given(vec![started()])
-            .when(SessionCommand::Revoke { presented: h("x") })
-            .then_expect_error(SessionError::InvalidToken);
+        framework().given(vec![started()]).when(SessionCommand::Revoke { presented: h("x") }).then_expect_error(SessionError::InvalidToken);
     }
 }

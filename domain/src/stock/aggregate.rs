@@ -41,12 +41,7 @@ impl Aggregate for Stock {
     type Error = StockError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, _services: &Self::Services, sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
             StockCommand::Receive { tenant, sku, quantity } => {
                 let on_hand = self.on_hand + quantity.get();
@@ -72,12 +67,7 @@ impl Aggregate for Stock {
                 if quantity.get() > available {
                     return Err(StockError::InsufficientStock { available, requested: quantity.get() });
                 }
-                let event = StockEvent::Reserved {
-                    order_id,
-                    quantity: quantity.get(),
-                    expires_at,
-                    available: available - quantity.get(),
-                };
+                let event = StockEvent::Reserved { order_id, quantity: quantity.get(), expires_at, available: available - quantity.get() };
                 sink.write(event, self).await;
             }
             StockCommand::Release { order_id } => {
@@ -165,7 +155,11 @@ mod tests {
             .given(vec![received(5)])
             .when(StockCommand::Receive { tenant: TenantId::default(), sku: sku(), quantity: q(3) })
             .then_expect_events(vec![StockEvent::Received {
-                tenant: TenantId::default(), sku: sku(), quantity: 3, on_hand: 8, available: 8,
+                tenant: TenantId::default(),
+                sku: sku(),
+                quantity: 3,
+                on_hand: 8,
+                available: 8,
             }]);
     }
 
@@ -175,10 +169,18 @@ mod tests {
         framework()
             .given(vec![received(5)])
             .when(StockCommand::Adjust {
-                tenant: TenantId::default(), sku: sku(), delta: QuantityDelta::try_from(-2).expect("valid"), reason: reason.clone(),
+                tenant: TenantId::default(),
+                sku: sku(),
+                delta: QuantityDelta::try_from(-2).expect("valid"),
+                reason: reason.clone(),
             })
             .then_expect_events(vec![StockEvent::Adjusted {
-                tenant: TenantId::default(), sku: sku(), delta: -2, reason, on_hand: 3, available: 3,
+                tenant: TenantId::default(),
+                sku: sku(),
+                delta: -2,
+                reason,
+                on_hand: 3,
+                available: 3,
             }]);
     }
 
@@ -187,7 +189,9 @@ mod tests {
         framework()
             .given(vec![received(5), reserved(1, 4, 1)])
             .when(StockCommand::Adjust {
-                tenant: TenantId::default(), sku: sku(), delta: QuantityDelta::try_from(-2).expect("valid"),
+                tenant: TenantId::default(),
+                sku: sku(),
+                delta: QuantityDelta::try_from(-2).expect("valid"),
                 reason: "count".parse().expect("valid"),
             })
             .then_expect_error(StockError::AdjustmentBelowReserved { on_hand: 3, reserved: 4 });
@@ -243,8 +247,10 @@ mod tests {
         prop_oneof![
             (1i64..50).prop_map(|n| StockCommand::Receive { tenant: TenantId::default(), sku: sku(), quantity: q(n) }),
             (-50i64..50).prop_filter("non-zero", |d| *d != 0).prop_map(|d| StockCommand::Adjust {
-                tenant: TenantId::default(), sku: sku(),
-                delta: QuantityDelta::try_from(d).expect("non-zero"), reason: "count".parse().expect("valid"),
+                tenant: TenantId::default(),
+                sku: sku(),
+                delta: QuantityDelta::try_from(d).expect("non-zero"),
+                reason: "count".parse().expect("valid"),
             }),
             (0u128..8, 1i64..30).prop_map(|(o, n)| reserve(o, n)),
             (0u128..8).prop_map(|o| StockCommand::Release { order_id: order(o) }),

@@ -71,12 +71,7 @@ impl Aggregate for User {
     type Error = UserError;
     type Services = UserServices;
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, services: &Self::Services, sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
             UserCommand::Register { tenant, user_id, email, name, password, roles } => {
                 if self.is_registered() {
@@ -330,9 +325,7 @@ mod tests {
         framework()
             .given(vec![registered()])
             .when(UserCommand::ChangePassword { current: pw("correct horse"), new: pw("battery staple") })
-            .then_expect_events(vec![UserEvent::PasswordChanged {
-                password_hash: PasswordHash("hashed:battery staple".into()),
-            }]);
+            .then_expect_events(vec![UserEvent::PasswordChanged { password_hash: PasswordHash("hashed:battery staple".into()) }]);
     }
 
     #[test]
@@ -355,14 +348,8 @@ mod tests {
     fn a_valid_reset_token_sets_the_new_password() {
         framework()
             .given(vec![registered(), reset_requested()])
-            .when(UserCommand::ConfirmPasswordReset {
-                token_hash: TokenHash("t1".into()),
-                new: pw("battery staple"),
-                now: at(1),
-            })
-            .then_expect_events(vec![UserEvent::PasswordResetCompleted {
-                password_hash: PasswordHash("hashed:battery staple".into()),
-            }]);
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(1) })
+            .then_expect_events(vec![UserEvent::PasswordResetCompleted { password_hash: PasswordHash("hashed:battery staple".into()) }]);
     }
 
     #[test]
@@ -373,11 +360,7 @@ mod tests {
                 reset_requested(),
                 UserEvent::PasswordResetCompleted { password_hash: PasswordHash("hashed:x".into()) },
             ])
-            .when(UserCommand::ConfirmPasswordReset {
-                token_hash: TokenHash("t1".into()),
-                new: pw("battery staple"),
-                now: at(1),
-            })
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(1) })
             .then_expect_error(UserError::ResetTokenInvalid);
     }
 
@@ -385,11 +368,7 @@ mod tests {
     fn a_wrong_reset_token_is_rejected() {
         framework()
             .given(vec![registered(), reset_requested()])
-            .when(UserCommand::ConfirmPasswordReset {
-                token_hash: TokenHash("other".into()),
-                new: pw("battery staple"),
-                now: at(1),
-            })
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("other".into()), new: pw("battery staple"), now: at(1) })
             .then_expect_error(UserError::ResetTokenInvalid);
     }
 
@@ -397,11 +376,7 @@ mod tests {
     fn an_expired_reset_token_is_rejected() {
         framework()
             .given(vec![registered(), reset_requested()])
-            .when(UserCommand::ConfirmPasswordReset {
-                token_hash: TokenHash("t1".into()),
-                new: pw("battery staple"),
-                now: at(2),
-            })
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(2) })
             .then_expect_error(UserError::ResetTokenExpired);
     }
 
@@ -418,11 +393,7 @@ mod tests {
     fn a_deactivated_user_cannot_reset_a_password() {
         framework()
             .given(vec![registered(), reset_requested(), UserEvent::Deactivated])
-            .when(UserCommand::ConfirmPasswordReset {
-                token_hash: TokenHash("t1".into()),
-                new: pw("battery staple"),
-                now: at(1),
-            })
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(1) })
             .then_expect_error(UserError::Deactivated);
     }
 
@@ -432,10 +403,7 @@ mod tests {
             .given(vec![registered()])
             .when(UserCommand::GrantRole { role: Role::Admin })
             .then_expect_events(vec![UserEvent::RoleGranted { role: Role::Admin }]);
-        framework()
-            .given(vec![registered()])
-            .when(UserCommand::GrantRole { role: Role::Customer })
-            .then_expect_events(vec![]);
+        framework().given(vec![registered()]).when(UserCommand::GrantRole { role: Role::Customer }).then_expect_events(vec![]);
     }
 
     #[test]
@@ -448,10 +416,7 @@ mod tests {
 
     #[test]
     fn revoking_the_last_role_is_rejected() {
-        framework()
-            .given(vec![registered()])
-            .when(UserCommand::RevokeRole { role: Role::Customer })
-            .then_expect_error(UserError::NoRoles);
+        framework().given(vec![registered()]).when(UserCommand::RevokeRole { role: Role::Customer }).then_expect_error(UserError::NoRoles);
     }
 
     #[test]
@@ -459,17 +424,11 @@ mod tests {
         framework()
             .given(vec![registered()])
             .when(UserCommand::SetRoles { roles: BTreeSet::from([Role::Admin]) })
-            .then_expect_events(vec![
-                UserEvent::RoleGranted { role: Role::Admin },
-                UserEvent::RoleRevoked { role: Role::Customer },
-            ]);
+            .then_expect_events(vec![UserEvent::RoleGranted { role: Role::Admin }, UserEvent::RoleRevoked { role: Role::Customer }]);
     }
 
     #[test]
     fn setting_no_roles_is_rejected() {
-        framework()
-            .given(vec![registered()])
-            .when(UserCommand::SetRoles { roles: BTreeSet::new() })
-            .then_expect_error(UserError::NoRoles);
+        framework().given(vec![registered()]).when(UserCommand::SetRoles { roles: BTreeSet::new() }).then_expect_error(UserError::NoRoles);
     }
 }

@@ -16,18 +16,38 @@ pub enum UserCommand {
         password: Password,
         roles: BTreeSet<Role>,
     },
-    ChangeProfile { name: Name },
+    ChangeProfile {
+        name: Name,
+    },
     /// Whether the user takes marketing mail (new products); account and order mail always go.
-    SetMarketingEmails { allowed: bool },
+    SetMarketingEmails {
+        allowed: bool,
+    },
     /// Requires the current password, so a stolen access token alone cannot take the account.
-    ChangePassword { current: Password, new: Password },
+    ChangePassword {
+        current: Password,
+        new: Password,
+    },
     /// Record a reset token (hashed) that is valid until `expires_at`.
-    RequestPasswordReset { token_hash: TokenHash, expires_at: DateTime<Utc> },
+    RequestPasswordReset {
+        token_hash: TokenHash,
+        expires_at: DateTime<Utc>,
+    },
     /// Use a reset token once, before it expires, to set a new password.
-    ConfirmPasswordReset { token_hash: TokenHash, new: Password, now: DateTime<Utc> },
+    ConfirmPasswordReset {
+        token_hash: TokenHash,
+        new: Password,
+        now: DateTime<Utc>,
+    },
     Deactivate,
-    GrantRole { role: Role },
-    RevokeRole { role: Role },
+    GrantRole {
+        role: Role,
+    },
+    RevokeRole {
+        role: Role,
+    },
     /// Make the user's roles exactly `roles` (grants and revokes the difference).
-    SetRoles { roles: BTreeSet<Role> },
+    SetRoles {
+        roles: BTreeSet<Role>,
+    },
 }

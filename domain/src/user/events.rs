@@ -40,14 +40,7 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserEvent {
-    Registered {
-        tenant: TenantId,
-        user_id: UserId,
-        email: Email,
-        name: Name,
-        password_hash: PasswordHash,
-        roles: BTreeSet<Role>,
-    },
+    Registered { tenant: TenantId, user_id: UserId, email: Email, name: Name, password_hash: PasswordHash, roles: BTreeSet<Role> },
     ProfileChanged { name: Name },
     MarketingEmailsSet { allowed: bool },
     PasswordChanged { password_hash: PasswordHash },
