@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use store::Idempotency;
 
-use crate::error::{ApiError, ErrorCode};
 use crate::AppState;
+use http_kit::{ApiError, ErrorCode};
 
 /// Largest request body that is buffered to hash it.
 const MAX_BODY: usize = 1024 * 1024;

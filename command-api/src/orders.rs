@@ -1,7 +1,7 @@
 //! Orders and payments: customers place and cancel orders; admins ship, deliver and refund.
 //! The order saga (the `saga` crate) does everything in between: stock, payment, invoice.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -10,10 +10,10 @@ use domain::payment::PaymentCommand;
 use domain::{stream_id, InvalidValue, Money, Name, OrderId, Quantity, Sku, TenantId};
 use serde::Deserialize;
 
-use crate::error::ApiError;
-use crate::extract::{Admin, AppJson, AuthUser, RequestMeta};
 use crate::products::PriceBody;
 use crate::{AppState, CommandAccepted};
+use http_kit::{Admin, AppJson, AuthUser, RequestMeta};
+use http_kit::{ApiError, ErrorCode, Id};
 
 /// Lines per order.
 const MAX_LINES: usize = 100;
@@ -73,10 +73,10 @@ impl TryFrom<AddressRequest> for ShippingAddress {
     type Error = InvalidValue;
 
     fn try_from(a: AddressRequest) -> Result<Self, Self::Error> {
-        let country = a.country.trim().to_ascii_uppercase();
-        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(InvalidValue::new("shipping_address.country", "must be an iso 3166-1 alpha-2 code such as DE"));
-        }
+        let country = a
+            .country
+            .parse()
+            .map_err(|_| InvalidValue::new("shipping_address.country", "must be an iso 3166-1 alpha-2 code such as DE"))?;
         Ok(ShippingAddress {
             name: text("shipping_address.name", &a.name)?,
             line1: text("shipping_address.line1", &a.line1)?,
@@ -151,8 +151,7 @@ async fn place(
 
 /// The order `id` of the caller's tenant, if the caller may act on it: its customer, or an
 /// admin. Anyone else gets the same 404 as for a missing order.
-async fn visible_order(state: &AppState, user: &AuthUser, id: &str) -> Result<(String, Order), ApiError> {
-    let order_id: OrderId = id.parse().map_err(|_| ApiError::not_found("order"))?;
+async fn visible_order(state: &AppState, user: &AuthUser, order_id: OrderId) -> Result<(String, Order), ApiError> {
     let stream = stream_id(&user.tenant, order_id);
     let (order, _) = state.orders.read(&stream).await?;
     match order.customer {
@@ -164,7 +163,7 @@ async fn visible_order(state: &AppState, user: &AuthUser, id: &str) -> Result<(S
 async fn order_command(
     state: &AppState,
     user: &AuthUser,
-    id: &str,
+    id: OrderId,
     meta: &RequestMeta,
     command: OrderCommand,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
@@ -177,31 +176,31 @@ async fn order_command(
 async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     meta: RequestMeta,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    order_command(&state, &user, &id, &meta, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }).await
+    order_command(&state, &user, id, &meta, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }).await
 }
 
 async fn ship(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     meta: RequestMeta,
     AppJson(req): AppJson<ShipRequest>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let carrier = text("carrier", &req.carrier)?;
     let tracking_number = text("tracking_number", &req.tracking_number)?;
-    order_command(&state, &admin, &id, &meta, OrderCommand::Ship { carrier, tracking_number }).await
+    order_command(&state, &admin, id, &meta, OrderCommand::Ship { carrier, tracking_number }).await
 }
 
 async fn deliver(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     meta: RequestMeta,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    order_command(&state, &admin, &id, &meta, OrderCommand::Deliver).await
+    order_command(&state, &admin, id, &meta, OrderCommand::Deliver).await
 }
 
 /// `POST /payments/{id}/refunds`: holds the amount on the payment (never more than was
@@ -210,11 +209,16 @@ async fn deliver(
 async fn refund(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     meta: RequestMeta,
     AppJson(req): AppJson<RefundRequest>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let (stream, _) = visible_order(&state, &admin, &id).await.map_err(|_| ApiError::not_found("payment"))?;
+    // The payment has the order's id; a missing order is a missing payment (anything else,
+    // such as the store being away, keeps its own answer).
+    let (stream, _) = visible_order(&state, &admin, id).await.map_err(|e| match e.code {
+        ErrorCode::NotFound => ApiError::not_found("payment"),
+        _ => e,
+    })?;
     let currency = req.amount.currency.parse().map_err(|_| InvalidValue::new("amount.currency", "not an iso 4217 currency code"))?;
     let amount = Money::new(req.amount.amount, currency);
     // One refund per request; a retried request is answered from its `Idempotency-Key`.

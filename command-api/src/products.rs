@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{on, patch, post, put, MethodFilter, MethodRouter};
 use axum::{Json, Router};
@@ -12,9 +12,10 @@ use domain::{stream_id, CategoryPath, Description, InvalidValue, Money, Name, Pr
 use serde::Deserialize;
 use store::{commit, retry_on_conflict};
 
-use crate::error::{sku_taken, ApiError};
-use crate::extract::{Admin, AppJson, IfMatch, RequestMeta};
 use crate::{AppState, CommandAccepted};
+use http_kit::error::sku_taken;
+use http_kit::ApiError;
+use http_kit::{Admin, AppJson, Id, IfMatch, RequestMeta};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -148,46 +149,42 @@ impl TryFrom<UpdateRequest> for ProductCommand {
 async fn update(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
     meta: RequestMeta,
     if_match: IfMatch,
     AppJson(req): AppJson<UpdateRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, &id, req.try_into()?, if_match, &meta).await
+    run(&state, &admin, id, req.try_into()?, if_match, &meta).await
 }
 
 async fn change_price(
     State(state): State<AppState>,
     admin: Admin,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
     meta: RequestMeta,
     if_match: IfMatch,
     AppJson(req): AppJson<PriceBody>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let price = Price::try_from(req)?;
-    run(&state, &admin, &id, ProductCommand::ChangePrice { price }, if_match, &meta).await
+    run(&state, &admin, id, ProductCommand::ChangePrice { price }, if_match, &meta).await
 }
 
 /// A handler for a command without a body (publish, unpublish, discontinue).
 fn transition(method: MethodFilter, command: fn() -> ProductCommand) -> MethodRouter<AppState> {
-    on(
-        method,
-        move |State(state): State<AppState>, admin: Admin, Path(id): Path<String>, meta: RequestMeta, if_match: IfMatch| async move {
-            run(&state, &admin, &id, command(), if_match, &meta).await
-        },
-    )
+    on(method, move |State(state): State<AppState>, admin: Admin, Id(id): Id<ProductId>, meta: RequestMeta, if_match: IfMatch| async move {
+        run(&state, &admin, id, command(), if_match, &meta).await
+    })
 }
 
 /// Runs a command on product `id` of the admin's tenant.
 async fn run(
     state: &AppState,
     Admin(admin): &Admin,
-    id: &str,
+    id: ProductId,
     command: ProductCommand,
     IfMatch(if_match): IfMatch,
     meta: &RequestMeta,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    let id: ProductId = id.parse().map_err(|_| ApiError::not_found("product"))?;
     let metadata = meta.metadata(&admin.tenant, Some(admin.user_id));
     let done = state.products.execute(&stream_id(&admin.tenant, id), command, if_match, &metadata).await?;
     Ok(Json(CommandAccepted::new(id, &done)))

@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +10,10 @@ use domain::stock::Stock;
 use domain::user::{User, UserServices};
 use store::{EventStore, Repository};
 
-use crate::auth::{Argon2Hasher, JwtKeys, LoginLimiter};
-use crate::mail::Mailer;
+use http_kit::JwtKeys;
+use mailer::{Mailer, Templates};
+
+use crate::auth::{Argon2Hasher, LoginLimiter};
 
 pub use domain::{Clock, SystemClock};
 
@@ -31,8 +32,6 @@ pub struct ApiConfig {
     /// Events per Stock snapshot.
     pub stock_snapshot_every: u64,
     pub orders: OrderSettings,
-    /// Per-tenant template overrides (`SHOP_TEMPLATE_DIR`).
-    pub template_dir: Option<PathBuf>,
 }
 
 /// How orders are priced beyond their lines.
@@ -69,7 +68,6 @@ impl Default for ApiConfig {
             login_window: Duration::from_secs(15 * 60),
             stock_snapshot_every: 100,
             orders: OrderSettings::default(),
-            template_dir: None,
         }
     }
 }
@@ -92,10 +90,10 @@ pub struct Services {
     pub hasher: Argon2Hasher,
     pub limiter: LoginLimiter,
     pub clock: Arc<dyn Clock>,
+    /// Sends the password-reset mail, whose token exists only in the request that made it.
     pub mailer: Arc<dyn Mailer>,
+    pub templates: Arc<Templates>,
     pub config: ApiConfig,
-    /// What `/ready` checks besides the store (a Kafka broker the role needs).
-    pub ready_checks: std::sync::RwLock<Vec<crate::health::ReadyCheck>>,
 }
 
 impl axum::extract::FromRef<AppState> for JwtKeys {
@@ -112,12 +110,14 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Adds a dependency `/ready` checks.
-    pub fn add_ready_check(&self, check: crate::health::ReadyCheck) {
-        self.ready_checks.write().unwrap_or_else(|p| p.into_inner()).push(check);
-    }
-
-    pub fn new(store: EventStore, jwt: JwtKeys, mailer: Arc<dyn Mailer>, clock: Arc<dyn Clock>, config: ApiConfig) -> Self {
+    pub fn new(
+        store: EventStore,
+        jwt: JwtKeys,
+        mailer: Arc<dyn Mailer>,
+        templates: Arc<Templates>,
+        clock: Arc<dyn Clock>,
+        config: ApiConfig,
+    ) -> Self {
         let hasher = Argon2Hasher::owasp();
         let user_services = UserServices { hasher: Arc::new(hasher.clone()) };
         Self(Arc::new(Services {
@@ -135,13 +135,8 @@ impl AppState {
             limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
             clock,
             mailer,
+            templates,
             config,
-            ready_checks: std::sync::RwLock::default(),
         }))
     }
-}
-
-/// Where embedded mode writes mail: one `.eml` file per message.
-pub fn default_outbox(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("outbox")
 }

@@ -1,15 +1,15 @@
 //! Stock management (admin): receipts and adjustments of a SKU's units on hand.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use domain::stock::StockCommand;
 use domain::{stream_id, Name, Quantity, QuantityDelta, Sku, TenantId};
 use serde::Deserialize;
 
-use crate::error::ApiError;
-use crate::extract::{Admin, AppJson, IfMatch, RequestMeta};
 use crate::{AppState, CommandAccepted};
+use http_kit::ApiError;
+use http_kit::{Admin, AppJson, Id, IfMatch, RequestMeta};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/stock/{sku}/receipts", post(receive)).route("/stock/{sku}/adjustments", post(adjust))
@@ -30,8 +30,7 @@ struct AdjustmentRequest {
 
 /// Stock exists only for SKUs of this tenant's catalogue. A claimed SKU stays claimed, so a
 /// cached claim answers without a round trip; only an unclaimed one is checked again.
-async fn known_sku(state: &AppState, tenant: &TenantId, sku: &str) -> Result<Sku, ApiError> {
-    let sku: Sku = sku.parse().map_err(|_| ApiError::not_found("sku"))?;
+async fn known_sku(state: &AppState, tenant: &TenantId, sku: Sku) -> Result<Sku, ApiError> {
     let stream = stream_id(tenant, &sku);
     if state.skus.peek(&stream).await?.0.owner.is_some() {
         return Ok(sku);
@@ -43,33 +42,33 @@ async fn known_sku(state: &AppState, tenant: &TenantId, sku: &str) -> Result<Sku
 async fn receive(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(sku): Path<String>,
+    Id(sku): Id<Sku>,
     meta: RequestMeta,
     IfMatch(if_match): IfMatch,
     AppJson(req): AppJson<ReceiptRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let quantity = Quantity::try_from(req.quantity)?;
-    run(&state, &admin, &sku, if_match, &meta, |tenant, sku| StockCommand::Receive { tenant, sku, quantity }).await
+    run(&state, &admin, sku, if_match, &meta, |tenant, sku| StockCommand::Receive { tenant, sku, quantity }).await
 }
 
 async fn adjust(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(sku): Path<String>,
+    Id(sku): Id<Sku>,
     meta: RequestMeta,
     IfMatch(if_match): IfMatch,
     AppJson(req): AppJson<AdjustmentRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let delta = QuantityDelta::try_from(req.quantity_delta)?;
     let reason: Name = req.reason.parse().map_err(|_| domain::InvalidValue::new("reason", "must be 1-200 characters of text"))?;
-    run(&state, &admin, &sku, if_match, &meta, |tenant, sku| StockCommand::Adjust { tenant, sku, delta, reason }).await
+    run(&state, &admin, sku, if_match, &meta, |tenant, sku| StockCommand::Adjust { tenant, sku, delta, reason }).await
 }
 
 /// Runs the command `build` makes for a known SKU of the admin's tenant.
 async fn run(
     state: &AppState,
-    admin: &crate::extract::AuthUser,
-    sku: &str,
+    admin: &http_kit::AuthUser,
+    sku: Sku,
     if_match: Option<u64>,
     meta: &RequestMeta,
     build: impl FnOnce(TenantId, Sku) -> StockCommand,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{patch, post, put};
 use axum::{Json, Router};
 use domain::claim::{ClaimCommand, EmailKind};
@@ -12,9 +12,10 @@ use serde::Deserialize;
 use store::{commit, retry_on_conflict, Metadata};
 
 use crate::auth::Registration;
-use crate::error::{email_taken, ApiError};
-use crate::extract::{Admin, AppJson, AuthUser, IfMatch, RequestMeta};
 use crate::{AppState, CommandAccepted};
+use http_kit::error::email_taken;
+use http_kit::ApiError;
+use http_kit::{Admin, AppJson, AuthUser, Id, IfMatch, RequestMeta};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -124,12 +125,11 @@ struct RolesRequest {
 async fn set_roles(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    Id(target): Id<UserId>,
     meta: RequestMeta,
     IfMatch(if_match): IfMatch,
     AppJson(req): AppJson<RolesRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    let target = parse_user_id(&id)?;
     let roles = req.roles.iter().map(|r| r.parse()).collect::<Result<BTreeSet<Role>, _>>()?;
     run_on(&state, &admin, target, UserCommand::SetRoles { roles }, if_match, &meta).await
 }
@@ -137,17 +137,11 @@ async fn set_roles(
 async fn deactivate(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    Id(target): Id<UserId>,
     meta: RequestMeta,
     IfMatch(if_match): IfMatch,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    let target = parse_user_id(&id)?;
     run_on(&state, &admin, target, UserCommand::Deactivate, if_match, &meta).await
-}
-
-/// An id that is not a uuid names no user.
-fn parse_user_id(id: &str) -> Result<UserId, ApiError> {
-    id.parse().map_err(|_| ApiError::not_found("user"))
 }
 
 /// Runs a user command on `target` within the caller's tenant.

@@ -156,6 +156,9 @@ if [ "${CI:-}" = "true" ]; then
     export CARGO_INCREMENTAL=0
 fi
 
+log "checking the formatting (rustfmt.toml)"
+cargo fmt --all --check
+
 log "running the test suite"
 output=$(mktemp)
 trap 'rm -f "$output"' EXIT

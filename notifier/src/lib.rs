@@ -20,22 +20,22 @@
 pub mod routes;
 pub mod webhooks;
 
-pub use command_api::templates;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use command_api::mail::{Mail, Mailer};
-use domain::order::{CancelReason, Order};
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use domain::order::{CancelReason, Order, OrderEvent};
 use domain::product::Product;
-use domain::{Money, TenantId};
-use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
+use domain::stock::{Stock, StockEvent};
+use domain::user::User;
+use domain::{Email, Name, TenantId};
+use mailer::{Mail, Mailer, TemplateError, Templates};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Row as _;
 use store::{EventStore, LogEvent, Repository, StoreError};
-use tokio::sync::{watch, Notify};
-
-pub use templates::Templates;
+use worker_kit::{advance_checkpoint, Checkpoint, Consumer, ConsumerError, Driver, ReadDb, Sourced, SourcedConsumer, WorkerError};
 
 /// The notifier's checkpoint name.
 pub const NAME: &str = "notifier";
@@ -57,8 +57,8 @@ impl Default for NotifierConfig {
 
 /// Counts one delivery attempt's outcome: `shop_notifier_deliveries_total{channel, status}`,
 /// status `sent`, `failed` (retried later) or `dead`.
-pub(crate) fn delivered(channel: &'static str, status: &'static str) {
-    metrics::counter!("shop_notifier_deliveries_total", "channel" => channel, "status" => status).increment(1);
+pub(crate) fn delivered(channel: &'static str, status: DeliveryStatus) {
+    metrics::counter!("shop_notifier_deliveries_total", "channel" => channel, "status" => status.as_str()).increment(1);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +66,11 @@ pub enum NotifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Checkpoint(#[from] ProjectionError),
+    Checkpoint(#[from] WorkerError),
     #[error("notifier database: {0}")]
     Db(#[from] sqlx::Error),
     #[error(transparent)]
-    Template(#[from] templates::TemplateError),
+    Template(#[from] TemplateError),
     #[error("unreadable event at position {position}: {reason}")]
     Malformed { position: i64, reason: String },
     /// Something the message needs is not visible yet (a user the users view has not caught
@@ -79,6 +79,7 @@ pub enum NotifyError {
     NotYet(String),
     /// Raised by [`Notifier::crash_after`] and [`webhooks::Dispatcher::crash_after`]: stands in
     /// for the process dying at that point.
+    #[cfg(feature = "faults")]
     #[error("injected crash")]
     Injected,
     /// A setting that cannot be used (a webhook CA file without certificates).
@@ -86,31 +87,59 @@ pub enum NotifyError {
     Config(String),
 }
 
-const DELIVERIES: &str = "CREATE TABLE IF NOT EXISTS notifier_deliveries (
-    id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    template TEXT NOT NULL,
-    event_position BIGINT NOT NULL,
-    subject TEXT NOT NULL,
-    body TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts BIGINT NOT NULL,
-    last_error TEXT,
-    next_attempt_ms BIGINT,
-    created_at_ms BIGINT NOT NULL,
-    updated_at_ms BIGINT NOT NULL
-)";
-/// Users who said no to marketing mail, as the notifier has read it from the log (so a
-/// change applies from the next event on, in log order).
-const PREFERENCES: &str = "CREATE TABLE IF NOT EXISTS notifier_preferences (
-    tenant TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    marketing_opt_out BIGINT NOT NULL,
-    PRIMARY KEY (tenant, user_id)
-)";
-const DELIVERIES_DUE: &str = "CREATE INDEX IF NOT EXISTS notifier_deliveries_due ON notifier_deliveries (status, next_attempt_ms)";
+impl ConsumerError for NotifyError {
+    fn is_concurrent(&self) -> bool {
+        matches!(self, NotifyError::Checkpoint(WorkerError::Concurrent))
+    }
+}
+
+/// Where one delivery stands (`notifier_deliveries.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Planned (webhooks), not yet claimed by a sender.
+    Pending,
+    /// Claimed by a sender; after a crash it stays so (never sent twice by itself).
+    Sending,
+    Sent,
+    /// The last attempt failed; tried again at `next_attempt_ms`.
+    Failed,
+    /// Every attempt failed; redeliverable by hand (webhooks).
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = sqlx::Error;
+
+    fn from_str(s: &str) -> Result<Self, sqlx::Error> {
+        use DeliveryStatus::*;
+        [Pending, Sending, Sent, Failed, Dead]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown delivery status {s:?}").into()))
+    }
+}
+
+/// What the notifier reads of user events: the published fields only (a password hash never
+/// leaves the store, so a Kafka-fed notifier would not have it).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum UserFacts {
+    Registered { email: Email, name: Name },
+    MarketingEmailsSet { allowed: bool },
+}
 
 const IDLE: Duration = Duration::from_millis(100);
 const GATHER: Duration = Duration::from_millis(10);
@@ -128,13 +157,13 @@ pub struct Notifier {
     store: EventStore,
     db: ReadDb,
     mailer: Arc<dyn Mailer>,
-    templates: Templates,
+    templates: Arc<Templates>,
     orders: Repository<Order>,
     products: Repository<Product>,
     config: NotifierConfig,
     /// Steps left before an injected crash (tests).
-    budget: store::CrashBudget,
-    new_events: Arc<Notify>,
+    #[cfg(feature = "faults")]
+    budget: worker_kit::CrashBudget,
 }
 
 fn now_ms() -> i64 {
@@ -153,68 +182,44 @@ pub fn reason_in_words(reason: CancelReason) -> &'static str {
 }
 
 impl Notifier {
-    pub async fn migrate(db: &ReadDb) -> Result<(), NotifyError> {
-        for sql in [DELIVERIES, DELIVERIES_DUE, PREFERENCES] {
-            sqlx::query(sql).execute(&db.pool).await?;
-        }
-        webhooks::migrate(db).await
-    }
-
-    pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Templates, config: NotifierConfig) -> Self {
-        let new_events = store.appended();
+    pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Arc<Templates>, config: NotifierConfig) -> Self {
         let orders = Repository::new(store.clone(), ());
         let products = Repository::new(store.clone(), ());
-        Self { store, db, mailer, templates, orders, products, config, budget: store::CrashBudget::default(), new_events }
+        Self {
+            store,
+            db,
+            mailer,
+            templates,
+            orders,
+            products,
+            config,
+            #[cfg(feature = "faults")]
+            budget: worker_kit::CrashBudget::default(),
+        }
+    }
+
+    /// The notifier on the consumer driver, with its batch size.
+    pub fn driver(self: Arc<Self>) -> Driver<Notifier> {
+        let (store, batch_size) = (self.store.clone(), self.config.batch_size);
+        Driver::single("notifier", store, self).with_batch_size(batch_size).with_pacing(IDLE, GATHER)
     }
 
     /// Fails with [`NotifyError::Injected`] before the `steps + 1`-th send (tests).
+    #[cfg(feature = "faults")]
     pub fn crash_after(&self, steps: u32) {
         self.budget.set(steps);
     }
 
     fn tick(&self) -> Result<(), NotifyError> {
-        if self.budget.tick() {
-            Ok(())
-        } else {
-            Err(NotifyError::Injected)
+        #[cfg(feature = "faults")]
+        if !self.budget.tick() {
+            return Err(NotifyError::Injected);
         }
-    }
-
-    /// One round: the next batch of the log, then the failed sends that are due. Returns the
-    /// log events read.
-    pub async fn step(&self) -> Result<usize, NotifyError> {
-        let started = std::time::Instant::now();
-        let mut conn = self.db.pool.acquire().await?;
-        let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
-        drop(conn);
-        let events = self.store.read_log(from.unwrap_or_default(), self.config.batch_size).await?;
-        let endpoints = if events.is_empty() { Vec::new() } else { webhooks::all_endpoints(&self.db).await? };
-        for event in &events {
-            self.handle_with(event, &endpoints).await?;
-        }
-        if let Some(last) = events.last() {
-            let mut tx = self.db.begin().await?;
-            advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
-            tx.commit().await?;
-            projections::observe_batch("notifier", NAME, events.first().map(|e| e.recorded_at), events.len(), started);
-        }
-        self.retry_failed().await?;
-        Ok(events.len())
-    }
-
-    /// Runs rounds until `stop` turns true.
-    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let wake = Arc::clone(&self.new_events);
-        projections::run_rounds(NAME, stop, wake, IDLE, GATHER, || async { self.step().await.map(|n| n > 0) }).await;
+        Ok(())
     }
 
     /// Sends what one event calls for and queues its webhooks; safe to repeat (the
-    /// deliveries are keyed by the event's log position). For a Kafka-fed notifier.
-    pub async fn handle(&self, event: &LogEvent) -> Result<(), NotifyError> {
-        let endpoints = webhooks::all_endpoints(&self.db).await?;
-        self.handle_with(event, &endpoints).await
-    }
-
+    /// deliveries are keyed by the event's log position).
     async fn handle_with(&self, event: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
         use tracing::Instrument as _;
         // Continues the trace of the write that produced the event.
@@ -231,29 +236,41 @@ impl Notifier {
         .await
     }
 
-    /// The messages `event` calls for.
+    /// The messages `event` calls for, read from its typed payload (a renamed or missing
+    /// field fails the batch loudly instead of sending a message with a blank in it).
     async fn plan(&self, e: &LogEvent) -> Result<Vec<Notification>, NotifyError> {
-        let malformed = |reason: &str| NotifyError::Malformed { position: e.cursor.position, reason: reason.to_owned() };
-        let Some((tenant, key)) = e.aggregate_id.split_once(':') else { return Ok(Vec::new()) };
-        let data = e.payload.get(&e.event_type).cloned().unwrap_or(Value::Null);
+        let malformed = |reason: String| NotifyError::Malformed { position: e.cursor.position, reason };
+        let Ok(domain::StreamId { tenant, key }) = domain::StreamId::parse(&e.aggregate_id) else {
+            return Ok(Vec::new());
+        };
         let one = |template, to: String, context| Ok(vec![Notification { template, tenant: tenant.to_owned(), to, context }]);
-        match (e.aggregate_type.as_str(), e.event_type.as_str()) {
-            ("user", "marketing_emails_set") => {
-                let allowed = data["allowed"].as_bool().ok_or_else(|| malformed("no allowed"))?;
-                sqlx::query(
-                    "INSERT INTO notifier_preferences (tenant, user_id, marketing_opt_out) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant, user_id) DO UPDATE SET marketing_opt_out = excluded.marketing_opt_out",
-                )
-                .bind(tenant)
-                .bind(key)
-                .bind(i64::from(!allowed))
-                .execute(&self.db.pool)
-                .await?;
-                Ok(Vec::new())
+        let typed = |what: &str, e: &LogEvent| format!("{what} {}: payload does not read", e.event_type);
+        match e.aggregate_type.as_str() {
+            User::TYPE if matches!(e.event_type.as_str(), "registered" | "marketing_emails_set") => {
+                match UserFacts::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("user", e))))? {
+                    UserFacts::MarketingEmailsSet { allowed } => {
+                        sqlx::query(
+                            "INSERT INTO notifier_preferences (tenant, user_id, marketing_opt_out) VALUES ($1, $2, $3) \
+                             ON CONFLICT (tenant, user_id) DO UPDATE SET marketing_opt_out = excluded.marketing_opt_out",
+                        )
+                        .bind(tenant)
+                        .bind(key)
+                        .bind(i64::from(!allowed))
+                        .execute(&self.db.pool)
+                        .await?;
+                        Ok(Vec::new())
+                    }
+                    UserFacts::Registered { email, name } => {
+                        let (email, name) = (email.to_string(), name.to_string());
+                        one("welcome", email.clone(), json!({"user": {"name": name, "email": email}}))
+                    }
+                }
             }
-            ("product", "published") => {
+            Product::TYPE if e.event_type == "published" => {
                 let (product, _) = self.products.read(&e.aggregate_id).await?;
-                let (Some(details), Some(price)) = (product.details, product.price) else { return Ok(Vec::new()) };
+                let (Some(details), Some(price)) = (product.details, product.price) else {
+                    return Ok(Vec::new());
+                };
                 let product = json!({"name": details.name.to_string(), "price": price.money().to_string()});
                 Ok(self
                     .marketing_audience(tenant)
@@ -267,14 +284,26 @@ impl Notifier {
                     })
                     .collect())
             }
-            ("user", "registered") => {
-                let email = data["email"].as_str().ok_or_else(|| malformed("no email"))?.to_owned();
-                let name = data["name"].as_str().unwrap_or_default();
-                one("welcome", email.clone(), json!({"user": {"name": name, "email": email}}))
-            }
-            ("order", kind @ ("confirmed" | "shipped" | "cancelled" | "stock_rejected" | "payment_failed" | "refunded")) => {
+            Order::TYPE => {
+                let event = OrderEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("order", e))))?;
+                let (template, extra) = match event {
+                    OrderEvent::Confirmed => ("order_confirmed", None),
+                    OrderEvent::Shipped { carrier, tracking_number } => {
+                        ("order_shipped", Some(("shipment", json!({"carrier": carrier, "tracking_number": tracking_number}))))
+                    }
+                    OrderEvent::Refunded { amount, refunded_total } => {
+                        ("refund_issued", Some(("refund", json!({"amount": amount.to_string(), "total": refunded_total.to_string()}))))
+                    }
+                    OrderEvent::StockRejected { .. } => {
+                        ("order_cancelled", Some(("reason", json!(reason_in_words(CancelReason::OutOfStock)))))
+                    }
+                    OrderEvent::Cancelled { reason } | OrderEvent::PaymentFailed { reason } => {
+                        ("order_cancelled", Some(("reason", json!(reason_in_words(reason)))))
+                    }
+                    _ => return Ok(Vec::new()),
+                };
                 let (order, _) = self.orders.read(&e.aggregate_id).await?;
-                let customer = order.customer.ok_or_else(|| malformed("order without customer"))?;
+                let customer = order.customer.ok_or_else(|| malformed("order without customer".into()))?;
                 let (email, name) = self.user(tenant, &customer.to_string()).await?;
                 let mut context = json!({
                     "user": {"name": name, "email": email},
@@ -285,38 +314,20 @@ impl Notifier {
                         "lines": order.lines.iter().map(|l| json!({"sku": l.sku.to_string(), "quantity": l.quantity, "unit_price": l.unit_price.to_string()})).collect::<Vec<_>>(),
                     },
                 });
-                let template = match kind {
-                    "confirmed" => "order_confirmed",
-                    "shipped" => {
-                        context["shipment"] = json!({"carrier": data["carrier"], "tracking_number": data["tracking_number"]});
-                        "order_shipped"
-                    }
-                    "refunded" => {
-                        let money = |v: &Value| {
-                            serde_json::from_value::<Money>(v.clone()).map(|m| m.to_string()).map_err(|_| malformed("bad amount"))
-                        };
-                        context["refund"] = json!({"amount": money(&data["amount"])?, "total": money(&data["refunded_total"])?});
-                        "refund_issued"
-                    }
-                    _ => {
-                        let reason = if kind == "stock_rejected" {
-                            CancelReason::OutOfStock
-                        } else {
-                            serde_json::from_value(data["reason"].clone()).map_err(|_| malformed("bad reason"))?
-                        };
-                        context["reason"] = json!(reason_in_words(reason));
-                        "order_cancelled"
-                    }
-                };
+                if let Some((field, value)) = extra {
+                    context[field] = value;
+                }
                 one(template, email, context)
             }
-            ("stock", kind @ ("received" | "adjusted" | "reserved" | "committed")) => {
-                let after = data["available"].as_i64().ok_or_else(|| malformed("no available"))?;
-                let change = match kind {
-                    "received" => data["quantity"].as_i64().unwrap_or(0),
-                    "adjusted" => data["delta"].as_i64().unwrap_or(0),
-                    "reserved" => -data["quantity"].as_i64().unwrap_or(0),
-                    _ => 0,
+            Stock::TYPE => {
+                let event = StockEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("stock", e))))?;
+                // Available units after the event, and the change that led there.
+                let (after, change) = match event {
+                    StockEvent::Received { quantity, available, .. } => (available, quantity),
+                    StockEvent::Adjusted { delta, available, .. } => (available, delta),
+                    StockEvent::Reserved { quantity, available, .. } => (available, -quantity),
+                    StockEvent::Committed { available, .. } => (available, 0),
+                    StockEvent::Released { .. } => return Ok(Vec::new()),
                 };
                 let before = after - change;
                 let threshold = self.config.low_stock_threshold;
@@ -377,10 +388,12 @@ impl Notifier {
     /// A `pending` delivery of `event`'s public envelope to every endpoint of its tenant that
     /// takes its type (the [`webhooks::Dispatcher`] sends them).
     async fn queue_webhooks(&self, e: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
-        if !projections::envelope::PUBLIC_TYPES.contains(&e.aggregate_type.as_str()) {
+        if !worker_kit::envelope::PUBLIC_TYPES.contains(&e.aggregate_type.as_str()) {
             return Ok(());
         }
-        let Some((tenant, _)) = e.aggregate_id.split_once(':') else { return Ok(()) };
+        let Ok(domain::StreamId { tenant, .. }) = domain::StreamId::parse(&e.aggregate_id) else {
+            return Ok(());
+        };
         let mut envelope = None;
         for (_, endpoint) in endpoints.iter().filter(|(t, _)| t == tenant) {
             let event_type = format!("{}.{}", e.aggregate_type, e.event_type);
@@ -390,7 +403,7 @@ impl Notifier {
             let envelope = match &envelope {
                 Some(env) => env,
                 None => envelope.insert(
-                    projections::envelope::Envelope::from_event(e)
+                    worker_kit::envelope::Envelope::from_event(e)
                         .map_err(|reason| NotifyError::Malformed { position: e.cursor.position, reason })?,
                 ),
             };
@@ -446,16 +459,16 @@ impl Notifier {
         let message_id = format!("{}@shop.invalid", id.replace(['@', ':'], "."));
         let mail = Mail { to: to.to_owned(), subject, body, message_id: Some(message_id) };
         let (status, error, next) = match self.mailer.send(mail).await {
-            Ok(()) => ("sent", None, None),
+            Ok(()) => (DeliveryStatus::Sent, None, None),
             Err(e) => {
                 let dead = attempts >= self.config.max_attempts;
                 tracing::warn!(delivery = id, attempts, error = %e, dead, "mail not sent");
                 let backoff = 1_000 * (1i64 << attempts.min(10));
-                (if dead { "dead" } else { "failed" }, Some(e.to_string()), (!dead).then(|| now_ms() + backoff))
+                (if dead { DeliveryStatus::Dead } else { DeliveryStatus::Failed }, Some(e.to_string()), (!dead).then(|| now_ms() + backoff))
             }
         };
         sqlx::query("UPDATE notifier_deliveries SET status = $1, last_error = $2, next_attempt_ms = $3, updated_at_ms = $4 WHERE id = $5")
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .bind(next)
             .bind(now_ms())
@@ -501,7 +514,7 @@ pub struct Delivery {
     pub id: String,
     pub recipient: String,
     pub template: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
 }
@@ -522,10 +535,70 @@ pub async fn deliveries(db: &ReadDb, tenant: &TenantId, limit: i64) -> Result<Ve
                 id: r.try_get(0)?,
                 recipient: r.try_get(1)?,
                 template: r.try_get(2)?,
-                status: r.try_get(3)?,
+                status: r.try_get::<String, _>(3)?.parse()?,
                 attempts: r.try_get(4)?,
                 last_error: r.try_get(5)?,
             })
         })
         .collect()
+}
+
+#[async_trait]
+impl Consumer for Notifier {
+    type Error = NotifyError;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn checkpoint(&self) -> Result<Checkpoint, NotifyError> {
+        Ok(self.db.checkpoint(NAME).await?)
+    }
+
+    /// Sends what each event calls for and queues its webhooks (each delivery claimed once,
+    /// keyed by the event's position), then moves the checkpoint.
+    async fn consume(&self, from: Checkpoint, events: &[LogEvent]) -> Result<(), NotifyError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let endpoints = webhooks::all_endpoints(&self.db).await?;
+        for event in events {
+            self.handle_with(event, &endpoints).await?;
+        }
+        let mut tx = self.db.begin().await?;
+        advance_checkpoint(&mut tx, NAME, from.map(|(c, _)| c), last.cursor, events.len() as i64).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sends again the failed mail that is due.
+    async fn tick(&self) -> Result<bool, NotifyError> {
+        self.retry_failed().await?;
+        Ok(false)
+    }
+}
+
+/// The notifier as a member of consumer group `notifier` (`SHOP_EVENT_SOURCE=kafka`): each
+/// message is handled as its stored event; the group's committed offsets say where it is.
+#[async_trait]
+impl SourcedConsumer for Notifier {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn handles(&self, _aggregate_type: &str) -> bool {
+        true
+    }
+
+    async fn start_offsets(&self) -> Result<Option<worker_kit::Offsets>, WorkerError> {
+        Ok(None)
+    }
+
+    async fn consume_sourced(&self, batch: &[Sourced]) -> Result<(), String> {
+        let endpoints = webhooks::all_endpoints(&self.db).await.map_err(|e| e.to_string())?;
+        for m in batch {
+            self.handle_with(&m.event, &endpoints).await.map_err(|e| format!("event at position {}: {e}", m.event.cursor.position))?;
+        }
+        self.retry_failed().await.map_err(|e| e.to_string())
+    }
 }

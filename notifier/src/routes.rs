@@ -4,11 +4,9 @@ use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use command_api::auth::JwtKeys;
-use command_api::extract::{Admin, AppJson};
-use command_api::{ApiError, ErrorCode};
-use projections::ReadDb;
+use http_kit::{Admin, ApiError, AppJson, ErrorCode, JwtKeys};
 use serde::Deserialize;
+use worker_kit::ReadDb;
 
 use crate::webhooks::{self, Endpoint, InvalidEndpoint, WebhookDelivery};
 use crate::NotifyError;

@@ -18,27 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use projections::ReadDb;
 use serde::Serialize;
 use sha2::Sha256;
 use sqlx::Row as _;
+use worker_kit::ReadDb;
 
-use crate::NotifyError;
-
-const ENDPOINTS: &str = "CREATE TABLE IF NOT EXISTS webhook_endpoints (
-    id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    url TEXT NOT NULL,
-    event_types TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL,
-    deleted BIGINT NOT NULL
-)";
-
-pub(crate) async fn migrate(db: &ReadDb) -> Result<(), NotifyError> {
-    sqlx::query(ENDPOINTS).execute(&db.pool).await?;
-    Ok(())
-}
+use crate::{DeliveryStatus, NotifyError};
 
 /// A registered endpoint (its secret only at registration and rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,7 +141,7 @@ pub struct WebhookDelivery {
     pub id: String,
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub next_attempt_ms: Option<i64>,
@@ -187,7 +172,7 @@ pub async fn deliveries(db: &ReadDb, tenant: &str, id: &str, limit: i64) -> Resu
                 id: r.try_get(0)?,
                 event_id: r.try_get(1)?,
                 event_type: r.try_get(2)?,
-                status: r.try_get(3)?,
+                status: r.try_get::<String, _>(3)?.parse()?,
                 attempts: r.try_get(4)?,
                 last_error: r.try_get(5)?,
                 next_attempt_ms: r.try_get(6)?,
@@ -277,7 +262,8 @@ pub struct Dispatcher {
     busy: Arc<Mutex<HashSet<String>>>,
     /// Steps left before an injected crash (tests): one before each request, one after each
     /// answer before it is recorded.
-    budget: Arc<store::CrashBudget>,
+    #[cfg(feature = "faults")]
+    budget: Arc<worker_kit::CrashBudget>,
 }
 
 struct Due {
@@ -301,11 +287,19 @@ impl Dispatcher {
             }
         }
         let client = client.build().map_err(|e| NotifyError::Config(format!("webhook HTTP client: {e}")))?;
-        Ok(Self { db, client, config, busy: Arc::default(), budget: Arc::default() })
+        Ok(Self {
+            db,
+            client,
+            config,
+            busy: Arc::default(),
+            #[cfg(feature = "faults")]
+            budget: Arc::default(),
+        })
     }
 
     /// Tests: take `steps` more steps (requests, and recordings of answers), then stop as if
     /// the process had died there, leaving the delivery claimed.
+    #[cfg(feature = "faults")]
     pub fn crash_after(&self, steps: u32) {
         self.budget.set(steps);
     }
@@ -313,6 +307,32 @@ impl Dispatcher {
     /// Endpoints with a task in flight.
     pub fn in_flight(&self) -> usize {
         self.busy.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Starts endpoint tasks every `every` until `stop` turns true. A round only starts tasks,
+    /// so there is never "more work at once": every round is followed by the pause.
+    pub async fn run(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.round().await {
+                Ok(_) => {
+                    failures = 0;
+                    every
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "webhook round failed");
+                    every * failures.min(50)
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Starts a task for every endpoint with due deliveries and none in flight; returns how
@@ -337,8 +357,8 @@ impl Dispatcher {
                 continue;
             }
             let (status, next, updated): (String, Option<i64>, i64) = (r.try_get(7)?, r.try_get(8)?, r.try_get(9)?);
-            let due = match status.as_str() {
-                "sending" => updated < now - stale_ms,
+            let due = match status.parse()? {
+                DeliveryStatus::Sending => updated < now - stale_ms,
                 _ => next.is_none_or(|n| n <= now),
             };
             if !due {
@@ -356,10 +376,18 @@ impl Dispatcher {
                 continue;
             }
             started += 1;
-            let (db, client, config, busy, budget) =
-                (self.db.clone(), self.client.clone(), self.config.clone(), Arc::clone(&self.busy), Arc::clone(&self.budget));
+            let (db, client, config, busy) = (self.db.clone(), self.client.clone(), self.config.clone(), Arc::clone(&self.busy));
+            #[cfg(feature = "faults")]
+            let budget = Arc::clone(&self.budget);
             tokio::spawn(async move {
-                if let Err(e) = send_all(&db, &client, &config, &budget, &url, &secret, due).await {
+                let sender = Sender {
+                    db: &db,
+                    client: &client,
+                    config: &config,
+                    #[cfg(feature = "faults")]
+                    budget: &budget,
+                };
+                if let Err(e) = sender.send_all(&url, &secret, due).await {
                     tracing::warn!(endpoint = %endpoint, error = %e, "webhook deliveries interrupted");
                 }
                 busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&endpoint);
@@ -369,61 +397,69 @@ impl Dispatcher {
     }
 }
 
-/// Sends one endpoint's due deliveries in order; stops at the first failure (the rest keep
-/// their order and wait for the retry).
-async fn send_all(
-    db: &ReadDb,
-    client: &reqwest::Client,
-    config: &DispatchConfig,
-    budget: &store::CrashBudget,
-    url: &str,
-    secret: &str,
-    due: Vec<Due>,
-) -> Result<(), NotifyError> {
-    for d in due {
-        let claimed = sqlx::query("UPDATE notifier_deliveries SET status = 'sending', updated_at_ms = $1 WHERE id = $2 AND status IN ('pending', 'failed', 'sending')")
+/// What an endpoint's task sends with.
+struct Sender<'a> {
+    db: &'a ReadDb,
+    client: &'a reqwest::Client,
+    config: &'a DispatchConfig,
+    #[cfg(feature = "faults")]
+    budget: &'a worker_kit::CrashBudget,
+}
+
+impl Sender<'_> {
+    /// Counts one step against the crash budget (tests); free otherwise.
+    fn tick(&self) -> Result<(), NotifyError> {
+        #[cfg(feature = "faults")]
+        if !self.budget.tick() {
+            return Err(NotifyError::Injected);
+        }
+        Ok(())
+    }
+
+    /// Sends one endpoint's due deliveries in order; stops at the first failure (the rest keep
+    /// their order and wait for the retry).
+    async fn send_all(&self, url: &str, secret: &str, due: Vec<Due>) -> Result<(), NotifyError> {
+        let (db, client, config) = (self.db, self.client, self.config);
+        for d in due {
+            let claimed = sqlx::query("UPDATE notifier_deliveries SET status = 'sending', updated_at_ms = $1 WHERE id = $2 AND status IN ('pending', 'failed', 'sending')")
             .bind(now_ms())
             .bind(&d.id)
             .execute(&db.pool)
             .await?
             .rows_affected();
-        if claimed == 0 {
-            continue;
-        }
-        if !budget.tick() {
-            return Err(NotifyError::Injected);
-        }
-        let t = chrono::Utc::now().timestamp();
-        let answer = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("shop-event-id", &d.event_id)
-            .header("shop-signature", signature(secret, t, &d.body))
-            .body(d.body.clone())
-            .send()
-            .await;
-        let error = match answer {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("endpoint answered {}", r.status())),
-            Err(e) => Some(format!("endpoint unreachable: {}", error_chain(&e))),
-        };
-        if !budget.tick() {
-            return Err(NotifyError::Injected);
-        }
-        let attempts = d.attempts + 1;
-        let (status, next) = match &error {
-            None => ("sent", None),
-            Some(_) if attempts >= config.max_attempts => ("dead", None),
-            Some(_) => {
-                let base = config.base_backoff.as_millis() as i64 * (1i64 << (attempts - 1).clamp(0, 20));
-                let jitter = (uuid::Uuid::new_v4().as_u128() % 1_000) as i64 * base / 2_000;
-                ("failed", Some(now_ms() + (base + jitter).min(3_600_000)))
+            if claimed == 0 {
+                continue;
             }
-        };
-        sqlx::query(
+            self.tick()?;
+            let t = chrono::Utc::now().timestamp();
+            let answer = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("shop-event-id", &d.event_id)
+                .header("shop-signature", signature(secret, t, &d.body))
+                .body(d.body.clone())
+                .send()
+                .await;
+            let error = match answer {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("endpoint answered {}", r.status())),
+                Err(e) => Some(format!("endpoint unreachable: {}", error_chain(&e))),
+            };
+            self.tick()?;
+            let attempts = d.attempts + 1;
+            let (status, next) = match &error {
+                None => (DeliveryStatus::Sent, None),
+                Some(_) if attempts >= config.max_attempts => (DeliveryStatus::Dead, None),
+                Some(_) => {
+                    let base = config.base_backoff.as_millis() as i64 * (1i64 << (attempts - 1).clamp(0, 20));
+                    let jitter = (uuid::Uuid::new_v4().as_u128() % 1_000) as i64 * base / 2_000;
+                    (DeliveryStatus::Failed, Some(now_ms() + (base + jitter).min(3_600_000)))
+                }
+            };
+            sqlx::query(
             "UPDATE notifier_deliveries SET status = $1, attempts = $2, last_error = $3, next_attempt_ms = $4, updated_at_ms = $5 WHERE id = $6",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(attempts)
         .bind(&error)
         .bind(next)
@@ -431,12 +467,13 @@ async fn send_all(
         .bind(&d.id)
         .execute(&db.pool)
         .await?;
-        crate::delivered("webhook", status);
-        if error.is_some() {
-            break;
+            crate::delivered("webhook", status);
+            if error.is_some() {
+                break;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// An error with its causes ("error sending request: … : invalid peer certificate: UnknownIssuer").

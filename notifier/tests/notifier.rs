@@ -6,17 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use command_api::mail::SmtpMailer;
 use domain::order::{CancelReason, Order, OrderCommand, PricedLine};
 use domain::stock::{Stock, StockCommand};
 use domain::user::{Role, User, UserCommand, UserServices};
 use domain::{stream_id, Money, OrderId, PaymentId, Price, Quantity, QuantityDelta, TenantId, UserId};
-use notifier::{Notifier, NotifierConfig, NotifyError, Templates};
-use projections::both_backends;
-use projections::testkit::{PlainHasher, TestStore};
-use projections::{ReadDb, Runner};
+use mailer::SmtpMailer;
+use mailer::Templates;
+use notifier::{DeliveryStatus, Notifier, NotifierConfig, NotifyError};
+use projections::Runner;
 use store::{Metadata, Repository};
+use testkit::both_backends;
+use testkit::{PlainHasher, TestStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use worker_kit::ReadDb;
+use worker_kit::{Driver, Outcome};
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]
@@ -152,7 +155,7 @@ async fn write_shop(t: &TestStore) {
         }],
         tax_rate_bp: 2000,
         shipping: eur(0),
-        shipping_address: projections::testkit::address(),
+        shipping_address: testkit::address(),
         payment_method: "tok_approve".into(),
     };
     let paid = stream_id(&tenant(), OrderId::from_uuid(uuid::Uuid::from_u128(100)));
@@ -198,29 +201,29 @@ struct Setup {
 
 async fn setup(t: &TestStore) -> Setup {
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
-    db.migrate(&projections::all()).await.expect("schema");
-    Notifier::migrate(&db).await.expect("notifier schema");
+    db.migrate().await.expect("schema");
     let runner = Runner::new(t.store.clone(), db.clone(), projections::all());
     let (port, inbox) = smtp_server().await;
     Setup { db, runner, port, inbox }
 }
 
-fn notifier(t: &TestStore, s: &Setup) -> Notifier {
+/// A notifier process on its driver.
+fn notifier(t: &TestStore, s: &Setup) -> Driver<Notifier> {
     let mailer = Arc::new(SmtpMailer::new(&format!("smtp://127.0.0.1:{}", s.port)).expect("smtp url"));
-    Notifier::new(t.store.clone(), s.db.clone(), mailer, Templates::default(), NotifierConfig::default())
+    Arc::new(Notifier::new(t.store.clone(), s.db.clone(), mailer, Arc::new(Templates::default()), NotifierConfig::default())).driver()
 }
 
 /// Runs the users view and the notifier until the notifier has passed the whole log (or
 /// crashed).
-async fn drive(t: &TestStore, s: &Setup, n: &Notifier) -> Result<(), NotifyError> {
+async fn drive(t: &TestStore, s: &Setup, n: &Driver<Notifier>) -> Result<(), NotifyError> {
     let head = t.store.head_position().await.expect("head");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         s.runner.catch_up().await.expect("users view");
-        match n.step().await {
-            Ok(0) => {
+        match n.try_process_next().await {
+            Ok(Outcome::Idle) => {
                 let mut conn = s.db.pool.acquire().await.expect("conn");
-                let at = projections::read_checkpoint(&mut conn, notifier::NAME).await.expect("checkpoint").map_or(0, |(c, _)| c.position);
+                let at = worker_kit::read_checkpoint(&mut conn, notifier::NAME).await.expect("checkpoint").map_or(0, |(c, _)| c.position);
                 if at >= head {
                     return Ok(());
                 }
@@ -276,7 +279,7 @@ both_backends!(every_template_reaches_the_right_people_once, |t: TestStore| asyn
     assert_eq!(mails(&s.inbox).len(), EXPECTED, "a re-delivered event sends nothing new");
     let rows = notifier::deliveries(&s.db, &tenant(), 100).await.expect("deliveries");
     assert_eq!(rows.len(), EXPECTED);
-    assert!(rows.iter().all(|d| d.status == "sent"), "{rows:?}");
+    assert!(rows.iter().all(|d| d.status == DeliveryStatus::Sent), "{rows:?}");
 });
 
 both_backends!(a_notifier_killed_mid_batch_sends_no_duplicate, |t: TestStore| async move {
@@ -285,7 +288,7 @@ both_backends!(a_notifier_killed_mid_batch_sends_no_duplicate, |t: TestStore| as
     let mut crashes = 0;
     for budget in 0..EXPECTED as u32 {
         let first = notifier(&t, &s);
-        first.crash_after(budget);
+        first.members()[0].crash_after(budget);
         match drive(&t, &s, &first).await {
             Err(NotifyError::Injected) => crashes += 1,
             other => other.expect("notifier"),
@@ -301,7 +304,13 @@ both_backends!(a_notifier_killed_mid_batch_sends_no_duplicate, |t: TestStore| as
     // Each crash lands between a claim and its send: that message is never sent (at most
     // once), and the operators see it as `sending`.
     let rows = notifier::deliveries(&s.db, &tenant(), 100).await.expect("deliveries");
-    let sending = rows.iter().filter(|d| d.status == "sending").count();
+    let sending = rows.iter().filter(|d| d.status == DeliveryStatus::Sending).count();
     assert_eq!(rows.len(), EXPECTED);
     assert_eq!(got.len() + sending, EXPECTED, "{rows:?}");
+});
+
+both_backends!(the_notifier_moves_past_batches_without_events_to_tell, |t: TestStore| async move {
+    let s = setup(&t).await;
+    let n = notifier(&t, &s);
+    testkit::moves_past_foreign_events(&t, Arc::clone(&n.members()[0]), 120).await;
 });

@@ -12,15 +12,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use command_api::mail::OutboxMailer;
 use domain::stock::{Stock, StockCommand};
 use domain::{stream_id, Quantity, Sku, TenantId};
+use mailer::OutboxMailer;
+use mailer::Templates;
 use notifier::webhooks::{self, DispatchConfig, Dispatcher};
-use notifier::{Notifier, NotifierConfig, Templates};
-use projections::both_backends;
-use projections::testkit::TestStore;
-use projections::ReadDb;
+use notifier::{DeliveryStatus, Notifier, NotifierConfig};
 use store::{Metadata, Repository};
+use testkit::both_backends;
+use testkit::TestStore;
+use worker_kit::Driver;
+use worker_kit::ReadDb;
 
 /// What the receiver saw: per path, the `Shop-Event-Id`s of the requests it accepted, and how
 /// many it refused.
@@ -99,7 +101,9 @@ async fn tls_receiver() -> (String, Shared, String) {
             let (acceptor, app) = (acceptor.clone(), app.clone());
             tokio::spawn(async move {
                 // A client that does not trust the CA hangs up during the handshake.
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service).await;
             });
@@ -131,14 +135,13 @@ async fn statuses(db: &ReadDb, endpoint: &str) -> Vec<webhooks::WebhookDelivery>
 }
 
 /// The read models' schema, and a notifier whose mail goes to a scratch outbox.
-async fn setup(t: &TestStore) -> (ReadDb, Notifier, std::path::PathBuf) {
+async fn setup(t: &TestStore) -> (ReadDb, Driver<Notifier>, std::path::PathBuf) {
     let db = ReadDb::connect(&t.url, 8).await.expect("read db");
-    db.migrate(&projections::all()).await.expect("schema");
-    Notifier::migrate(&db).await.expect("notifier schema");
-    let dir = store::testkit::scratch_dir();
+    db.migrate().await.expect("schema");
+    let dir = testkit::scratch_dir();
     let mailer = Arc::new(OutboxMailer::new(dir.clone()));
-    let notifier = Notifier::new(t.store.clone(), db.clone(), mailer, Templates::default(), NotifierConfig::default());
-    (db, notifier, dir)
+    let notifier = Arc::new(Notifier::new(t.store.clone(), db.clone(), mailer, Arc::new(Templates::default()), NotifierConfig::default()));
+    (db, notifier.driver(), dir)
 }
 
 fn tenant() -> TenantId {
@@ -242,7 +245,7 @@ both_backends!(webhooks_are_signed_retried_dead_lettered_and_never_held_back, |t
             .expect("db")
             .expect("endpoint")
             .into_iter()
-            .filter(|d| d.status == "dead")
+            .filter(|d| d.status == DeliveryStatus::Dead)
             .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -280,15 +283,15 @@ async fn count_rows(db: &ReadDb) -> i64 {
 
 async fn checkpoint(db: &ReadDb) -> i64 {
     let mut conn = db.pool.acquire().await.expect("conn");
-    projections::read_checkpoint(&mut conn, notifier::NAME).await.expect("checkpoint").map_or(0, |(c, _)| c.position)
+    worker_kit::read_checkpoint(&mut conn, notifier::NAME).await.expect("checkpoint").map_or(0, |(c, _)| c.position)
 }
 
 /// Runs the notifier until its checkpoint has passed the whole log.
-async fn pass_log(t: &TestStore, db: &ReadDb, notifier: &Notifier) {
+async fn pass_log(t: &TestStore, db: &ReadDb, notifier: &Driver<Notifier>) {
     let head = t.store.head_position().await.expect("head");
     let deadline = Instant::now() + Duration::from_secs(20);
     while checkpoint(db).await < head {
-        notifier.step().await.expect("notifier round");
+        notifier.try_process_next().await.expect("notifier round");
         assert!(Instant::now() < deadline, "the notifier did not pass the log");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -310,7 +313,7 @@ both_backends!(https_endpoints_are_verified_against_the_trusted_roots, |t: TestS
         assert!(Instant::now() < deadline, "the untrusted attempt never failed");
         untrusting.round().await.expect("dispatch");
         tokio::time::sleep(Duration::from_millis(20)).await;
-        failed = statuses(&db, &endpoint).await.into_iter().find(|d| d.status == "failed");
+        failed = statuses(&db, &endpoint).await.into_iter().find(|d| d.status == DeliveryStatus::Failed);
     }
     let error = failed.and_then(|d| d.last_error).unwrap_or_default();
     assert!(error.contains("certificate"), "the failure names the certificate: {error}");
@@ -323,7 +326,7 @@ both_backends!(https_endpoints_are_verified_against_the_trusted_roots, |t: TestS
     dispatch_until(&trusting, "the delivery over TLS", || accepted() == 1).await;
     assert_eq!(shared.lock().expect("receiver").bad_signatures, 0);
     wait_until("the delivery to be recorded", || trusting.in_flight() == 0).await;
-    assert_eq!(statuses(&db, &endpoint).await.iter().map(|d| d.status.as_str()).collect::<Vec<_>>(), ["sent"]);
+    assert_eq!(statuses(&db, &endpoint).await.iter().map(|d| d.status).collect::<Vec<_>>(), [DeliveryStatus::Sent]);
 
     // A CA file without a certificate stops the dispatcher from being built.
     let bad = DispatchConfig { extra_roots_pem: Some(b"not a certificate".to_vec()), ..config };
@@ -355,7 +358,7 @@ both_backends!(a_dispatcher_killed_around_a_request_repeats_at_most_that_request
         loop {
             first.round().await.expect("dispatch");
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let claimed = statuses(&db, &endpoint).await.iter().any(|d| d.status == "sending");
+            let claimed = statuses(&db, &endpoint).await.iter().any(|d| d.status == DeliveryStatus::Sending);
             if claimed && first.in_flight() == 0 {
                 break;
             }
@@ -377,7 +380,7 @@ both_backends!(a_dispatcher_killed_around_a_request_repeats_at_most_that_request
         tokio::time::sleep(Duration::from_millis(100)).await;
         second.round().await.expect("dispatch");
         assert_eq!(received(), expected, "crash at step {k}: in log order, repeating at most the request in flight");
-        assert!(statuses(&db, &endpoint).await.iter().all(|d| d.status == "sent"), "crash at step {k}: all sent");
+        assert!(statuses(&db, &endpoint).await.iter().all(|d| d.status == DeliveryStatus::Sent), "crash at step {k}: all sent");
         assert!(webhooks::delete(&db, "acme", &endpoint).await.expect("db"));
     }
     assert_eq!(shared.lock().expect("receiver").bad_signatures, 0);

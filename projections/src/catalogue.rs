@@ -66,34 +66,6 @@ impl Projection for Catalogue {
         "rm_products"
     }
 
-    fn schema(&self, table: &str, suffix: &str) -> Vec<String> {
-        vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    tenant TEXT NOT NULL,
-                    product_id TEXT NOT NULL,
-                    sku TEXT NOT NULL,
-                    name TEXT NOT NULL,
-                    name_key TEXT NOT NULL,
-                    description TEXT NOT NULL,
-                    category TEXT NOT NULL,
-                    price_amount BIGINT NOT NULL,
-                    price_currency TEXT NOT NULL,
-                    attributes TEXT NOT NULL,
-                    published BIGINT NOT NULL,
-                    featured BIGINT NOT NULL,
-                    discontinued BIGINT NOT NULL,
-                    created_position BIGINT NOT NULL,
-                    version BIGINT NOT NULL,
-                    PRIMARY KEY (tenant, product_id)
-                )"
-            ),
-            format!("CREATE INDEX IF NOT EXISTS ix_products_category{suffix} ON {table} (tenant, category)"),
-            format!("CREATE INDEX IF NOT EXISTS ix_products_name{suffix} ON {table} (tenant, name_key, product_id)"),
-            format!("CREATE INDEX IF NOT EXISTS ix_products_price{suffix} ON {table} (tenant, price_amount, product_id)"),
-        ]
-    }
-
     async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {
         let mut changes: BTreeMap<(&str, &str), Change> = BTreeMap::new();
         for e in events {

@@ -15,8 +15,10 @@ use domain::product::ProductEvent;
 use serde_json::{json, Value};
 use store::{EventStore, LogEvent};
 
-use crate::own::{decode, encode, Checkpoint, OwnCheckpoint};
-use crate::{split_stream_id, Outcome, ProjectionError};
+use worker_kit::Consumer;
+
+use crate::own::{decode, encode, Checkpoint};
+use crate::{split_stream_id, ProjectionError};
 
 pub const NAME: &str = "product_detail";
 
@@ -33,7 +35,6 @@ enum Backend {
 pub struct ProductDetails {
     store: EventStore,
     backend: Backend,
-    batch_size: u32,
 }
 
 /// Writes the documents and moves the checkpoint, only if the checkpoint is still ARGV[1].
@@ -83,13 +84,15 @@ pub(crate) async fn fold_log(
     mut progress: impl FnMut(i64, i64),
 ) -> Result<(HashMap<(String, String), Value>, store::LogCursor, i64), ProjectionError> {
     let head = store.head_position().await?;
-    let (mut batches, reader) = crate::read_ahead(store.clone(), store::LogCursor::default(), 20_000);
+    let (mut batches, reader) = worker_kit::read_ahead(store.clone(), store::LogCursor::default(), 20_000);
     let mut docs: HashMap<(String, String), Value> = HashMap::new();
     let mut cursor = store::LogCursor::default();
     let mut done = 0i64;
     while let Some(events) = batches.recv().await {
         let events = events?;
-        let Some(last) = events.last().map(|e| e.cursor) else { break };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            break;
+        };
         for (key, product_events) in by_product(&events)? {
             let doc = docs.remove(&key);
             if let Some(doc) = fold_all(doc, &key.1, &product_events)? {
@@ -165,7 +168,7 @@ impl ProductDetails {
             }
             None => Backend::Memory(Mutex::new((HashMap::new(), None))),
         };
-        Ok(Self { store, backend, batch_size: 1000 })
+        Ok(Self { store, backend })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -234,17 +237,11 @@ impl ProductDetails {
 }
 
 #[async_trait]
-impl OwnCheckpoint for ProductDetails {
+impl Consumer for ProductDetails {
+    type Error = ProjectionError;
+
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn store(&self) -> &EventStore {
-        &self.store
-    }
-
-    fn batch_size(&self) -> u32 {
-        self.batch_size
     }
 
     async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
@@ -261,17 +258,18 @@ impl OwnCheckpoint for ProductDetails {
         }
     }
 
-    async fn try_process_next(&self) -> Result<Outcome, ProjectionError> {
-        let stored = self.checkpoint().await?;
-        let (cursor, processed) = stored.unwrap_or_default();
-        let events: Vec<LogEvent> = self.store.read_log(cursor, self.batch_size).await?;
+    /// Writes the changed documents and the new checkpoint together, only if the checkpoint
+    /// is still `stored`; a batch without product events writes the checkpoint alone.
+    async fn consume(&self, stored: Checkpoint, events: &[LogEvent]) -> Result<(), ProjectionError> {
         let Some(last) = events.last().map(|e| e.cursor) else {
-            return Ok(Outcome::Idle);
+            return Ok(());
         };
-        let changed = by_product(&events)?;
+        let processed = stored.map_or(0, |(_, n)| n);
+        let changed = by_product(events)?;
         let keys: Vec<(String, String)> = changed.keys().cloned().collect();
+        let loaded = if keys.is_empty() { Vec::new() } else { self.load(&keys).await? };
         let mut docs = Vec::new();
-        for ((key, events), doc) in changed.into_iter().zip(self.load(&keys).await?) {
+        for ((key, events), doc) in changed.into_iter().zip(loaded) {
             if let Some(doc) = fold_all(doc, &key.1, &events)? {
                 docs.push((key, doc));
             }
@@ -301,6 +299,6 @@ impl OwnCheckpoint for ProductDetails {
                 m.1 = decode(&next);
             }
         }
-        Ok(Outcome::Applied(events.len()))
+        Ok(())
     }
 }

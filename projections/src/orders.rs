@@ -269,7 +269,9 @@ impl OrderRow {
                 self.cancel_reason = Some(code(reason)?);
                 json!({ "reason": code(reason)? })
             }
-            OrderEvent::PaymentAuthorised { payment_id } => json!({ "payment_id": payment_id.to_string() }),
+            OrderEvent::PaymentAuthorised { payment_id } => {
+                json!({ "payment_id": payment_id.to_string() })
+            }
             OrderEvent::Shipped { carrier, tracking_number } => {
                 self.carrier = Some(carrier.to_string());
                 self.tracking_number = Some(tracking_number.to_string());
@@ -308,7 +310,9 @@ impl OrderRow {
             PaymentEvent::Authorised { reference } => json!({ "reference": reference }),
             PaymentEvent::Failed { reason } => json!({ "reason": code(reason)? }),
             PaymentEvent::Captured { amount } => json!({ "amount": money(amount) }),
-            PaymentEvent::RefundRequested { refund_id, amount } => json!({ "refund_id": refund_id, "amount": money(amount) }),
+            PaymentEvent::RefundRequested { refund_id, amount } => {
+                json!({ "refund_id": refund_id, "amount": money(amount) })
+            }
             PaymentEvent::Refunded { refund_id, amount, refunded_total } => {
                 self.payment_refunded = refunded_total.amount;
                 json!({ "refund_id": refund_id, "amount": money(amount), "refunded_total": money(refunded_total) })
@@ -373,87 +377,6 @@ impl Projection for Orders {
 
     fn tables(&self, table: &str) -> Vec<String> {
         vec![table.to_owned(), lines_table(table), timeline_table(table), pending_table(table)]
-    }
-
-    fn schema(&self, table: &str, suffix: &str) -> Vec<String> {
-        let lines = lines_table(table);
-        let timeline = timeline_table(table);
-        let pending = pending_table(table);
-        vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    tenant TEXT NOT NULL,
-                    order_id TEXT NOT NULL,
-                    customer TEXT NOT NULL,
-                    status TEXT NOT NULL,
-                    cancel_reason TEXT,
-                    currency TEXT NOT NULL,
-                    subtotal BIGINT NOT NULL,
-                    tax BIGINT NOT NULL,
-                    shipping BIGINT NOT NULL,
-                    total BIGINT NOT NULL,
-                    refunded BIGINT NOT NULL,
-                    payment_method TEXT NOT NULL,
-                    payment_status TEXT,
-                    payment_amount BIGINT,
-                    payment_refunded BIGINT NOT NULL,
-                    invoice_number BIGINT,
-                    invoiced_at_ms BIGINT,
-                    carrier TEXT,
-                    tracking_number TEXT,
-                    shipping_address TEXT NOT NULL,
-                    lines TEXT NOT NULL,
-                    placed_at_ms BIGINT NOT NULL,
-                    placed_day TEXT NOT NULL,
-                    updated_at_ms BIGINT NOT NULL,
-                    version BIGINT NOT NULL,
-                    position BIGINT NOT NULL,
-                    PRIMARY KEY (tenant, order_id)
-                )"
-            ),
-            format!("CREATE INDEX IF NOT EXISTS ix_orders_customer{suffix} ON {table} (tenant, customer, placed_at_ms, order_id)"),
-            format!("CREATE INDEX IF NOT EXISTS ix_orders_status{suffix} ON {table} (tenant, status)"),
-            format!("CREATE INDEX IF NOT EXISTS ix_orders_placed{suffix} ON {table} (tenant, placed_at_ms, order_id)"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {lines} (
-                    tenant TEXT NOT NULL,
-                    order_id TEXT NOT NULL,
-                    line_no BIGINT NOT NULL,
-                    sku TEXT NOT NULL,
-                    quantity BIGINT NOT NULL,
-                    unit_amount BIGINT NOT NULL,
-                    amount BIGINT NOT NULL,
-                    PRIMARY KEY (order_id, line_no)
-                )"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {timeline} (
-                    tenant TEXT NOT NULL,
-                    order_id TEXT NOT NULL,
-                    position BIGINT NOT NULL,
-                    source TEXT NOT NULL,
-                    event TEXT NOT NULL,
-                    status TEXT NOT NULL,
-                    detail TEXT NOT NULL,
-                    at_ms BIGINT NOT NULL,
-                    PRIMARY KEY (order_id, position)
-                )"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {pending} (
-                    tenant TEXT NOT NULL,
-                    order_id TEXT NOT NULL,
-                    position BIGINT NOT NULL,
-                    tx BIGINT NOT NULL,
-                    sequence BIGINT NOT NULL,
-                    event_type TEXT NOT NULL,
-                    event_version TEXT NOT NULL,
-                    payload TEXT NOT NULL,
-                    recorded_at_ms BIGINT NOT NULL,
-                    PRIMARY KEY (order_id, position)
-                )"
-            ),
-        ]
     }
 
     async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {

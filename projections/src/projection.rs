@@ -5,6 +5,8 @@ use store::LogEvent;
 /// Why a projection could not apply a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
+    #[error(transparent)]
+    Worker(#[from] worker_kit::WorkerError),
     #[error("read-model database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("event store: {0}")]
@@ -13,12 +15,19 @@ pub enum ProjectionError {
     Payload(#[from] serde_json::Error),
     #[error("malformed event: {0}")]
     Malformed(String),
-    /// Another worker moved the checkpoint while this batch ran; the batch was dropped.
+    /// Another writer moved the checkpoint of a read model that keeps it with its data.
     #[error("checkpoint moved concurrently")]
     Concurrent,
     /// Raised by the fault-injection point in tests.
+    #[cfg(feature = "faults")]
     #[error("injected fault")]
     Injected,
+}
+
+impl worker_kit::ConsumerError for ProjectionError {
+    fn is_concurrent(&self) -> bool {
+        matches!(self, ProjectionError::Concurrent | ProjectionError::Worker(worker_kit::WorkerError::Concurrent))
+    }
 }
 
 /// A read model fed by events. `apply` gets a whole batch (only events of the aggregate types
@@ -36,12 +45,9 @@ pub trait Projection: Send + Sync {
     /// rebuilt).
     async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError>;
 
-    /// The live table holding this read model.
+    /// The live table holding this read model, created by the read side's migrations (a
+    /// rebuild's shadow is a copy of it: the migrations are the one definition).
     fn table(&self) -> &'static str;
-
-    /// `CREATE` statements for the read model in `table`; `suffix` keeps index names unique
-    /// when a shadow table is built beside the live one.
-    fn schema(&self, table: &str, suffix: &str) -> Vec<String>;
 
     /// Every table of the read model kept in `table`, `table` first: a read model of more than
     /// one table names the others after it (`{table}_lines`), so that a rebuild into a shadow

@@ -23,15 +23,17 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use store::{EventStore, LogEvent};
+use store::{EventStore, LogCursor, LogEvent};
 use tantivy::collector::{Count, FacetCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Facet, FacetOptions, Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::detail::{by_product, fold_all};
-use crate::own::{decode, encode, Checkpoint, OwnCheckpoint};
-use crate::{Outcome, ProjectionError, RebuildReport};
+use worker_kit::Consumer;
+
+use crate::own::{decode, encode, Checkpoint};
+use crate::{ProjectionError, RebuildReport};
 
 pub const NAME: &str = "search";
 
@@ -194,20 +196,20 @@ impl Live {
         Ok(doc.get_first(self.fields.doc).and_then(|v| v.as_str().map(serde_json::from_str)).transpose()?)
     }
 
-    /// Applies a batch read from `from`: documents are taken from `cache` when it has them
-    /// (a rebuild keeps every document there), else from the index. The batch and the new
-    /// checkpoint are committed together.
+    /// Applies a batch of `count` log events read from `from` and ending at `last`, of which
+    /// `events` holds (at least) the product events: documents are taken from `cache` when it
+    /// has them (a rebuild keeps every document there), else from the index. The batch and the
+    /// new checkpoint are committed together.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         events: &[LogEvent],
+        (last, count): (LogCursor, usize),
         from: Checkpoint,
         mut cache: Option<&mut HashMap<(String, String), Value>>,
         threads: usize,
         fault: bool,
     ) -> Result<(), ProjectionError> {
-        let Some(last) = events.last().map(|e| e.cursor) else {
-            return Ok(());
-        };
         let mut state = self.state();
         if state.checkpoint != from {
             return Err(ProjectionError::Concurrent);
@@ -223,8 +225,8 @@ impl Live {
                 docs.push((tenant, id, doc));
             }
         }
-        let next = (last, from.map_or(0, |(_, n)| n) + events.len() as i64);
-        state.uncommitted += events.len() as i64;
+        let next = (last, from.map_or(0, |(_, n)| n) + count as i64);
+        state.uncommitted += count as i64;
         if docs.is_empty() && state.uncommitted < IDLE_COMMIT_EVENTS {
             state.checkpoint = Some(next);
             return Ok(());
@@ -251,7 +253,11 @@ impl Live {
         if let Err(e) = result {
             // Dropping the writer discards what it added since its last commit.
             state.writer = None;
-            return Err(if fault { ProjectionError::Injected } else { index_error(e) });
+            #[cfg(feature = "faults")]
+            if fault {
+                return Err(ProjectionError::Injected);
+            }
+            return Err(index_error(e));
         }
         if let Some(cache) = cache {
             cache.extend(docs.into_iter().map(|(t, i, d)| ((t, i), d)));
@@ -438,8 +444,8 @@ pub struct ProductSearch {
     store: EventStore,
     dir: PathBuf,
     live: RwLock<Arc<Live>>,
-    batch_size: u32,
     /// Tests: the next batch fails after adding its documents, before its commit.
+    #[cfg(feature = "faults")]
     fault: std::sync::atomic::AtomicBool,
 }
 
@@ -488,22 +494,29 @@ impl ProductSearch {
             }
         };
         let live = Live::open(dir, &name)?;
-        Ok(Self { store, dir: dir.to_owned(), live: RwLock::new(Arc::new(live)), batch_size: 1000, fault: Default::default() })
+        Ok(Self {
+            store,
+            dir: dir.to_owned(),
+            live: RwLock::new(Arc::new(live)),
+            #[cfg(feature = "faults")]
+            fault: Default::default(),
+        })
     }
 
     /// Tests: makes the next batch fail after its documents are added, before the commit, as a
     /// crash there would.
+    #[cfg(feature = "faults")]
     pub fn inject_fault(&self) {
         self.fault.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    pub fn with_batch_size(mut self, n: u32) -> Self {
-        self.batch_size = n;
-        self
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether a replacement is being built (`shop replay`).
+    pub fn rebuilding(&self) -> bool {
+        self.dir.join("REBUILDING").exists()
     }
 
     fn live(&self) -> Arc<Live> {
@@ -567,7 +580,8 @@ impl ProductSearch {
             let (f, batch) = (Arc::clone(&fresh), events);
             docs = blocking(move || {
                 let mut docs = docs;
-                f.apply(&batch, from, Some(&mut docs), 2, false)?;
+                let end = batch.last().map(|e| e.cursor).unwrap_or_default();
+                f.apply(&batch, (end, batch.len()), from, Some(&mut docs), 2, false)?;
                 Ok(docs)
             })
             .await?;
@@ -588,38 +602,30 @@ impl ProductSearch {
 }
 
 #[async_trait]
-impl OwnCheckpoint for ProductSearch {
+impl Consumer for ProductSearch {
+    type Error = ProjectionError;
+
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn store(&self) -> &EventStore {
-        &self.store
-    }
-
-    fn batch_size(&self) -> u32 {
-        self.batch_size
-    }
-
     async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
-        Ok(self.live().checkpoint())
+        Ok(self.follow_current()?.checkpoint())
     }
 
-    fn rebuilding(&self) -> bool {
-        self.dir.join("REBUILDING").exists()
-    }
-
-    async fn try_process_next(&self) -> Result<Outcome, ProjectionError> {
+    async fn consume(&self, from: Checkpoint, events: &[LogEvent]) -> Result<(), ProjectionError> {
         let live = self.follow_current()?;
-        let from = live.checkpoint();
-        let events = self.store.read_log(from.map(|c| c.0).unwrap_or_default(), self.batch_size).await?;
-        if events.is_empty() {
-            return Ok(Outcome::Idle);
-        }
-        let n = events.len();
+        #[cfg(feature = "faults")]
         let fault = self.fault.swap(false, std::sync::atomic::Ordering::SeqCst);
-        blocking(move || live.apply(&events, from, None, 1, fault)).await?;
-        Ok(Outcome::Applied(n))
+        #[cfg(not(feature = "faults"))]
+        let fault = false;
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(());
+        };
+        // Only product events change documents: the rest only move the checkpoint.
+        let products: Vec<LogEvent> = events.iter().filter(|e| e.aggregate_type == "product").cloned().collect();
+        let count = events.len();
+        blocking(move || live.apply(&products, (last, count), from, None, 1, fault)).await
     }
 }
 

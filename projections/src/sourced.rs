@@ -5,54 +5,18 @@
 //! partition's stored offset was applied before and is skipped, so a redelivery (a consumer
 //! that crashed before committing to the broker, a rebalance) has no effect.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
 use async_trait::async_trait;
-use sqlx::Row as _;
 use store::LogEvent;
+use worker_kit::{
+    park, parked_aggregates, read_offsets, Offsets, Sourced, SourcedConsumer, WorkerError, ATTEMPTS_BEFORE_PARKING, HELD_BACK,
+};
 
 use crate::{Projection, ProjectionError, Runner};
-
-/// One event as a source delivered it.
-#[derive(Debug, Clone)]
-pub struct Sourced {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub event: LogEvent,
-}
-
-/// Next offset to apply, by (topic, partition).
-pub type Offsets = HashMap<(String, i32), i64>;
-
-/// What the runner asks of an external source for read-your-writes and status.
-#[async_trait]
-pub trait ExternalSource: Send + Sync {
-    /// `kafka`, for status and logs.
-    fn kind(&self) -> &'static str;
-    /// Waits up to `timeout` until `projection` has applied the event at global `position`.
-    async fn wait_for(&self, projection: &dyn Projection, position: i64, timeout: Duration) -> Result<bool, ProjectionError>;
-    /// Messages of the projection's topics not yet applied.
-    async fn lag(&self, projection: &dyn Projection) -> Result<i64, ProjectionError>;
-}
-
-async fn read_offsets<'c, E>(executor: E, projection: &str) -> Result<Offsets, ProjectionError>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Any>,
-{
-    let rows = sqlx::query("SELECT topic, partition_id, next_offset FROM projection_offsets WHERE projection = $1")
-        .bind(projection)
-        .fetch_all(executor)
-        .await?;
-    rows.into_iter().map(|r| Ok(((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as i32), r.try_get::<i64, _>(2)?))).collect()
-}
 
 impl Runner {
     /// The offsets `projection` has applied up to.
     pub async fn offsets(&self, projection: &str) -> Result<Offsets, ProjectionError> {
-        read_offsets(&self.db().pool, projection).await
+        Ok(read_offsets(&self.db().pool, projection).await?)
     }
 
     /// Applies `batch` (in delivery order) to `projection`, skipping messages applied before;
@@ -61,14 +25,14 @@ impl Runner {
     pub async fn apply_sourced(&self, projection: &dyn Projection, batch: &[Sourced]) -> Result<usize, ProjectionError> {
         use tracing::Instrument as _;
         let started = std::time::Instant::now();
-        let span = crate::batch_span("projection.batch", projection.name(), batch.iter().map(|m| &m.event));
+        let span = worker_kit::batch_span("projection.batch", projection.name(), batch.iter().map(|m| &m.event));
         let result = self.commit_sourced(projection, batch, None).instrument(span).await;
         match &result {
             Ok(_) => {
                 let oldest = batch.iter().map(|m| m.event.recorded_at).min();
-                crate::observe_batch("projection", projection.name(), oldest, batch.len(), started);
+                worker_kit::observe_batch("projection", projection.name(), oldest, batch.len(), started);
             }
-            Err(ProjectionError::Concurrent) => {}
+            Err(e) if worker_kit::ConsumerError::is_concurrent(e) => {}
             Err(_) => metrics::counter!("shop_projection_failures_total", "name" => projection.name().to_owned()).increment(1),
         }
         result
@@ -91,13 +55,7 @@ impl Runner {
     async fn commit_sourced(&self, projection: &dyn Projection, batch: &[Sourced], failed: Option<&str>) -> Result<usize, ProjectionError> {
         let mut tx = self.db().begin().await?;
         let stored = read_offsets(&mut *tx, projection.name()).await?;
-        let parked: std::collections::HashSet<String> =
-            sqlx::query_scalar("SELECT DISTINCT aggregate_id FROM projection_dead_letters WHERE projection = $1")
-                .bind(projection.name())
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+        let parked = parked_aggregates(&mut tx, projection.name()).await?;
         let mut next = stored.clone();
         let mut fresh = Vec::new();
         for m in batch {
@@ -115,8 +73,7 @@ impl Runner {
             // Parked at its place in the log, so a retry reads it back from there.
             let cursor = self.store().cursor_of(event.cursor.position).await?.unwrap_or(event.cursor);
             let event = LogEvent { cursor, ..event.clone() };
-            let why = failed.unwrap_or("held back behind an earlier dead letter of this aggregate");
-            crate::runner::park(&mut tx, projection.name(), &event, why).await?;
+            park(&mut tx, projection.name(), &event, failed.unwrap_or(HELD_BACK)).await?;
         }
         if !handled.is_empty() {
             projection.apply(&mut tx, projection.table(), &handled).await?;
@@ -145,19 +102,66 @@ impl Runner {
             .await?
             .rows_affected();
             if moved != 1 {
-                return Err(ProjectionError::Concurrent);
+                return Err(WorkerError::Concurrent.into());
             }
         }
         tx.commit().await?;
         Ok(handled.len())
     }
+}
 
-    /// Makes read-your-writes and status ask `source` instead of the log checkpoints.
-    pub fn use_source(&self, source: Arc<dyn ExternalSource>) {
-        let _ = self.source.set(source);
+/// The projections as a member of a consumer group: each batch goes to every projection in
+/// turn (one that applied it before skips it by its stored offsets, so the whole batch can be
+/// given again until every projection has it). A projection whose batch failed
+/// [`ATTEMPTS_BEFORE_PARKING`] times in a row gets it message by message, parking the ones
+/// that fail.
+#[async_trait]
+impl SourcedConsumer for Runner {
+    fn name(&self) -> &'static str {
+        "projections"
     }
 
-    pub fn source(&self) -> Option<&Arc<dyn ExternalSource>> {
-        self.source.get()
+    fn handles(&self, aggregate_type: &str) -> bool {
+        self.projections().any(|p| p.handles(aggregate_type))
+    }
+
+    /// A partition starts at the lowest offset any projection stored; at the beginning when
+    /// some projection has none.
+    async fn start_offsets(&self) -> Result<Option<Offsets>, WorkerError> {
+        let mut stored: Vec<Offsets> = Vec::new();
+        for p in self.projections() {
+            stored.push(read_offsets(&self.db().pool, p.name()).await?);
+        }
+        let mut starts = Offsets::new();
+        if let Some((first, rest)) = stored.split_first() {
+            for (key, offset) in first {
+                let lowest = rest.iter().map(|o| o.get(key).copied()).try_fold(*offset, |low, o| o.map(|o| low.min(o)));
+                if let Some(lowest) = lowest {
+                    starts.insert(key.clone(), lowest);
+                }
+            }
+        }
+        Ok(Some(starts))
+    }
+
+    async fn consume_sourced(&self, batch: &[Sourced]) -> Result<(), String> {
+        for p in self.projections() {
+            let attempts = self.sourced_failures(p.name(), None);
+            let result = if attempts < ATTEMPTS_BEFORE_PARKING {
+                self.apply_sourced(p.as_ref(), batch).await.map(|_| ())
+            } else {
+                self.isolate_sourced(p.as_ref(), batch).await
+            };
+            match result {
+                Ok(()) => {
+                    self.sourced_failures(p.name(), Some(0));
+                }
+                Err(e) => {
+                    self.sourced_failures(p.name(), Some(attempts + 1));
+                    return Err(format!("projection {}: {e}", p.name()));
+                }
+            }
+        }
+        Ok(())
     }
 }

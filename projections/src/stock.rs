@@ -34,20 +34,6 @@ impl Projection for StockLevels {
         "rm_stock"
     }
 
-    fn schema(&self, table: &str, _suffix: &str) -> Vec<String> {
-        vec![format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
-                tenant TEXT NOT NULL,
-                sku TEXT NOT NULL,
-                on_hand BIGINT NOT NULL,
-                reserved BIGINT NOT NULL,
-                available BIGINT NOT NULL,
-                version BIGINT NOT NULL,
-                PRIMARY KEY (tenant, sku)
-            )"
-        )]
-    }
-
     async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {
         // Ordered keys: concurrent writers touch rows in the same order and cannot deadlock.
         let mut levels: BTreeMap<(&str, &str), Level> = BTreeMap::new();

@@ -60,22 +60,6 @@ impl Projection for Users {
         "rm_users"
     }
 
-    fn schema(&self, table: &str, _suffix: &str) -> Vec<String> {
-        vec![format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
-                tenant TEXT NOT NULL,
-                user_id TEXT NOT NULL,
-                email TEXT NOT NULL,
-                name TEXT NOT NULL,
-                roles TEXT NOT NULL,
-                active BIGINT NOT NULL,
-                registered_at TEXT NOT NULL,
-                version BIGINT NOT NULL,
-                PRIMARY KEY (tenant, user_id)
-            )"
-        )]
-    }
-
     async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {
         let mut changes: BTreeMap<(&str, &str), Change> = BTreeMap::new();
         for e in events {

@@ -11,16 +11,18 @@ use chrono::{TimeZone, Utc};
 use domain::order::{CancelReason, Order, OrderCommand, PricedLine};
 use domain::payment::{FailureReason, Payment, PaymentCommand};
 use domain::{Money, OrderId, PaymentId, Price, Quantity, UserId};
-use projections::sourced::Sourced;
-use projections::testkit::TestStore;
-use projections::{both_backends, Orders, Projection, ReadDb, Runner};
+use projections::{Orders, Projection, Runner};
 use sqlx::Row as _;
 use store::{LogEvent, Metadata, Repository};
+use testkit::both_backends;
+use testkit::TestStore;
+use worker_kit::ReadDb;
+use worker_kit::Sourced;
 
 async fn runner(t: &TestStore, batch: u32) -> Runner {
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
     let all: Vec<Arc<dyn Projection>> = vec![Arc::new(Orders)];
-    db.migrate(&all).await.expect("schema");
+    db.migrate().await.expect("schema");
     Runner::new(t.store.clone(), db, all).with_batch_size(batch)
 }
 
@@ -84,7 +86,7 @@ fn place(tenant: &str, n: u128) -> Step {
         lines: vec![line("A", 2, 1_000), line("B", 3, 333)],
         tax_rate_bp: 2_000,
         shipping: eur(499),
-        shipping_address: projections::testkit::address(),
+        shipping_address: testkit::address(),
         payment_method: "tok_approve".into(),
     })
 }
@@ -328,7 +330,7 @@ both_backends!(a_payment_before_its_order_waits_for_it_and_the_rest_goes_on, |t:
     let last = shop.run("acme", 6, vec![place("acme", 6)]).await;
     let runner = Arc::new(runner(&t, 10).await);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
+    let worker = tokio::spawn(Arc::clone(runner.driver()).run(stopped));
     assert!(runner.wait_for("orders", last, std::time::Duration::from_secs(20)).await.expect("wait"), "the projection goes on");
     assert!(order(runner.db(), 6).await.contains("|placed|"));
     assert_eq!(pending(runner.db()).await, 1);
@@ -336,7 +338,7 @@ both_backends!(a_payment_before_its_order_waits_for_it_and_the_rest_goes_on, |t:
     assert!(runner.wait_for("orders", last, std::time::Duration::from_secs(20)).await.expect("wait"));
     stop.send(true).expect("workers listen");
     tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
-    assert!(runner.dead_letters("").await.expect("dead letters").is_empty());
+    assert_eq!(parked_anywhere(&runner).await, 0, "no dead letter in any tenant");
     assert_eq!(pending(runner.db()).await, 0);
     assert_eq!(
         order(runner.db(), 5).await,
@@ -397,7 +399,7 @@ fn republished(messages: &[Sourced]) -> Vec<Sourced> {
 
 /// Nothing parked, nothing left waiting, and the rows of the log-ordered run.
 async fn assert_settled(runner: &Runner, expected: &[String]) {
-    assert!(runner.dead_letters("").await.expect("dead letters").is_empty());
+    assert_eq!(parked_anywhere(&runner).await, 0, "no dead letter in any tenant");
     assert_eq!(pending(runner.db()).await, 0);
     assert_eq!(dump_as_delivered(runner.db()).await, expected);
 }
@@ -485,11 +487,12 @@ both_backends!(an_order_event_without_its_placement_is_parked_and_the_rest_goes_
     // Order 1's placement never comes; its stock reservation and order 2 do.
     let batch = [orders[1].clone(), orders[8].clone()];
     assert_eq!(batch[1].event.event_type, "placed");
-    for _ in 0..projections::ATTEMPTS_BEFORE_PARKING {
+    for _ in 0..worker_kit::ATTEMPTS_BEFORE_PARKING {
         assert!(runner.apply_sourced(&Orders, &batch).await.is_err());
     }
     runner.isolate_sourced(&Orders, &batch).await.expect("isolate");
-    let parked = runner.dead_letters("").await.expect("dead letters");
+    let tenant = batch[0].event.aggregate_id.split(':').next().expect("a tenant");
+    let parked = runner.dead_letters(tenant).await.expect("dead letters");
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(
         (parked[0].aggregate_id.as_str(), parked[0].position),
@@ -497,3 +500,8 @@ both_backends!(an_order_event_without_its_placement_is_parked_and_the_rest_goes_
     );
     assert!(order(runner.db(), 2).await.contains("|placed|"));
 });
+
+/// Dead letters of every tenant.
+async fn parked_anywhere(runner: &Runner) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM projection_dead_letters").fetch_one(&runner.db().pool).await.expect("count")
+}

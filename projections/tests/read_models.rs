@@ -6,16 +6,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use domain::stock::{Stock, StockCommand};
 use domain::{Quantity, TenantId};
-use projections::both_backends;
-use projections::sourced::Sourced;
-use projections::testkit::{dump, write_events, TestStore};
-use projections::{ReadDb, Runner};
+use projections::Runner;
 use sqlx::Row as _;
 use store::{Metadata, Repository};
+use testkit::both_backends;
+use testkit::{dump, write_events, TestStore};
+use worker_kit::ReadDb;
+use worker_kit::Sourced;
 
 async fn runner(t: &TestStore) -> Runner {
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
-    db.migrate(&projections::all()).await.expect("schema");
+    db.migrate().await.expect("schema");
     Runner::new(t.store.clone(), db, projections::all()).with_batch_size(4)
 }
 
@@ -39,7 +40,7 @@ both_backends!(read_models_reflect_the_events, |t: TestStore| async move {
     assert!(rows.contains(&"acme|SKU-0|10|3|7|2".to_owned()), "{rows:#?}");
     assert!(rows.contains(&"acme|00000000-0000-0000-0000-000000000063|ada@acme.example|Ada|customer,admin|1|2".to_owned()), "{rows:#?}");
     let status = runner.status().await.expect("status");
-    assert!(status.iter().all(|s| s.lag_events == 0 && s.state == "running"), "{status:?}");
+    assert!(status.iter().all(|s| s.lag_events == 0 && s.state == worker_kit::ReaderState::Running), "{status:?}");
 });
 
 both_backends!(a_crash_in_the_middle_of_a_batch_applies_nothing_twice, |t: TestStore| async move {
@@ -79,7 +80,7 @@ both_backends!(rebuilding_twice_gives_the_same_read_models, |t: TestStore| async
     assert_eq!(first.len(), 5);
 });
 
-async fn catalogue_state(runner: &Runner) -> &'static str {
+async fn catalogue_state(runner: &Runner) -> worker_kit::ReaderState {
     runner.status().await.expect("status").into_iter().find(|s| s.name == "catalogue").map(|s| s.state).expect("catalogue")
 }
 
@@ -87,20 +88,20 @@ both_backends!(a_rebuild_in_progress_shows_in_the_status, |t: TestStore| async m
     write_events(&t).await;
     let runner = runner(&t).await;
     runner.catch_up().await.expect("catch up");
-    assert_eq!(catalogue_state(&runner).await, "running");
+    assert_eq!(catalogue_state(&runner).await, worker_kit::ReaderState::Running);
     // What `shop replay` leaves while it builds: the shadow's checkpoint.
     let mut conn = runner.db().pool.acquire().await.expect("conn");
-    projections::advance_checkpoint(&mut conn, "catalogue:rebuild", None, store::LogCursor::default(), 0).await.expect("shadow checkpoint");
+    worker_kit::advance_checkpoint(&mut conn, "catalogue:rebuild", None, store::LogCursor::default(), 0).await.expect("shadow checkpoint");
     drop(conn);
-    assert_eq!(catalogue_state(&runner).await, "rebuilding");
+    assert_eq!(catalogue_state(&runner).await, worker_kit::ReaderState::Rebuilding);
     runner.rebuild(&projections::Catalogue, |_, _| {}).await.expect("rebuild");
-    assert_eq!(catalogue_state(&runner).await, "running");
+    assert_eq!(catalogue_state(&runner).await, worker_kit::ReaderState::Running);
 });
 
 both_backends!(read_your_writes_waits_for_the_position, |t: TestStore| async move {
     let runner = Arc::new(runner(&t).await);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
+    let worker = tokio::spawn(Arc::clone(runner.driver()).run(stopped));
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let receive = StockCommand::Receive {
         tenant: TenantId::default(),
@@ -129,7 +130,7 @@ both_backends!(a_rebuild_under_live_writes_loses_nothing_and_doubles_nothing, |t
     let a = Arc::new(runner(&t).await);
     let b = Arc::new(runner(&t).await);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = [tokio::spawn(Arc::clone(&a).run(stopped.clone())), tokio::spawn(Arc::clone(&b).run(stopped))];
+    let workers = [tokio::spawn(Arc::clone(a.driver()).run(stopped.clone())), tokio::spawn(Arc::clone(b.driver()).run(stopped))];
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let writer = {
         let stock = stock.clone();
@@ -187,10 +188,6 @@ impl projections::Projection for Poisoned {
         "rm_poisoned"
     }
 
-    fn schema(&self, table: &str, suffix: &str) -> Vec<String> {
-        projections::StockLevels.schema(table, suffix)
-    }
-
     async fn apply(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -212,7 +209,11 @@ async fn poisoned(t: &TestStore) -> (Arc<Runner>, Arc<std::sync::atomic::AtomicB
     let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let db = ReadDb::connect(&t.url, 4).await.expect("read db");
     let poisoned: Arc<dyn projections::Projection> = Arc::new(Poisoned { poison: Arc::clone(&poison) });
-    db.migrate(&[Arc::clone(&poisoned)]).await.expect("schema");
+    db.migrate().await.expect("schema");
+    // A projection of the test's own: its table is not in the migrations, it copies rm_stock.
+    let mut conn = db.pool.acquire().await.expect("connection");
+    db.create_shadow(&mut conn, "rm_stock", poisoned.table()).await.expect("poisoned table");
+    drop(conn);
     let runner = Arc::new(Runner::new(t.store.clone(), db, vec![poisoned]).with_batch_size(2));
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let mut last = 0;
@@ -242,23 +243,23 @@ async fn check_parked(runner: &Arc<Runner>, poison: &std::sync::atomic::AtomicBo
         }
     };
     assert_eq!((on_hand("GOOD").await, on_hand("BAD").await), (3, 1), "other aggregates go on; the failing one stops before the poison");
-    let parked = runner.dead_letters("default:").await.expect("dead letters");
+    let parked = runner.dead_letters("default").await.expect("dead letters");
     assert_eq!(parked.len(), 2, "{parked:?}");
     assert!(parked[0].error.contains("poison"));
     assert!(parked.iter().all(|d| d.aggregate_id == "default:BAD"));
     assert!(runner.retry_dead_letter(&parked[0].id).await.is_err(), "still poisoned: nothing changes");
-    assert_eq!(runner.dead_letters("default:").await.expect("dead letters").len(), 2);
+    assert_eq!(runner.dead_letters("default").await.expect("dead letters").len(), 2);
     poison.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(runner.retry_dead_letter(&parked[0].id).await.expect("retry"), Some(2));
     assert_eq!(on_hand("BAD").await, 3, "the parked events applied in order");
-    assert!(runner.dead_letters("default:").await.expect("dead letters").is_empty());
+    assert!(runner.dead_letters("default").await.expect("dead letters").is_empty());
     assert_eq!(runner.retry_dead_letter("nope").await.expect("retry"), None);
 }
 
 both_backends!(an_event_that_keeps_failing_is_parked_with_the_rest_of_its_aggregate, |t: TestStore| async move {
     let (runner, poison, last) = poisoned(&t).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(Arc::clone(&runner).run(stopped));
+    let worker = tokio::spawn(Arc::clone(runner.driver()).run(stopped));
     assert!(
         runner.wait_for("poisoned", last, std::time::Duration::from_secs(20)).await.expect("wait"),
         "the projection goes on past the poison"
@@ -287,13 +288,13 @@ both_backends!(a_sourced_event_that_keeps_failing_is_parked_with_the_rest_of_its
         .enumerate()
         .map(|(i, event)| Sourced { topic: "t.stock.v1".into(), partition: 0, offset: i as i64, event })
         .collect();
-    let p = Arc::clone(&runner.projections()[0]);
+    let p = Arc::clone(runner.projections().next().expect("one projection"));
     for batch in messages.chunks(2) {
         let mut attempts = 0;
         while let Err(e) = runner.apply_sourced(p.as_ref(), batch).await {
             assert!(e.to_string().contains("poison"), "{e}");
             attempts += 1;
-            if attempts >= projections::ATTEMPTS_BEFORE_PARKING {
+            if attempts >= worker_kit::ATTEMPTS_BEFORE_PARKING {
                 runner.isolate_sourced(p.as_ref(), batch).await.expect("isolate");
                 break;
             }
@@ -306,4 +307,60 @@ both_backends!(a_sourced_event_that_keeps_failing_is_parked_with_the_rest_of_its
         assert_eq!(runner.apply_sourced(p.as_ref(), batch).await.expect("redelivery"), 0);
     }
     check_parked(&runner, &poison).await;
+});
+
+/// Column name, type and nullability of every column of `table`, in order, and how many
+/// indexes it has.
+async fn definition(db: &ReadDb, table: &str) -> (Vec<(String, String, bool)>, i64) {
+    let (columns, indexes) = if db.is_sqlite() {
+        (
+            "SELECT name, type, \"notnull\" FROM pragma_table_info($1) ORDER BY cid",
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = $1",
+        )
+    } else {
+        (
+            "SELECT column_name::text, data_type::text, CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END \
+             FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename = $1",
+        )
+    };
+    let rows = sqlx::query(columns).bind(table).fetch_all(&db.pool).await.expect("columns");
+    let columns = rows
+        .iter()
+        .map(|r| {
+            let not_null: i64 = r.try_get::<i64, _>(2).or_else(|_| r.try_get::<i32, _>(2).map(i64::from)).expect("notnull");
+            (r.try_get::<String, _>(0).expect("name"), r.try_get::<String, _>(1).expect("type").to_lowercase(), not_null == 1)
+        })
+        .collect();
+    let indexes: i64 = sqlx::query_scalar(indexes).bind(table).fetch_one(&db.pool).await.expect("indexes");
+    (columns, indexes)
+}
+
+// Live tables come from the migrations; a rebuild copies their definition into shadows and
+// swaps those in. After two rebuilds every table still has the migrated columns and indexes.
+both_backends!(rebuilds_keep_the_migrated_columns_and_indexes, |t: TestStore| async move {
+    write_events(&t).await;
+    let runner = runner(&t).await;
+    let mut migrated = Vec::new();
+    for p in projections::all() {
+        for table in p.tables(p.table()) {
+            let found = definition(runner.db(), &table).await;
+            assert!(!found.0.is_empty(), "{table} exists after the migrations");
+            migrated.push((table, found));
+        }
+    }
+    for p in projections::all() {
+        runner.rebuild(p.as_ref(), |_, _| {}).await.expect("rebuild");
+        runner.rebuild(p.as_ref(), |_, _| {}).await.expect("rebuild again");
+    }
+    for (table, found) in migrated {
+        assert_eq!(definition(runner.db(), &table).await, found, "{table} after two rebuilds");
+    }
+});
+
+both_backends!(every_projection_moves_past_batches_without_its_events, |t: TestStore| async move {
+    let runner = runner(&t).await;
+    for member in runner.driver().members() {
+        testkit::moves_past_foreign_events(&t, Arc::clone(member), 120).await;
+    }
 });

@@ -207,7 +207,7 @@ mod tests {
                 line1: "1 Main St".into(),
                 city: "Berlin".into(),
                 postal_code: "10115".into(),
-                country: "DE".into(),
+                country: "DE".parse().expect("valid"),
             },
             lines: (0..lines)
                 .map(|i| LineView { sku: format!("SKU-{i}"), quantity: 2, unit_price: eur(1_000), amount: eur(2_000) })

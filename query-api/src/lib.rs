@@ -7,8 +7,6 @@
 //! answer is a 503 `projection_behind`, never stale data presented as fresh.
 //!
 //! # Layout
-//! - `viewer.rs`: [`Viewer`] (an authenticated user, or anonymous in a tenant) and
-//!   `MinPosition`.
 //! - `products.rs`: `/products`, `/products/{id}`, `/products/search`, `/categories`.
 //! - `stock.rs`: `/stock/{sku}`; `users.rs`: `/users/me`, `/admin/users`, `/admin/projections`.
 //! - `orders.rs`: `/orders`, `/orders/{id}`, `/orders/{id}/invoice`, `/payments/{id}`,
@@ -19,30 +17,23 @@ mod orders;
 mod products;
 mod stock;
 mod users;
-mod viewer;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, State};
+use axum::extract::FromRef;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use command_api::auth::JwtKeys;
-use command_api::{ApiError, ErrorCode};
-use projections::Runner;
+use http_kit::{ApiError, ErrorCode, JwtKeys, MinPosition, Viewer};
+use projections::ReadModels;
 use serde::Serialize;
-
-pub use viewer::*;
 
 /// What query handlers use; cheap to clone.
 #[derive(Clone)]
 pub struct QueryState {
-    pub runner: Arc<Runner>,
-    /// Product detail documents (Redis, or in process).
-    pub details: Arc<projections::detail::ProductDetails>,
-    /// Product search (a tantivy index on this node's disk).
-    pub search: Arc<projections::search::ProductSearch>,
+    /// The SQL read models, the product documents (Redis, or in process) and the search
+    /// index (on this node's disk).
+    pub read: ReadModels,
     pub jwt: JwtKeys,
     /// Longest wait for `X-Min-Position`.
     pub read_wait: Duration,
@@ -56,27 +47,20 @@ impl FromRef<QueryState> for JwtKeys {
 
 impl QueryState {
     fn pool(&self) -> &sqlx::AnyPool {
-        &self.runner.db().pool
+        &self.read.sql.db().pool
     }
 
     /// Read-your-writes: waits until `projection` has processed `min` (when asked).
     async fn consistent(&self, projection: &str, MinPosition(min): MinPosition) -> Result<(), ApiError> {
-        use projections::own::OwnCheckpoint;
         let Some(position) = min else { return Ok(()) };
         // A position past the log's end was never handed out (a command answers only after its
         // commit): waiting could not help, so it is refused at once.
-        let head = self.runner.store().head_position().await.map_err(ApiError::internal)?;
+        let head = self.read.sql.store().head_position().await.map_err(ApiError::internal)?;
         if position > head {
             return Err(ApiError::new(ErrorCode::InvalidValue, format!("X-Min-Position {position} is beyond the end of the log"))
                 .with("field", "X-Min-Position"));
         }
-        let wait = self.read_wait;
-        let reached = match projection {
-            projections::detail::NAME => self.details.wait_for(position, wait).await,
-            projections::search::NAME => self.search.wait_for(position, wait).await,
-            _ => self.runner.wait_for(projection, position, wait).await,
-        }
-        .map_err(ApiError::internal)?;
+        let reached = self.read.wait_for(projection, position, self.read_wait).await.map_err(ApiError::internal)?;
         if reached {
             Ok(())
         } else {
@@ -90,25 +74,6 @@ impl QueryState {
 pub fn router(state: QueryState) -> Router {
     let api = Router::new().merge(products::router()).merge(stock::router()).merge(users::router()).merge(orders::router());
     Router::new().nest("/api/v1", api).with_state(state)
-}
-
-/// `/health` and `/ready` for a process that serves queries only.
-pub fn health_router(state: QueryState) -> Router {
-    Router::new()
-        .route("/health", axum::routing::get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
-        .route(
-            "/ready",
-            axum::routing::get(|State(state): State<QueryState>| async move {
-                match sqlx::query("SELECT 1").execute(state.pool()).await {
-                    Ok(_) => Ok(Json(serde_json::json!({ "status": "ready" }))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "read-model database not reachable");
-                        Err(ApiError::new(ErrorCode::Unavailable, "the read-model database is not reachable").retry_after(1))
-                    }
-                }
-            }),
-        )
-        .with_state(state)
 }
 
 fn db_error(e: sqlx::Error) -> ApiError {

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use command_api::extract::{Admin, AppQuery, AuthUser};
-use command_api::{ApiError, ErrorCode};
 use domain::{OrderId, TenantId, UserId};
+use http_kit::{Admin, AppQuery, AuthUser};
+use http_kit::{ApiError, ErrorCode};
 use projections::orders::{LINES_TABLE, NAME, TABLE, TIMELINE_TABLE};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,20 +26,6 @@ pub fn router() -> Router<QueryState> {
         .route("/payments/{id}", get(payment))
         .route("/admin/orders", get(admin_list))
         .route("/admin/analytics/sales", get(sales))
-        .route("/admin/orders/{id}/saga", get(saga_state))
-}
-
-/// Where the order saga stands with an order of the admin's tenant: its step, when it looks
-/// again by itself (expiry or retry), and its last error.
-async fn saga_state(
-    State(state): State<QueryState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
-) -> Result<Json<saga::SagaState>, ApiError> {
-    let order_id: OrderId = id.parse().map_err(|_| ApiError::not_found("order"))?;
-    let stream = domain::stream_id(&admin.tenant, order_id);
-    let found = saga::OrderSaga::state(state.runner.db(), &stream).await.map_err(ApiError::internal)?;
-    found.map(Json).ok_or_else(|| ApiError::not_found("order"))
 }
 
 /// Every order status, as stored and as the `status` filter takes it.

@@ -5,8 +5,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use command_api::extract::AppQuery;
-use command_api::{ApiError, ErrorCode};
+use http_kit::AppQuery;
+use http_kit::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -188,7 +188,7 @@ async fn detail(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.consistent(projections::detail::NAME, min).await?;
-    let doc = state.details.get(viewer.tenant().as_str(), &id).await.map_err(ApiError::internal)?;
+    let doc = state.read.details().get(viewer.tenant().as_str(), &id).await.map_err(ApiError::internal)?;
     let visible = |d: &Value| viewer.is_admin() || (d["published"] == true && d["discontinued"] == false);
     let doc = doc.filter(visible).ok_or_else(|| ApiError::not_found("product"))?;
     let version = doc["version"].as_i64().unwrap_or_default();
@@ -246,7 +246,7 @@ async fn search(
         limit,
         offset,
     };
-    Ok(Json(state.search.search(request).await.map_err(ApiError::internal)?))
+    Ok(Json(state.read.search().search(request).await.map_err(ApiError::internal)?))
 }
 
 #[derive(Debug, Serialize)]

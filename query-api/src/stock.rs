@@ -3,7 +3,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use command_api::ApiError;
+use http_kit::ApiError;
 use serde::Serialize;
 use sqlx::Row as _;
 

@@ -3,13 +3,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use command_api::extract::AppQuery;
-use command_api::extract::{Admin, AuthUser};
-use command_api::ApiError;
-use projections::{DeadLetter, ProjectionStatus};
+use http_kit::ApiError;
+use http_kit::AppQuery;
+use http_kit::{Admin, AuthUser};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
+use worker_kit::{DeadLetter, ReaderStatus};
 
 use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, QueryState};
 
@@ -107,17 +107,13 @@ async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
-async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
-    let mut all = state.runner.status().await.map_err(ApiError::internal)?;
-    use projections::own::OwnCheckpoint;
-    all.push(state.details.status().await.map_err(ApiError::internal)?);
-    all.push(state.search.status().await.map_err(ApiError::internal)?);
-    Ok(Json(all))
+async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ReaderStatus>>, ApiError> {
+    Ok(Json(state.read.status().await.map_err(ApiError::internal)?))
 }
 
 /// Events the projections parked, for the admin's tenant.
 async fn dead_letters(State(state): State<QueryState>, Admin(admin): Admin) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    state.runner.dead_letters(&format!("{}:", admin.tenant)).await.map(Json).map_err(ApiError::internal)
+    state.read.sql.dead_letters(admin.tenant.as_str()).await.map(Json).map_err(ApiError::internal)
 }
 
 /// Applies the parked events of that dead letter's aggregate again, in order; they stay
@@ -127,13 +123,13 @@ async fn retry_dead_letter(
     Admin(admin): Admin,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let own = state.runner.dead_letters(&format!("{}:", admin.tenant)).await.map_err(ApiError::internal)?;
+    let own = state.read.sql.dead_letters(admin.tenant.as_str()).await.map_err(ApiError::internal)?;
     if !own.iter().any(|d| d.id == id) {
         return Err(ApiError::not_found("dead letter"));
     }
-    match state.runner.retry_dead_letter(&id).await {
+    match state.read.sql.retry_dead_letter(&id).await {
         Ok(Some(applied)) => Ok(Json(serde_json::json!({ "applied": applied }))),
         Ok(None) => Err(ApiError::not_found("dead letter")),
-        Err(e) => Err(ApiError::new(command_api::ErrorCode::Rule("retry_failed"), format!("the events still fail: {e}"))),
+        Err(e) => Err(ApiError::new(http_kit::ErrorCode::RetryFailed, format!("the events still fail: {e}"))),
     }
 }

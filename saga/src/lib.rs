@@ -26,12 +26,14 @@
 //!   injected [`Clock`], so a restart loses nothing and tests move time instead of sleeping.
 //! - `order_sagas` also keeps each order's current step and last error for operators.
 
+pub mod routes;
 mod steps;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::order::{InvoiceBook, Order};
@@ -39,12 +41,11 @@ use domain::payment::{Payment, PaymentGateway};
 use domain::stock::Stock;
 use domain::Clock;
 use futures::StreamExt;
-use projections::{advance_checkpoint, read_checkpoint, ProjectionError, ReadDb};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
-use store::{EventStore, Repository, StoreError};
-use tokio::sync::{watch, Notify};
+use store::{EventStore, LogEvent, Repository, StoreError};
 use tracing::Instrument as _;
+use worker_kit::{advance_checkpoint, Checkpoint, Consumer, ConsumerError, ReadDb, WorkerError};
 
 /// The saga's checkpoint name.
 pub const NAME: &str = "order_saga";
@@ -95,7 +96,7 @@ pub enum SagaError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Checkpoint(#[from] ProjectionError),
+    Checkpoint(#[from] WorkerError),
     #[error("saga database: {0}")]
     Db(#[from] sqlx::Error),
     /// An aggregate refused a command the saga did not expect to be refused.
@@ -109,16 +110,58 @@ pub enum SagaError {
     #[error("malformed order stream id {0}")]
     Malformed(String),
     /// Raised by [`OrderSaga::crash_after`]: stands in for the process dying at that point.
+    #[cfg(feature = "faults")]
     #[error("injected crash")]
     Injected,
+}
+
+impl ConsumerError for SagaError {
+    fn is_concurrent(&self) -> bool {
+        matches!(self, SagaError::Checkpoint(WorkerError::Concurrent))
+    }
+}
+
+/// Where an order's saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStep {
+    /// Paid, invoiced and (when shipped) past every refund.
+    Completed,
+    /// Cancelled, with stock released and money given back.
+    Compensated,
+    /// A payment event whose order is not visible here: nothing to do.
+    UnknownOrder,
+    /// The last attempt failed; the saga looks again at `due_at_ms`.
+    Retrying,
+}
+
+impl SagaStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStep::Completed => "completed",
+            SagaStep::Compensated => "compensated",
+            SagaStep::UnknownOrder => "unknown_order",
+            SagaStep::Retrying => "retrying",
+        }
+    }
+}
+
+impl std::str::FromStr for SagaStep {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [SagaStep::Completed, SagaStep::Compensated, SagaStep::UnknownOrder, SagaStep::Retrying]
+            .into_iter()
+            .find(|step| step.as_str() == s)
+            .ok_or_else(|| format!("unknown saga step {s:?}"))
+    }
 }
 
 /// Where one order's saga stands, for operators (`GET /api/v1/admin/orders/{id}/saga`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SagaState {
     pub order_id: String,
-    /// `awaiting_payment`, `completed`, `compensated`, `retrying`, …
-    pub step: String,
+    pub step: SagaStep,
     /// When the saga looks at the order again by itself (expiry or retry).
     pub due_at_ms: Option<i64>,
     /// Consecutive failed attempts.
@@ -130,29 +173,9 @@ pub struct SagaState {
 /// What one reconciliation left the order waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    pub step: &'static str,
+    pub step: SagaStep,
     pub due: Option<DateTime<Utc>>,
 }
-
-/// What one round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Round {
-    /// Log events read.
-    pub events: usize,
-    /// Orders reconciled (from the log and from due deadlines).
-    pub orders: usize,
-}
-
-const SAGAS: &str = "CREATE TABLE IF NOT EXISTS order_sagas (
-    order_id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    step TEXT NOT NULL,
-    due_at_ms BIGINT,
-    attempts BIGINT NOT NULL,
-    last_error TEXT,
-    updated_at_ms BIGINT NOT NULL
-)";
-const SAGAS_DUE: &str = "CREATE INDEX IF NOT EXISTS order_sagas_due ON order_sagas (due_at_ms)";
 
 /// How long the worker sleeps when idle before looking at the log and the deadlines again
 /// (appends in this process wake it at once).
@@ -168,19 +191,11 @@ pub struct OrderSaga {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: SagaConfig,
     /// Steps left before an injected crash (tests).
-    budget: store::CrashBudget,
-    new_events: Arc<Notify>,
+    #[cfg(feature = "faults")]
+    budget: worker_kit::CrashBudget,
 }
 
 impl OrderSaga {
-    /// Creates the saga's table (the checkpoint table comes with the read models).
-    pub async fn migrate(db: &ReadDb) -> Result<(), SagaError> {
-        for sql in [SAGAS, SAGAS_DUE] {
-            sqlx::query(sql).execute(&db.pool).await?;
-        }
-        Ok(())
-    }
-
     pub fn new(
         store: EventStore,
         db: ReadDb,
@@ -189,63 +204,38 @@ impl OrderSaga {
         clock: Arc<dyn Clock>,
         config: SagaConfig,
     ) -> Self {
-        let new_events = store.appended();
-        Self { store, db, repos, gateway, clock, config, budget: store::CrashBudget::default(), new_events }
+        Self {
+            store,
+            db,
+            repos,
+            gateway,
+            clock,
+            config,
+            #[cfg(feature = "faults")]
+            budget: worker_kit::CrashBudget::default(),
+        }
+    }
+
+    /// The saga on the consumer driver, with its batch size.
+    pub fn driver(self: Arc<Self>) -> worker_kit::Driver<OrderSaga> {
+        let (store, batch_size) = (self.store.clone(), self.config.batch_size);
+        worker_kit::Driver::single("saga", store, self).with_batch_size(batch_size).with_pacing(IDLE, GATHER)
     }
 
     /// Fails with [`SagaError::Injected`] when the saga is about to take its `steps + 1`-th
     /// step (a command or a gateway call), writing nothing more: a crash at that point.
+    #[cfg(feature = "faults")]
     pub fn crash_after(&self, steps: u32) {
         self.budget.set(steps);
     }
 
-    /// Counts one step against the crash budget.
+    /// Counts one step against the crash budget (tests); free otherwise.
     pub(crate) fn tick(&self) -> Result<(), SagaError> {
-        if self.budget.tick() {
-            Ok(())
-        } else {
-            Err(SagaError::Injected)
+        #[cfg(feature = "faults")]
+        if !self.budget.tick() {
+            return Err(SagaError::Injected);
         }
-    }
-
-    /// One round: the next batch of the log, then the orders whose deadline has come.
-    pub async fn step(&self) -> Result<Round, SagaError> {
-        let started = std::time::Instant::now();
-        let mut conn = self.db.pool.acquire().await?;
-        let from = read_checkpoint(&mut conn, NAME).await?.map(|(c, _)| c);
-        drop(conn);
-        let events = self.store.read_log(from.unwrap_or_default(), self.config.batch_size).await?;
-        let mut seen = HashSet::new();
-        let ids: Vec<String> = events
-            .iter()
-            .filter(|e| e.aggregate_type == Order::TYPE || e.aggregate_type == Payment::TYPE)
-            .filter(|e| seen.insert(e.aggregate_id.as_str()))
-            .map(|e| e.aggregate_id.clone())
-            .collect();
-        // Each order's reconciliation continues the trace of its latest event in the batch.
-        let traces: HashMap<String, String> = events
-            .iter()
-            .filter_map(|e| store::trace::of_metadata(&e.metadata).map(|tp| (e.aggregate_id.clone(), tp.to_owned())))
-            .collect();
-        let mut round = Round { events: events.len(), orders: ids.len() };
-        let results = self.reconcile_all(ids, &traces).await?;
-        let mut tx = self.db.begin().await?;
-        self.record_all(&mut tx, &results).await?;
-        if let Some(last) = events.last() {
-            advance_checkpoint(&mut tx, NAME, from, last.cursor, events.len() as i64).await?;
-        }
-        tx.commit().await?;
-        if !events.is_empty() {
-            projections::observe_batch("saga", NAME, events.first().map(|e| e.recorded_at), events.len(), started);
-        }
-
-        let due = self.due().await?;
-        round.orders += due.len();
-        let results = self.reconcile_all(due, &HashMap::new()).await?;
-        let mut tx = self.db.begin().await?;
-        self.record_all(&mut tx, &results).await?;
-        tx.commit().await?;
-        Ok(round)
+        Ok(())
     }
 
     /// Reconciles `ids` concurrently. An injected crash stops the round with nothing recorded.
@@ -267,6 +257,7 @@ impl OrderSaga {
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
+        #[cfg(feature = "faults")]
         if results.iter().any(|(_, r)| matches!(r, Err(SagaError::Injected))) {
             return Err(SagaError::Injected);
         }
@@ -305,76 +296,52 @@ impl OrderSaga {
             );
             let mut query = sqlx::query(&sql);
             for (id, outcome) in chunk {
-                let tenant = id.split_once(':').map_or("", |(t, _)| t);
-                query = query.bind(id.as_str()).bind(tenant).bind(outcome.step).bind(outcome.due.map(|d| d.timestamp_millis())).bind(now);
+                let tenant = tenant_of(id);
+                query = query
+                    .bind(id.as_str())
+                    .bind(tenant)
+                    .bind(outcome.step.as_str())
+                    .bind(outcome.due.map(|d| d.timestamp_millis()))
+                    .bind(now);
             }
             query.execute(&mut **tx).await?;
         }
         for (id, result) in results {
-            if result.is_err() {
-                self.record(tx, id, result).await?;
+            if let Err(e) = result {
+                self.record_failure(tx, id, e).await?;
             }
         }
         Ok(())
     }
 
-    /// Writes where an order stands, or its failure and when to try again.
-    async fn record(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        id: &str,
-        result: &Result<Outcome, SagaError>,
-    ) -> Result<(), SagaError> {
+    /// Writes an order's failure and when to try again.
+    async fn record_failure(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str, e: &SagaError) -> Result<(), SagaError> {
         let now = self.clock.now();
-        let tenant = id.split_once(':').map_or("", |(t, _)| t);
-        match result {
-            Ok(outcome) => {
-                sqlx::query(
-                    "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) \
-                     VALUES ($1, $2, $3, $4, 0, NULL, $5) ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, \
-                     due_at_ms = excluded.due_at_ms, attempts = 0, last_error = NULL, updated_at_ms = excluded.updated_at_ms",
-                )
-                .bind(id)
-                .bind(tenant)
-                .bind(outcome.step)
-                .bind(outcome.due.map(|d| d.timestamp_millis()))
-                .bind(now.timestamp_millis())
-                .execute(&mut **tx)
-                .await?;
-            }
-            Err(e) => {
-                let attempts: i64 = sqlx::query("SELECT attempts FROM order_sagas WHERE order_id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?
-                    .unwrap_or(0);
-                let backoff = chrono::Duration::milliseconds(500 * (1i64 << attempts.min(6)));
-                tracing::warn!(order = id, attempts = attempts + 1, error = %e, "order saga step failed; retrying later");
-                sqlx::query(
-                    "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) \
-                     VALUES ($1, $2, 'retrying', $3, $4, $5, $6) ON CONFLICT (order_id) DO UPDATE SET step = 'retrying', \
-                     due_at_ms = excluded.due_at_ms, attempts = excluded.attempts, last_error = excluded.last_error, \
-                     updated_at_ms = excluded.updated_at_ms",
-                )
-                .bind(id)
-                .bind(tenant)
-                .bind((now + backoff).timestamp_millis())
-                .bind(attempts + 1)
-                .bind(e.to_string())
-                .bind(now.timestamp_millis())
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
+        let attempts: i64 = sqlx::query("SELECT attempts FROM order_sagas WHERE order_id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+        let backoff = chrono::Duration::milliseconds(500 * (1i64 << attempts.min(6)));
+        tracing::warn!(order = id, attempts = attempts + 1, error = %e, "order saga step failed; retrying later");
+        sqlx::query(
+            "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, \
+             due_at_ms = excluded.due_at_ms, attempts = excluded.attempts, last_error = excluded.last_error, \
+             updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(id)
+        .bind(tenant_of(id))
+        .bind(SagaStep::Retrying.as_str())
+        .bind((now + backoff).timestamp_millis())
+        .bind(attempts + 1)
+        .bind(e.to_string())
+        .bind(now.timestamp_millis())
+        .execute(&mut **tx)
+        .await?;
         Ok(())
-    }
-
-    /// Runs rounds until `stop` turns true; waits when there is nothing to do.
-    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let wake = Arc::clone(&self.new_events);
-        projections::run_rounds(NAME, stop, wake, IDLE, GATHER, || async { self.step().await.map(|r| r.events > 0) }).await;
     }
 
     /// Where each order's saga stands; `None` if the saga has not seen the order.
@@ -384,9 +351,10 @@ impl OrderSaga {
             .fetch_optional(&db.pool)
             .await?;
         row.map(|r| {
+            let step: String = r.try_get(1)?;
             Ok(SagaState {
                 order_id: r.try_get(0)?,
-                step: r.try_get(1)?,
+                step: step.parse().map_err(|e: String| SagaError::Malformed(e))?,
                 due_at_ms: r.try_get(2)?,
                 attempts: r.try_get(3)?,
                 last_error: r.try_get(4)?,
@@ -394,5 +362,64 @@ impl OrderSaga {
             })
         })
         .transpose()
+    }
+}
+
+/// The tenant of an order's stream id.
+fn tenant_of(id: &str) -> &str {
+    domain::StreamId::parse(id).map_or("", |s| s.tenant)
+}
+
+#[async_trait]
+impl Consumer for OrderSaga {
+    type Error = SagaError;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn checkpoint(&self) -> Result<Checkpoint, SagaError> {
+        Ok(self.db.checkpoint(NAME).await?)
+    }
+
+    /// Reconciles every order the batch touches (an order and its payment share one stream
+    /// id, so each once), records where each stands and moves the checkpoint, in one
+    /// transaction. An injected crash records nothing.
+    async fn consume(&self, from: Checkpoint, events: &[LogEvent]) -> Result<(), SagaError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = events
+            .iter()
+            .filter(|e| e.aggregate_type == Order::TYPE || e.aggregate_type == Payment::TYPE)
+            .filter(|e| seen.insert(e.aggregate_id.as_str()))
+            .map(|e| e.aggregate_id.clone())
+            .collect();
+        // Each order's reconciliation continues the trace of its latest event in the batch.
+        let traces: HashMap<String, String> = events
+            .iter()
+            .filter_map(|e| store::trace::of_metadata(&e.metadata).map(|tp| (e.aggregate_id.clone(), tp.to_owned())))
+            .collect();
+        let results = self.reconcile_all(ids, &traces).await?;
+        let mut tx = self.db.begin().await?;
+        self.record_all(&mut tx, &results).await?;
+        advance_checkpoint(&mut tx, NAME, from.map(|(c, _)| c), last.cursor, events.len() as i64).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The orders whose deadline has come (expiry, or a retry after a failure).
+    async fn tick(&self) -> Result<bool, SagaError> {
+        let due = self.due().await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let results = self.reconcile_all(due, &HashMap::new()).await?;
+        let mut tx = self.db.begin().await?;
+        self.record_all(&mut tx, &results).await?;
+        tx.commit().await?;
+        // Swept orders are looked at again only when due again: no reason to hurry back.
+        Ok(false)
     }
 }

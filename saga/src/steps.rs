@@ -10,7 +10,7 @@ use domain::stock::{StockCommand, StockError};
 use domain::{stream_id, Money, OrderId, PaymentId, QuantityDelta, TenantId};
 use store::{commit, retry_on_conflict, ExecError, Metadata, Repository};
 
-use crate::{OrderSaga, Outcome, SagaError};
+use crate::{OrderSaga, Outcome, SagaError, SagaStep};
 
 /// Steps one reconciliation may take; far more than any path needs.
 const MAX_STEPS: usize = 32;
@@ -34,8 +34,8 @@ fn refused<E: Display>(aggregate: &'static str, action: &'static str, e: ExecErr
 /// The order's tenant and id from its stream id `<tenant>:<uuid>`.
 fn parse(id: &str) -> Result<(TenantId, OrderId), SagaError> {
     let malformed = || SagaError::Malformed(id.to_owned());
-    let (tenant, uuid) = id.split_once(':').ok_or_else(malformed)?;
-    Ok((tenant.parse().map_err(|_| malformed())?, uuid.parse().map_err(|_| malformed())?))
+    let stream = domain::StreamId::parse(id).map_err(|_| malformed())?;
+    Ok((stream.tenant_id().map_err(|_| malformed())?, stream.key.parse().map_err(|_| malformed())?))
 }
 
 impl OrderSaga {
@@ -92,7 +92,7 @@ impl OrderSaga {
             let (order, _) = self.repos.orders.read(id).await?;
             let outcome = match order.status {
                 // A payment event whose order is not visible here: nothing to do.
-                Status::New => Some(Outcome { step: "unknown_order", due: None }),
+                Status::New => Some(Outcome { step: SagaStep::UnknownOrder, due: None }),
                 Status::Placed => {
                     self.reserve(id, &order).await?;
                     None
@@ -105,9 +105,11 @@ impl OrderSaga {
                 Status::Confirmed => self.settle(id, &order).await?,
                 Status::Cancelled => {
                     self.compensate(id, &order).await?;
-                    self.pay_refunds(id).await?.then_some(Outcome { step: "compensated", due: None })
+                    self.pay_refunds(id).await?.then_some(Outcome { step: SagaStep::Compensated, due: None })
                 }
-                Status::Shipped | Status::Delivered => self.pay_refunds(id).await?.then_some(Outcome { step: "completed", due: None }),
+                Status::Shipped | Status::Delivered => {
+                    self.pay_refunds(id).await?.then_some(Outcome { step: SagaStep::Completed, due: None })
+                }
             };
             if let Some(outcome) = outcome {
                 return Ok(outcome);
@@ -239,7 +241,7 @@ impl OrderSaga {
                 self.invoice(id, order).await?;
                 Ok(None)
             }
-            PaymentStatus::Captured => Ok(self.pay_refunds(id).await?.then_some(Outcome { step: "completed", due: None })),
+            PaymentStatus::Captured => Ok(self.pay_refunds(id).await?.then_some(Outcome { step: SagaStep::Completed, due: None })),
             PaymentStatus::CaptureFailed => {
                 self.cancel(id, CancelReason::PaymentDeclined).await?;
                 Ok(None)
@@ -325,7 +327,9 @@ impl OrderSaga {
             }
             self.exec(&self.repos.payments, id, PaymentCommand::RecordVoided, "record_void").await?;
         } else if payment.status == PaymentStatus::Captured && payment.refundable() > 0 {
-            let Some(total) = payment.amount else { return Err(SagaError::Malformed(id.to_owned())) };
+            let Some(total) = payment.amount else {
+                return Err(SagaError::Malformed(id.to_owned()));
+            };
             let amount = Money::new(payment.refundable(), total.currency);
             let command = PaymentCommand::RequestRefund { refund_id: CANCELLATION_REFUND.to_owned(), amount };
             self.exec(&self.repos.payments, id, command, "request_refund").await?;
@@ -382,7 +386,9 @@ impl OrderSaga {
     async fn pay_refunds(&self, id: &str) -> Result<bool, SagaError> {
         let (payment, _) = self.repos.payments.read(id).await?;
         let pending: Vec<(String, i64)> = payment.pending_refunds().map(|(k, r)| (k.clone(), r.amount)).collect();
-        let Some(currency) = payment.amount.map(|a| a.currency) else { return Ok(true) };
+        let Some(currency) = payment.amount.map(|a| a.currency) else {
+            return Ok(true);
+        };
         let (tenant, order_id) = parse(id)?;
         for (refund_id, amount) in pending {
             let amount = Money::new(amount, currency);

@@ -9,11 +9,12 @@ use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddre
 use domain::payment::{GatewayError, Payment, PaymentCommand, PaymentGateway, PaymentStatus, SimulatedGateway};
 use domain::stock::{Stock, StockCommand};
 use domain::{stream_id, Clock, ManualClock, Money, OrderId, Price, Quantity, Sku, TenantId, UserId};
-use projections::both_backends;
-use projections::ReadDb;
-use saga::{OrderSaga, Repos, SagaConfig, SagaError};
-use store::testkit::TestStore;
+use saga::{OrderSaga, Repos, SagaConfig, SagaError, SagaStep};
 use store::{Metadata, Repository};
+use testkit::both_backends;
+use testkit::TestStore;
+use worker_kit::Driver;
+use worker_kit::ReadDb;
 
 fn tenant() -> TenantId {
     "acme".parse().expect("valid")
@@ -28,7 +29,7 @@ fn sku(s: &str) -> Sku {
 }
 
 fn address() -> ShippingAddress {
-    projections::testkit::address()
+    testkit::address()
 }
 
 struct Shop {
@@ -46,25 +47,25 @@ impl Shop {
 
     async fn with_gateway(t: TestStore, gateway: Option<Arc<dyn PaymentGateway>>) -> Self {
         let db = ReadDb::connect(&t.url, 8).await.expect("read db");
-        db.migrate(&projections::all()).await.expect("schema");
-        OrderSaga::migrate(&db).await.expect("saga schema");
+        db.migrate().await.expect("schema");
         let ledger = Arc::new(SimulatedGateway::new());
         let gateway = gateway.unwrap_or_else(|| ledger.clone() as Arc<dyn PaymentGateway>);
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         Self { t, db, gateway, ledger, clock }
     }
 
-    /// A saga process with its own caches, as after a restart.
-    fn saga(&self) -> OrderSaga {
+    /// A saga process with its own caches, as after a restart, on its driver.
+    fn saga(&self) -> Driver<OrderSaga> {
         let config = SagaConfig { reservation_ttl: chrono::Duration::minutes(15), ..SagaConfig::default() };
-        OrderSaga::new(
+        let saga = OrderSaga::new(
             self.t.store.clone(),
             self.db.clone(),
             Repos::new(&self.t.store),
             self.gateway.clone(),
             self.clock.clone() as Arc<dyn Clock>,
             config,
-        )
+        );
+        Arc::new(saga).driver()
     }
 
     async fn receive(&self, s: &str, n: i64) {
@@ -94,10 +95,10 @@ impl Shop {
     /// first), then a fresh one that finishes; true if the crash happened.
     async fn crash_then_finish(&self, id: &str, budget: u32) -> bool {
         let first = self.saga();
-        first.crash_after(budget);
+        first.members()[0].crash_after(budget);
         let deadline = Instant::now() + Duration::from_secs(60);
         let crashed = loop {
-            match first.step().await {
+            match first.try_process_next().await {
                 Err(SagaError::Injected) => break true,
                 Err(e) => panic!("{e}"),
                 Ok(_) if settled(&self.order(id).await, &self.payment(id).await) => break false,
@@ -111,10 +112,10 @@ impl Shop {
 
     /// Runs saga rounds until `done` holds for every order (the log may show new events a
     /// little late on PostgreSQL, so this polls).
-    async fn settle(&self, saga: &OrderSaga, ids: &[String]) {
+    async fn settle(&self, saga: &Driver<OrderSaga>, ids: &[String]) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            saga.step().await.expect("saga round");
+            saga.try_process_next().await.expect("saga round");
             let mut all = true;
             for id in ids {
                 if !settled(&self.order(id).await, &self.payment(id).await) {
@@ -378,12 +379,12 @@ both_backends!(an_unpaid_reservation_expires_across_a_restart_by_the_clock, |t: 
     let saga = shop.saga();
     let deadline = Instant::now() + Duration::from_secs(60);
     while shop.order(&id).await.status != Status::StockReserved || OrderSaga::state(&shop.db, &id).await.expect("state").is_none() {
-        saga.step().await.expect("round");
+        saga.try_process_next().await.expect("round");
         assert!(Instant::now() < deadline);
     }
     assert_eq!(shop.stock("PHONE").await.available(), 3);
     let state = OrderSaga::state(&shop.db, &id).await.expect("state").expect("recorded");
-    assert_eq!(state.step, "retrying", "{state:?}");
+    assert_eq!(state.step, SagaStep::Retrying, "{state:?}");
     assert!(state.last_error.as_deref().is_some_and(|e| e.contains("connection refused")), "{state:?}");
     drop(saga);
 
@@ -391,7 +392,7 @@ both_backends!(an_unpaid_reservation_expires_across_a_restart_by_the_clock, |t: 
     shop.clock.advance(chrono::Duration::minutes(10));
     let saga = shop.saga();
     for _ in 0..3 {
-        saga.step().await.expect("round");
+        saga.try_process_next().await.expect("round");
     }
     assert_eq!(shop.order(&id).await.status, Status::StockReserved);
     drop(saga);
@@ -399,16 +400,16 @@ both_backends!(an_unpaid_reservation_expires_across_a_restart_by_the_clock, |t: 
     let saga = shop.saga();
     let deadline = Instant::now() + Duration::from_secs(60);
     while shop.order(&id).await.status != Status::Cancelled || !shop.stock("PHONE").await.reservations.is_empty() {
-        saga.step().await.expect("round");
+        saga.try_process_next().await.expect("round");
         assert!(Instant::now() < deadline, "the reservation did not lapse");
     }
     let order = shop.order(&id).await;
     assert_eq!(order.cancel_reason, Some(CancelReason::ReservationExpired));
     assert_eq!(shop.stock("PHONE").await.available(), 5);
     assert_eq!(shop.payment(&id).await.status, PaymentStatus::Voided);
-    saga.step().await.expect("round");
+    saga.try_process_next().await.expect("round");
     let state = OrderSaga::state(&shop.db, &id).await.expect("state").expect("recorded");
-    assert_eq!((state.step.as_str(), state.due_at_ms), ("compensated", None));
+    assert_eq!((state.step, state.due_at_ms), (SagaStep::Compensated, None));
 });
 
 both_backends!(a_thousand_orders_for_a_hundred_units_confirm_exactly_a_hundred, |t: TestStore| async move {
@@ -455,11 +456,13 @@ both_backends!(a_thousand_orders_for_a_hundred_units_confirm_exactly_a_hundred, 
 
     // The stock read model agrees.
     let runner = projections::Runner::new(shop.t.store.clone(), shop.db.clone(), projections::all());
-    let reached = projections::poll_until(Duration::from_secs(60), || async {
+    let reached = worker_kit::poll_until(Duration::from_secs(60), || async {
         runner.catch_up().await?;
-        let row: Option<(i64, i64, i64)> =
-            sqlx::query_as("SELECT on_hand, reserved, available FROM rm_stock WHERE sku = 'HOT'").fetch_optional(&shop.db.pool).await?;
-        Ok(row == Some((0, 0, 0)))
+        let row: Option<(i64, i64, i64)> = sqlx::query_as("SELECT on_hand, reserved, available FROM rm_stock WHERE sku = 'HOT'")
+            .fetch_optional(&shop.db.pool)
+            .await
+            .map_err(projections::ProjectionError::from)?;
+        Ok::<_, projections::ProjectionError>(row == Some((0, 0, 0)))
     })
     .await
     .expect("read model");
@@ -496,4 +499,10 @@ both_backends!(a_crash_before_any_compensation_step_refunds_and_restocks_once, |
         assert_eq!(shop.stock("PHONE").await.on_hand, before.1 + 2, "put back once, crash after {budget}");
     }
     assert!(crashes >= 3, "the crash points were reached ({crashes})");
+});
+
+both_backends!(the_saga_moves_past_batches_without_order_events, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    let saga = shop.saga();
+    testkit::moves_past_foreign_events(&shop.t, Arc::clone(&saga.members()[0]), 120).await;
 });

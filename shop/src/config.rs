@@ -3,9 +3,36 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use http_kit::Secret;
 
-/// Configuration shared by every role; each flag also reads its environment variable.
+/// Where readers of events get them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventSource {
+    /// The store's global log.
+    Log,
+    /// Consumer groups on the relay's topics (builds with the `kafka` feature only).
+    Kafka,
+}
+
+/// The payment provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PaymentGateway {
+    /// Test payment methods `tok_approve`, `tok_decline`, `tok_capture_fail`, `tok_timeout`.
+    Simulated,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One object per line, for log shippers.
+    Json,
+}
+
+/// Configuration shared by every role; each flag also reads its environment variable. Secrets
+/// and URLs that may carry credentials are [`Secret`]s: `{:?}` never prints them.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Where embedded mode keeps its SQLite file, the JWT secret and the mail outbox.
@@ -18,12 +45,12 @@ pub struct Config {
 
     /// `postgres://…` selects PostgreSQL; unset means the embedded SQLite store.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     /// HS256 key for access tokens. Required with PostgreSQL (every node must share it);
     /// in embedded mode one is generated once and kept in the data directory.
     #[arg(long, env = "SHOP_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// Connections to the store.
     #[arg(long, env = "SHOP_DB_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -35,7 +62,7 @@ pub struct Config {
 
     /// `redis://…` keeps product detail documents in Redis; unset keeps them in process.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
 
     /// Prefix of every Redis key shop writes.
     #[arg(long, env = "SHOP_REDIS_PREFIX", default_value = "shop")]
@@ -60,8 +87,8 @@ pub struct Config {
 
     /// Where the SQL projections read events: `log` (the store's global log) or `kafka` (a
     /// consumer group on the relay's topics; builds with the `kafka` feature only).
-    #[arg(long, env = "SHOP_EVENT_SOURCE", default_value = "log", value_parser = ["log", "kafka"])]
-    pub event_source: String,
+    #[arg(long, env = "SHOP_EVENT_SOURCE", value_enum, default_value_t = EventSource::Log)]
+    pub event_source: EventSource,
 
     /// Consumer group of the projections when `SHOP_EVENT_SOURCE=kafka`.
     #[arg(long, env = "SHOP_KAFKA_GROUP", default_value = "shop-projections")]
@@ -91,13 +118,13 @@ pub struct Config {
     /// The payment provider: `simulated` (test payment methods `tok_approve`, `tok_decline`,
     /// `tok_capture_fail`, `tok_timeout`) is the only one built in; see
     /// `domain::payment::PaymentGateway` to add a real one.
-    #[arg(long, env = "SHOP_PAYMENT_GATEWAY", default_value = "simulated", value_parser = ["simulated"])]
-    pub payment_gateway: String,
+    #[arg(long, env = "SHOP_PAYMENT_GATEWAY", value_enum, default_value_t = PaymentGateway::Simulated)]
+    pub payment_gateway: PaymentGateway,
 
     /// `smtp://host:port`: mail goes over SMTP; unset, it is written as `.eml` files into
     /// `<data dir>/outbox`.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<Secret>,
 
     /// Admins are told when a SKU's available units fall below this.
     #[arg(long, env = "SHOP_LOW_STOCK_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
@@ -130,8 +157,8 @@ pub struct Config {
     pub log: String,
 
     /// `text` (for people) or `json` (one object per line, for log shippers).
-    #[arg(long, env = "SHOP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, env = "SHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
@@ -156,13 +183,13 @@ impl Config {
             kafka_topic_prefix: "shop".to_owned(),
             kafka_partitions: 3,
             search_dir: None,
-            event_source: "log".to_owned(),
+            event_source: EventSource::Log,
             kafka_group: "shop-projections".to_owned(),
             reservation_ttl_secs: 900,
             tax_rate_bp: 2000,
             tax_rates: TaxRates::default(),
             shipping_amount: 0,
-            payment_gateway: "simulated".to_owned(),
+            payment_gateway: PaymentGateway::Simulated,
             smtp_url: None,
             low_stock_threshold: 5,
             template_dir: None,
@@ -171,13 +198,13 @@ impl Config {
             webhook_ca_file: None,
             shutdown_grace_secs: 20,
             log: "info,sqlx=error".to_owned(),
-            log_format: "text".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 
     pub fn store_url(&self) -> String {
         match &self.database_url {
-            Some(url) => url.clone(),
+            Some(url) => url.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("shop.db").display()),
         }
     }
@@ -199,7 +226,6 @@ impl Config {
                 tenant_tax_rates: self.tax_rates.0.clone(),
                 shipping_amount: self.shipping_amount,
             },
-            template_dir: self.template_dir.clone(),
             ..command_api::ApiConfig::default()
         }
     }
@@ -249,6 +275,19 @@ fn parse_tax_rates(raw: &str) -> Result<TaxRates, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_and_urls_do_not_print() {
+        let mut config = Config::embedded("./data".into());
+        config.jwt_secret = Some(Secret::new("jwt-secret-jwt-secret-jwt-secret-0123"));
+        config.database_url = Some(Secret::new("postgres://shop:db-password@db/shop"));
+        config.redis_url = Some(Secret::new("redis://:redis-password@cache"));
+        config.smtp_url = Some(Secret::new("smtp://mail-user:mail-password@mail"));
+        let printed = format!("{config:?}");
+        for secret in ["jwt-secret", "db-password", "redis-password", "mail-password"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+    }
 
     #[test]
     fn tax_rates_parse_per_tenant_and_refuse_nonsense() {

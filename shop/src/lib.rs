@@ -1,12 +1,18 @@
 //! The `shop` binary's library: configuration, start-up and the operator commands, so tests
 //! and tools start exactly what production starts.
 //!
+//! It is the composition root: the only crate that depends on the role crates (command API,
+//! query API, saga, notifier, Kafka adapter) and wires them to each other through the worker
+//! kit's traits.
+//!
 //! # Layout
 //! - `config.rs`: [`Config`], every setting with its environment variable and default.
-//! - [`Application`]: connects and migrates the store and the read models, builds the APIs
-//!   and the projection workers for the chosen [`Roles`], binds, serves until SIGTERM or
-//!   Ctrl-C.
-//! - [`create_user`]: `shop user create`.
+//! - [`Application`] (this file): connects and migrates the store and the read side, builds the
+//!   APIs and the workers for the chosen [`Roles`], binds, serves until SIGTERM or Ctrl-C.
+//! - `kafka.rs`: the relay and the consumer groups (feature `kafka`).
+//! - `openapi.rs`: `/openapi.json` and `/docs`.
+//! - `telemetry.rs`: logs and OTLP traces.
+//! - [`replay`], [`migrate`], [`create_user`]: the operator commands.
 
 mod config;
 pub mod kafka;
@@ -18,25 +24,31 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::Router;
-use command_api::auth::{JwtKeys, Registration, Secret};
-use command_api::mail::{Mailer, OutboxMailer, SmtpMailer};
+use command_api::auth::Registration;
 use command_api::{AppState, CommandAccepted, SystemClock};
 use domain::user::Role;
 use domain::TenantId;
-use projections::own::{self, OwnCheckpoint};
+use http_kit::{JwtKeys, Readiness, ReadyCheck, Secret};
+use mailer::{Mailer, OutboxMailer, SmtpMailer, Templates};
+use projections::detail::ProductDetails;
 use projections::search::ProductSearch;
-use projections::{ReadDb, Runner};
+use projections::{ReadModels, Runner};
 use query_api::QueryState;
-use std::time::Duration;
 use store::{EventStore, Metadata};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use worker_kit::{Driver, ReadDb};
 
-pub use config::Config;
+pub use config::{Config, EventSource, LogFormat, PaymentGateway};
 
-/// Connects to the configured store and applies migrations.
+/// A worker of this process, started by [`Application::run_until`] with the stop signal.
+pub type Spawn = Box<dyn FnOnce(watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
+
+/// Connects to the configured store and applies its migrations.
 pub async fn connect_store(config: &Config) -> anyhow::Result<EventStore> {
     if config.is_embedded() {
         std::fs::create_dir_all(&config.data_dir)
@@ -47,14 +59,30 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<EventStore> {
     Ok(store)
 }
 
+/// Connects to the read side's database (the store's database) and applies its migrations.
+pub async fn connect_read_db(config: &Config, pool_size: u32) -> anyhow::Result<ReadDb> {
+    let db = ReadDb::connect(&config.store_url(), pool_size).await.context("failed to connect to the read-model database")?;
+    db.migrate().await.context("failed to migrate the read-model database")?;
+    Ok(db)
+}
+
+/// `shop migrate`: every migration of both sides.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = connect_store(config).await?;
+    let db = connect_read_db(config, 2).await?;
+    db.pool.close().await;
+    store.close().await;
+    Ok(())
+}
+
 /// The configured JWT secret, or in embedded mode the one kept in the data directory
 /// (created on first start).
 fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
     if let Some(s) = &config.jwt_secret {
-        if s.len() < 32 {
+        if s.expose().len() < 32 {
             bail!("SHOP_JWT_SECRET must be at least 32 characters");
         }
-        return Ok(Secret::new(s.clone()));
+        return Ok(s.clone());
     }
     if !config.is_embedded() {
         bail!("SHOP_JWT_SECRET is required when DATABASE_URL is set (every node must share it)");
@@ -77,24 +105,44 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// The message templates: built-ins and `SHOP_TEMPLATE_DIR` overrides, compiled once.
+fn templates(config: &Config) -> anyhow::Result<Arc<Templates>> {
+    let templates = Templates::load(config.template_dir.as_deref()).context("SHOP_TEMPLATE_DIR: a template does not compile")?;
+    Ok(Arc::new(templates))
+}
+
 /// Builds the application state on an open store.
 pub fn app_state(config: &Config, store: EventStore) -> anyhow::Result<AppState> {
     let jwt = JwtKeys::new(&jwt_secret(config)?, config.api().access_token_ttl);
-    Ok(AppState::new(store, jwt, mailer(config)?, Arc::new(SystemClock), config.api()))
+    Ok(AppState::new(store, jwt, mailer(config)?, templates(config)?, Arc::new(SystemClock), config.api()))
 }
 
 /// SMTP when `SMTP_URL` is set, else the outbox directory.
 fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
     Ok(match &config.smtp_url {
-        Some(url) => Arc::new(SmtpMailer::new(url).map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?),
-        None => Arc::new(OutboxMailer::new(command_api::default_outbox(&config.data_dir))),
+        Some(url) => Arc::new(SmtpMailer::new(url.expose()).map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?),
+        None => Arc::new(OutboxMailer::new(mailer::default_outbox(&config.data_dir))),
     })
+}
+
+/// The payment provider `SHOP_PAYMENT_GATEWAY` names.
+fn gateway(config: &Config) -> Arc<dyn domain::payment::PaymentGateway> {
+    match config.payment_gateway {
+        PaymentGateway::Simulated => Arc::new(domain::payment::SimulatedGateway::new()),
+    }
 }
 
 /// The product search index of this node.
 fn open_search(config: &Config, store: &EventStore) -> anyhow::Result<ProductSearch> {
     let dir = config.search_dir();
     ProductSearch::open(store.clone(), &dir).with_context(|| format!("failed to open the search index in {}", dir.display()))
+}
+
+/// The product detail documents (Redis with `REDIS_URL`, else in process).
+async fn connect_details(config: &Config, store: &EventStore) -> anyhow::Result<ProductDetails> {
+    ProductDetails::connect(store.clone(), config.redis_url.as_ref().map(Secret::expose), &config.redis_prefix)
+        .await
+        .context("failed to connect to Redis")
 }
 
 /// Which roles a process runs.
@@ -126,33 +174,29 @@ impl Roles {
     fn notifier(self) -> bool {
         matches!(self, Roles::All | Roles::Notifier)
     }
+
+    fn serves_queries(self) -> bool {
+        matches!(self, Roles::All | Roles::QueryApi)
+    }
+}
+
+/// A worker on the consumer driver, as a [`Spawn`].
+fn spawn_driver<C: worker_kit::Consumer>(driver: Arc<Driver<C>>) -> Spawn {
+    Box::new(move |stop| tokio::spawn(driver.run(stop)))
 }
 
 /// A bound, ready-to-serve shop.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    runner: Arc<Runner>,
-    /// Set when this process publishes to Kafka (`shop relay`, or `shop serve` with brokers).
-    relay: Option<Arc<kafka::KafkaWorker>>,
-    /// Set with `SHOP_EVENT_SOURCE=kafka`: the consumer feeding the projections.
-    source: Option<Arc<kafka::KafkaWorker>>,
-    details: Arc<projections::detail::ProductDetails>,
-    /// Whether this process keeps the product detail documents up to date.
-    run_details: bool,
-    search: Arc<ProductSearch>,
+    read: ReadModels,
+    readiness: Arc<Readiness>,
     roles: Roles,
     read_wait: Duration,
     /// After SIGTERM, how long in-flight requests (and open event streams) may go on.
     shutdown_grace: Duration,
-    /// Set when this process runs the order saga.
-    saga: Option<Arc<saga::OrderSaga>>,
-    /// Set when this process runs the notifier.
-    notifier: Option<Arc<notifier::Notifier>>,
-    /// Set with `SHOP_EVENT_SOURCE=kafka`: the consumer feeding the notifier.
-    notifier_source: Option<Arc<kafka::KafkaWorker>>,
-    /// Set when this process runs the notifier: sends webhook deliveries.
-    dispatcher: Option<Arc<notifier::webhooks::Dispatcher>>,
+    /// What this process runs beside its HTTP server.
+    workers: Vec<Spawn>,
 }
 
 impl Application {
@@ -162,48 +206,67 @@ impl Application {
     }
 
     pub async fn build_roles(config: &Config, roles: Roles) -> anyhow::Result<Self> {
-        command_api::metrics::install();
+        http_kit::metrics::install();
         let store = connect_store(config).await?;
-        let read_db =
-            ReadDb::connect(&config.store_url(), config.db_pool_size).await.context("failed to connect to the read-model database")?;
-        let all = projections::all();
-        read_db.migrate(&all).await.context("failed to create the read-model tables")?;
-        saga::OrderSaga::migrate(&read_db).await.context("failed to create the order saga's table")?;
-        notifier::Notifier::migrate(&read_db).await.context("failed to create the notifier's table")?;
-        let saga_db = read_db.clone();
-        let notifier_db = read_db.clone();
+        let read_db = connect_read_db(config, config.db_pool_size).await?;
+        let state = app_state(config, store.clone())?;
+        let readiness = Arc::new(Readiness::new(Some(store.backend_name())));
+        readiness.add(store_check(&store));
+        if roles == Roles::QueryApi {
+            readiness.add(read_db_check(&read_db));
+        }
+        // The relay and Kafka-fed workers cannot work without the brokers; `shop serve` and
+        // the APIs can (the log is the outbox), so for them the brokers are only reported.
+        let needs_brokers = match roles {
+            Roles::Relay => true,
+            Roles::Projections | Roles::Notifier => config.event_source == EventSource::Kafka,
+            _ => false,
+        };
+        if let Some(check) = kafka::broker_check(config, needs_brokers)? {
+            readiness.add(check);
+        }
+        let mut workers: Vec<Spawn> = Vec::new();
+
         let relay = match roles {
-            Roles::All | Roles::Relay => kafka::relay(config, &store, &read_db)?.map(Arc::new),
+            Roles::All | Roles::Relay => kafka::relay(config, &store, &read_db)?,
             _ => None,
         };
         if roles == Roles::Relay && relay.is_none() {
             bail!("shop relay needs KAFKA_BROKERS");
         }
-        let runner = Arc::new(Runner::new(store.clone(), read_db, all));
+        workers.extend(relay);
+
+        let runner = Arc::new(Runner::new(store.clone(), read_db.clone(), projections::all()));
         let source = match roles {
-            Roles::All | Roles::Projections | Roles::QueryApi => kafka::event_source(config, &runner, roles.projections()).await?,
+            Roles::All | Roles::Projections | Roles::QueryApi => {
+                let reader = Arc::clone(&runner) as Arc<dyn worker_kit::SourcedConsumer>;
+                kafka::group(config, reader, &config.kafka_group, roles.projections(), &store, &read_db).await?
+            }
             _ => None,
         };
-        let details = Arc::new(
-            projections::detail::ProductDetails::connect(store.clone(), config.redis_url.as_deref(), &config.redis_prefix)
-                .await
-                .context("failed to connect to Redis")?,
-        );
-        // In-process documents exist only in the process that serves them.
-        let run_details = roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none());
-        let search = Arc::new(open_search(config, &store)?);
-        let state = app_state(config, store.clone())?;
-        // The relay and Kafka-fed workers cannot work without the brokers; `shop serve` and
-        // the APIs can (the log is the outbox), so for them the brokers are only reported.
-        let needs_brokers = match roles {
-            Roles::Relay => true,
-            Roles::Projections | Roles::Notifier => config.event_source == "kafka",
-            _ => false,
-        };
-        if let Some(check) = kafka::broker_check(config, needs_brokers)? {
-            state.add_ready_check(check);
+        let kafka_fed = source.is_some();
+        match source {
+            Some((source, worker)) => {
+                runner.use_source(source);
+                workers.extend(worker);
+            }
+            None if roles.projections() => workers.push(spawn_driver(Arc::clone(runner.driver()))),
+            None => {}
         }
-        let saga = roles.saga().then(|| {
+
+        let details =
+            Arc::new(Driver::single("projection", store.clone(), Arc::new(connect_details(config, &store).await?)).with_batch_size(1000));
+        // In-process documents exist only in the process that serves them.
+        if roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none()) {
+            workers.push(spawn_driver(Arc::clone(&details)));
+        }
+        let search = Arc::new(Driver::single("projection", store.clone(), Arc::new(open_search(config, &store)?)).with_batch_size(1000));
+        // The search index lives on the disk of the node that serves it.
+        if roles.serves_queries() {
+            workers.push(spawn_driver(Arc::clone(&search)));
+        }
+
+        if roles.saga() {
             // The saga shares the command API's repositories: one cache and one lock per
             // aggregate in this process.
             let repos = saga::Repos {
@@ -212,27 +275,27 @@ impl Application {
                 stock: state.stock.clone(),
                 invoices: store::Repository::new(store.clone(), ()),
             };
-            let gateway: Arc<dyn domain::payment::PaymentGateway> = Arc::new(domain::payment::SimulatedGateway::new());
-            Arc::new(saga::OrderSaga::new(store.clone(), saga_db, repos, gateway, state.clock.clone(), config.saga()))
-        });
-        let notifier = match roles.notifier() {
-            true => Some(Arc::new(notifier::Notifier::new(
+            let saga = saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config), state.clock.clone(), config.saga());
+            workers.push(spawn_driver(Arc::new(Arc::new(saga).driver())));
+        }
+
+        if roles.notifier() {
+            let notifier = Arc::new(notifier::Notifier::new(
                 store.clone(),
-                notifier_db,
+                read_db.clone(),
                 mailer(config)?,
-                notifier::Templates { dir: config.template_dir.clone() },
+                Arc::clone(&state.templates),
                 notifier::NotifierConfig { low_stock_threshold: config.low_stock_threshold, ..notifier::NotifierConfig::default() },
-            ))),
-            false => None,
-        };
-        let notifier_source = match &notifier {
-            Some(n) => kafka::notifier_source(config, n).await?.map(Arc::new),
-            None => None,
-        };
-        let dispatcher = match &notifier {
-            Some(_) => Some(Arc::new(notifier::webhooks::Dispatcher::new(runner.db().clone(), config.webhooks()?)?)),
-            None => None,
-        };
+            ));
+            let reader = Arc::clone(&notifier) as Arc<dyn worker_kit::SourcedConsumer>;
+            match kafka::group(config, reader, "notifier", true, &store, &read_db).await? {
+                Some((_, worker)) => workers.extend(worker),
+                None => workers.push(spawn_driver(Arc::new(notifier.driver()))),
+            }
+            let dispatcher = Arc::new(notifier::webhooks::Dispatcher::new(read_db.clone(), config.webhooks()?)?);
+            workers.push(Box::new(move |stop| tokio::spawn(dispatcher.run(Duration::from_millis(100), stop))));
+        }
+
         // Worker roles serve only /health, /ready and /metrics on it.
         let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("failed to bind {}", config.http_addr))?;
         let backends = if config.is_embedded() {
@@ -245,20 +308,21 @@ impl Application {
             roles = ?roles,
             store = %backends,
             read_models = %backends,
-            event_delivery = if source.is_some() { "kafka consumer group (SHOP_EVENT_SOURCE=kafka)" } else { "tail of the store's global log" },
-            kafka = %config.kafka_brokers.as_deref().filter(|_| relay.is_some()).unwrap_or("off"),
+            event_delivery = if kafka_fed { "kafka consumer group (SHOP_EVENT_SOURCE=kafka)" } else { "tail of the store's global log" },
+            kafka = %config.kafka_brokers.as_deref().filter(|_| matches!(roles, Roles::All | Roles::Relay)).unwrap_or("off"),
             mail = %match &config.smtp_url {
                 Some(_) => "smtp (SMTP_URL)".to_owned(),
-                None => format!("outbox {}", command_api::default_outbox(&config.data_dir).display()),
+                None => format!("outbox {}", mailer::default_outbox(&config.data_dir).display()),
             },
             cache = "in-process aggregate cache",
-            product_detail = details.backend_name(),
-            search = %search.dir().display(),
-            order_saga = if saga.is_some() { "running (payment gateway: simulated)" } else { "off" },
-            notifier = match (&notifier, &config.smtp_url) {
-                (None, _) => "off",
-                (Some(_), Some(_)) => "running (smtp)",
-                (Some(_), None) => "running (outbox)",
+            product_detail = details.members()[0].backend_name(),
+            search = %config.search_dir().display(),
+            order_saga = if roles.saga() { "running" } else { "off" },
+            payment_gateway = ?config.payment_gateway,
+            notifier = match (roles.notifier(), &config.smtp_url) {
+                (false, _) => "off",
+                (true, Some(_)) => "running (smtp)",
+                (true, None) => "running (outbox)",
             },
             addr = %listener.local_addr().map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
@@ -266,19 +330,12 @@ impl Application {
         Ok(Self {
             listener,
             state,
-            runner,
-            relay,
-            source,
-            details,
-            run_details,
-            search,
+            read: ReadModels { sql: runner, details, search },
+            readiness,
             roles,
             read_wait: Duration::from_millis(config.read_wait_ms),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
-            saga,
-            notifier,
-            notifier_source,
-            dispatcher,
+            workers,
         })
     }
 
@@ -300,7 +357,7 @@ impl Application {
     }
 
     pub fn runner(&self) -> &Arc<Runner> {
-        &self.runner
+        &self.read.sql
     }
 
     /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests.
@@ -308,68 +365,34 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
+    /// The routes this process serves.
+    fn router(&self) -> Router {
+        let db = self.read.sql.db().clone();
+        let jwt = self.state.jwt.clone();
+        let query = QueryState { read: self.read.clone(), jwt: jwt.clone(), read_wait: self.read_wait };
+        let webhooks =
+            Router::new().nest("/api/v1", notifier::routes::router(notifier::routes::WebhookApi { db: db.clone(), jwt: jwt.clone() }));
+        let saga = Router::new().nest("/api/v1", saga::routes::router(saga::routes::SagaApi { db, jwt }));
+        let health = http_kit::health::router(Arc::clone(&self.readiness));
+        let routes = match self.roles {
+            Roles::All => {
+                command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks).merge(saga).merge(openapi::router())
+            }
+            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks).merge(openapi::router()),
+            Roles::QueryApi => query_api::router(query).merge(saga).merge(openapi::router()),
+            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => Router::new(),
+        };
+        routes.merge(health)
+    }
+
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
-        let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-        let workers = self.roles.projections().then(|| match self.source.clone() {
-            Some(source) => {
-                let stopped = workers_stopped.clone();
-                tokio::spawn(async move { source.run(stopped).await })
-            }
-            None => tokio::spawn(Arc::clone(&self.runner).run(workers_stopped.clone())),
-        });
-        let relay = self.relay.clone().map(|relay| {
-            let stopped = workers_stopped.clone();
-            tokio::spawn(async move { relay.run(stopped).await })
-        });
-        let saga = self.saga.clone().map(|saga| tokio::spawn(saga.run(workers_stopped.clone())));
-        let notifier = match (self.notifier.clone(), self.notifier_source.clone()) {
-            (Some(_), Some(source)) => {
-                let stopped = workers_stopped.clone();
-                Some(tokio::spawn(async move { source.run(stopped).await }))
-            }
-            (Some(n), None) => Some(tokio::spawn(n.run(workers_stopped.clone()))),
-            (None, _) => None,
-        };
-        let dispatcher = self.dispatcher.clone().map(|dispatcher| {
-            // Rounds only start endpoint tasks, so there is never "more work at once": every
-            // round is followed by the 100 ms pause.
-            let (stopped, never) = (workers_stopped.clone(), Arc::new(tokio::sync::Notify::new()));
-            let idle = Duration::from_millis(100);
-            tokio::spawn(projections::run_rounds("webhooks", stopped, never, idle, Duration::ZERO, move || {
-                let dispatcher = Arc::clone(&dispatcher);
-                async move { dispatcher.round().await.map(|_| false) }
-            }))
-        });
-        let details = self.run_details.then(|| tokio::spawn(own::run(Arc::clone(&self.details), workers_stopped.clone())));
-        // The search index lives on the disk of the node that serves it.
-        let serves_queries = matches!(self.roles, Roles::All | Roles::QueryApi);
-        let search = serves_queries.then(|| tokio::spawn(own::run(Arc::clone(&self.search), workers_stopped)));
-        let query = QueryState {
-            runner: Arc::clone(&self.runner),
-            details: Arc::clone(&self.details),
-            search: Arc::clone(&self.search),
-            jwt: self.state.jwt.clone(),
-            read_wait: self.read_wait,
-        };
-        let webhooks = || {
-            let api = notifier::routes::WebhookApi { db: self.runner.db().clone(), jwt: self.state.jwt.clone() };
-            Router::new().nest("/api/v1", notifier::routes::router(api))
-        };
-        let router = match self.roles {
-            Roles::All => {
-                command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks()).merge(openapi::router())
-            }
-            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()).merge(openapi::router()),
-            Roles::QueryApi => query_api::router(query.clone()).merge(query_api::health_router(query)).merge(openapi::router()),
-            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => {
-                command_api::health::router().with_state(self.state.clone())
-            }
-        };
-        let app = command_api::finish(router).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_workers, workers_stopped) = watch::channel(false);
+        let app = http_kit::finish(self.router()).into_make_service_with_connect_info::<SocketAddr>();
+        let workers: Vec<_> = self.workers.into_iter().map(|spawn| spawn(workers_stopped.clone())).collect();
         // On the signal the listener closes at once; requests in flight get `shutdown_grace`
         // to finish, then their connections are dropped (an open event stream never ends).
-        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let (stopping, mut stopped) = watch::channel(false);
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             stop.await;
             let _ = stopping.send(true);
@@ -384,13 +407,31 @@ impl Application {
         }
         let _ = stop_workers.send(true);
         // Workers finish their current batch (or abandon it uncommitted) and return.
-        for worker in [workers, relay, saga, notifier, dispatcher, details, search].into_iter().flatten() {
+        for worker in workers {
             let _ = worker.await;
         }
         store.close().await;
         tracing::info!("shop stopped");
         Ok(())
     }
+}
+
+/// `/ready` asks the event store.
+fn store_check(store: &EventStore) -> ReadyCheck {
+    let store = store.clone();
+    ReadyCheck::new("store", true, move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// `/ready` of a query node asks the read-model database.
+fn read_db_check(db: &ReadDb) -> ReadyCheck {
+    let db = db.clone();
+    ReadyCheck::new("read_models", true, move || {
+        let db = db.clone();
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&db.pool).await.map(|_| ()).map_err(|e| e.to_string()) })
+    })
 }
 
 async fn shutdown_signal() {
@@ -453,9 +494,8 @@ where
 /// it has caught up with the log.
 pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_run: bool) -> anyhow::Result<()> {
     let store = connect_store(config).await?;
-    let read_db = ReadDb::connect(&config.store_url(), 4).await.context("failed to connect to the read-model database")?;
+    let read_db = connect_read_db(config, 4).await?;
     let known = projections::all();
-    read_db.migrate(&known).await.context("failed to create the read-model tables")?;
     let chosen: Vec<_> = known.iter().filter(|p| all || Some(p.name()) == projection).cloned().collect();
     let rebuild_search = all || projection == Some(projections::search::NAME);
     let rebuild_details = all || projection == Some(projections::detail::NAME);
@@ -463,7 +503,7 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
         let names: Vec<_> = known.iter().map(|p| p.name()).chain([projections::detail::NAME, projections::search::NAME]).collect();
         bail!("unknown projection {:?}; known: {}", projection.unwrap_or_default(), names.join(", "));
     }
-    let runner = Runner::new(store.clone(), read_db, known);
+    let runner = Runner::new(store.clone(), read_db, known.clone());
     let head = store.head_position().await?;
     for p in &chosen {
         let (cursor, events) = runner.checkpoint(p.name()).await?;
@@ -485,16 +525,14 @@ pub async fn replay(config: &Config, projection: Option<&str>, all: bool, dry_ru
         } else if dry_run {
             println!("{name}: would rewrite every product document in Redis from {head} log events");
         } else {
-            let details = projections::detail::ProductDetails::connect(store.clone(), config.redis_url.as_deref(), &config.redis_prefix)
-                .await
-                .context("failed to connect to Redis")?;
+            let details = connect_details(config, &store).await?;
             rebuild_with_progress(name, head, "rewritten in place", |progress| details.rebuild(progress)).await?;
         }
     }
     if rebuild_search {
         let search = open_search(config, &store)?;
         let name = projections::search::NAME;
-        let (cursor, events) = search.checkpoint().await?.unwrap_or_default();
+        let (cursor, events) = worker_kit::Consumer::checkpoint(&search).await?.unwrap_or_default();
         if dry_run {
             println!(
                 "{name}: would rebuild the index in {} from {head} log events (now at position {}, {events} events processed)",

@@ -110,8 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Saga => Application::build_roles(&cli.config, Roles::Saga).await?.run_until_stopped().await,
         Command::Notify => Application::build_roles(&cli.config, Roles::Notifier).await?.run_until_stopped().await,
         Command::Migrate => {
-            let store = shop::connect_store(&cli.config).await?;
-            store.close().await;
+            shop::migrate(&cli.config).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

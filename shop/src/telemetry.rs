@@ -13,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use crate::config::LogFormat;
 use crate::Config;
 
 /// Installs the process's subscriber; returns the trace provider to shut down (flush) at exit
@@ -22,9 +23,9 @@ pub fn init(config: &Config, role: &str) -> anyhow::Result<Option<SdkTracerProvi
     // site names: never a request body, a header or a token.
     // `SHOP_LOG` filters the log only: traces keep every info-level span whatever it says.
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = match config.log_format.as_str() {
-        "json" => vec![fmt.json().flatten_event(true).with_filter(EnvFilter::new(&config.log)).boxed()],
-        _ => vec![fmt.with_filter(EnvFilter::new(&config.log)).boxed()],
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = match config.log_format {
+        LogFormat::Json => vec![fmt.json().flatten_event(true).with_filter(EnvFilter::new(&config.log)).boxed()],
+        LogFormat::Text => vec![fmt.with_filter(EnvFilter::new(&config.log)).boxed()],
     };
     let provider = provider(role)?;
     if let Some(provider) = &provider {

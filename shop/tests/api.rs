@@ -1,20 +1,19 @@
 //! Every route over real HTTP, in both modes (SQLite and PostgreSQL).
 
-mod common;
-
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use common::TestApp;
+use testkit::both_modes;
+use testkit::TestApp;
 
 both_modes!(health_and_readiness_answer, |app: TestApp| async move {
     let health = app.call(Method::GET, "/health", None, None, &[]).await;
     assert_eq!((health.status, health.body["status"].as_str()), (StatusCode::OK, Some("ok")));
     let ready = app.call(Method::GET, "/ready", None, None, &[]).await;
     assert_eq!(ready.status, StatusCode::OK);
-    let expected = if app.backend == store::testkit::Backend::Sqlite { "sqlite" } else { "postgresql" };
+    let expected = if app.backend == testkit::Backend::Sqlite { "sqlite" } else { "postgresql" };
     assert_eq!(ready.body["store"], expected);
 });
 

@@ -12,7 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use store::testkit::{in_ci, scratch_dir};
+use testkit::{in_ci, scratch_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shop");
 
@@ -188,7 +188,9 @@ async fn kafka_fed_shop() -> Option<KafkaFed> {
 /// without password hashes, as every other consumer does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_fed_by_kafka_read_your_writes() {
-    let Some(KafkaFed { dir, http, _broker, _shop }) = kafka_fed_shop().await else { return };
+    let Some(KafkaFed { dir, http, _broker, _shop }) = kafka_fed_shop().await else {
+        return;
+    };
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http}/api/v1");
     let post = |path: &str, body: Value| {
@@ -232,7 +234,9 @@ async fn projections_fed_by_kafka_read_your_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_settle_and_show_through_kafka_fed_read_models() {
     use std::io::Write;
-    let Some(KafkaFed { dir, http, _broker, _shop }) = kafka_fed_shop().await else { return };
+    let Some(KafkaFed { dir, http, _broker, _shop }) = kafka_fed_shop().await else {
+        return;
+    };
     let mut create = Command::new(BIN)
         .args(["user", "create", "--email", "admin@example.com", "--role", "admin"])
         .env("SHOP_DATA_DIR", &dir)

@@ -1,8 +1,6 @@
 //! Webhook administration over HTTP in both modes, and a signed delivery from `shop serve` to
 //! a real receiver.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,7 +8,8 @@ use axum::http::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use common::TestApp;
+use testkit::both_modes;
+use testkit::TestApp;
 
 both_modes!(admins_register_webhooks_and_receive_signed_events, |app: TestApp| async move {
     let received: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();

@@ -2,15 +2,14 @@
 //! documented, and every documented operation reaches a handler on the running server (not
 //! the router's "no such route" or "method not allowed" fallbacks).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::TestApp;
+use testkit::both_modes;
+use testkit::TestApp;
 
 /// Paths served outside `/api/v1`.
 const ROOT_PATHS: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
@@ -19,7 +18,7 @@ const ROOT_PATHS: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json",
 fn declared_routes() -> BTreeSet<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for krate in ["command-api/src", "query-api/src", "notifier/src", "shop/src"] {
+    for krate in ["command-api/src", "query-api/src", "notifier/src", "saga/src", "shop/src", "http-kit/src"] {
         let mut dirs = vec![root.join(krate)];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).expect("source dir").filter_map(Result::ok) {
@@ -39,7 +38,9 @@ fn declared_routes() -> BTreeSet<(String, String)> {
         while let Some(at) = rest.find(".route(") {
             rest = &rest[at + ".route(".len()..];
             let Some(open) = rest.find('"') else { break };
-            let Some(len) = rest[open + 1..].find('"') else { break };
+            let Some(len) = rest[open + 1..].find('"') else {
+                break;
+            };
             let path = &rest[open + 1..open + 1 + len];
             if !path.starts_with('/') {
                 continue;

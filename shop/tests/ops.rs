@@ -1,15 +1,14 @@
 //! Running it like production: `/metrics` on every role, worker roles answering `/health` and
 //! `/ready`, in both modes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shop::{Application, Config, Roles};
 
-use common::TestApp;
+use testkit::both_modes;
+use testkit::TestApp;
 
 /// The value of the first sample of `text` whose line starts with `prefix` (name and labels).
 fn sample(text: &str, prefix: &str) -> Option<f64> {
@@ -94,9 +93,9 @@ impl Running {
 /// A worker role (`shop project`) serves `/health`, `/ready` and `/metrics`, and nothing else.
 #[tokio::test]
 async fn worker_roles_answer_health_readiness_and_metrics() {
-    let dir = store::testkit::scratch_dir();
+    let dir = testkit::scratch_dir();
     let mut config = Config::embedded(dir.clone());
-    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
+    config.jwt_secret = Some(http_kit::Secret::new(testkit::JWT_SECRET));
     let app = Application::build_roles(&config, Roles::Projections).await.expect("builds");
     let base = format!("http://{}", app.addr());
     let served = Running::start(app);
@@ -176,14 +175,16 @@ async fn ready_becomes(client: &reqwest::Client, base: &str, want: u16) -> Value
 /// 200 once it is reachable again, without a restart; `/health` stays 200 throughout.
 #[tokio::test]
 async fn readiness_follows_the_store_without_a_restart() {
-    let dir = store::testkit::scratch_dir();
-    let Some(url) = store::testkit::fresh_url(store::testkit::Backend::Postgres, &dir).await else { return };
+    let dir = testkit::scratch_dir();
+    let Some(url) = testkit::fresh_url(testkit::Backend::Postgres, &dir).await else {
+        return;
+    };
     let (scheme_and_auth, rest) = url.rsplit_once('@').expect("url with credentials");
     let (host, database) = rest.split_once('/').expect("url with a database");
     let partition = Partition::to(host.to_owned(), true).await;
     let mut config = Config::embedded(dir.clone());
-    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
-    config.database_url = Some(format!("{scheme_and_auth}@{}/{database}", partition.addr));
+    config.jwt_secret = Some(http_kit::Secret::new(testkit::JWT_SECRET));
+    config.database_url = Some(http_kit::Secret::new(format!("{scheme_and_auth}@{}/{database}", partition.addr)));
     let app = Application::build_roles(&config, Roles::CommandApi).await.expect("builds");
     let base = format!("http://{}", app.addr());
     let served = Running::start(app);
@@ -205,15 +206,15 @@ async fn readiness_follows_the_store_without_a_restart() {
 #[tokio::test]
 async fn the_relay_is_ready_only_with_its_brokers() {
     let Ok(brokers) = std::env::var("KAFKA_BROKERS") else {
-        assert!(!store::testkit::in_ci(), "KAFKA_BROKERS (a Kafka-protocol broker) is required in CI");
+        assert!(!testkit::in_ci(), "KAFKA_BROKERS (a Kafka-protocol broker) is required in CI");
         eprintln!("skipping: KAFKA_BROKERS is not set");
         return;
     };
     let broker = brokers.split(',').next().expect("a broker").to_owned();
     let partition = Partition::to(broker, false).await;
-    let dir = store::testkit::scratch_dir();
+    let dir = testkit::scratch_dir();
     let mut config = Config::embedded(dir.clone());
-    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
+    config.jwt_secret = Some(http_kit::Secret::new(testkit::JWT_SECRET));
     config.kafka_brokers = Some(partition.addr.to_string());
     config.kafka_topic_prefix = format!("ready{}", uuid::Uuid::new_v4().simple());
     let client = reqwest::Client::new();
@@ -230,8 +231,8 @@ async fn the_relay_is_ready_only_with_its_brokers() {
 
     // The combined role with brokers that never answer: ready, with the brokers reported.
     let mut unreachable = config.clone();
-    unreachable.kafka_brokers = Some(format!("127.0.0.1:{}", common::free_port()));
-    unreachable.data_dir = store::testkit::scratch_dir();
+    unreachable.kafka_brokers = Some(format!("127.0.0.1:{}", testkit::free_port()));
+    unreachable.data_dir = testkit::scratch_dir();
     let serve = Application::build(&unreachable).await.expect("builds");
     let serve_base = format!("http://{}", serve.addr());
     let serve_served = Running::start(serve);
@@ -248,9 +249,9 @@ async fn the_relay_is_ready_only_with_its_brokers() {
 /// never with stale data.
 #[tokio::test]
 async fn a_view_that_is_behind_answers_503_after_the_wait() {
-    let dir = store::testkit::scratch_dir();
+    let dir = testkit::scratch_dir();
     let mut config = Config::embedded(dir.clone());
-    config.jwt_secret = Some(common::JWT_SECRET.to_owned());
+    config.jwt_secret = Some(http_kit::Secret::new(testkit::JWT_SECRET));
     config.read_wait_ms = 300;
     let commands = Application::build_roles(&config, Roles::CommandApi).await.expect("builds");
     let command_base = format!("http://{}", commands.addr());

@@ -1,14 +1,13 @@
 //! Orders over real HTTP in both modes: placement to invoice, the read side, access rules,
 //! bad input, cancellation with its compensation, refunds and the admin views.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::{Answer, TestApp};
+use testkit::both_modes;
+use testkit::{Answer, TestApp};
 
 /// A published product `sku` at `amount` cents with `units` in stock.
 async fn stocked(app: &TestApp, admin: &str, sku: &str, amount: i64, units: i64) {

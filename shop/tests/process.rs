@@ -2,17 +2,15 @@
 //! logged as JSON at debug level carries no secret, and SIGTERM lets requests in flight finish,
 //! closes open streams after the grace period and exits 0.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use store::testkit::scratch_dir;
+use testkit::scratch_dir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{binary as shop, free_port};
+use testkit::{binary as shop, free_port};
 
 #[test]
 fn a_bad_setting_stops_the_process_naming_the_variable() {
@@ -108,7 +106,7 @@ async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
     let card = "4242424242424242";
 
     // The first admin, as the README creates it (password on standard input).
-    common::create_admin(&dir, "admin@example.com", admin_password);
+    testkit::create_admin(&dir, "admin@example.com", admin_password);
 
     let log_path = dir.join("shop.log");
     let log = std::fs::File::create(&log_path).expect("log file");
@@ -125,7 +123,7 @@ async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
         .spawn()
         .expect("shop starts");
     let api = Client { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
-    common::until_ready(&api.base).await;
+    testkit::until_ready(&api.base).await;
 
     let admin = text(&api.login("admin@example.com", admin_password).await, "access_token");
     let (status, product) = api

@@ -1,12 +1,11 @@
 //! The query API over real HTTP in both modes: what each viewer sees, filters, sorting,
 //! pagination, read-your-writes, ETags and tenant isolation.
 
-mod common;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::{Answer, TestApp};
+use testkit::both_modes;
+use testkit::{Answer, TestApp};
 
 /// Creates a product and returns (id, position of its last event).
 async fn product(app: &TestApp, token: &str, sku: &str, category: &str, amount: i64, publish: bool, featured: bool) -> (String, i64) {

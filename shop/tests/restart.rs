@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use store::testkit::{fresh_url, scratch_dir, Backend};
+use testkit::{fresh_url, scratch_dir, Backend};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shop");
 
@@ -51,7 +51,9 @@ async fn post(port: u16, path: &str, token: Option<&str>, body: Value) -> (Statu
 
 async fn survives_kill_9(backend: Backend) {
     let dir = scratch_dir();
-    let Some(url) = fresh_url(backend, &dir).await else { return };
+    let Some(url) = fresh_url(backend, &dir).await else {
+        return;
+    };
     let url = (backend == Backend::Postgres).then_some(url);
     let port = free_port();
     let mut shop = start(&dir, url.as_deref(), port).await;
@@ -106,7 +108,9 @@ async fn postgres_mode_survives_kill_9() {
 /// `shop replay` rebuilds the read models of a running shop; queries keep answering.
 async fn replay_while_serving(backend: Backend) {
     let dir = scratch_dir();
-    let Some(url) = fresh_url(backend, &dir).await else { return };
+    let Some(url) = fresh_url(backend, &dir).await else {
+        return;
+    };
     let url = (backend == Backend::Postgres).then_some(url);
     let port = free_port();
     let mut shop = start(&dir, url.as_deref(), port).await;

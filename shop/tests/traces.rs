@@ -3,8 +3,6 @@
 //! request continues the caller's trace, the saga's reconciliation and the notifier's mail
 //! continue it through the events' metadata, and the projections' batch links to it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -74,10 +72,10 @@ async fn an_order_is_followed_from_the_request_through_the_saga_to_the_mail() {
     let collector = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("collector serves") });
 
-    let dir = store::testkit::scratch_dir();
-    let port = common::free_port();
-    common::create_admin(&dir, "admin@example.com", "admin password");
-    let mut child = common::binary(&dir, port)
+    let dir = testkit::scratch_dir();
+    let port = testkit::free_port();
+    testkit::create_admin(&dir, "admin@example.com", "admin password");
+    let mut child = testkit::binary(&dir, port)
         .arg("serve")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
@@ -87,7 +85,7 @@ async fn an_order_is_followed_from_the_request_through_the_saga_to_the_mail() {
         .spawn()
         .expect("shop starts");
     let base = format!("http://127.0.0.1:{port}");
-    common::until_ready(&base).await;
+    testkit::until_ready(&base).await;
     let http = reqwest::Client::new();
     let post = |path: &str, token: Option<&str>, body: Value| {
         let mut req = http.post(format!("{base}{path}")).json(&body);

@@ -190,10 +190,20 @@ impl EventStore {
     }
 
     /// Applies the embedded migrations of this backend.
+    /// Applies the event store's migrations (`store/migrations/<backend>`). The read side's
+    /// migrations share sqlx's bookkeeping table, so each set passes over the other's versions.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.db {
-            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            Db::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
+            Db::Postgres(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/postgres");
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await?
+            }
+            Db::Sqlite { write, .. } => {
+                let mut migrator = sqlx::migrate!("./migrations/sqlite");
+                migrator.set_ignore_missing(true);
+                migrator.run(write).await?
+            }
         }
         Ok(())
     }

@@ -17,21 +17,18 @@
 //!   conflict; several aggregates can be committed in one atomic write ([`commit`]).
 //! - [`LogCursor`], [`LogEvent`] (`log.rs`): the global log, read in commit order.
 //! - [`Idempotency`] (`idempotency.rs`): stored answers for retried requests.
-//! - [`testkit`]: fresh databases for tests of this and other crates.
+//! - [`trace`]: trace context carried in event metadata and Kafka headers.
 
 mod backend;
 mod batch;
-mod crash;
 mod error;
 mod idempotency;
 mod log;
 mod metadata;
 mod repository;
-pub mod testkit;
 pub mod trace;
 
 pub use backend::*;
-pub use crash::*;
 pub use error::*;
 pub use idempotency::*;
 pub use log::*;

@@ -6,32 +6,8 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use domain::stock::{Stock, StockCommand, StockError};
 use domain::{OrderId, Quantity, Sku, TenantId};
-use store::testkit::{fresh_store, Backend};
 use store::{Db, EventStore, ExecError, LogCursor, Metadata, NewEvent, Repository, StoreError, StreamAppend};
-
-/// Declares `<name>_sqlite` and `<name>_postgres` tests running `body(store)`.
-macro_rules! both_backends {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                if let Some(t) = fresh_store(Backend::Sqlite).await {
-                    $body(t.store.clone(), Backend::Sqlite).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                if let Some(t) = fresh_store(Backend::Postgres).await {
-                    $body(t.store.clone(), Backend::Postgres).await;
-                    t.store.close().await;
-                }
-            }
-        }
-    };
-}
+use testkit::{both_backends, fresh_store, Backend, TestStore};
 
 fn event(n: i64) -> NewEvent {
     NewEvent {
@@ -72,7 +48,8 @@ async fn whole_log(store: &EventStore) -> Vec<store::LogEvent> {
     }
 }
 
-both_backends!(appends_land_in_sequence_and_load_back, |store: EventStore, _| async move {
+both_backends!(appends_land_in_sequence_and_load_back, |t: TestStore| async move {
+    let store = t.store.clone();
     let positions = store.append(&[append("a", 0, vec![event(1), event(2)])]).await.expect("append");
     assert_eq!(positions[0].len(), 2);
     assert!(positions[0][0] < positions[0][1]);
@@ -85,14 +62,16 @@ both_backends!(appends_land_in_sequence_and_load_back, |store: EventStore, _| as
     assert_eq!(store.stream_version("thing", "none").await.expect("version"), 0);
 });
 
-both_backends!(an_append_at_a_stale_version_conflicts, |store: EventStore, _| async move {
+both_backends!(an_append_at_a_stale_version_conflicts, |t: TestStore| async move {
+    let store = t.store.clone();
     store.append(&[append("a", 0, vec![event(1)])]).await.expect("first append");
     let err = store.append(&[append("a", 0, vec![event(2)])]).await.expect_err("stale append");
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
     assert_eq!(store.load_stream("thing", "a", 0).await.expect("load").len(), 1);
 });
 
-both_backends!(concurrent_appends_at_one_version_let_exactly_one_win, |store: EventStore, _| async move {
+both_backends!(concurrent_appends_at_one_version_let_exactly_one_win, |t: TestStore| async move {
+    let store = t.store.clone();
     let tries = (0..20).map(|i| {
         let store = store.clone();
         tokio::spawn(async move { store.append(&[append("hot", 0, vec![event(i)])]).await })
@@ -103,7 +82,8 @@ both_backends!(concurrent_appends_at_one_version_let_exactly_one_win, |store: Ev
     assert_eq!((won, conflicted), (1, 19));
 });
 
-both_backends!(a_multi_stream_append_is_all_or_nothing, |store: EventStore, _| async move {
+both_backends!(a_multi_stream_append_is_all_or_nothing, |t: TestStore| async move {
+    let store = t.store.clone();
     store.append(&[append("taken", 0, vec![event(1)])]).await.expect("setup");
     let err =
         store.append(&[append("fresh", 0, vec![event(1)]), append("taken", 0, vec![event(2)])]).await.expect_err("one stream is stale");
@@ -111,7 +91,8 @@ both_backends!(a_multi_stream_append_is_all_or_nothing, |store: EventStore, _| a
     assert!(store.load_stream("thing", "fresh", 0).await.expect("load").is_empty(), "nothing half-written");
 });
 
-both_backends!(the_global_log_keeps_every_stream_in_order, |store: EventStore, _| async move {
+both_backends!(the_global_log_keeps_every_stream_in_order, |t: TestStore| async move {
+    let store = t.store.clone();
     for round in 0..5u64 {
         for id in ["a", "b", "c"] {
             store.append(&[append(id, round * 2, vec![event(1), event(2)])]).await.expect("append");
@@ -130,7 +111,9 @@ both_backends!(the_global_log_keeps_every_stream_in_order, |store: EventStore, _
 
 // Writers race, some holding their transaction open for a while after inserting, while a
 // reader tails the log. The reader must end with every committed event exactly once.
-both_backends!(the_reader_never_skips_a_slow_commit, |store: EventStore, backend: Backend| async move {
+both_backends!(the_reader_never_skips_a_slow_commit, |t: TestStore| async move {
+    let store = t.store.clone();
+    let backend = t.backend;
     let writers = (0..8).map(|w| {
         let store = store.clone();
         tokio::spawn(async move {
@@ -216,7 +199,9 @@ async fn slow_append(store: &EventStore, backend: Backend, id: &str, version: u6
 /// even after a later position has committed, and both are read once it commits.
 #[tokio::test]
 async fn postgres_reader_waits_for_an_open_transaction_with_an_earlier_position() {
-    let Some(t) = fresh_store(Backend::Postgres).await else { return };
+    let Some(t) = fresh_store(Backend::Postgres).await else {
+        return;
+    };
     let Db::Postgres(pool) = t.store.db() else { unreachable!("postgres backend") };
     let mut slow = pool.begin().await.expect("begin");
     sqlx::query(
@@ -277,14 +262,16 @@ async fn reserve_200(repos: &[Repository<Stock>]) -> usize {
     ok
 }
 
-both_backends!(two_hundred_reservations_against_a_hundred_units_let_exactly_a_hundred_through, |store: EventStore, _| async move {
+both_backends!(two_hundred_reservations_against_a_hundred_units_let_exactly_a_hundred_through, |t: TestStore| async move {
+    let store = t.store.clone();
     let repo = Repository::<Stock>::new(store.clone(), ());
     assert_eq!(reserve_200(&[repo]).await, 100);
     let (fresh, version) = Repository::<Stock>::new(store, ()).read("default:HOT-1").await.expect("read");
     assert_eq!((fresh.on_hand, fresh.reserved(), fresh.available(), version), (100, 100, 0, 101));
 });
 
-both_backends!(reservations_from_two_processes_never_oversell, |store: EventStore, _| async move {
+both_backends!(reservations_from_two_processes_never_oversell, |t: TestStore| async move {
+    let store = t.store.clone();
     let repos = [Repository::<Stock>::new(store.clone(), ()), Repository::<Stock>::new(store.clone(), ())];
     let ok = reserve_200(&repos).await;
     assert_eq!(ok, 100);
@@ -292,7 +279,8 @@ both_backends!(reservations_from_two_processes_never_oversell, |store: EventStor
     assert_eq!((fresh.on_hand, fresh.reserved(), fresh.available()), (100, 100, 0));
 });
 
-both_backends!(a_stale_cache_is_detected_and_the_command_rerun, |store: EventStore, _| async move {
+both_backends!(a_stale_cache_is_detected_and_the_command_rerun, |t: TestStore| async move {
+    let store = t.store.clone();
     let a = Repository::<Stock>::new(store.clone(), ());
     let b = Repository::<Stock>::new(store.clone(), ());
     let meta = Metadata::default();
@@ -303,7 +291,8 @@ both_backends!(a_stale_cache_is_detected_and_the_command_rerun, |store: EventSto
     assert_eq!((done.version, done.state.on_hand), (3, 11));
 });
 
-both_backends!(an_expected_version_that_moved_is_reported, |store: EventStore, _| async move {
+both_backends!(an_expected_version_that_moved_is_reported, |t: TestStore| async move {
+    let store = t.store.clone();
     let repo = Repository::<Stock>::new(store, ());
     let meta = Metadata::default();
     repo.execute("default:HOT-1", receive(5), None, &meta).await.expect("receive");
@@ -312,7 +301,9 @@ both_backends!(an_expected_version_that_moved_is_reported, |store: EventStore, _
     repo.execute("default:HOT-1", receive(5), Some(1), &meta).await.expect("current If-Match");
 });
 
-both_backends!(snapshots_are_saved_and_used_on_load, |store: EventStore, backend: Backend| async move {
+both_backends!(snapshots_are_saved_and_used_on_load, |t: TestStore| async move {
+    let store = t.store.clone();
+    let backend = t.backend;
     let repo = Repository::<Stock>::new(store.clone(), ()).with_snapshots(3);
     let meta = Metadata::default();
     for _ in 0..7 {
@@ -345,7 +336,8 @@ async fn sqlx_reset_snapshot(store: &EventStore) {
     }
 }
 
-both_backends!(idempotency_keys_replay_the_first_answer, |store: EventStore, _| async move {
+both_backends!(idempotency_keys_replay_the_first_answer, |t: TestStore| async move {
+    let store = t.store.clone();
     use store::Idempotency;
     assert_eq!(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"), Idempotency::Fresh);
     assert_eq!(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"), Idempotency::InProgress);
@@ -364,7 +356,9 @@ both_backends!(idempotency_keys_replay_the_first_answer, |store: EventStore, _| 
 #[tokio::test]
 async fn postgres_es_reads_the_log_we_write() {
     use cqrs_es::persist::PersistedEventRepository;
-    let Some(t) = fresh_store(Backend::Postgres).await else { return };
+    let Some(t) = fresh_store(Backend::Postgres).await else {
+        return;
+    };
     let Db::Postgres(pool) = t.store.db() else { unreachable!("postgres backend") };
     let repo = Repository::<Stock>::new(t.store.clone(), ());
     let meta = Metadata { tenant: Some("default".into()), ..Metadata::default() };
@@ -379,7 +373,8 @@ async fn postgres_es_reads_the_log_we_write() {
     assert_eq!(events[0].metadata["tenant"], "default");
 }
 
-both_backends!(batched_appends_succeed_or_conflict_each_on_their_own, |store: EventStore, _| async move {
+both_backends!(batched_appends_succeed_or_conflict_each_on_their_own, |t: TestStore| async move {
+    let store = t.store.clone();
     // 100 single-event appends at once, two per stream at version 0: whatever batches they
     // share, exactly one per stream lands and the other conflicts.
     let tries = (0..100).map(|i| {

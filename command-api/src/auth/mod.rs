@@ -1,13 +1,12 @@
 //! Authentication: argon2id passwords, short-lived JWT access tokens, rotating refresh tokens
 //! with reuse detection, password resets, and a limit on failed logins.
 
-mod jwt;
 mod limiter;
 mod password;
 mod routes;
 mod tokens;
 
-pub use jwt::*;
+pub use http_kit::{Claims, JwtKeys, Secret};
 pub use limiter::*;
 pub use password::*;
 pub use routes::{router, RegisterRequest, Registration};

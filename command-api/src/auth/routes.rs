@@ -11,11 +11,11 @@ use domain::{stream_id, Email, Name, SessionId, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::OpaqueToken;
-use crate::error::{ApiError, ErrorCode};
-use crate::extract::{AppJson, IfMatch, RequestMeta, Tenant};
-use crate::mail::Mail;
 use crate::users::register_user;
 use crate::{AppState, CommandAccepted};
+use http_kit::{ApiError, ErrorCode};
+use http_kit::{AppJson, IfMatch, RequestMeta, Tenant};
+use mailer::Mail;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -85,7 +85,9 @@ fn invalid_credentials() -> ApiError {
 /// The active user owning `email` in `tenant`, if any.
 async fn user_by_email(state: &AppState, tenant: &TenantId, email: &Email) -> Result<Option<(UserId, User)>, ApiError> {
     let (claim, _) = state.emails.read(&stream_id(tenant, email)).await?;
-    let Some(user_id) = claim.owner else { return Ok(None) };
+    let Some(user_id) = claim.owner else {
+        return Ok(None);
+    };
     let (user, _) = state.users.read(&stream_id(tenant, user_id)).await?;
     Ok(Some((user_id, user)).filter(|(_, u)| u.active))
 }
@@ -220,15 +222,16 @@ async fn request_password_reset(
 }
 
 async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
-    let Some((user_id, _)) = user_by_email(state, tenant, email).await? else { return Ok(()) };
+    let Some((user_id, _)) = user_by_email(state, tenant, email).await? else {
+        return Ok(());
+    };
     let token = OpaqueToken::generate(user_id);
     let expires_at = state.clock.now() + state.config.reset_token_ttl;
     let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at };
     state.users.execute(&stream_id(tenant, user_id), request, None, &meta.metadata(tenant, Some(user_id))).await?;
-    let templates = crate::templates::Templates { dir: state.config.template_dir.clone() };
     let context =
         serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339()});
-    let (subject, body) = templates.render(tenant.as_str(), "password_reset", &context).map_err(ApiError::internal)?;
+    let (subject, body) = state.templates.render(tenant.as_str(), "password_reset", &context).map_err(ApiError::internal)?;
     let mail = Mail { to: email.to_string(), subject, body, message_id: None };
     state.mailer.send(mail).await.map_err(ApiError::internal)
 }

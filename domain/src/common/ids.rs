@@ -137,6 +137,36 @@ pub fn stream_id(tenant: &TenantId, key: impl fmt::Display) -> String {
     format!("{tenant}:{key}")
 }
 
+/// A stream id as the store keeps it (`<tenant>:<key>`, made by [`stream_id`]), read in place:
+/// the tenant that scopes the stream and the aggregate's own key (a uuid, a SKU, an e-mail
+/// address). Every reader of stored ids parses them here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId<'a> {
+    pub tenant: &'a str,
+    pub key: &'a str,
+}
+
+impl<'a> StreamId<'a> {
+    /// `Err` for an id without a tenant (not one the store wrote through [`stream_id`]).
+    pub fn parse(id: &'a str) -> Result<Self, InvalidValue> {
+        match id.split_once(':') {
+            Some((tenant, key)) if !tenant.is_empty() && !key.is_empty() => Ok(Self { tenant, key }),
+            _ => Err(InvalidValue::new("stream_id", "must be <tenant>:<key>")),
+        }
+    }
+
+    /// The tenant, checked.
+    pub fn tenant_id(&self) -> Result<TenantId, InvalidValue> {
+        self.tenant.parse()
+    }
+}
+
+impl fmt::Display for StreamId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tenant, self.key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +198,16 @@ mod tests {
     fn stream_ids_are_scoped_by_tenant() {
         let t = TenantId::default_tenant();
         assert_eq!(stream_id(&t, "SKU-1"), "default:SKU-1");
+    }
+
+    #[test]
+    fn stream_ids_read_back_as_tenant_and_key() {
+        let id = stream_id(&"acme".parse().expect("valid"), "ada@example.com");
+        let parsed = StreamId::parse(&id).expect("a stored id");
+        assert_eq!((parsed.tenant, parsed.key), ("acme", "ada@example.com"));
+        assert_eq!(parsed.to_string(), id);
+        assert_eq!(parsed.tenant_id().map(String::from), Ok("acme".to_owned()));
+        assert!(StreamId::parse("no-tenant").is_err());
+        assert!(StreamId::parse(":key").is_err());
     }
 }

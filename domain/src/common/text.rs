@@ -61,6 +61,23 @@ parsed_string!(
     /// Free text of at most 10,000 characters (may be empty).
     Description
 );
+parsed_string!(
+    /// An ISO 3166-1 alpha-2 country code such as `DE`, upper-cased (`de` is read as `DE`).
+    CountryCode
+);
+
+impl FromStr for CountryCode {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let code = s.trim().to_ascii_uppercase();
+        if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Self(code))
+        } else {
+            Err(InvalidValue::new("country", "must be an iso 3166-1 alpha-2 code such as DE"))
+        }
+    }
+}
 
 impl FromStr for Email {
     type Err = InvalidValue;
@@ -184,5 +201,13 @@ mod tests {
     #[test]
     fn stored_values_are_parsed_again_on_the_way_in() {
         assert!(serde_json::from_str::<Sku>("\"bad sku\"").is_err());
+    }
+
+    #[test]
+    fn country_codes_are_two_letters_upper_cased() {
+        assert_eq!("de".parse::<CountryCode>().map(String::from), Ok("DE".to_owned()));
+        assert!("Germany".parse::<CountryCode>().is_err());
+        assert!("D1".parse::<CountryCode>().is_err());
+        assert!(serde_json::from_str::<CountryCode>("\"DEU\"").is_err(), "a stored or received value is parsed too");
     }
 }

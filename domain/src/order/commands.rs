@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Money, Name, OrderId, PaymentId, Price, Quantity, Sku, TenantId, UserId};
+use crate::{CountryCode, Money, Name, OrderId, PaymentId, Price, Quantity, Sku, TenantId, UserId};
 
 /// One line as placed: the unit price is the catalogue's at placement, recorded for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,8 +25,7 @@ pub struct ShippingAddress {
     pub line1: Name,
     pub city: Name,
     pub postal_code: Name,
-    /// ISO 3166-1 alpha-2, upper case.
-    pub country: String,
+    pub country: CountryCode,
 }
 
 /// Why an order was cancelled: the codes the saga and customers use.

@@ -11,8 +11,6 @@ pub enum OrderError {
     NoLines,
     #[error("every price must be in {expected}, found {found}")]
     MixedCurrencies { expected: Currency, found: Currency },
-    #[error("country must be an ISO 3166-1 alpha-2 code such as DE")]
-    InvalidCountry,
     #[error("the order total does not fit in the money range")]
     TooLarge,
     #[error("{action} is not possible when the order is {from:?}")]

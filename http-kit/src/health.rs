@@ -1,0 +1,95 @@
+//! `/health`: the process answers. `/ready`: every dependency the role cannot work without
+//! answers too (the event store, the read-model database of a query node, the Kafka brokers of
+//! the relay and of Kafka-fed workers). Dependencies the role can do without (the brokers of
+//! `shop serve`, whose relay catches up later) are reported but do not make it unready.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::error::{ApiError, ErrorCode};
+
+/// The answer of one check: `Err` says why the dependency is not usable (for the log only).
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A dependency `/ready` asks about.
+#[derive(Clone)]
+pub struct ReadyCheck {
+    pub name: &'static str,
+    /// Whether the role is unready while this fails.
+    pub required: bool,
+    pub check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+}
+
+impl ReadyCheck {
+    pub fn new(name: &'static str, required: bool, check: impl Fn() -> CheckFuture + Send + Sync + 'static) -> Self {
+        Self { name, required, check: Arc::new(check) }
+    }
+}
+
+/// What `/ready` checks in this process, in order.
+#[derive(Default)]
+pub struct Readiness {
+    /// The event store's backend (`sqlite`, `postgresql`), reported in the answer.
+    store: Option<&'static str>,
+    checks: RwLock<Vec<ReadyCheck>>,
+}
+
+impl Readiness {
+    pub fn new(store: Option<&'static str>) -> Self {
+        Self { store, checks: RwLock::default() }
+    }
+
+    pub fn add(&self, check: ReadyCheck) {
+        self.checks.write().unwrap_or_else(|p| p.into_inner()).push(check);
+    }
+
+    /// The report of every check; `Err` at the first required one that fails.
+    pub async fn check(&self) -> Result<Value, ApiError> {
+        let checks: Vec<ReadyCheck> = self.checks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut report = Map::new();
+        for c in checks {
+            let result = match tokio::time::timeout(Duration::from_secs(3), (c.check)()).await {
+                Ok(r) => r,
+                Err(_) => Err("no answer within 3 s".to_owned()),
+            };
+            match result {
+                Ok(()) => {
+                    report.insert(c.name.to_owned(), json!("ok"));
+                }
+                // The reason (addresses and all) goes to the log, not to anonymous callers.
+                Err(e) if c.required => {
+                    return Err(ApiError::new(ErrorCode::Unavailable, format!("{} is not reachable", c.name)).retry_after(1).caused_by(e));
+                }
+                Err(e) => {
+                    tracing::warn!(dependency = c.name, error = %e, "unreachable (not required)");
+                    report.insert(c.name.to_owned(), json!("unreachable (not required)"));
+                }
+            }
+        }
+        let mut body = json!({ "status": "ready", "dependencies": report });
+        if let Some(store) = self.store {
+            body["store"] = json!(store);
+        }
+        Ok(body)
+    }
+}
+
+/// `GET /health` and `GET /ready`.
+pub fn router(readiness: Arc<Readiness>) -> Router {
+    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(readiness)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(readiness): State<Arc<Readiness>>) -> Result<Json<Value>, ApiError> {
+    readiness.check().await.map(Json)
+}

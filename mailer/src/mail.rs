@@ -1,0 +1,106 @@
+//! One plain-text message and the two ways it leaves: a file in the outbox directory
+//! (embedded mode) or SMTP.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+/// One plain-text message.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    /// A stable `Message-ID` (without angle brackets), so that a message sent twice can be
+    /// recognised as one; `None` lets the mailer make one up.
+    pub message_id: Option<String>,
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, mail: Mail) -> std::io::Result<()>;
+}
+
+/// Where embedded mode writes mail: one `.eml` file per message.
+pub fn default_outbox(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("outbox")
+}
+
+/// Writes each message as an `.eml` file into a directory (embedded mode's outbox).
+pub struct OutboxMailer {
+    dir: PathBuf,
+}
+
+impl OutboxMailer {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+}
+
+#[async_trait]
+impl Mailer for OutboxMailer {
+    async fn send(&self, mail: Mail) -> std::io::Result<()> {
+        tokio::fs::create_dir_all(&self.dir).await?;
+        let name = format!("{}.eml", uuid::Uuid::now_v7());
+        let message_id = mail.message_id.clone().unwrap_or_else(|| format!("{}@shop.invalid", uuid::Uuid::now_v7()));
+        let text = format!(
+            "To: {}\r\nFrom: {FROM}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
+            mail.to, mail.subject, mail.body
+        );
+        // Write then rename, so a reader never sees half a message.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        tokio::fs::write(&tmp, text).await?;
+        tokio::fs::rename(&tmp, self.dir.join(&name)).await?;
+        tracing::info!(file = %name, subject = %mail.subject, "mail written to outbox");
+        Ok(())
+    }
+}
+
+/// The sender of every message.
+pub const FROM: &str = "shop <no-reply@shop.invalid>";
+
+/// Sends over SMTP (`SMTP_URL=smtp://host:port`, plain; `smtps://…` for TLS on connect is not
+/// built in). Each message is one SMTP transaction.
+pub struct SmtpMailer {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+}
+
+impl SmtpMailer {
+    /// `smtp://host[:port]` (port 25 by default).
+    pub fn new(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("smtp://").ok_or_else(|| format!("SMTP_URL must start with smtp://, got {url:?}"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port in SMTP_URL {url:?}"))?),
+            None => (rest, 25),
+        };
+        if host.is_empty() {
+            return Err(format!("no host in SMTP_URL {url:?}"));
+        }
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .build();
+        Ok(Self { transport })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, mail: Mail) -> std::io::Result<()> {
+        use lettre::AsyncTransport;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let mut builder = lettre::Message::builder()
+            .from(FROM.parse().map_err(|e: lettre::address::AddressError| invalid(e.to_string()))?)
+            .to(mail.to.parse().map_err(|e: lettre::address::AddressError| invalid(e.to_string()))?)
+            .subject(mail.subject.clone())
+            .header(lettre::message::header::ContentType::TEXT_PLAIN);
+        if let Some(id) = &mail.message_id {
+            builder = builder.message_id(Some(format!("<{id}>")));
+        }
+        let message = builder.body(mail.body).map_err(|e| invalid(e.to_string()))?;
+        self.transport.send(message).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        tracing::info!(subject = %mail.subject, "mail sent over smtp");
+        Ok(())
+    }
+}

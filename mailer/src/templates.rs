@@ -1,0 +1,123 @@
+//! Message templates: built-in text files (`mailer/templates/<name>.txt`), each overridable
+//! per tenant by `<template dir>/<tenant>/<name>.txt`. The first line is the subject, the
+//! rest the body; both are minijinja templates over the notification's context. Every
+//! template, built-in or override, is read and compiled once when [`Templates::load`] runs
+//! (at start): a broken override stops the start instead of failing its first mail.
+
+use std::path::Path;
+
+/// Every template the notifier sends, with its built-in text.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("password_reset", include_str!("../templates/password_reset.txt")),
+    ("welcome", include_str!("../templates/welcome.txt")),
+    ("order_confirmed", include_str!("../templates/order_confirmed.txt")),
+    ("order_shipped", include_str!("../templates/order_shipped.txt")),
+    ("order_cancelled", include_str!("../templates/order_cancelled.txt")),
+    ("refund_issued", include_str!("../templates/refund_issued.txt")),
+    ("low_stock", include_str!("../templates/low_stock.txt")),
+    ("new_product", include_str!("../templates/new_product.txt")),
+];
+
+/// Every template, compiled: built-ins under their name, overrides as `<tenant>/<name>`.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    env: minijinja::Environment<'static>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("no template named {0}")]
+    Unknown(String),
+    #[error("template {name}: {source}")]
+    Render { name: String, source: minijinja::Error },
+    #[error("template {name} of tenant {tenant} is unreadable: {source}")]
+    Io { name: String, tenant: String, source: std::io::Error },
+}
+
+impl Default for Templates {
+    /// The built-in templates only.
+    fn default() -> Self {
+        Self::load(None).expect("the built-in templates compile (a unit test renders each)")
+    }
+}
+
+impl Templates {
+    /// The built-in templates and every override found under `dir` (`<dir>/<tenant>/<name>.txt`
+    /// for a built-in `name`), compiled.
+    pub fn load(dir: Option<&Path>) -> Result<Self, TemplateError> {
+        let mut env = minijinja::Environment::new();
+        let compile = |env: &mut minijinja::Environment<'static>, key: String, text: String| {
+            env.add_template_owned(key.clone(), text).map_err(|source| TemplateError::Render { name: key, source })
+        };
+        for (name, text) in BUILT_IN {
+            compile(&mut env, (*name).to_owned(), (*text).to_owned())?;
+        }
+        let tenants = match dir.map(std::fs::read_dir) {
+            None => Vec::new(),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Some(Err(source)) => return Err(TemplateError::Io { name: "*".into(), tenant: "*".into(), source }),
+            Some(Ok(entries)) => entries.filter_map(Result::ok).filter(|e| e.path().is_dir()).collect(),
+        };
+        for tenant_dir in tenants {
+            let tenant = tenant_dir.file_name().to_string_lossy().into_owned();
+            for (name, _) in BUILT_IN {
+                let path = tenant_dir.path().join(format!("{name}.txt"));
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => compile(&mut env, format!("{tenant}/{name}"), text)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(TemplateError::Io { name: (*name).into(), tenant, source }),
+                }
+            }
+        }
+        Ok(Self { env })
+    }
+
+    /// Subject and body of template `name` for `tenant` over `context`: the tenant's override
+    /// if there is one, else the built-in.
+    pub fn render(&self, tenant: &str, name: &str, context: &serde_json::Value) -> Result<(String, String), TemplateError> {
+        let template = match self.env.get_template(&format!("{tenant}/{name}")) {
+            Ok(t) => t,
+            Err(_) => self.env.get_template(name).map_err(|_| TemplateError::Unknown(name.into()))?,
+        };
+        let text = template.render(context).map_err(|source| TemplateError::Render { name: name.into(), source })?;
+        let (subject, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        Ok((subject.trim().to_owned(), body.trim_start_matches('\n').to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_is_the_subject_and_a_tenant_may_override() {
+        let ctx = serde_json::json!({"user": {"name": "Ada", "email": "ada@example.com"}});
+        let (subject, body) = Templates::default().render("acme", "welcome", &ctx).expect("renders");
+        assert_eq!(subject, "Welcome to shop, Ada");
+        assert!(body.contains("ada@example.com"), "{body}");
+
+        let dir = std::env::temp_dir().join(format!("shop-templates-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("acme")).expect("dir");
+        std::fs::write(dir.join("acme/welcome.txt"), "Hi {{ user.name }} from ACME\nACME body").expect("write");
+        let templates = Templates::load(Some(&dir)).expect("overrides compile");
+        assert_eq!(templates.render("acme", "welcome", &ctx).expect("renders").0, "Hi Ada from ACME");
+        assert_eq!(templates.render("globex", "welcome", &ctx).expect("renders").0, "Welcome to shop, Ada", "others keep the built-in");
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(matches!(Templates::default().render("acme", "nope", &ctx), Err(TemplateError::Unknown(_))));
+    }
+
+    #[test]
+    fn a_broken_override_fails_at_load() {
+        let dir = std::env::temp_dir().join(format!("shop-templates-broken-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("acme")).expect("dir");
+        std::fs::write(dir.join("acme/welcome.txt"), "Hi {{ user.name \nbody").expect("write");
+        let loaded = Templates::load(Some(&dir));
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(matches!(loaded, Err(TemplateError::Render { .. })), "{loaded:?}");
+    }
+
+    #[test]
+    fn every_built_in_template_compiles() {
+        assert!(Templates::load(None).is_ok());
+    }
+}
