@@ -9,15 +9,20 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use store::Idempotency;
 
+use aide::transform::{TransformOperation, TransformPathItem};
+use http_kit::Problems;
+
 use crate::AppState;
 use http_kit::{ApiError, ErrorCode};
 
 /// Largest request body that is buffered to hash it.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// The middleware, on the routes whose answers may be stored (not the token routes: their
+/// answers are secrets).
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let key = match req.headers().get("idempotency-key") {
-        Some(k) if req.method() == Method::POST && stores_answers(req.uri().path()) => k.to_str().ok().map(str::to_owned),
+        Some(k) if req.method() == Method::POST => k.to_str().ok().map(str::to_owned),
         _ => return next.run(req).await,
     };
     let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= 255) else {
@@ -74,9 +79,17 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// Token endpoints are left out: their answers are secrets, which must not be stored.
-fn stores_answers(path: &str) -> bool {
-    !path.starts_with("/api/v1/auth/") || path == "/api/v1/auth/register"
+/// Documents `Idempotency-Key` on every POST of the routes the middleware serves, with the
+/// problems it answers itself.
+pub fn document(mut item: TransformPathItem<'_>) -> TransformPathItem<'_> {
+    if let Some(post) = item.inner_mut().post.as_mut() {
+        let description =
+            "Retries with the same key and the same request get the first successful answer again instead of a second effect.";
+        let _ = TransformOperation::new(post)
+            .header("Idempotency-Key", description, serde_json::json!({ "type": "string", "minLength": 1, "maxLength": 255 }))
+            .problems(&[ErrorCode::MalformedBody, ErrorCode::RequestInProgress, ErrorCode::IdempotencyKeyReused]);
+    }
+    item
 }
 
 /// Keys are per tenant and caller, so one client's key never collides with another's.

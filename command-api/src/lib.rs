@@ -28,7 +28,8 @@ pub mod users;
 
 use std::fmt::Display;
 
-use axum::{middleware, Router};
+use aide::axum::ApiRouter;
+use axum::middleware;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use store::Committed;
@@ -36,7 +37,7 @@ use store::Committed;
 pub use state::*;
 
 /// The answer to every successful command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CommandAccepted {
     /// The aggregate's id (user id, product id, SKU).
     pub id: String,
@@ -53,10 +54,18 @@ impl CommandAccepted {
     }
 }
 
-/// The command API's routes (`/api/v1/...`), with `Idempotency-Key` replay; serve it through
-/// `http_kit::finish`, alone or merged with the query API.
-pub fn router(state: AppState) -> Router {
-    let api =
-        Router::new().merge(auth::router()).merge(users::router()).merge(products::router()).merge(stock::router()).merge(orders::router());
-    Router::new().nest("/api/v1", api).layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency)).with_state(state)
+/// The command API's routes (`/api/v1/...`) and their documentation, with `Idempotency-Key`
+/// replay; serve it through `http_kit::finish`, alone or merged with the query API.
+pub fn router(state: AppState) -> ApiRouter {
+    // Every command's answer is stored for `Idempotency-Key` replay, and documented so; the
+    // token routes' answers are secrets and are not.
+    let replayable = ApiRouter::new()
+        .merge(auth::registration())
+        .merge(users::router())
+        .merge(products::router())
+        .merge(stock::router())
+        .merge(orders::router())
+        .with_path_items(idempotency::document)
+        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency));
+    ApiRouter::new().nest("/api/v1", replayable.merge(auth::tokens())).with_state(state)
 }

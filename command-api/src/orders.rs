@@ -1,10 +1,9 @@
 //! Orders and payments: customers place and cancel orders; admins ship, deliver and refund.
 //! The order saga (the `saga` crate) does everything in between: stock, payment, invoice.
 
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress};
 use domain::payment::PaymentCommand;
 use domain::{stream_id, InvalidValue, Money, Name, OrderId, Quantity, Sku, TenantId};
@@ -12,29 +11,59 @@ use serde::Deserialize;
 
 use crate::products::PriceBody;
 use crate::{AppState, CommandAccepted};
+use http_kit::{Accepted, ApiError, ErrorCode, Id, Problems};
 use http_kit::{Admin, AppJson, AuthUser, RequestMeta};
-use http_kit::{ApiError, ErrorCode, Id};
+use schemars::JsonSchema;
 
 /// Lines per order.
 const MAX_LINES: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/orders", post(place))
-        .route("/orders/{id}/cancel", post(cancel))
-        .route("/orders/{id}/ship", post(ship))
-        .route("/orders/{id}/deliver", post(deliver))
-        .route("/payments/{id}/refunds", post(refund))
+pub fn router() -> ApiRouter<AppState> {
+    use ErrorCode::*;
+    let transitions = [IllegalTransition, VersionConflict];
+    ApiRouter::new()
+        .api_route(
+            "/orders",
+            post_with(place, |op| {
+                op.describe("place_order", "orders", "Place an order; the order saga reserves stock, takes payment and confirms it.")
+                    .problems(&[MixedCurrencies, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/orders/{id}/cancel",
+            post_with(cancel, |op| {
+                op.describe("cancel_order", "orders", "Cancel one of the caller's orders (any order for an admin) until it ships.")
+                    .problems(&transitions)
+            }),
+        )
+        .api_route(
+            "/orders/{id}/ship",
+            post_with(ship, |op| {
+                op.describe("ship_order", "orders", "Mark a confirmed order as shipped, with carrier and tracking number.")
+                    .problems(&transitions)
+            }),
+        )
+        .api_route(
+            "/orders/{id}/deliver",
+            post_with(deliver, |op| op.describe("deliver_order", "orders", "Mark a shipped order as delivered.").problems(&transitions)),
+        )
+        .api_route(
+            "/payments/{id}/refunds",
+            post_with(refund, |op| {
+                op.describe("refund_payment", "payments", "Refund an amount of a captured payment (the payment id is the order id).")
+                    .problems(&[IllegalTransition, RefundTooLarge, VersionConflict])
+            }),
+        )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LineRequest {
     sku: String,
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AddressRequest {
     name: String,
@@ -44,7 +73,7 @@ struct AddressRequest {
     country: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceRequest {
     lines: Vec<LineRequest>,
@@ -52,14 +81,14 @@ struct PlaceRequest {
     payment_method: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ShipRequest {
     carrier: String,
     tracking_number: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RefundRequest {
     amount: PriceBody,
@@ -121,7 +150,7 @@ async fn place(
     user: AuthUser,
     meta: RequestMeta,
     AppJson(req): AppJson<PlaceRequest>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Accepted<CommandAccepted>, ApiError> {
     if req.lines.is_empty() || req.lines.len() > MAX_LINES {
         return Err(InvalidValue::new("lines", "an order has 1 to 100 lines").into());
     }
@@ -146,7 +175,7 @@ async fn place(
     };
     let done =
         state.orders.execute(&stream_id(&user.tenant, order_id), command, None, &meta.metadata(&user.tenant, Some(user.user_id))).await?;
-    Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(order_id, &done))))
+    Ok(Accepted(CommandAccepted::new(order_id, &done)))
 }
 
 /// The order `id` of the caller's tenant, if the caller may act on it: its customer, or an
@@ -166,10 +195,10 @@ async fn order_command(
     id: OrderId,
     meta: &RequestMeta,
     command: OrderCommand,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Accepted<CommandAccepted>, ApiError> {
     let (stream, _) = visible_order(state, user, id).await?;
     let done = state.orders.execute(&stream, command, None, &meta.metadata(&user.tenant, Some(user.user_id))).await?;
-    Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(id, &done))))
+    Ok(Accepted(CommandAccepted::new(id, &done)))
 }
 
 /// `POST /orders/{id}/cancel`: until the order ships. The saga gives back stock and money.
@@ -178,7 +207,7 @@ async fn cancel(
     user: AuthUser,
     Id(id): Id<OrderId>,
     meta: RequestMeta,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Accepted<CommandAccepted>, ApiError> {
     order_command(&state, &user, id, &meta, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }).await
 }
 
@@ -188,7 +217,7 @@ async fn ship(
     Id(id): Id<OrderId>,
     meta: RequestMeta,
     AppJson(req): AppJson<ShipRequest>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Accepted<CommandAccepted>, ApiError> {
     let carrier = text("carrier", &req.carrier)?;
     let tracking_number = text("tracking_number", &req.tracking_number)?;
     order_command(&state, &admin, id, &meta, OrderCommand::Ship { carrier, tracking_number }).await
@@ -199,7 +228,7 @@ async fn deliver(
     Admin(admin): Admin,
     Id(id): Id<OrderId>,
     meta: RequestMeta,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Accepted<CommandAccepted>, ApiError> {
     order_command(&state, &admin, id, &meta, OrderCommand::Deliver).await
 }
 
@@ -212,7 +241,7 @@ async fn refund(
     Id(id): Id<OrderId>,
     meta: RequestMeta,
     AppJson(req): AppJson<RefundRequest>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Accepted<CommandAccepted>, ApiError> {
     // The payment has the order's id; a missing order is a missing payment (anything else,
     // such as the store being away, keeps its own answer).
     let (stream, _) = visible_order(&state, &admin, id).await.map_err(|e| match e.code {
@@ -225,5 +254,5 @@ async fn refund(
     let refund_id = uuid::Uuid::now_v7().to_string();
     let command = PaymentCommand::RequestRefund { refund_id, amount };
     let done = state.payments.execute(&stream, command, None, &meta.metadata(&admin.tenant, Some(admin.user_id))).await?;
-    Ok((StatusCode::ACCEPTED, Json(CommandAccepted::new(id, &done))))
+    Ok(Accepted(CommandAccepted::new(id, &done)))
 }

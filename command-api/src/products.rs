@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use aide::axum::routing::{patch_with, post_with, put_with};
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{on, patch, post, put, MethodFilter, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use domain::claim::{ClaimCommand, SkuKind};
 use domain::product::{Attributes, ProductCommand};
 use domain::{stream_id, CategoryPath, Description, InvalidValue, Money, Name, Price, ProductId, Sku};
@@ -15,19 +15,54 @@ use store::{commit, retry_on_conflict};
 use crate::{AppState, CommandAccepted};
 use http_kit::error::sku_taken;
 use http_kit::ApiError;
-use http_kit::{Admin, AppJson, Id, IfMatch, RequestMeta};
+use http_kit::{Admin, AppJson, Created, ErrorCode, Id, IfMatch, Problems, RequestMeta};
+use schemars::JsonSchema;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/products", post(create))
-        .route("/products/{id}", patch(update).merge(transition(MethodFilter::DELETE, || ProductCommand::Discontinue)))
-        .route("/products/{id}/price", put(change_price))
-        .route("/products/{id}/publish", transition(MethodFilter::POST, || ProductCommand::Publish))
-        .route("/products/{id}/unpublish", transition(MethodFilter::POST, || ProductCommand::Unpublish))
+pub fn router() -> ApiRouter<AppState> {
+    use ErrorCode::*;
+    let rules = [ProductDiscontinued, VersionConflict];
+    ApiRouter::new()
+        .api_route(
+            "/products",
+            post_with(create, |op| {
+                op.describe("create_product", "products", "Create a product under a new SKU.").problems(&[SkuTaken, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/products/{id}",
+            patch_with(update, |op| {
+                op.describe("update_product", "products", "Change a product's name, description, category or attributes.").problems(&rules)
+            })
+            .delete_with(discontinue, |op| op.describe("discontinue_product", "products", "Discontinue a product.").problems(&rules)),
+        )
+        .api_route(
+            "/products/{id}/price",
+            put_with(change_price, |op| op.describe("change_product_price", "products", "Change a product's price.").problems(&rules)),
+        )
+        .api_route(
+            "/products/{id}/publish",
+            post_with(publish, |op| {
+                op.describe("publish_product", "products", "Publish a product: it shows in the catalogue and can be ordered.").problems(&[
+                    AlreadyPublished,
+                    ProductDiscontinued,
+                    VersionConflict,
+                ])
+            }),
+        )
+        .api_route(
+            "/products/{id}/unpublish",
+            post_with(unpublish, |op| {
+                op.describe("unpublish_product", "products", "Take a product out of the catalogue.").problems(&[
+                    NotPublished,
+                    ProductDiscontinued,
+                    VersionConflict,
+                ])
+            }),
+        )
 }
 
 /// `{amount, currency}` with `amount` in minor units.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
     pub amount: i64,
@@ -43,7 +78,7 @@ impl TryFrom<PriceBody> for Price {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     sku: String,
@@ -95,7 +130,7 @@ async fn create(
     Admin(admin): Admin,
     meta: RequestMeta,
     AppJson(req): AppJson<CreateRequest>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Created<CommandAccepted>, ApiError> {
     let p = NewProduct::try_from(req)?;
     let tenant = &admin.tenant;
     let product_id = ProductId::new();
@@ -121,10 +156,10 @@ async fn create(
     })
     .await
     .map_err(ApiError::from)?;
-    Ok((StatusCode::CREATED, Json(CommandAccepted::new(product_id, &done))))
+    Ok(Created(CommandAccepted::new(product_id, &done)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
     name: Option<String>,
@@ -169,11 +204,34 @@ async fn change_price(
     run(&state, &admin, id, ProductCommand::ChangePrice { price }, if_match, &meta).await
 }
 
-/// A handler for a command without a body (publish, unpublish, discontinue).
-fn transition(method: MethodFilter, command: fn() -> ProductCommand) -> MethodRouter<AppState> {
-    on(method, move |State(state): State<AppState>, admin: Admin, Id(id): Id<ProductId>, meta: RequestMeta, if_match: IfMatch| async move {
-        run(&state, &admin, id, command(), if_match, &meta).await
-    })
+async fn publish(
+    State(state): State<AppState>,
+    admin: Admin,
+    Id(id): Id<ProductId>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, id, ProductCommand::Publish, if_match, &meta).await
+}
+
+async fn unpublish(
+    State(state): State<AppState>,
+    admin: Admin,
+    Id(id): Id<ProductId>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, id, ProductCommand::Unpublish, if_match, &meta).await
+}
+
+async fn discontinue(
+    State(state): State<AppState>,
+    admin: Admin,
+    Id(id): Id<ProductId>,
+    meta: RequestMeta,
+    if_match: IfMatch,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run(&state, &admin, id, ProductCommand::Discontinue, if_match, &meta).await
 }
 
 /// Runs a command on product `id` of the admin's tenant.

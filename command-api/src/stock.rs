@@ -1,27 +1,43 @@
 //! Stock management (admin): receipts and adjustments of a SKU's units on hand.
 
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use domain::stock::StockCommand;
 use domain::{stream_id, Name, Quantity, QuantityDelta, Sku, TenantId};
 use serde::Deserialize;
 
 use crate::{AppState, CommandAccepted};
 use http_kit::ApiError;
-use http_kit::{Admin, AppJson, Id, IfMatch, RequestMeta};
+use http_kit::{Admin, AppJson, ErrorCode, Id, IfMatch, Problems, RequestMeta};
+use schemars::JsonSchema;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/stock/{sku}/receipts", post(receive)).route("/stock/{sku}/adjustments", post(adjust))
+pub fn router() -> ApiRouter<AppState> {
+    use ErrorCode::*;
+    ApiRouter::new()
+        .api_route(
+            "/stock/{sku}/receipts",
+            post_with(receive, |op| {
+                op.describe("receive_stock", "stock", "Add received units to a SKU's stock on hand.").problems(&[VersionConflict])
+            }),
+        )
+        .api_route(
+            "/stock/{sku}/adjustments",
+            post_with(adjust, |op| {
+                op.describe("adjust_stock", "stock", "Correct a SKU's stock on hand by a signed quantity, with a reason.")
+                    .problems(&[AdjustmentBelowReserved, VersionConflict])
+            }),
+        )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ReceiptRequest {
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AdjustmentRequest {
     quantity_delta: i64,

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use aide::axum::routing::{patch_with, post_with, put_with};
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::routing::{patch, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use domain::claim::{ClaimCommand, EmailKind};
 use domain::user::{Password, Role, UserCommand};
 use domain::{stream_id, Name, TenantId, UserId};
@@ -15,15 +16,56 @@ use crate::auth::Registration;
 use crate::{AppState, CommandAccepted};
 use http_kit::error::email_taken;
 use http_kit::ApiError;
-use http_kit::{Admin, AppJson, AuthUser, Id, IfMatch, RequestMeta};
+use http_kit::{Admin, AppJson, AuthUser, ErrorCode, Id, IfMatch, Problems, RequestMeta};
+use schemars::JsonSchema;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users/me", patch(change_profile))
-        .route("/users/me/password", post(change_password))
-        .route("/users/me/preferences", put(set_preferences))
-        .route("/users/{id}/roles", put(set_roles))
-        .route("/users/{id}/deactivate", post(deactivate))
+pub fn router() -> ApiRouter<AppState> {
+    use ErrorCode::*;
+    ApiRouter::new()
+        .api_route(
+            "/users/me",
+            patch_with(change_profile, |op| {
+                op.describe("change_profile", "users", "Change the caller's name.").problems(&[NotFound, UserDeactivated, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/users/me/password",
+            post_with(change_password, |op| {
+                op.describe("change_password", "users", "Change the caller's password, given the current one.").problems(&[
+                    NotFound,
+                    UserDeactivated,
+                    WrongPassword,
+                    VersionConflict,
+                    Unavailable,
+                ])
+            }),
+        )
+        .api_route(
+            "/users/me/preferences",
+            put_with(set_preferences, |op| {
+                op.describe("set_preferences", "users", "Turn marketing e-mail on or off for the caller.").problems(&[
+                    NotFound,
+                    UserDeactivated,
+                    VersionConflict,
+                ])
+            }),
+        )
+        .api_route(
+            "/users/{id}/roles",
+            put_with(set_roles, |op| {
+                op.describe("set_user_roles", "users", "Replace the roles of a user of the tenant.").problems(&[
+                    NoRoles,
+                    UserDeactivated,
+                    VersionConflict,
+                ])
+            }),
+        )
+        .api_route(
+            "/users/{id}/deactivate",
+            post_with(deactivate, |op| {
+                op.describe("deactivate_user", "users", "Deactivate a user of the tenant.").problems(&[UserDeactivated, VersionConflict])
+            }),
+        )
 }
 
 /// Claims the e-mail address and registers the user in one atomic append: two concurrent
@@ -62,7 +104,7 @@ pub async fn register_user(
     Ok(CommandAccepted::new(user_id, &done))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileRequest {
     name: String,
@@ -79,7 +121,7 @@ async fn change_profile(
     run_on(&state, &user, user.user_id, UserCommand::ChangeProfile { name }, if_match, &meta).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PreferencesRequest {
     marketing_emails: bool,
@@ -96,7 +138,7 @@ async fn set_preferences(
     run_on(&state, &user, user.user_id, UserCommand::SetMarketingEmails { allowed: req.marketing_emails }, None, &meta).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordRequest {
     current_password: String,
@@ -116,7 +158,7 @@ async fn change_password(
     run_on(&state, &user, user.user_id, UserCommand::ChangePassword { current, new }, if_match, &meta).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RolesRequest {
     roles: Vec<String>,

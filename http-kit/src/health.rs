@@ -8,12 +8,14 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ErrorCode};
+use crate::openapi::Problems as _;
 
 /// The answer of one check: `Err` says why the dependency is not usable (for the log only).
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -81,13 +83,33 @@ impl Readiness {
     }
 }
 
-/// `GET /health` and `GET /ready`.
-pub fn router(readiness: Arc<Readiness>) -> Router {
-    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(readiness)
+/// `GET /health`, `GET /ready` and `GET /metrics`, documented.
+pub fn router(readiness: Arc<Readiness>) -> ApiRouter {
+    ApiRouter::new()
+        .api_route("/health", get_with(health, |op| op.describe("health", "operations", "The process answers.")))
+        .api_route(
+            "/ready",
+            get_with(ready, |op| {
+                op.describe("ready", "operations", "The store and every dependency the role needs answer.")
+                    .problems(&[ErrorCode::Unavailable])
+            }),
+        )
+        .api_route(
+            "/metrics",
+            get_with(crate::metrics::render, |op| op.describe("metrics", "operations", "Prometheus metrics of this process.")),
+        )
+        .with_state(readiness)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// The answer of `/health`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    status: &'static str,
+}
+
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 async fn ready(State(readiness): State<Arc<Readiness>>) -> Result<Json<Value>, ApiError> {

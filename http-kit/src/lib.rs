@@ -8,9 +8,11 @@
 //! - `extract.rs`: [`AppJson`], [`AppQuery`], typed path ids ([`Id`]), [`AuthUser`],
 //!   [`Admin`], [`Viewer`], [`Tenant`], [`IfMatch`], [`MinPosition`], [`RequestMeta`].
 //! - `jwt.rs`: [`JwtKeys`], [`Claims`], [`Secret`] (a string that never prints).
-//! - `health.rs`: [`Readiness`] and its checks; `/health`, `/ready`.
+//! - `health.rs`: [`Readiness`] and its checks; `/health`, `/ready`, `/metrics`.
 //! - `metrics.rs`: the Prometheus recorder, `/metrics`, request metrics; the place where the
 //!   cause of an error answer is logged, once.
+//! - `openapi.rs`: how the kit's extractors and answers document themselves (aide), and
+//!   [`Problems`] for what a handler refuses itself.
 //! - [`finish`] (this file): what every served router gets.
 
 pub mod error;
@@ -18,6 +20,7 @@ pub mod extract;
 pub mod health;
 pub mod jwt;
 pub mod metrics;
+pub mod openapi;
 
 use std::any::Any;
 use std::time::Duration;
@@ -33,13 +36,13 @@ pub use error::{ApiError, ErrorCode};
 pub use extract::*;
 pub use health::{Readiness, ReadyCheck};
 pub use jwt::{Claims, JwtKeys, Secret};
+pub use openapi::{Accepted, Created, Done, Problems, Queued, Versioned};
 
-/// What every served router gets: `GET /metrics`, problem answers for unknown routes and
-/// methods, panics turned into a 500 problem, a 30 s request timeout, request metrics (which
-/// log the cause of an error answer once) and request tracing.
+/// What every served router gets: problem answers for unknown routes and methods, panics
+/// turned into a 500 problem, a 30 s request timeout, request metrics (which log the cause of
+/// an error answer once) and request tracing.
 pub fn finish(router: Router) -> Router {
     router
-        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))

@@ -49,14 +49,40 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// `GET /metrics`.
-pub async fn render() -> Response {
-    match install() {
-        Some(handle) => {
-            handle.run_upkeep();
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+/// `GET /metrics`: the text exposition format, or 503 when this process has no recorder.
+pub async fn render() -> Exposition {
+    Exposition(install().map(|handle| {
+        handle.run_upkeep();
+        handle.render()
+    }))
+}
+
+/// The answer of `/metrics`.
+pub struct Exposition(Option<String>);
+
+impl IntoResponse for Exposition {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder in this process\n").into_response(),
         }
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder in this process\n").into_response(),
+    }
+}
+
+impl aide::OperationOutput for Exposition {
+    type Inner = String;
+
+    fn inferred_responses(
+        _: &mut aide::generate::GenContext,
+        _: &mut aide::openapi::Operation,
+    ) -> Vec<(Option<u16>, aide::openapi::Response)> {
+        let text = |description: &str| {
+            serde_json::from_value(
+                serde_json::json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } }),
+            )
+            .expect("a well-formed response object")
+        };
+        vec![(Some(200), text("The Prometheus text exposition format")), (Some(503), text("This process has no metrics recorder"))]
     }
 }
 

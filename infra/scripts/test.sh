@@ -121,6 +121,23 @@ check_deployment_files() {
     "$VENV/bin/python" infra/scripts/check_deploy.py
 }
 
+# The Swagger UI files in shop/assets/swagger-ui are swagger-ui-dist from npm, unchanged.
+check_vendored_assets() {
+    local version=5.17.14 dir
+    dir=$(mktemp -d)
+    if ! (cd "$dir" && npm pack --silent "swagger-ui-dist@$version" >/dev/null 2>&1 && tar xzf "swagger-ui-dist-$version.tgz"); then
+        log "cannot fetch swagger-ui-dist@$version from npm"
+        rm -rf "$dir"
+        return 1
+    fi
+    for f in swagger-ui-bundle.js swagger-ui.css favicon-32x32.png LICENSE NOTICE; do
+        cmp -s "$dir/package/$f" "shop/assets/swagger-ui/$f" || { log "shop/assets/swagger-ui/$f differs from swagger-ui-dist@$version"; rm -rf "$dir"; return 1; }
+    done
+    rm -rf "$dir"
+    log "vendored swagger-ui-dist@$version matches npm"
+}
+
+check_vendored_assets
 ensure_postgres
 ensure_redis
 ensure_build_deps

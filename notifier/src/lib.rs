@@ -94,7 +94,7 @@ impl ConsumerError for NotifyError {
 }
 
 /// Where one delivery stands (`notifier_deliveries.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Planned (webhooks), not yet claimed by a sender.
@@ -509,7 +509,7 @@ impl Notifier {
 }
 
 /// A delivery as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Delivery {
     pub id: String,
     pub recipient: String,

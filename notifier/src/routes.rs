@@ -1,10 +1,10 @@
 //! Webhook administration under `/api/v1/admin/webhooks` (admins of the tenant only).
 
+use aide::axum::routing::{delete_with, get_with, post_with};
+use aide::axum::ApiRouter;
 use axum::extract::{FromRef, Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use http_kit::{Admin, ApiError, AppJson, ErrorCode, JwtKeys};
+use axum::Json;
+use http_kit::{Admin, ApiError, AppJson, Created, Done, ErrorCode, JwtKeys, Problems, Queued};
 use serde::Deserialize;
 use worker_kit::ReadDb;
 
@@ -23,15 +23,37 @@ impl FromRef<WebhookApi> for JwtKeys {
     }
 }
 
-/// The webhook routes, to nest under `/api/v1`.
-pub fn router(state: WebhookApi) -> Router {
-    Router::new()
-        .route("/admin/webhooks", post(register).get(list))
-        .route("/admin/webhooks/{id}", axum::routing::delete(delete))
-        .route("/admin/webhooks/{id}/rotate-secret", post(rotate))
-        .route("/admin/webhooks/{id}/deliveries", get(deliveries))
-        .route("/admin/webhooks/{id}/deliveries/{delivery}/redeliver", post(redeliver))
-        .route("/admin/mail", get(mail))
+/// The webhook and mail routes and their documentation, to nest under `/api/v1`.
+pub fn router(state: WebhookApi) -> ApiRouter {
+    use ErrorCode::NotFound;
+    ApiRouter::new()
+        .api_route(
+            "/admin/webhooks",
+            post_with(register, |op| op.describe("register_webhook", "webhooks", "Register a webhook endpoint for some event types."))
+                .get_with(list, |op| op.describe("list_webhooks", "webhooks", "The tenant's webhook endpoints.")),
+        )
+        .api_route(
+            "/admin/webhooks/{id}",
+            delete_with(delete, |op| op.describe("delete_webhook", "webhooks", "Delete a webhook endpoint.").problems(&[NotFound])),
+        )
+        .api_route(
+            "/admin/webhooks/{id}/rotate-secret",
+            post_with(rotate, |op| {
+                op.describe("rotate_webhook_secret", "webhooks", "Give a webhook endpoint a new signing secret.").problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/admin/webhooks/{id}/deliveries",
+            get_with(deliveries, |op| {
+                op.describe("list_webhook_deliveries", "webhooks", "The last deliveries to a webhook endpoint, newest first.")
+                    .problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/admin/webhooks/{id}/deliveries/{delivery}/redeliver",
+            post_with(redeliver, |op| op.describe("redeliver_webhook", "webhooks", "Send a webhook delivery again.").problems(&[NotFound])),
+        )
+        .api_route("/admin/mail", get_with(mail, |op| op.describe("list_mail", "admin", "The tenant's last 100 e-mail deliveries.")))
         .with_state(state)
 }
 
@@ -45,8 +67,9 @@ fn internal(e: NotifyError) -> ApiError {
     ApiError::internal(e)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "WebhookRegistration")]
 struct RegisterRequest {
     url: String,
     event_types: Vec<String>,
@@ -58,9 +81,9 @@ async fn register(
     State(state): State<WebhookApi>,
     Admin(admin): Admin,
     AppJson(req): AppJson<RegisterRequest>,
-) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
+) -> Result<Created<Endpoint>, ApiError> {
     match webhooks::register(&state.db, admin.tenant.as_str(), &req.url, req.event_types).await.map_err(internal)? {
-        Ok(endpoint) => Ok((StatusCode::CREATED, Json(endpoint))),
+        Ok(endpoint) => Ok(Created(endpoint)),
         Err(e) => {
             let field = if e == InvalidEndpoint::Url { "url" } else { "event_types" };
             Err(ApiError::new(ErrorCode::InvalidValue, e.to_string()).with("field", field))
@@ -72,16 +95,23 @@ async fn list(State(state): State<WebhookApi>, Admin(admin): Admin) -> Result<Js
     Ok(Json(webhooks::list(&state.db, admin.tenant.as_str()).await.map_err(internal)?))
 }
 
-async fn delete(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): Path<String>) -> Result<Done, ApiError> {
     match webhooks::delete(&state.db, admin.tenant.as_str(), &id).await.map_err(internal)? {
-        true => Ok(StatusCode::NO_CONTENT),
+        true => Ok(Done),
         false => Err(ApiError::not_found("webhook")),
     }
 }
 
-async fn rotate(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+/// A webhook endpoint's new signing secret (shown only here and at registration).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct Rotated {
+    id: String,
+    secret: String,
+}
+
+async fn rotate(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): Path<String>) -> Result<Json<Rotated>, ApiError> {
     let secret = webhooks::rotate_secret(&state.db, admin.tenant.as_str(), &id).await.map_err(internal)?;
-    secret.map(|s| Json(serde_json::json!({ "id": id, "secret": s }))).ok_or_else(|| ApiError::not_found("webhook"))
+    secret.map(|secret| Json(Rotated { id, secret })).ok_or_else(|| ApiError::not_found("webhook"))
 }
 
 async fn deliveries(
@@ -97,9 +127,9 @@ async fn redeliver(
     State(state): State<WebhookApi>,
     Admin(admin): Admin,
     Path((id, delivery)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Queued, ApiError> {
     match webhooks::redeliver(&state.db, admin.tenant.as_str(), &id, &delivery).await.map_err(internal)? {
-        true => Ok(StatusCode::ACCEPTED),
+        true => Ok(Queued),
         false => Err(ApiError::not_found("delivery")),
     }
 }

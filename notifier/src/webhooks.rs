@@ -26,7 +26,7 @@ use worker_kit::ReadDb;
 use crate::{DeliveryStatus, NotifyError};
 
 /// A registered endpoint (its secret only at registration and rotation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Endpoint {
     pub id: String,
     pub url: String,
@@ -136,7 +136,7 @@ pub async fn rotate_secret(db: &ReadDb, tenant: &str, id: &str) -> Result<Option
 }
 
 /// One delivery to an endpoint, for operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct WebhookDelivery {
     pub id: String,
     pub event_id: String,

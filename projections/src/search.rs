@@ -293,7 +293,7 @@ pub struct SearchRequest {
     pub offset: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SearchResults {
     /// Matching products (all pages).
     pub total: usize,
@@ -301,27 +301,27 @@ pub struct SearchResults {
     pub facets: Facets,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Hit {
     pub score: f32,
     #[serde(flatten)]
     pub product: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Facets {
     /// Product counts of the categories directly below the `category` filter (or the top).
     pub categories: Vec<CategoryCount>,
     pub price: Vec<PriceBucket>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CategoryCount {
     pub category: String,
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PriceBucket {
     /// Inclusive, minor units.
     pub min: i64,

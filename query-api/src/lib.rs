@@ -20,10 +20,9 @@ mod users;
 
 use std::time::Duration;
 
+use aide::axum::ApiRouter;
 use axum::extract::FromRef;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use http_kit::{ApiError, ErrorCode, JwtKeys, MinPosition, Viewer};
 use projections::ReadModels;
 use serde::Serialize;
@@ -70,10 +69,11 @@ impl QueryState {
     }
 }
 
-/// The query API's routes (under `/api/v1`), ready to merge with the command API.
-pub fn router(state: QueryState) -> Router {
-    let api = Router::new().merge(products::router()).merge(stock::router()).merge(users::router()).merge(orders::router());
-    Router::new().nest("/api/v1", api).with_state(state)
+/// The query API's routes (under `/api/v1`) and their documentation, ready to merge with the
+/// command API.
+pub fn router(state: QueryState) -> ApiRouter {
+    let api = ApiRouter::new().merge(products::router()).merge(stock::router()).merge(users::router()).merge(orders::router());
+    ApiRouter::new().nest("/api/v1", api).with_state(state)
 }
 
 fn db_error(e: sqlx::Error) -> ApiError {
@@ -81,7 +81,7 @@ fn db_error(e: sqlx::Error) -> ApiError {
 }
 
 /// An amount in minor units of a currency, as every view shows money.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 struct Money {
     amount: i64,
     currency: String,
@@ -101,18 +101,32 @@ fn bound(sql: &str, params: Vec<Param>) -> sqlx::query::Query<'_, sqlx::Any, sql
     })
 }
 
-/// A single resource with its version as `ETag`; `304` when `If-None-Match` already has it.
-fn versioned<T: Serialize>(headers: &HeaderMap, version: i64, body: T) -> Response {
-    let etag = format!("\"{version}\"");
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
-    let mut response = if matches { StatusCode::NOT_MODIFIED.into_response() } else { Json(body).into_response() };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
+/// A Server-Sent Events answer, documented as `text/event-stream`.
+pub struct EventStream<S>(pub axum::response::sse::Sse<S>);
+
+impl<S> IntoResponse for EventStream<S>
+where
+    S: futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static,
+{
+    fn into_response(self) -> Response {
+        self.0.into_response()
     }
-    response
+}
+
+impl<S> aide::OperationOutput for EventStream<S> {
+    type Inner = ();
+
+    fn inferred_responses(
+        _: &mut aide::generate::GenContext,
+        _: &mut aide::openapi::Operation,
+    ) -> Vec<(Option<u16>, aide::openapi::Response)> {
+        let response = serde_json::from_value(serde_json::json!({
+            "description": "`event: status`, `id:` the log position, `data:` a timeline entry; `Last-Event-ID` resumes after it",
+            "content": { "text/event-stream": { "schema": { "type": "string" } } }
+        }))
+        .expect("a well-formed response object");
+        vec![(Some(200), response)]
+    }
 }
 
 /// An opaque keyset cursor: the last row's sort key and id.

@@ -1,31 +1,73 @@
 use std::collections::BTreeMap;
 
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use domain::{OrderId, TenantId, UserId};
-use http_kit::{Admin, AppQuery, AuthUser};
-use http_kit::{ApiError, ErrorCode};
+use http_kit::{Admin, ApiError, AppQuery, AuthUser, ErrorCode, Problems, Versioned};
 use projections::orders::{LINES_TABLE, NAME, TABLE, TIMELINE_TABLE};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, Money, Param, QueryState};
+use crate::{decode_cursor, encode_cursor, page_size, EventStream, MinPosition, Money, Param, QueryState};
 
-pub fn router() -> Router<QueryState> {
-    Router::new()
-        .route("/orders", get(mine))
-        .route("/orders/{id}", get(detail))
-        .route("/orders/{id}/invoice", get(invoice))
-        .route("/orders/{id}/events", get(live))
-        .route("/payments/{id}", get(payment))
-        .route("/admin/orders", get(admin_list))
-        .route("/admin/analytics/sales", get(sales))
+pub fn router() -> ApiRouter<QueryState> {
+    use ErrorCode::NotFound;
+    ApiRouter::new()
+        .api_route(
+            "/orders",
+            get_with(mine, |op| op.describe("list_my_orders", "orders", "The caller's orders, newest first, a page at a time.")),
+        )
+        .api_route(
+            "/orders/{id}",
+            get_with(detail, |op| {
+                op.describe("get_order", "orders", "One of the caller's orders (any order for an admin), with its timeline.")
+                    .problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/orders/{id}/invoice",
+            get_with(invoice, |op| {
+                op.describe("get_invoice", "orders", "The order's invoice, once it has a number, as JSON or as a PDF.")
+                    .problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/orders/{id}/events",
+            get_with(live, |op| {
+                op.describe(
+                    "stream_order_events",
+                    "orders",
+                    "The order's timeline as Server-Sent Events, then each new entry as it happens.",
+                )
+                .problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/payments/{id}",
+            get_with(payment, |op| {
+                op.describe("get_payment", "payments", "The payment of one of the caller's orders (same id), once it has been asked for.")
+                    .problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/admin/orders",
+            get_with(admin_list, |op| {
+                op.describe("list_orders", "orders", "The tenant's orders, newest first, filtered, a page at a time.")
+            }),
+        )
+        .api_route(
+            "/admin/analytics/sales",
+            get_with(sales, |op| {
+                op.describe("get_sales", "admin", "Sales figures for orders placed from one day to another (at most 366 days).")
+            }),
+        )
 }
 
 /// Every order status, as stored and as the `status` filter takes it.
@@ -48,7 +90,7 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// A shipping address, as placed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub(crate) struct Address {
     pub(crate) name: String,
     pub(crate) line1: String,
@@ -58,14 +100,14 @@ pub(crate) struct Address {
 }
 
 /// An order line as stored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct StoredLine {
     sku: String,
     quantity: i64,
     unit_price: Money,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct LineView {
     pub(crate) sku: String,
     pub(crate) quantity: i64,
@@ -74,13 +116,13 @@ pub(crate) struct LineView {
     pub(crate) amount: Money,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Shipment {
     carrier: String,
     tracking_number: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct TimelineEntry {
     /// The event type; payment events are prefixed `payment_` (`payment_captured`).
     event: String,
@@ -101,7 +143,7 @@ struct PaymentFigures {
     refunded: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct OrderView {
     id: String,
     customer: String,
@@ -232,14 +274,15 @@ struct Filters {
     placed_before: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "OrderListQuery")]
 struct ListQuery {
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminListQuery {
     status: Option<String>,
@@ -301,7 +344,8 @@ impl TryFrom<&AdminListQuery> for Filters {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "OrderPage")]
 struct Page {
     items: Vec<OrderView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -385,12 +429,12 @@ async fn detail(
     min: MinPosition,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Versioned<OrderView>, ApiError> {
     state.consistent(NAME, min).await?;
     let mut view = visible(&state, &user, &id, "order").await?;
     let timeline = timeline_after(&state, &user.tenant, &view.id, -1).await?;
     view.timeline = Some(timeline.into_iter().map(|(_, entry)| entry).collect());
-    Ok(versioned(&headers, view.position, &view))
+    Ok(Versioned::new(&headers, view.position, view))
 }
 
 /// The order's timeline entries after log position `after`, with their positions, in order.
@@ -432,7 +476,8 @@ async fn live(
     user: AuthUser,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
+) -> Result<EventStream<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static>, ApiError>
+{
     use axum::response::sse::{Event, KeepAlive, Sse};
     let view = visible(&state, &user, &id, "order").await?;
     let last: i64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(-1);
@@ -458,10 +503,10 @@ async fn live(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(EventStream(Sse::new(stream).keep_alive(KeepAlive::default())))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct PaymentView {
     /// The payment id, which is the order id.
     id: String,
@@ -483,7 +528,7 @@ async fn payment(
     min: MinPosition,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Versioned<PaymentView>, ApiError> {
     state.consistent(NAME, min).await?;
     let order = visible(&state, &user, &id, "payment").await?;
     let (Some(status), Some(amount)) = (order.payment.status, order.payment.amount) else {
@@ -499,11 +544,11 @@ async fn payment(
         method: order.payment_method,
         updated_at: order.updated_at,
     };
-    Ok(versioned(&headers, order.position, view))
+    Ok(Versioned::new(&headers, order.position, view))
 }
 
 /// An order's invoice, as JSON or rendered as a PDF.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct Invoice {
     pub(crate) number: i64,
     pub(crate) order_id: String,
@@ -521,14 +566,14 @@ pub(crate) struct Invoice {
     pub(crate) refunded: Money,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Format {
     Json,
     Pdf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct InvoiceQuery {
     format: Option<Format>,
@@ -543,7 +588,7 @@ async fn invoice(
     Path(id): Path<String>,
     AppQuery(q): AppQuery<InvoiceQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<InvoiceAnswer, ApiError> {
     state.consistent(NAME, min).await?;
     let order = visible(&state, &user, &id, "invoice").await?;
     let (Some(number), Some(issued_ms)) = (order.invoice_number, order.invoiced_at_ms) else {
@@ -565,19 +610,51 @@ async fn invoice(
     };
     let accepts_pdf = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/pdf"));
     if q.format.map_or(accepts_pdf, |f| f == Format::Pdf) {
-        let disposition = format!("inline; filename=\"invoice-{number}.pdf\"");
-        let mut response = crate::invoice_pdf::render(&invoice).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-        return Ok(response);
+        return Ok(InvoiceAnswer::Pdf { number, bytes: crate::invoice_pdf::render(&invoice) });
     }
-    Ok(Json(invoice).into_response())
+    Ok(InvoiceAnswer::Json(invoice))
 }
 
-#[derive(Debug, Deserialize)]
+/// An invoice as JSON, or rendered as a PDF.
+enum InvoiceAnswer {
+    Json(Invoice),
+    Pdf { number: i64, bytes: Vec<u8> },
+}
+
+impl IntoResponse for InvoiceAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            InvoiceAnswer::Json(invoice) => Json(invoice).into_response(),
+            InvoiceAnswer::Pdf { number, bytes } => {
+                let mut response = bytes.into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+                if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"invoice-{number}.pdf\"")) {
+                    headers.insert(header::CONTENT_DISPOSITION, v);
+                }
+                response
+            }
+        }
+    }
+}
+
+impl aide::OperationOutput for InvoiceAnswer {
+    type Inner = Invoice;
+
+    fn inferred_responses(
+        ctx: &mut aide::generate::GenContext,
+        operation: &mut aide::openapi::Operation,
+    ) -> Vec<(Option<u16>, aide::openapi::Response)> {
+        let Some(mut response) = <Json<Invoice> as aide::OperationOutput>::operation_response(ctx, operation) else { return Vec::new() };
+        response.description = "The invoice as JSON, or as a PDF for `?format=pdf` or `Accept: application/pdf`".into();
+        let pdf = serde_json::from_value(serde_json::json!({ "schema": { "type": "string", "contentMediaType": "application/pdf" } }))
+            .expect("a well-formed media type object");
+        response.content.insert("application/pdf".into(), pdf);
+        vec![(Some(200), response)]
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SalesQuery {
     from: Option<String>,
@@ -601,7 +678,7 @@ fn sales_range(q: &SalesQuery) -> Result<(NaiveDate, NaiveDate, i64, i64), ApiEr
     Ok((from, to, day_start(from), day_start(to) + 86_400_000))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 struct DaySales {
     /// `YYYY-MM-DD`, UTC, of placement.
     day: String,
@@ -611,7 +688,7 @@ struct DaySales {
     revenue: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 struct ProductSales {
     sku: String,
     currency: String,
@@ -620,7 +697,7 @@ struct ProductSales {
     revenue: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Sales {
     from: String,
     to: String,

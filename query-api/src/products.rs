@@ -1,31 +1,44 @@
 use std::collections::BTreeMap;
 
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
-use http_kit::AppQuery;
-use http_kit::{ApiError, ErrorCode};
+use axum::Json;
+use http_kit::{ApiError, AppQuery, ErrorCode, Problems, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, Money, Param, QueryState, Viewer};
+use crate::{decode_cursor, encode_cursor, page_size, MinPosition, Money, Param, QueryState, Viewer};
 
-pub fn router() -> Router<QueryState> {
-    Router::new()
-        .route("/products", get(list))
-        .route("/products/search", get(search))
-        .route("/products/{id}", get(detail))
-        .route("/categories", get(categories))
+pub fn router() -> ApiRouter<QueryState> {
+    ApiRouter::new()
+        .api_route(
+            "/products",
+            get_with(list, |op| op.describe("list_products", "products", "The catalogue, filtered and sorted, a page at a time.")),
+        )
+        .api_route(
+            "/products/search",
+            get_with(search, |op| op.describe("search_products", "products", "Full-text product search with typo tolerance and facets.")),
+        )
+        .api_route(
+            "/products/{id}",
+            get_with(detail, |op| op.describe("get_product", "products", "One product.").problems(&[ErrorCode::NotFound])),
+        )
+        .api_route(
+            "/categories",
+            get_with(categories, |op| {
+                op.describe("list_categories", "products", "The category tree with product counts that include sub-categories.")
+            }),
+        )
 }
 
 const COLUMNS: &str = "product_id, sku, name, name_key, description, category, price_amount, price_currency, attributes, \
                        published, featured, discontinued, created_position, version";
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct ProductView {
     id: String,
     sku: String,
@@ -67,7 +80,7 @@ impl TryFrom<AnyRow> for ProductView {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Sort {
     Name,
@@ -75,8 +88,9 @@ enum Sort {
     Newest,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ProductListQuery")]
 struct ListQuery {
     category: Option<String>,
     min_price: Option<i64>,
@@ -89,7 +103,8 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "ProductPage")]
 struct Page {
     items: Vec<ProductView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -186,16 +201,16 @@ async fn detail(
     min: MinPosition,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Versioned<Value>, ApiError> {
     state.consistent(projections::detail::NAME, min).await?;
     let doc = state.read.details().get(viewer.tenant().as_str(), &id).await.map_err(ApiError::internal)?;
     let visible = |d: &Value| viewer.is_admin() || (d["published"] == true && d["discontinued"] == false);
     let doc = doc.filter(visible).ok_or_else(|| ApiError::not_found("product"))?;
     let version = doc["version"].as_i64().unwrap_or_default();
-    Ok(versioned(&headers, version, &doc))
+    Ok(Versioned::new(&headers, version, doc))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
     q: Option<String>,
@@ -249,7 +264,7 @@ async fn search(
     Ok(Json(state.read.search().search(request).await.map_err(ApiError::internal)?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Category {
     name: String,
     path: String,

@@ -1,20 +1,25 @@
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
-use http_kit::ApiError;
+use http_kit::{ApiError, ErrorCode, Problems, Versioned};
 use serde::Serialize;
 use sqlx::Row as _;
 
-use crate::{versioned, MinPosition, QueryState, Viewer};
+use crate::{MinPosition, QueryState, Viewer};
 
-pub fn router() -> Router<QueryState> {
-    Router::new().route("/stock/{sku}", get(availability))
+pub fn router() -> ApiRouter<QueryState> {
+    ApiRouter::new().api_route(
+        "/stock/{sku}",
+        get_with(availability, |op| {
+            op.describe("get_stock", "stock", "A SKU's available units (admins also see on hand and reserved).")
+                .problems(&[ErrorCode::NotFound])
+        }),
+    )
 }
 
 /// What anyone may know; admins also see what is on hand and reserved.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct StockView {
     sku: String,
     available: i64,
@@ -30,7 +35,7 @@ async fn availability(
     min: MinPosition,
     Path(sku): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Versioned<StockView>, ApiError> {
     state.consistent("stock", min).await?;
     let sku: domain::Sku = sku.parse().map_err(|_| ApiError::not_found("sku"))?;
     let row = sqlx::query("SELECT on_hand, reserved, available, version FROM rm_stock WHERE tenant = $1 AND sku = $2")
@@ -48,5 +53,5 @@ async fn availability(
         on_hand: if admin { Some(get(0)?) } else { None },
         reserved: if admin { Some(get(1)?) } else { None },
     };
-    Ok(versioned(&headers, get(3)?, view))
+    Ok(Versioned::new(&headers, get(3)?, view))
 }

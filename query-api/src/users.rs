@@ -1,28 +1,44 @@
+use aide::axum::routing::{get_with, post_with};
+use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
-use http_kit::ApiError;
-use http_kit::AppQuery;
-use http_kit::{Admin, AuthUser};
+use axum::Json;
+use http_kit::{Admin, ApiError, AppQuery, AuthUser, ErrorCode, Problems, Versioned};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 use worker_kit::{DeadLetter, ReaderStatus};
 
-use crate::{decode_cursor, encode_cursor, page_size, versioned, MinPosition, QueryState};
+use crate::{decode_cursor, encode_cursor, page_size, MinPosition, QueryState};
 
-pub fn router() -> Router<QueryState> {
-    Router::new()
-        .route("/users/me", get(me))
-        .route("/admin/users", get(list))
-        .route("/admin/projections", get(projections))
-        .route("/admin/dead-letters", get(dead_letters))
-        .route("/admin/dead-letters/{id}/retry", axum::routing::post(retry_dead_letter))
+pub fn router() -> ApiRouter<QueryState> {
+    use ErrorCode::*;
+    ApiRouter::new()
+        .api_route("/users/me", get_with(me, |op| op.describe("get_me", "users", "The caller's account.").problems(&[NotFound])))
+        .api_route(
+            "/admin/users",
+            get_with(list, |op| op.describe("list_users", "users", "The tenant's users, oldest first, a page at a time.")),
+        )
+        .api_route(
+            "/admin/projections",
+            get_with(projections, |op| op.describe("list_projections", "admin", "Every projection's progress and lag.")),
+        )
+        .api_route(
+            "/admin/dead-letters",
+            get_with(dead_letters, |op| {
+                op.describe("list_dead_letters", "admin", "Events the projections could not apply, for the tenant.")
+            }),
+        )
+        .api_route(
+            "/admin/dead-letters/{id}/retry",
+            post_with(retry_dead_letter, |op| {
+                op.describe("retry_dead_letter", "admin", "Apply the parked events of a dead letter's aggregate again.")
+                    .problems(&[NotFound, RetryFailed])
+            }),
+        )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct UserView {
     id: String,
     email: String,
@@ -52,7 +68,12 @@ impl TryFrom<AnyRow> for UserView {
 
 const COLUMNS: &str = "user_id, email, name, roles, active, registered_at, version";
 
-async fn me(State(state): State<QueryState>, user: AuthUser, min: MinPosition, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn me(
+    State(state): State<QueryState>,
+    user: AuthUser,
+    min: MinPosition,
+    headers: HeaderMap,
+) -> Result<Versioned<UserView>, ApiError> {
     state.consistent("users", min).await?;
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM rm_users WHERE tenant = $1 AND user_id = $2"))
         .bind(user.tenant.to_string())
@@ -61,17 +82,19 @@ async fn me(State(state): State<QueryState>, user: AuthUser, min: MinPosition, h
         .await
         .map_err(crate::db_error)?;
     let view = row.map(UserView::try_from).transpose().map_err(crate::db_error)?.ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(versioned(&headers, view.version, &view))
+    Ok(Versioned::new(&headers, view.version, view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "UserListQuery")]
 struct ListQuery {
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "UserPage")]
 struct Page {
     items: Vec<UserView>,
     next_cursor: Option<String>,
@@ -122,14 +145,21 @@ async fn retry_dead_letter(
     State(state): State<QueryState>,
     Admin(admin): Admin,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let own = state.read.sql.dead_letters(admin.tenant.as_str()).await.map_err(ApiError::internal)?;
     if !own.iter().any(|d| d.id == id) {
         return Err(ApiError::not_found("dead letter"));
     }
     match state.read.sql.retry_dead_letter(&id).await {
-        Ok(Some(applied)) => Ok(Json(serde_json::json!({ "applied": applied }))),
+        Ok(Some(applied)) => Ok(Json(Retried { applied })),
         Ok(None) => Err(ApiError::not_found("dead letter")),
         Err(e) => Err(ApiError::new(http_kit::ErrorCode::RetryFailed, format!("the events still fail: {e}"))),
     }
+}
+
+/// What a retried dead letter did.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+struct Retried {
+    /// Parked events of the aggregate applied, in order.
+    applied: usize,
 }

@@ -122,7 +122,7 @@ impl ConsumerError for SagaError {
 }
 
 /// Where an order's saga stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStep {
     /// Paid, invoiced and (when shipped) past every refund.
@@ -158,7 +158,7 @@ impl std::str::FromStr for SagaStep {
 }
 
 /// Where one order's saga stands, for operators (`GET /api/v1/admin/orders/{id}/saga`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SagaState {
     pub order_id: String,
     pub step: SagaStep,

@@ -1,10 +1,11 @@
 //! The saga's own admin route, `GET /api/v1/admin/orders/{id}/saga` (admins of the tenant).
 
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::{FromRef, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use domain::OrderId;
-use http_kit::{Admin, ApiError, Id, JwtKeys};
+use http_kit::{Admin, ApiError, ErrorCode, Id, JwtKeys, Problems};
 use worker_kit::ReadDb;
 
 use crate::{OrderSaga, SagaState};
@@ -21,9 +22,16 @@ impl FromRef<SagaApi> for JwtKeys {
     }
 }
 
-/// The route, to nest under `/api/v1`.
-pub fn router(state: SagaApi) -> Router {
-    Router::new().route("/admin/orders/{id}/saga", get(saga_state)).with_state(state)
+/// The route and its documentation, to nest under `/api/v1`.
+pub fn router(state: SagaApi) -> ApiRouter {
+    ApiRouter::new()
+        .api_route(
+            "/admin/orders/{id}/saga",
+            get_with(saga_state, |op| {
+                op.describe("get_order_saga", "orders", "Where the order saga stands with an order.").problems(&[ErrorCode::NotFound])
+            }),
+        )
+        .with_state(state)
 }
 
 /// Where the order saga stands with an order of the admin's tenant: its step, when it looks

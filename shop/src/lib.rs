@@ -17,7 +17,6 @@
 mod config;
 pub mod kafka;
 pub mod openapi;
-pub mod openapi_ops;
 pub mod telemetry;
 
 use std::future::{Future, IntoFuture};
@@ -26,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aide::axum::ApiRouter;
 use anyhow::{bail, Context};
 use axum::Router;
 use command_api::auth::Registration;
@@ -365,24 +365,24 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// The routes this process serves.
+    /// The routes this process serves, with their OpenAPI document.
     fn router(&self) -> Router {
         let db = self.read.sql.db().clone();
         let jwt = self.state.jwt.clone();
-        let query = QueryState { read: self.read.clone(), jwt: jwt.clone(), read_wait: self.read_wait };
-        let webhooks =
-            Router::new().nest("/api/v1", notifier::routes::router(notifier::routes::WebhookApi { db: db.clone(), jwt: jwt.clone() }));
-        let saga = Router::new().nest("/api/v1", saga::routes::router(saga::routes::SagaApi { db, jwt }));
-        let health = http_kit::health::router(Arc::clone(&self.readiness));
-        let routes = match self.roles {
-            Roles::All => {
-                command_api::router(self.state.clone()).merge(query_api::router(query)).merge(webhooks).merge(saga).merge(openapi::router())
-            }
-            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks).merge(openapi::router()),
-            Roles::QueryApi => query_api::router(query).merge(saga).merge(openapi::router()),
-            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => Router::new(),
+        let query = || QueryState { read: self.read.clone(), jwt: jwt.clone(), read_wait: self.read_wait };
+        let webhooks = || {
+            ApiRouter::new().nest("/api/v1", notifier::routes::router(notifier::routes::WebhookApi { db: db.clone(), jwt: jwt.clone() }))
         };
-        routes.merge(health)
+        let saga = || ApiRouter::new().nest("/api/v1", saga::routes::router(saga::routes::SagaApi { db: db.clone(), jwt: jwt.clone() }));
+        let health = http_kit::health::router(Arc::clone(&self.readiness));
+        let api = match self.roles {
+            Roles::All => command_api::router(self.state.clone()).merge(query_api::router(query())).merge(webhooks()).merge(saga()),
+            Roles::CommandApi => command_api::router(self.state.clone()).merge(webhooks()),
+            Roles::QueryApi => query_api::router(query()).merge(saga()),
+            // Worker roles serve only /health, /ready and /metrics.
+            Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => return health.into(),
+        };
+        openapi::finish(api.merge(health))
     }
 
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

@@ -1,124 +1,100 @@
-//! The API's own documentation: the OpenAPI 3.1 document at `GET /openapi.json`, built from
-//! the operation table in [`crate::openapi_ops`], and an interactive page at `GET /docs`.
-//! `shop/tests/openapi.rs` checks the table against the routers both ways, and the test
-//! command runs schemathesis against the served document.
+//! The API's own documentation: the OpenAPI 3.1 document at `GET /openapi.json`, generated
+//! by aide from the routers this process serves (each handler's extractors and answer types,
+//! see `http_kit::openapi`), and Swagger UI at `GET /docs`, its assets vendored from npm's
+//! `swagger-ui-dist` (`shop/assets/swagger-ui/`) and embedded in the binary: the page loads
+//! nothing from another origin. The test command runs schemathesis against the served
+//! document.
 
+use std::sync::{Arc, OnceLock};
+
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
+use aide::openapi::{OpenApi, SecurityScheme};
+use aide::transform::TransformOpenApi;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use http_kit::Problems as _;
+use serde_json::Value;
 
-use crate::openapi_ops::{operations, Access};
+/// The document, once the routers that serve it are finished.
+type Document = Arc<OnceLock<Value>>;
 
-/// The document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for op in operations() {
-        let mut responses = Map::new();
-        for (status, description, schema) in &op.ok {
-            let mut response = json!({ "description": description });
-            if let Some(schema) = schema {
-                response["content"] = json!({ "application/json": { "schema": schema } });
-            }
-            responses.insert(status.to_string(), response);
-        }
-        // Every read that takes X-Min-Position refuses one past the end of the log.
-        let mut errors = op.errors.clone();
-        let reads_own_writes = op.params.iter().any(|p| p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case("x-min-position")));
-        if reads_own_writes && !errors.contains(&422) {
-            errors.push(422);
-        }
-        errors.sort_unstable();
-        for status in &errors {
-            let reason = axum::http::StatusCode::from_u16(*status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
-            responses.insert(
-                status.to_string(),
-                json!({
-                    "description": format!("{reason}: a problem (RFC 9457) whose `code` says what went wrong"),
-                    "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
-                }),
-            );
-        }
-        let mut operation = json!({
-            "operationId": op.id,
-            "tags": [op.tag],
-            "summary": op.summary,
-            "responses": responses,
-        });
-        if !op.params.is_empty() {
-            operation["parameters"] = Value::Array(op.params.clone());
-        }
-        if let Some(body) = &op.body {
-            operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": body } } });
-        }
-        match op.access {
-            // Anonymous, or with a token (an admin sees more).
-            Access::Anyone => operation["security"] = json!([{}, { "bearer": [] }]),
-            Access::User => {}
-            Access::Admin => operation["description"] = json!("Needs a token with the `admin` role of the tenant."),
-        }
-        let item = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
-        item[op.method] = operation;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "shop",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "An event-sourced CQRS commerce backend. Commands answer with the aggregate's new version and the log position of the write; send that position as `X-Min-Position` to read your own writes. Errors are RFC 9457 problems with a machine-readable `code`."
-        },
-        "security": [{ "bearer": [] }],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "An access token from POST /api/v1/auth/login (at most 15 minutes)." }
+/// Finishes `routes` (every route this process serves, documented) into a plain router, with
+/// `/openapi.json` serving their document and `/docs` the page.
+pub fn finish(routes: ApiRouter) -> Router {
+    let document: Document = Arc::default();
+    let served = Arc::clone(&document);
+    let routes = routes
+        .api_route(
+            "/openapi.json",
+            get_with(
+                move || async move { Json(served.get().cloned().unwrap_or(Value::Null)) },
+                |op| op.describe("openapi_document", "operations", "This OpenAPI 3.1 document."),
+            ),
+        )
+        .api_route("/docs", get_with(docs, |op| op.describe("docs", "operations", "Interactive documentation of the API (Swagger UI).")));
+    let mut api = OpenApi::default();
+    let router = routes.finish_api_with(&mut api, describe);
+    http_kit::openapi::document_path_parameters(&mut api);
+    let value = serde_json::to_value(&api).expect("an OpenAPI document serialises to JSON");
+    let _ = document.set(value);
+    router.merge(assets())
+}
+
+/// The document's own information and security scheme.
+fn describe(api: TransformOpenApi<'_>) -> TransformOpenApi<'_> {
+    api.title("shop")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(
+            "An event-sourced CQRS commerce backend. Commands answer with the aggregate's new version and the log position of the \
+             write; send that position as `X-Min-Position` to read your own writes. Errors are RFC 9457 problems with a \
+             machine-readable `code`.",
+        )
+        .security_scheme(
+            http_kit::openapi::BEARER,
+            SecurityScheme::Http {
+                scheme: "bearer".into(),
+                bearer_format: Some("JWT".into()),
+                description: Some("An access token from POST /api/v1/auth/login (at most 15 minutes).".into()),
+                extensions: Default::default(),
             },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail", "code"],
-                    "properties": {
-                        "type": { "type": "string" },
-                        "title": { "type": "string" },
-                        "status": { "type": "integer" },
-                        "detail": { "type": "string" },
-                        "code": { "type": "string" },
-                        "field": { "type": "string", "description": "the request field at fault (invalid_value)" },
-                        "current_version": { "type": "integer", "description": "the aggregate's version (version conflicts)" },
-                        "order_status": { "type": "string", "description": "the order's status (illegal_transition)" }
-                    }
-                }
-            }
-        }
-    })
+        )
 }
 
-/// `GET /openapi.json` and `GET /docs`.
-pub fn router() -> Router {
-    Router::new().route("/openapi.json", get(|| async { Json(document()) })).route("/docs", get(docs))
-}
-
-/// Swagger UI from a CDN, pointed at the document: the browser fetches the assets, the server
-/// bundles none.
-async fn docs() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(
-            r##"<!doctype html>
+/// `GET /docs`: Swagger UI on `/openapi.json`, from this shop only.
+async fn docs() -> Html<&'static str> {
+    Html(
+        r##"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <title>shop API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/favicon-32x32.png">
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
 </head>
 <body>
   <div id="api"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/swagger-ui-bundle.js"></script>
-  <script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#api" });</script>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script src="/docs/docs.js"></script>
   <noscript>The document itself is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body>
 </html>"##,
-        ),
     )
+}
+
+/// Swagger UI's files, embedded (`shop/assets/swagger-ui/`, with its licence).
+fn assets() -> Router {
+    let file = |bytes: &'static [u8], content_type: &'static str| {
+        get(move || async move {
+            ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")], bytes).into_response()
+        })
+    };
+    Router::new()
+        .route("/docs/swagger-ui-bundle.js", file(include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js"), "text/javascript"))
+        .route("/docs/swagger-ui.css", file(include_bytes!("../assets/swagger-ui/swagger-ui.css"), "text/css"))
+        .route("/docs/docs.js", file(include_bytes!("../assets/swagger-ui/docs.js"), "text/javascript"))
+        .route("/docs/favicon-32x32.png", file(include_bytes!("../assets/swagger-ui/favicon-32x32.png"), "image/png"))
+        .route("/docs/LICENSE", file(include_bytes!("../assets/swagger-ui/LICENSE"), "text/plain; charset=utf-8"))
 }

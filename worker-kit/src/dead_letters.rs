@@ -18,7 +18,7 @@ pub const ATTEMPTS_BEFORE_PARKING: u32 = 3;
 pub const HELD_BACK: &str = "held back behind an earlier dead letter of this aggregate";
 
 /// An event a projection could not apply, parked for an operator.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeadLetter {
     pub id: String,
     pub projection: String,

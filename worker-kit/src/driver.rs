@@ -85,7 +85,7 @@ pub enum Outcome {
 }
 
 /// How a member is doing, for status pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReaderState {
     Running,
@@ -349,7 +349,7 @@ pub async fn wait_for<C: Consumer>(consumer: &C, store: &EventStore, position: i
 }
 
 /// A reader's progress, for `/admin/projections`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct ReaderStatus {
     pub name: &'static str,
     /// Global position of the last event processed.

@@ -9,5 +9,5 @@ mod tokens;
 pub use http_kit::{Claims, JwtKeys, Secret};
 pub use limiter::*;
 pub use password::*;
-pub use routes::{router, RegisterRequest, Registration};
+pub use routes::{registration, tokens, RegisterRequest, Registration};
 pub use tokens::*;

@@ -1,10 +1,10 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use domain::session::{RevocationReason, SessionCommand};
 use domain::user::{Password, PasswordHasher as _, Role, User, UserCommand, UserError};
 use domain::{stream_id, Email, Name, SessionId, TenantId, UserId};
@@ -13,21 +13,66 @@ use serde::{Deserialize, Serialize};
 use super::OpaqueToken;
 use crate::users::register_user;
 use crate::{AppState, CommandAccepted};
-use http_kit::{ApiError, ErrorCode};
-use http_kit::{AppJson, IfMatch, RequestMeta, Tenant};
+use http_kit::{ApiError, AppJson, Created, Done, ErrorCode, IfMatch, Problems, Queued, RequestMeta, Tenant};
 use mailer::Mail;
+use schemars::JsonSchema;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/password-reset", post(request_password_reset))
-        .route("/auth/password-reset/confirm", post(confirm_password_reset))
+/// Registration: its answer is stored for `Idempotency-Key` like any command's.
+pub fn registration() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        "/auth/register",
+        post_with(register, |op| {
+            op.describe("register", "auth", "Register a customer account with an e-mail address and a password.")
+                .problems(&[ErrorCode::EmailTaken])
+        }),
+    )
 }
 
-#[derive(Debug, Deserialize)]
+/// The token routes: their answers are secrets, never stored for replay.
+pub fn tokens() -> ApiRouter<AppState> {
+    use ErrorCode::*;
+    ApiRouter::new()
+        .api_route(
+            "/auth/login",
+            post_with(login, |op| {
+                op.describe("login", "auth", "Log in: an access token and a refresh token.").problems(&[InvalidCredentials, RateLimited])
+            }),
+        )
+        .api_route(
+            "/auth/refresh",
+            post_with(refresh, |op| {
+                op.describe("refresh_tokens", "auth", "Trade a refresh token for a new access token and a new refresh token.").problems(&[
+                    InvalidRefreshToken,
+                    RefreshTokenReused,
+                    VersionConflict,
+                ])
+            }),
+        )
+        .api_route(
+            "/auth/logout",
+            post_with(logout, |op| {
+                op.describe("logout", "auth", "Revoke the session of a refresh token.").problems(&[InvalidRefreshToken, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/auth/password-reset",
+            post_with(request_password_reset, |op| {
+                op.describe("request_password_reset", "auth", "Mail a password-reset token to the address, if it has an account.")
+            }),
+        )
+        .api_route(
+            "/auth/password-reset/confirm",
+            post_with(confirm_password_reset, |op| {
+                op.describe("confirm_password_reset", "auth", "Set a new password with a password-reset token.").problems(&[
+                    InvalidResetToken,
+                    VersionConflict,
+                    UserDeactivated,
+                ])
+            }),
+        )
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub email: String,
@@ -55,21 +100,21 @@ async fn register(
     Tenant(tenant): Tenant,
     meta: RequestMeta,
     AppJson(req): AppJson<RegisterRequest>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Created<CommandAccepted>, ApiError> {
     let registration = Registration::try_from(req)?;
     let roles = BTreeSet::from([Role::Customer]);
     let done = register_user(&state, &tenant, registration, roles, &meta.metadata(&tenant, None)).await?;
-    Ok((StatusCode::CREATED, Json(done)))
+    Ok(Created(done))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct TokenResponse {
     access_token: String,
     refresh_token: String,
@@ -149,7 +194,7 @@ fn token_response(
     Ok(Json(TokenResponse { access_token, refresh_token: refresh.to_string(), token_type: "Bearer", expires_in: state.jwt.ttl.as_secs() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
@@ -191,14 +236,14 @@ async fn logout(
     Tenant(tenant): Tenant,
     meta: RequestMeta,
     AppJson(req): AppJson<RefreshRequest>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Done, ApiError> {
     let presented = parse_refresh(&req.refresh_token)?;
     let revoke = SessionCommand::Revoke { presented: presented.hash() };
     state.sessions.execute(&stream_id(&tenant, presented.id), revoke, None, &meta.metadata(&tenant, None)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Done)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetRequest {
     email: String,
@@ -211,14 +256,14 @@ async fn request_password_reset(
     Tenant(tenant): Tenant,
     meta: RequestMeta,
     AppJson(req): AppJson<ResetRequest>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Queued, ApiError> {
     let email: Email = req.email.parse()?;
     tokio::spawn(async move {
         if let Err(e) = send_reset(&state, &tenant, &email, &meta).await {
             tracing::warn!(tenant = %tenant, code = e.code.as_str(), "password reset not sent");
         }
     });
-    Ok(StatusCode::ACCEPTED)
+    Ok(Queued)
 }
 
 async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &RequestMeta) -> Result<(), ApiError> {
@@ -236,7 +281,7 @@ async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &R
     state.mailer.send(mail).await.map_err(ApiError::internal)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfirmResetRequest {
     token: String,
