@@ -204,34 +204,29 @@ async fn change_price(
     run(&state, &admin, id, ProductCommand::ChangePrice { price }, if_match, &meta).await
 }
 
-async fn publish(
-    State(state): State<AppState>,
-    admin: Admin,
-    Id(id): Id<ProductId>,
-    meta: RequestMeta,
-    if_match: IfMatch,
-) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, id, ProductCommand::Publish, if_match, &meta).await
+/// Handlers of the commands without a body.
+macro_rules! transitions {
+    ($($(#[$doc:meta])* $name:ident => $command:expr;)*) => {
+        $(
+            $(#[$doc])*
+            async fn $name(
+                State(state): State<AppState>,
+                admin: Admin,
+                Id(id): Id<ProductId>,
+                meta: RequestMeta,
+                if_match: IfMatch,
+            ) -> Result<Json<CommandAccepted>, ApiError> {
+                run(&state, &admin, id, $command, if_match, &meta).await
+            }
+        )*
+    };
 }
 
-async fn unpublish(
-    State(state): State<AppState>,
-    admin: Admin,
-    Id(id): Id<ProductId>,
-    meta: RequestMeta,
-    if_match: IfMatch,
-) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, id, ProductCommand::Unpublish, if_match, &meta).await
-}
-
-async fn discontinue(
-    State(state): State<AppState>,
-    admin: Admin,
-    Id(id): Id<ProductId>,
-    meta: RequestMeta,
-    if_match: IfMatch,
-) -> Result<Json<CommandAccepted>, ApiError> {
-    run(&state, &admin, id, ProductCommand::Discontinue, if_match, &meta).await
+transitions! {
+    publish => ProductCommand::Publish;
+    unpublish => ProductCommand::Unpublish;
+    /// `DELETE /products/{id}`.
+    discontinue => ProductCommand::Discontinue;
 }
 
 /// Runs a command on product `id` of the admin's tenant.

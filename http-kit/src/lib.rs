@@ -85,3 +85,43 @@ async fn method_not_allowed() -> ApiError {
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::internal("handler panicked").into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use crate::ApiError;
+
+    /// Counts error-level events.
+    struct Errors(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::ERROR {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_answered_generically_and_logged_once() {
+        let errors = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Errors(Arc::clone(&errors)));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app =
+            crate::finish(Router::new().route("/boom", get(|| async { Err::<(), _>(ApiError::internal("database password wrong")) })));
+        let response = app.oneshot(Request::get("/boom").body(Body::empty()).expect("request")).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 10_000).await.expect("body");
+        assert!(!String::from_utf8_lossy(&body).contains("password"), "the cause stays in the log");
+        assert_eq!(errors.load(Ordering::SeqCst), 1, "logged once, by the request middleware");
+    }
+}

@@ -298,73 +298,73 @@ fn with_status<T: JsonSchema>(ctx: &mut GenContext, operation: &mut Operation, s
     <Json<T> as OperationOutput>::operation_response(ctx, operation).map(|r| (Some(status), r)).into_iter().collect()
 }
 
-/// 201 with a JSON body.
-pub struct Created<T>(pub T);
+/// Declares a JSON answer with a fixed status.
+macro_rules! json_with_status {
+    ($(#[$doc:meta])* $name:ident, $status:ident) => {
+        $(#[$doc])*
+        pub struct $name<T>(pub T);
 
-impl<T: Serialize> IntoResponse for Created<T> {
-    fn into_response(self) -> AxumResponse {
-        (StatusCode::CREATED, Json(self.0)).into_response()
-    }
+        impl<T: Serialize> IntoResponse for $name<T> {
+            fn into_response(self) -> AxumResponse {
+                (StatusCode::$status, Json(self.0)).into_response()
+            }
+        }
+
+        impl<T: JsonSchema> OperationOutput for $name<T> {
+            type Inner = T;
+
+            fn inferred_responses(ctx: &mut GenContext, operation: &mut Operation) -> Vec<(Option<u16>, Response)> {
+                with_status::<T>(ctx, operation, StatusCode::$status.as_u16())
+            }
+        }
+    };
 }
 
-impl<T: JsonSchema> OperationOutput for Created<T> {
-    type Inner = T;
+json_with_status!(
+    /// 201 with a JSON body.
+    Created,
+    CREATED
+);
+json_with_status!(
+    /// 202 with a JSON body: the command is recorded; what follows happens asynchronously.
+    Accepted,
+    ACCEPTED
+);
 
-    fn inferred_responses(ctx: &mut GenContext, operation: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        with_status::<T>(ctx, operation, 201)
-    }
+/// Declares an answer without a body.
+macro_rules! empty_with_status {
+    ($(#[$doc:meta])* $name:ident, $status:ident) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponse for $name {
+            fn into_response(self) -> AxumResponse {
+                StatusCode::$status.into_response()
+            }
+        }
+
+        impl OperationOutput for $name {
+            type Inner = ();
+
+            fn inferred_responses(_: &mut GenContext, _: &mut Operation) -> Vec<(Option<u16>, Response)> {
+                let status = StatusCode::$status;
+                let description = status.canonical_reason().unwrap_or_default().to_owned();
+                vec![(Some(status.as_u16()), Response { description, ..Default::default() })]
+            }
+        }
+    };
 }
 
-/// 202 with a JSON body: the command is recorded; what follows happens asynchronously.
-pub struct Accepted<T>(pub T);
-
-impl<T: Serialize> IntoResponse for Accepted<T> {
-    fn into_response(self) -> AxumResponse {
-        (StatusCode::ACCEPTED, Json(self.0)).into_response()
-    }
-}
-
-impl<T: JsonSchema> OperationOutput for Accepted<T> {
-    type Inner = T;
-
-    fn inferred_responses(ctx: &mut GenContext, operation: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        with_status::<T>(ctx, operation, 202)
-    }
-}
-
-/// 202 without a body: taken, and nothing to say about it (a password reset).
-pub struct Queued;
-
-impl IntoResponse for Queued {
-    fn into_response(self) -> AxumResponse {
-        StatusCode::ACCEPTED.into_response()
-    }
-}
-
-impl OperationOutput for Queued {
-    type Inner = ();
-
-    fn inferred_responses(_: &mut GenContext, _: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        vec![(Some(202), Response { description: "Accepted".into(), ..Default::default() })]
-    }
-}
-
-/// 204: done, nothing to return.
-pub struct Done;
-
-impl IntoResponse for Done {
-    fn into_response(self) -> AxumResponse {
-        StatusCode::NO_CONTENT.into_response()
-    }
-}
-
-impl OperationOutput for Done {
-    type Inner = ();
-
-    fn inferred_responses(_: &mut GenContext, _: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        vec![(Some(204), Response { description: "No Content".into(), ..Default::default() })]
-    }
-}
+empty_with_status!(
+    /// 202 without a body: taken, and nothing to say about it (a password reset).
+    Queued,
+    ACCEPTED
+);
+empty_with_status!(
+    /// 204: done, nothing to return.
+    Done,
+    NO_CONTENT
+);
 
 /// One resource with its version as `ETag`; `304` when `If-None-Match` already names it.
 pub struct Versioned<T> {

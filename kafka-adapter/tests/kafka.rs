@@ -9,42 +9,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::claim::{ClaimCommand, EmailClaim};
-use domain::product::{Attributes, Product, ProductCommand};
+use domain::product::ProductCommand;
 use domain::stock::{Stock, StockCommand};
-use domain::{Money, Price, ProductId, Quantity, TenantId, UserId};
+use domain::{Quantity, TenantId, UserId};
 use kafka_adapter::{Relay, RelayConfig, RelayError};
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
 use store::{LogCursor, Metadata, Repository};
-use testkit::{both_backends, TestStore};
+use testkit::{both_backends, eur, write_product, TestProduct, TestStore};
 use worker_kit::{Driver, Outcome};
-
-fn eur(amount: i64) -> Price {
-    Price::try_from(Money::new(amount, "EUR".parse().expect("valid"))).expect("valid")
-}
 
 async fn write_events(t: &TestStore) {
     let meta = Metadata { correlation_id: Some("01931b2c-0000-7000-8000-000000000001".into()), ..Metadata::default() };
-    let products = Repository::<Product>::new(t.store.clone(), ());
     for n in 0..3u128 {
-        let tenant = TenantId::default();
-        let id = ProductId::from_uuid(uuid::Uuid::from_u128(n + 1));
-        let stream = domain::stream_id(&tenant, id);
-        let create = ProductCommand::Create {
-            tenant,
-            product_id: id,
-            sku: format!("K-{n}").parse().expect("valid"),
-            name: "Item".parse().expect("valid"),
-            description: "".parse().expect("valid"),
-            category: "misc".parse().expect("valid"),
-            price: eur(100),
-            attributes: Attributes::new(),
-        };
-        products.execute(&stream, create, None, &meta).await.expect("create");
-        for amount in [90, 80, 70] {
-            products.execute(&stream, ProductCommand::ChangePrice { price: eur(amount) }, None, &meta).await.expect("price");
-        }
-        products.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish");
+        let sku = format!("K-{n}");
+        let item = TestProduct { n: n + 1, sku: &sku, name: "Item", price: 100, ..TestProduct::default() };
+        let mut then: Vec<ProductCommand> = [90, 80, 70].into_iter().map(|a| ProductCommand::ChangePrice { price: eur(a) }).collect();
+        then.push(ProductCommand::Publish);
+        write_product(&t.store, &item, then, &meta).await;
     }
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     for _ in 0..6 {

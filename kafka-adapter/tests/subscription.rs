@@ -141,4 +141,4 @@ async fn kafka_fed_read_models_match_the_log(t: TestStore) {
     assert_eq!(dump(runner.db()).await, reference);
 }
 
-both_backends!(kafka_fed_read_models_match_the_log);
+both_backends!(fn kafka_fed_read_models_match_the_log);

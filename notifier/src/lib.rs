@@ -2,8 +2,15 @@
 //! cancelled (with the reason in words), refund issued, low stock to the tenant's admins, and
 //! new products to the users who take marketing mail (`PUT /users/me/preferences`).
 //!
+//! # Layout
+//! - [`Notifier`] (this file): a consumer of the log on the worker kit's driver
+//!   ([`Notifier::driver`]), or of consumer group `notifier` (`SourcedConsumer`); planning each
+//!   event's messages from its typed payload; claiming and sending mail; retries.
+//! - [`webhooks`]: endpoints, signed deliveries and the [`webhooks::Dispatcher`].
+//! - [`routes`]: `/api/v1/admin/webhooks…` and `/api/v1/admin/mail`.
+//!
 //! # How it is built
-//! - It tails the store's global log from its own checkpoint (`notifier` in
+//! - It reads the store's global log from its own checkpoint (`notifier` in
 //!   `projection_checkpoints`), like the order saga, in both modes.
 //! - Each (event, channel, recipient, template) is one row of `notifier_deliveries`, keyed by
 //!   the event's log position. A message is *claimed* by inserting its row (`sending`) before
@@ -13,7 +20,8 @@
 //!   effect). Every message carries a stable `Message-ID` made from its key.
 //! - A failed send is kept `failed` with its rendered text and retried with backoff by later
 //!   rounds, then `dead` after `max_attempts`; it never holds the log back.
-//! - Templates (`templates.rs`) are text files with per-tenant overrides.
+//! - Templates come from the `mailer` crate: text files with per-tenant overrides, compiled
+//!   once at start.
 //! - Password-reset mail is not here: its token exists only in the request that made it, so
 //!   the command API sends it itself, always.
 

@@ -98,16 +98,31 @@ pub async fn register(
 
 /// The tenant's live endpoints, without secrets.
 pub async fn list(db: &ReadDb, tenant: &str) -> Result<Vec<Endpoint>, NotifyError> {
-    let rows = sqlx::query("SELECT id, url, event_types FROM webhook_endpoints WHERE tenant = $1 AND deleted = 0 ORDER BY id")
-        .bind(tenant)
-        .fetch_all(&db.pool)
-        .await?;
-    rows.iter()
+    Ok(live_endpoints(db, Some(tenant)).await?.into_iter().map(|(_, endpoint)| endpoint).collect())
+}
+
+/// The live endpoints of `tenant` (of every tenant with `None`), with their tenant, by id.
+async fn live_endpoints(db: &ReadDb, tenant: Option<&str>) -> Result<Vec<(String, Endpoint)>, NotifyError> {
+    let rows = sqlx::query(
+        "SELECT tenant, id, url, event_types FROM webhook_endpoints WHERE ($1 IS NULL OR tenant = $1) AND deleted = 0 ORDER BY id",
+    )
+    .bind(tenant)
+    .fetch_all(&db.pool)
+    .await?;
+    let endpoints = rows
+        .iter()
         .map(|r| {
-            let types: String = r.try_get(2)?;
-            Ok(Endpoint { id: r.try_get(0)?, url: r.try_get(1)?, event_types: types.split(',').map(str::to_owned).collect(), secret: None })
+            let types: String = r.try_get(3)?;
+            let endpoint = Endpoint {
+                id: r.try_get(1)?,
+                url: r.try_get(2)?,
+                event_types: types.split(',').map(str::to_owned).collect(),
+                secret: None,
+            };
+            Ok::<_, sqlx::Error>((r.try_get(0)?, endpoint))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(endpoints)
 }
 
 /// Deletes an endpoint of `tenant`; false if there was none. Pending deliveries to it stop.
@@ -201,20 +216,7 @@ pub async fn redeliver(db: &ReadDb, tenant: &str, endpoint: &str, delivery: &str
 
 /// The live endpoints of every tenant, for matching events in a round.
 pub(crate) async fn all_endpoints(db: &ReadDb) -> Result<Vec<(String, Endpoint)>, NotifyError> {
-    let rows = sqlx::query("SELECT tenant, id, url, event_types FROM webhook_endpoints WHERE deleted = 0").fetch_all(&db.pool).await?;
-    rows.iter()
-        .map(|r| {
-            let types: String = r.try_get(3)?;
-            let endpoint = Endpoint {
-                id: r.try_get(1)?,
-                url: r.try_get(2)?,
-                event_types: types.split(',').map(str::to_owned).collect(),
-                secret: None,
-            };
-            Ok((r.try_get(0)?, endpoint))
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(NotifyError::from)
+    live_endpoints(db, None).await
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.

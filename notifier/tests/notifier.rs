@@ -175,21 +175,17 @@ async fn write_shop(t: &TestStore) {
     orders.execute(&cancelled, OrderCommand::Cancel { reason: CancelReason::PaymentDeclined }, None, &meta).await.expect("cancel");
 
     // A product is published: only the boss hears of it (Ada said no to marketing mail).
-    let products = Repository::<domain::product::Product>::new(t.store.clone(), ());
-    let product = domain::ProductId::from_uuid(uuid::Uuid::from_u128(500));
-    let stream = stream_id(&tenant(), product);
-    let create = domain::product::ProductCommand::Create {
-        tenant: tenant(),
-        product_id: product,
-        sku: "KETTLE-1".parse().expect("valid"),
-        name: "Kettle".parse().expect("valid"),
-        description: "boils".parse().expect("valid"),
-        category: "kitchen".parse().expect("valid"),
-        price: Price::try_from(eur(2_500)).expect("valid"),
-        attributes: Default::default(),
+    let kettle = testkit::TestProduct {
+        tenant: "acme",
+        n: 500,
+        sku: "KETTLE-1",
+        name: "Kettle",
+        description: "boils",
+        category: "kitchen",
+        price: 2_500,
+        featured: false,
     };
-    products.execute(&stream, create, None, &meta).await.expect("create");
-    products.execute(&stream, domain::product::ProductCommand::Publish, None, &meta).await.expect("publish");
+    testkit::write_product(&t.store, &kettle, vec![domain::product::ProductCommand::Publish], &meta).await;
 }
 
 struct Setup {

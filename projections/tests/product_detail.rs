@@ -2,43 +2,27 @@
 //! log, tenant-scoped keys, and a per-key version guard that makes a replay from the start of
 //! the log (a lost checkpoint) change nothing.
 
-use domain::product::{Attributes, Product, ProductCommand};
-use domain::{Money, Price, ProductId, TenantId};
+use domain::product::{Attributes, ProductCommand};
 use std::sync::Arc;
 
 use projections::detail::ProductDetails;
-use store::{Metadata, Repository};
-use testkit::{both_backends, TestStore};
+use store::Metadata;
+use testkit::{both_backends, eur, write_product, TestProduct, TestStore};
 use worker_kit::{Consumer, Driver, Outcome};
 
 async fn write_products(t: &TestStore) -> i64 {
-    let meta = Metadata::default();
-    let repo = Repository::<Product>::new(t.store.clone(), ());
-    let eur = |a| Price::try_from(Money::new(a, "EUR".parse().expect("valid"))).expect("valid");
     let mut last = 0;
     for n in 1..=2u128 {
-        let id = ProductId::from_uuid(uuid::Uuid::from_u128(n));
-        let stream = domain::stream_id(&TenantId::default(), id);
-        let create = ProductCommand::Create {
-            tenant: TenantId::default(),
-            product_id: id,
-            sku: format!("D-{n}").parse().expect("valid"),
-            name: "Lamp".parse().expect("valid"),
-            description: "bright".parse().expect("valid"),
-            category: "home/lighting".parse().expect("valid"),
-            price: eur(1000),
-            attributes: Attributes::new(),
-        };
-        repo.execute(&stream, create, None, &meta).await.expect("create");
-        repo.execute(&stream, ProductCommand::ChangePrice { price: eur(900) }, None, &meta).await.expect("price");
+        let sku = format!("D-{n}");
+        let lamp = TestProduct { n, sku: &sku, name: "Lamp", description: "bright", category: "home/lighting", ..TestProduct::default() };
         let details = ProductCommand::UpdateDetails {
             name: Some("Desk lamp".parse().expect("valid")),
             description: None,
             category: None,
             attributes: Some(Attributes::from([("featured".into(), "true".into())])),
         };
-        repo.execute(&stream, details, None, &meta).await.expect("details");
-        last = repo.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish").position;
+        let then = vec![ProductCommand::ChangePrice { price: eur(900) }, details, ProductCommand::Publish];
+        last = write_product(&t.store, &lamp, then, &Metadata::default()).await;
     }
     last
 }

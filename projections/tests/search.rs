@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use domain::product::{Attributes, Product, ProductCommand};
-use domain::{Money, Price, ProductId, TenantId};
+use domain::product::ProductCommand;
+use domain::{Money, Price};
 use projections::search::{ProductSearch, SearchRequest, SearchResults};
-use store::{EventStore, Metadata, Repository};
-use testkit::{both_backends, scratch_dir, TestStore};
+use store::{EventStore, Metadata};
+use testkit::{both_backends, scratch_dir, write_product, TestProduct, TestStore};
 use worker_kit::{Consumer, Driver, Outcome};
 
 struct Item {
@@ -85,28 +85,21 @@ fn eur(amount: i64) -> Price {
 
 /// Creates (and publishes) product number `n` from `item`; returns the last position.
 async fn create(store: &EventStore, n: u128, item: &Item) -> i64 {
-    let repo = Repository::<Product>::new(store.clone(), ());
-    let tenant: TenantId = item.tenant.parse().expect("tenant");
-    let id = ProductId::from_uuid(uuid::Uuid::from_u128(n));
-    let stream = domain::stream_id(&tenant, id);
-    let meta = Metadata::default();
-    let create = ProductCommand::Create {
-        tenant: tenant.clone(),
-        product_id: id,
-        sku: item.sku.parse().expect("sku"),
-        name: item.name.parse().expect("name"),
-        description: item.description.parse().expect("description"),
-        category: item.category.parse().expect("category"),
-        price: eur(item.price + 1),
-        attributes: Attributes::new(),
+    let p = TestProduct {
+        tenant: item.tenant,
+        n,
+        sku: item.sku,
+        name: item.name,
+        description: item.description,
+        category: item.category,
+        price: item.price + 1,
+        featured: false,
     };
-    repo.execute(&stream, create, None, &meta).await.expect("create");
-    let mut last =
-        repo.execute(&stream, ProductCommand::ChangePrice { price: eur(item.price) }, None, &meta).await.expect("price").position;
+    let mut then = vec![ProductCommand::ChangePrice { price: eur(item.price) }];
     if item.published {
-        last = repo.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish").position;
+        then.push(ProductCommand::Publish);
     }
-    last
+    write_product(store, &p, then, &Metadata::default()).await
 }
 
 async fn write_items(store: &EventStore) -> i64 {
@@ -308,11 +301,11 @@ async fn rebuild_under_live_writes(t: TestStore) {
     worker.await.expect("worker");
 }
 
-both_backends!(relevance, crash_mid_batch_and_restart, rebuild_under_live_writes);
+both_backends!(fn relevance, fn crash_mid_batch_and_restart, fn rebuild_under_live_writes);
 
 async fn checkpoint_moves_through_batches_without_product_events(t: TestStore) {
     let search = ProductSearch::open(t.store.clone(), &scratch_dir()).expect("open");
     testkit::moves_past_foreign_events(&t, Arc::new(search), 300).await;
 }
 
-both_backends!(checkpoint_moves_through_batches_without_product_events);
+both_backends!(fn checkpoint_moves_through_batches_without_product_events);

@@ -8,9 +8,14 @@
 //!
 //! # Layout
 //! - `products.rs`: `/products`, `/products/{id}`, `/products/search`, `/categories`.
-//! - `stock.rs`: `/stock/{sku}`; `users.rs`: `/users/me`, `/admin/users`, `/admin/projections`.
+//! - `stock.rs`: `/stock/{sku}`; `users.rs`: `/users/me`, `/admin/users`, `/admin/projections`,
+//!   `/admin/dead-letters`.
 //! - `orders.rs`: `/orders`, `/orders/{id}`, `/orders/{id}/invoice`, `/payments/{id}`,
 //!   `/admin/orders`, `/admin/analytics/sales`; `invoice_pdf.rs`: the invoice as a PDF.
+//! - [`QueryState`] (this file): the read models and read-your-writes; paging and cursors.
+//!
+//! The extractors and the error type come from `http-kit`; every route is documented from its
+//! handler's types (aide).
 
 mod invoice_pdf;
 mod orders;

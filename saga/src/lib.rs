@@ -2,8 +2,14 @@
 //! confirmation, capture and invoicing, or undoes what it did (release the stock, void or
 //! refund the payment, cancel the order with a reason code).
 //!
+//! # Layout
+//! - [`OrderSaga`] (this file): a consumer of the log on the worker kit's driver
+//!   ([`OrderSaga::driver`]); where each order stands (`order_sagas`); the due sweep.
+//! - `steps.rs`: reconciling one order, step by step.
+//! - [`routes`]: `GET /api/v1/admin/orders/{id}/saga`.
+//!
 //! # How it is built
-//! - It tails the store's global log from its own checkpoint (`order_saga` in
+//! - It reads the store's global log from its own checkpoint (`order_saga` in
 //!   `projection_checkpoints`) and looks at order and payment events only. An order and its
 //!   payment share one stream id, so a batch is grouped by stream id and each order is
 //!   reconciled once per batch; different orders run concurrently.
@@ -23,7 +29,8 @@
 //! - Durable deadlines: an order's reservations lapse at the time recorded in its
 //!   `StockReserved`; `order_sagas.due_at_ms` holds when each order next needs a look
 //!   (expiry, or a retry after a gateway outage), and every round sweeps the due ones with the
-//!   injected [`Clock`], so a restart loses nothing and tests move time instead of sleeping.
+//!   injected [`Clock`] (the consumer's timed work, `Consumer::tick`), so a restart loses
+//!   nothing and tests move time instead of sleeping.
 //! - `order_sagas` also keeps each order's current step and last error for operators.
 
 pub mod routes;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{fresh_url, scratch_dir, Backend};
+use testkit::{both_backends, Backend, TestStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shop");
 
@@ -49,12 +49,9 @@ async fn post(port: u16, path: &str, token: Option<&str>, body: Value) -> (Statu
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn survives_kill_9(backend: Backend) {
-    let dir = scratch_dir();
-    let Some(url) = fresh_url(backend, &dir).await else {
-        return;
-    };
-    let url = (backend == Backend::Postgres).then_some(url);
+async fn survives_kill_9(t: TestStore) {
+    let dir = t.dir.clone();
+    let url = (t.backend == Backend::Postgres).then(|| t.url.clone());
     let port = free_port();
     let mut shop = start(&dir, url.as_deref(), port).await;
 
@@ -95,23 +92,10 @@ async fn survives_kill_9(backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn embedded_mode_survives_kill_9() {
-    survives_kill_9(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_mode_survives_kill_9() {
-    survives_kill_9(Backend::Postgres).await;
-}
-
 /// `shop replay` rebuilds the read models of a running shop; queries keep answering.
-async fn replay_while_serving(backend: Backend) {
-    let dir = scratch_dir();
-    let Some(url) = fresh_url(backend, &dir).await else {
-        return;
-    };
-    let url = (backend == Backend::Postgres).then_some(url);
+async fn replay_while_serving(t: TestStore) {
+    let dir = t.dir.clone();
+    let url = (t.backend == Backend::Postgres).then(|| t.url.clone());
     let port = free_port();
     let mut shop = start(&dir, url.as_deref(), port).await;
     for i in 0..20 {
@@ -164,12 +148,4 @@ async fn replay_while_serving(backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn embedded_replay_while_serving() {
-    replay_while_serving(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_replay_while_serving() {
-    replay_while_serving(Backend::Postgres).await;
-}
+both_backends!(fn survives_kill_9, fn replay_while_serving);

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row as _};
 
 use crate::batch::Batcher;
@@ -42,6 +43,27 @@ pub struct StoredSnapshot {
     pub last_position: i64,
     pub payload: serde_json::Value,
 }
+
+/// Runs `$body` with `$pool` bound to the store's pool for reads or for writes, whichever backend
+/// it is: a statement both dialects agree on is written once (`$n` placeholders in order of
+/// first use, which SQLite numbers the same way; JSON bound and read as `sqlx::types::Json`).
+/// Only what truly differs (the multi-row insert, the log reader, time arithmetic) is written per
+/// backend.
+macro_rules! on_pool {
+    ($db:expr, read, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Postgres($pool) => $body,
+            Db::Sqlite { read: $pool, .. } => $body,
+        }
+    };
+    ($db:expr, write, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Postgres($pool) => $body,
+            Db::Sqlite { write: $pool, .. } => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
 
 /// The database behind an [`EventStore`].
 #[derive(Debug, Clone)]
@@ -210,14 +232,7 @@ impl EventStore {
 
     /// One cheap query: is the store reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-            Db::Sqlite { read, .. } => {
-                sqlx::query("SELECT 1").execute(read).await?;
-            }
-        }
+        on_pool!(&self.db, read, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?);
         Ok(())
     }
 
@@ -274,111 +289,46 @@ impl EventStore {
 
     /// The events of one stream after `after_sequence`, in order.
     pub async fn load_stream(&self, aggregate_type: &str, aggregate_id: &str, after_sequence: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        match &self.db {
-            Db::Postgres(pool) => {
-                let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(
-                    "SELECT sequence, global_position, payload FROM events \
-                     WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(after_sequence as i64)
-                .fetch_all(pool)
-                .await?;
-                Ok(rows.into_iter().map(|(s, p, payload)| StoredEvent { sequence: s as u64, position: p, payload }).collect())
-            }
-            Db::Sqlite { read, .. } => {
-                let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT sequence, global_position, payload FROM events \
-                     WHERE aggregate_type = ? AND aggregate_id = ? AND sequence > ? ORDER BY sequence",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(after_sequence as i64)
-                .fetch_all(read)
-                .await?;
-                rows.into_iter()
-                    .map(|(s, p, payload)| Ok(StoredEvent { sequence: s as u64, position: p, payload: serde_json::from_str(&payload)? }))
-                    .collect()
-            }
-        }
+        let sql = "SELECT sequence, global_position, payload FROM events \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
+        let rows: Vec<(i64, i64, Json<serde_json::Value>)> = on_pool!(&self.db, read, |pool| {
+            sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).bind(after_sequence as i64).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|(s, p, Json(payload))| StoredEvent { sequence: s as u64, position: p, payload }).collect())
     }
 
     /// The current version (last sequence) of a stream; 0 if it has no events.
     pub async fn stream_version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<u64, StoreError> {
-        let sql_pg = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
-        let sql_lite = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?";
-        let v: i64 = match &self.db {
-            Db::Postgres(pool) => sqlx::query_scalar(sql_pg).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?,
-            Db::Sqlite { read, .. } => sqlx::query_scalar(sql_lite).bind(aggregate_type).bind(aggregate_id).fetch_one(read).await?,
-        };
+        let sql = "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+        let v: i64 =
+            on_pool!(&self.db, read, |pool| sqlx::query_scalar(sql).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?);
         Ok(v as u64)
     }
 
     pub async fn load_snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<StoredSnapshot>, StoreError> {
-        match &self.db {
-            Db::Postgres(pool) => {
-                let row: Option<(i64, i64, serde_json::Value)> = sqlx::query_as(
-                    "SELECT last_sequence, last_position, payload FROM snapshots \
-                     WHERE aggregate_type = $1 AND aggregate_id = $2",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .fetch_optional(pool)
-                .await?;
-                Ok(row.map(|(s, p, payload)| StoredSnapshot { last_sequence: s as u64, last_position: p, payload }))
-            }
-            Db::Sqlite { read, .. } => {
-                let row: Option<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT last_sequence, last_position, payload FROM snapshots \
-                     WHERE aggregate_type = ? AND aggregate_id = ?",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .fetch_optional(read)
-                .await?;
-                row.map(|(s, p, payload)| {
-                    Ok(StoredSnapshot { last_sequence: s as u64, last_position: p, payload: serde_json::from_str(&payload)? })
-                })
-                .transpose()
-            }
-        }
+        let sql = "SELECT last_sequence, last_position, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
+        let row: Option<(i64, i64, Json<serde_json::Value>)> =
+            on_pool!(&self.db, read, |pool| sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).fetch_optional(pool).await?);
+        Ok(row.map(|(s, p, Json(payload))| StoredSnapshot { last_sequence: s as u64, last_position: p, payload }))
     }
 
     /// Saves a snapshot unless a newer one is already stored.
     pub async fn save_snapshot(&self, aggregate_type: &str, aggregate_id: &str, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
-        let upsert = |p: [&str; 5]| {
-            format!(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, last_position, payload) \
-                 VALUES ({}, {}, {}, {}, {}) ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-                 SET last_sequence = excluded.last_sequence, last_position = excluded.last_position, \
-                     payload = excluded.payload \
-                 WHERE snapshots.last_sequence < excluded.last_sequence",
-                p[0], p[1], p[2], p[3], p[4]
-            )
-        };
-        match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query(&upsert(["$1", "$2", "$3", "$4", "$5::jsonb"]))
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(snapshot.last_sequence as i64)
-                    .bind(snapshot.last_position)
-                    .bind(snapshot.payload.to_string())
-                    .execute(pool)
-                    .await?;
-            }
-            Db::Sqlite { write, .. } => {
-                sqlx::query(&upsert(["?", "?", "?", "?", "?"]))
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(snapshot.last_sequence as i64)
-                    .bind(snapshot.last_position)
-                    .bind(snapshot.payload.to_string())
-                    .execute(write)
-                    .await?;
-            }
-        }
+        let sql = "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, last_position, payload) \
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                   SET last_sequence = excluded.last_sequence, last_position = excluded.last_position, payload = excluded.payload \
+                   WHERE snapshots.last_sequence < excluded.last_sequence";
+        on_pool!(&self.db, write, |pool| {
+            sqlx::query(sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(snapshot.last_sequence as i64)
+                .bind(snapshot.last_position)
+                .bind(Json(&snapshot.payload))
+                .execute(pool)
+                .await
+                .map(|_| ())?
+        });
         Ok(())
     }
 
@@ -401,10 +351,7 @@ impl EventStore {
     /// The highest global position written so far (0 for an empty log).
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
-        Ok(match &self.db {
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-            Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await?,
-        })
+        Ok(on_pool!(&self.db, read, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?))
     }
 
     /// Up to `limit` events of the global log after `after`, in log order, never passing an

@@ -45,27 +45,68 @@ pub fn eur(amount: i64) -> Price {
     Price::try_from(Money::new(amount, "EUR".parse().expect("valid"))).expect("valid")
 }
 
+/// A product for a test to write: what `ProductCommand::Create` takes, as text.
+#[derive(Debug, Clone)]
+pub struct TestProduct<'a> {
+    pub tenant: &'a str,
+    /// The product id is the uuid of this number.
+    pub n: u128,
+    pub sku: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub category: &'a str,
+    /// Euro cents.
+    pub price: i64,
+    pub featured: bool,
+}
+
+impl Default for TestProduct<'_> {
+    fn default() -> Self {
+        Self { tenant: "default", n: 1, sku: "SKU-1", name: "Product", description: "", category: "misc", price: 1000, featured: false }
+    }
+}
+
+/// Creates `p` and then runs `then` on it (price changes, publication…), all with `meta`;
+/// the position of the last write.
+pub async fn write_product(store: &store::EventStore, p: &TestProduct<'_>, then: Vec<ProductCommand>, meta: &Metadata) -> i64 {
+    let repo = Repository::<Product>::new(store.clone(), ());
+    let tenant: TenantId = p.tenant.parse().expect("valid tenant");
+    let id = ProductId::from_uuid(uuid::Uuid::from_u128(p.n));
+    let stream = domain::stream_id(&tenant, id);
+    let attributes = if p.featured { Attributes::from([("featured".into(), "true".into())]) } else { Attributes::new() };
+    let create = ProductCommand::Create {
+        tenant,
+        product_id: id,
+        sku: p.sku.parse().expect("valid sku"),
+        name: p.name.parse().expect("valid name"),
+        description: p.description.parse().expect("valid description"),
+        category: p.category.parse().expect("valid category"),
+        price: eur(p.price),
+        attributes,
+    };
+    let mut last = repo.execute(&stream, create, None, meta).await.expect("create").position;
+    for command in then {
+        last = repo.execute(&stream, command, None, meta).await.expect("product command").position;
+    }
+    last
+}
+
 /// Writes a small shop's worth of events: products in two tenants, stock, users.
 pub async fn write_events(t: &TestStore) {
     let meta = Metadata::default();
-    let products = Repository::<Product>::new(t.store.clone(), ());
     for (tenant, n) in [("acme", 0u128), ("acme", 1), ("globex", 2)] {
-        let tenant: TenantId = tenant.parse().expect("valid");
-        let id = ProductId::from_uuid(uuid::Uuid::from_u128(n + 1));
-        let stream = domain::stream_id(&tenant, id);
-        let create = ProductCommand::Create {
-            tenant: tenant.clone(),
-            product_id: id,
-            sku: format!("SKU-{n}").parse().expect("valid"),
-            name: format!("Product {n}").parse().expect("valid"),
-            description: "desc".parse().expect("valid"),
-            category: "electronics/phones".parse().expect("valid"),
-            price: eur(1000 + n as i64),
-            attributes: Attributes::from([("featured".into(), "true".into())]),
+        let (sku, name) = (format!("SKU-{n}"), format!("Product {n}"));
+        let p = TestProduct {
+            tenant,
+            n: n + 1,
+            sku: &sku,
+            name: &name,
+            description: "desc",
+            category: "electronics/phones",
+            price: 1000 + n as i64,
+            featured: true,
         };
-        products.execute(&stream, create, None, &meta).await.expect("create");
-        products.execute(&stream, ProductCommand::ChangePrice { price: eur(900) }, None, &meta).await.expect("price");
-        products.execute(&stream, ProductCommand::Publish, None, &meta).await.expect("publish");
+        write_product(&t.store, &p, vec![ProductCommand::ChangePrice { price: eur(900) }, ProductCommand::Publish], &meta).await;
     }
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let acme: TenantId = "acme".parse().expect("valid");
@@ -122,19 +163,9 @@ pub async fn dump(db: &ReadDb) -> Vec<String> {
 pub async fn moves_past_foreign_events<C: worker_kit::Consumer>(t: &TestStore, consumer: Arc<C>, n: usize) {
     let meta = Metadata::default();
     let tenant = TenantId::default();
-    let products = Repository::<Product>::new(t.store.clone(), ());
-    let id = ProductId::new();
-    let create = ProductCommand::Create {
-        tenant: tenant.clone(),
-        product_id: id,
-        sku: format!("F-{}", id.as_uuid().simple()).to_uppercase().parse().expect("valid"),
-        name: "Foreign".parse().expect("valid"),
-        description: "".parse().expect("valid"),
-        category: "misc".parse().expect("valid"),
-        price: eur(100),
-        attributes: Attributes::new(),
-    };
-    products.execute(&domain::stream_id(&tenant, id), create, None, &meta).await.expect("create");
+    let id = uuid::Uuid::now_v7().as_u128();
+    let sku = format!("F-{id:032X}");
+    write_product(&t.store, &TestProduct { n: id, sku: &sku, name: "Foreign", ..TestProduct::default() }, Vec::new(), &meta).await;
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let sku: domain::Sku = "FOREIGN-1".parse().expect("valid");
     let mut last = 0;

@@ -24,7 +24,7 @@ pub use stores::*;
 /// `both_backends!(name, |t: TestStore| async move { … })` declares module `name` with a test
 /// on a fresh SQLite store and one on a fresh PostgreSQL database (skipped, saying why, when
 /// the server is not reachable outside CI), each running the body on its store.
-/// `both_backends!(a, b)` does the same for functions `async fn a(t: TestStore)`.
+/// `both_backends!(fn a, fn b)` does the same for functions `async fn a(t: TestStore)`.
 #[macro_export]
 macro_rules! both_backends {
     ($name:ident, $body:expr) => {
@@ -47,7 +47,7 @@ macro_rules! both_backends {
             }
         }
     };
-    ($($name:ident),+ $(,)?) => {
+    ($(fn $name:ident),+ $(,)?) => {
         $( $crate::both_backends!($name, super::$name); )+
     };
 }

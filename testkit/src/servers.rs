@@ -4,34 +4,33 @@ use std::time::Duration;
 
 use crate::in_ci;
 
-/// The Kafka-protocol brokers to test against (`KAFKA_BROKERS`, default `127.0.0.1:9092`), or
-/// `None` (after saying why) outside CI when none answers.
-pub async fn broker() -> Option<String> {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let first = brokers.split(',').next().unwrap_or_default().to_owned();
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&first)).await {
-        Ok(Ok(_)) => Some(brokers),
-        _ if in_ci() => panic!("a Kafka-protocol broker at {brokers} is required in CI"),
+/// Whether something listens at `address`; outside CI a missing server skips the test (after
+/// saying why), in CI it fails it.
+async fn reachable(what: &str, url: &str, address: &str) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => true,
+        _ if in_ci() => panic!("{what} at {url} is required in CI"),
         _ => {
-            eprintln!("skipping: no Kafka-protocol broker at {brokers}");
-            None
+            eprintln!("skipping: no {what} at {url}");
+            false
         }
     }
 }
 
+/// The Kafka-protocol brokers to test against (`KAFKA_BROKERS`, default `127.0.0.1:9092`), or
+/// `None` outside CI when none answers.
+pub async fn broker() -> Option<String> {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let first = brokers.split(',').next().unwrap_or_default().to_owned();
+    reachable("a Kafka-protocol broker", &brokers, &first).await.then_some(brokers)
+}
+
 /// The Redis server to test against (`SHOP_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`),
-/// or `None` (after saying why) outside CI when it does not answer.
+/// or `None` outside CI when it does not answer.
 pub async fn redis() -> Option<String> {
     let url = std::env::var("SHOP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let address = url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&address)).await {
-        Ok(Ok(_)) => Some(url),
-        _ if in_ci() => panic!("Redis at {url} is required in CI"),
-        _ => {
-            eprintln!("skipping: no Redis at {url}");
-            None
-        }
-    }
+    reachable("Redis", &url, &address).await.then_some(url)
 }
 
 /// Waits until `base` answers `/ready` with a success.
