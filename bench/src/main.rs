@@ -10,6 +10,10 @@
 //!
 //! With `--kafka 127.0.0.1:9092` (and a `shop` built with `--features kafka`) the shop also
 //! runs its relay, and the relay's lag is reported beside the projections'.
+//!
+//! With `--outage` (see `bench/outages.sh`) it measures recovery from outages instead.
+
+mod outages;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +48,15 @@ struct Args {
     /// `kafka` feature).
     #[arg(long)]
     kafka: Option<String>,
+    /// Redis for the shop (`REDIS_URL`): product documents are kept there.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Outage mode, repeatable: `NAME::SECONDS::STOP-COMMAND::START-COMMAND` (run by `bash -c`).
+    /// Instead of the throughput phases, each dependency is stopped under load for SECONDS and
+    /// started again; the time to the first acknowledged command and to a caught-up pipeline
+    /// is printed (see `bench/outages.sh`).
+    #[arg(long)]
+    outage: Vec<outages::Outage>,
     /// The shop binary to start.
     #[arg(long, default_value = "target/release/shop")]
     shop_bin: PathBuf,
@@ -78,6 +91,9 @@ async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = std::env::temp_dir().join(format!("shop-bench-{port}"));
     let mut command = Command::new(&args.shop_bin);
+    if let Some(redis) = &args.redis {
+        command.env("REDIS_URL", redis);
+    }
     if let Some(brokers) = &args.kafka {
         command.env("KAFKA_BROKERS", brokers).env("SHOP_KAFKA_TOPIC_PREFIX", format!("bench{}", std::process::id()));
     }
@@ -338,21 +354,34 @@ async fn orders_end_to_end(base: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<S
     .await
 }
 
+/// Creates a product priced 10.00 EUR and publishes it; its id.
+async fn published_product(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    sku: &str,
+    name: &str,
+    category: &str,
+) -> anyhow::Result<String> {
+    let created: Value = client
+        .post(format!("{base}/api/v1/products"))
+        .bearer_auth(token)
+        .json(&json!({"sku": sku, "name": name, "category": category, "price": {"amount": 1000, "currency": "EUR"}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("product id")?.to_owned();
+    client.post(format!("{base}/api/v1/products/{id}/publish")).bearer_auth(token).send().await?;
+    Ok(id)
+}
+
 /// 1,000 orders of one unit each race for a SKU with 100 units: how long until every order
 /// is settled, and whether exactly 100 were confirmed.
 async fn hot_sku(base: &str, admin: &str, tokens: Arc<Vec<String>>, orders: usize, units: usize) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let sku = format!("HOT-{}", std::process::id());
-    let created: Value = client
-        .post(format!("{base}/api/v1/products"))
-        .bearer_auth(admin)
-        .json(&json!({"sku": sku, "name": "Hot item", "category": "bench/hot", "price": {"amount": 1000, "currency": "EUR"}}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = created["id"].as_str().context("product id")?;
-    client.post(format!("{base}/api/v1/products/{id}/publish")).bearer_auth(admin).send().await?;
+    published_product(&client, base, admin, &sku, "Hot item", "bench/hot").await?;
     client.post(format!("{base}/api/v1/stock/{sku}/receipts")).bearer_auth(admin).json(&json!({"quantity": units})).send().await?;
     let start = Instant::now();
     let placing: Vec<_> = (0..orders)
@@ -464,22 +493,16 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let shop = start_shop(args, database_url).await?;
     let token = admin_token(args, database_url, &shop).await?;
+    if !args.outage.is_empty() {
+        return outages::run(&shop.base, &token, &args.outage).await;
+    }
     let client = reqwest::Client::new();
     println!("setting up {} products with stock", args.products);
     let mut products = Vec::new();
     let mut skus = Vec::new();
     for i in 0..args.products {
         let sku = format!("SKU-{i}");
-        let created: Value = client
-            .post(format!("{}/api/v1/products", shop.base))
-            .bearer_auth(&token)
-            .json(&json!({"sku": sku, "name": format!("Product {i}"), "category": "bench/items", "price": {"amount": 1000, "currency": "EUR"}}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let id = created["id"].as_str().context("product id")?.to_owned();
-        client.post(format!("{}/api/v1/products/{id}/publish", shop.base)).bearer_auth(&token).send().await?;
+        let id = published_product(&client, &shop.base, &token, &sku, &format!("Product {i}"), "bench/items").await?;
         products.push(id);
         skus.push(sku);
     }

@@ -168,6 +168,21 @@ impl ApiError {
         Self::new(ErrorCode::Internal, "an internal error occurred").caused_by(error)
     }
 
+    /// A dependency that cannot be reached right now: 503 `unavailable` with `Retry-After`.
+    pub fn unavailable(what: &str, cause: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::Unavailable, format!("{what} is unavailable, retry shortly")).retry_after(1).caused_by(cause)
+    }
+
+    /// An operation that failed: 503 when a database on the way could not be reached (a
+    /// restart, a network cut, a full pool), else a fault of ours (500).
+    pub fn failure(error: impl std::error::Error + 'static) -> Self {
+        if store::caused_by_unavailable_database(&error) {
+            Self::unavailable("the database", error)
+        } else {
+            Self::internal(error)
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }
@@ -237,12 +252,7 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match &e {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
-                ApiError::new(ErrorCode::Unavailable, "the store is unavailable, retry shortly").retry_after(1).caused_by(e)
-            }
-            _ => ApiError::internal(e),
-        }
+        ApiError::failure(e)
     }
 }
 

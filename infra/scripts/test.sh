@@ -137,8 +137,31 @@ check_vendored_assets() {
     log "vendored swagger-ui-dist@$version matches npm"
 }
 
+# A second PostgreSQL cluster (port 5433) of the tests' own: the outage tests stop and start it
+# under load, which they cannot do to the shared one on 5432.
+ensure_outage_postgres() {
+    local version port=5433
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    if ! pg_lsclusters -h | awk '{ print $2 }' | grep -qx outage; then
+        log "creating the PostgreSQL cluster 'outage' on port $port"
+        pg_createcluster -p "$port" "$version" outage >/dev/null
+    fi
+    if ! pg_isready -h 127.0.0.1 -p "$port" -q 2>/dev/null; then
+        pg_ctlcluster --skip-systemctl-redirect "$version" outage start
+        for _ in $(seq 1 60); do
+            pg_isready -h 127.0.0.1 -p "$port" -q && break
+            sleep 0.5
+        done
+        pg_isready -h 127.0.0.1 -p "$port" -q || { log "PostgreSQL 'outage' did not start"; exit 1; }
+    fi
+    su postgres -c "psql -q -p $port -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+    export SHOP_TEST_PG_OUTAGE_URL="postgres://postgres:postgres@127.0.0.1:$port/postgres"
+    export SHOP_TEST_PG_OUTAGE_CLUSTER="$version outage"
+}
+
 check_vendored_assets
 ensure_postgres
+ensure_outage_postgres
 ensure_redis
 ensure_build_deps
 ensure_kafka

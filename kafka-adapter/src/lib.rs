@@ -94,11 +94,24 @@ pub struct RelayConfig {
     pub partitions: i32,
     /// Log events per batch.
     pub batch_size: u32,
+    /// How long delivery may keep failing before the producer is thrown away and a new one
+    /// publishes again from the checkpoint (an idempotent producer can stay wedged after an
+    /// outage; a fatal error replaces it at once).
+    pub recreate_after: Duration,
+    /// How long one message may wait for its delivery report (`message.timeout.ms`).
+    pub message_timeout: Duration,
 }
 
 impl RelayConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), topic_prefix: "shop".to_owned(), partitions: 3, batch_size: 500 }
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: "shop".to_owned(),
+            partitions: 3,
+            batch_size: 500,
+            recreate_after: Duration::from_secs(15),
+            message_timeout: Duration::from_secs(15),
+        }
     }
 
     /// The topic of an aggregate type, if its events are published.
@@ -147,7 +160,10 @@ impl BrokerProbe {
 pub struct Relay {
     store: EventStore,
     db: ReadDb,
-    producer: FutureProducer,
+    /// Replaced when it cannot get past an error (see [`RelayConfig::recreate_after`]).
+    producer: std::sync::RwLock<FutureProducer>,
+    /// Since when delivery has been failing without a break.
+    failing_since: std::sync::Mutex<Option<std::time::Instant>>,
     config: RelayConfig,
     /// Whether the topics were created (or found) since the start.
     topics_ready: AtomicBool,
@@ -157,17 +173,12 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(store: EventStore, db: ReadDb, config: RelayConfig) -> Result<Self, RelayError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .create()?;
+        let producer = Self::producer(&config)?;
         Ok(Self {
             store,
             db,
-            producer,
+            producer: std::sync::RwLock::new(producer),
+            failing_since: std::sync::Mutex::new(None),
             config,
             topics_ready: AtomicBool::new(false),
             #[cfg(feature = "faults")]
@@ -179,10 +190,95 @@ impl Relay {
         &self.config
     }
 
+    /// An idempotent producer (`acks=all`): a message the broker took once is stored once,
+    /// however often the client retried it.
+    fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
+            .create()?)
+    }
+
+    /// After a failed batch: replaces the producer when a message of it failed, when it has a
+    /// fatal error, or when publishing has been failing for longer than `recreate_after`. Its
+    /// queue is dropped with it; the batch is published again from the checkpoint (duplicates
+    /// are allowed, losses are not). A producer whose message timed out is not kept: its next
+    /// step is an epoch bump, which tansu 0.6 cannot take after a restart (its storage task
+    /// panics and every later request fails until the broker restarts); a fresh producer
+    /// starts with a fresh producer id.
+    fn after_failure(&self, error: &RelayError) {
+        let now = std::time::Instant::now();
+        let since = *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
+        let fatal = {
+            let producer = self.producer.read().unwrap_or_else(|p| p.into_inner());
+            rdkafka::producer::Producer::client(&*producer).fatal_error()
+        };
+        let delivery_failed = matches!(error, RelayError::Kafka(rdkafka::error::KafkaError::MessageProduction(_)));
+        let stuck = now.duration_since(since) >= self.config.recreate_after;
+        if fatal.is_none() && !delivery_failed && !stuck {
+            return;
+        }
+        match Self::producer(&self.config) {
+            Ok(fresh) => {
+                *self.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                self.topics_ready.store(false, Ordering::SeqCst);
+                metrics::counter!("shop_relay_producer_recreated_total").increment(1);
+                tracing::warn!(error = %error, fatal = ?fatal, failing_for_ms = now.duration_since(since).as_millis() as u64, "relay producer re-created; publishing again from the checkpoint");
+            }
+            Err(e) => tracing::warn!(error = %e, "relay producer could not be re-created; retrying later"),
+        }
+    }
+
+    /// Publishes the batch (creating the topics first, once) and moves the checkpoint once
+    /// every message of it is confirmed. Abandoning a batch (a stop, a failure) is safe: the
+    /// checkpoint has not moved, so it is published again (at least once).
+    async fn publish(&self, from: Checkpoint, events: &[LogEvent]) -> Result<(), RelayError> {
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(());
+        };
+        if !self.topics_ready.load(Ordering::SeqCst) {
+            self.ensure_topics().await?;
+            self.topics_ready.store(true, Ordering::SeqCst);
+        }
+        let mut messages = Vec::new();
+        for event in events {
+            if let Some(topic) = self.config.topic(&event.aggregate_type) {
+                messages.push((topic, Envelope::from_event(event).map_err(RelayError::Envelope)?));
+            }
+        }
+        let producer = self.producer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let deliveries = messages.iter().map(|(topic, envelope)| {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in envelope.headers() {
+                headers = headers.insert(Header { key, value: Some(value.as_str()) });
+            }
+            let record = FutureRecord::to(topic).key(&envelope.key).payload(&envelope.value).headers(headers);
+            producer.send(record, self.config.message_timeout)
+        });
+        for delivery in join_all(deliveries).await {
+            delivery.map_err(|(e, _)| e)?;
+        }
+        #[cfg(feature = "faults")]
+        if self.fault_after_delivery.swap(false, Ordering::SeqCst) {
+            return Err(RelayError::Injected);
+        }
+        let mut conn = self.db.pool.acquire().await?;
+        advance_checkpoint(&mut conn, CHECKPOINT, from.map(|(c, _)| c), last, events.len() as i64).await?;
+        metrics::counter!("shop_relay_messages_total").increment(messages.len() as u64);
+        Ok(())
+    }
+
     /// The relay on the consumer driver.
     pub fn driver(self: std::sync::Arc<Self>) -> Driver<Relay> {
-        let (store, batch_size) = (self.store.clone(), self.config.batch_size);
-        Driver::single("relay", store, self).with_batch_size(batch_size).with_pacing(Duration::from_millis(50), Duration::from_millis(5))
+        let (store, batch_size, db) = (self.store.clone(), self.config.batch_size, self.db.clone());
+        Driver::single("relay", store, self)
+            .with_batch_size(batch_size)
+            .with_pacing(Duration::from_millis(50), Duration::from_millis(5))
+            .with_health_db(db)
     }
 
     /// Creates the topics that are missing.
@@ -222,41 +318,14 @@ impl Consumer for Relay {
         Ok(self.db.checkpoint(CHECKPOINT).await?)
     }
 
-    /// Publishes the batch (creating the topics first, once) and moves the checkpoint once
-    /// every message of it is confirmed. Abandoning a batch (a stop, a failure) is safe: the
-    /// checkpoint has not moved, so it is published again (at least once).
+    /// Publishes the batch; after a failure, re-creates the producer when it cannot get past
+    /// the error (see [`Relay::after_failure`]).
     async fn consume(&self, from: Checkpoint, events: &[LogEvent]) -> Result<(), RelayError> {
-        let Some(last) = events.last().map(|e| e.cursor) else {
-            return Ok(());
-        };
-        if !self.topics_ready.load(Ordering::SeqCst) {
-            self.ensure_topics().await?;
-            self.topics_ready.store(true, Ordering::SeqCst);
+        let published = self.publish(from, events).await;
+        match &published {
+            Ok(()) => *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()) = None,
+            Err(e) => self.after_failure(e),
         }
-        let mut messages = Vec::new();
-        for event in events {
-            if let Some(topic) = self.config.topic(&event.aggregate_type) {
-                messages.push((topic, Envelope::from_event(event).map_err(RelayError::Envelope)?));
-            }
-        }
-        let deliveries = messages.iter().map(|(topic, envelope)| {
-            let mut headers = OwnedHeaders::new();
-            for (key, value) in envelope.headers() {
-                headers = headers.insert(Header { key, value: Some(value.as_str()) });
-            }
-            let record = FutureRecord::to(topic).key(&envelope.key).payload(&envelope.value).headers(headers);
-            self.producer.send(record, Duration::from_secs(30))
-        });
-        for delivery in join_all(deliveries).await {
-            delivery.map_err(|(e, _)| e)?;
-        }
-        #[cfg(feature = "faults")]
-        if self.fault_after_delivery.swap(false, Ordering::SeqCst) {
-            return Err(RelayError::Injected);
-        }
-        let mut conn = self.db.pool.acquire().await?;
-        advance_checkpoint(&mut conn, CHECKPOINT, from.map(|(c, _)| c), last, events.len() as i64).await?;
-        metrics::counter!("shop_relay_messages_total").increment(messages.len() as u64);
-        Ok(())
+        published
     }
 }

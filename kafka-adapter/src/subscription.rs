@@ -72,15 +72,22 @@ impl ConsumerContext for SeekOnAssign {
 
 /// A consumer group member feeding one reader.
 pub struct KafkaGroup {
-    consumer: Arc<StreamConsumer<SeekOnAssign>>,
+    /// Replaced when receiving keeps failing for longer than `RelayConfig::recreate_after`.
+    consumer: std::sync::RwLock<Arc<StreamConsumer<SeekOnAssign>>>,
     starts: Starts,
     reader: Arc<dyn SourcedConsumer>,
     config: RelayConfig,
+    group: String,
+    /// Whether this member joins the group (else it only answers read-your-writes and lag).
+    consume: bool,
     batch_size: usize,
     /// For read-your-writes: the log (where the relay's checkpoint says what was delivered)
     /// and the read-side database (where the reader's offsets are).
     store: EventStore,
     db: ReadDb,
+    /// The high watermarks of every public topic and when they were fetched: the status page
+    /// asks for every projection's lag at once, and one fetch answers them all.
+    marks: tokio::sync::Mutex<Option<(Instant, Offsets)>>,
 }
 
 fn kafka(e: rdkafka::error::KafkaError) -> WorkerError {
@@ -101,22 +108,62 @@ impl KafkaGroup {
     ) -> Result<Self, RelayError> {
         crate::create_topics(&config).await?;
         let starts: Starts = Arc::new(Mutex::new(reader.start_offsets().await?));
-        let consumer: StreamConsumer<SeekOnAssign> = ClientConfig::new()
+        let source = Self {
+            consumer: std::sync::RwLock::new(Arc::new(Self::member(&config, group, &starts)?)),
+            starts,
+            reader,
+            config,
+            group: group.to_owned(),
+            consume,
+            batch_size: 500,
+            marks: tokio::sync::Mutex::new(None),
+            store,
+            db,
+        };
+        source.join()?;
+        Ok(source)
+    }
+
+    fn member(config: &RelayConfig, group: &str, starts: &Starts) -> Result<StreamConsumer<SeekOnAssign>, RelayError> {
+        Ok(ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("partition.assignment.strategy", "range")
-            .create_with_context(SeekOnAssign { starts: Arc::clone(&starts) })?;
-        let source = Self { consumer: Arc::new(consumer), starts, reader, config, batch_size: 500, store, db };
-        let types: Vec<&str> = PUBLIC_TYPES.iter().copied().filter(|t| source.reader.handles(t)).collect();
-        let topics = source.topics(&types);
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        if consume {
-            source.consumer.subscribe(&names)?;
+            .create_with_context(SeekOnAssign { starts: Arc::clone(starts) })?)
+    }
+
+    /// Subscribes the current consumer to the reader's topics (a consuming member only).
+    fn join(&self) -> Result<(), RelayError> {
+        if self.consume {
+            self.subscribe(&self.current())?;
         }
-        Ok(source)
+        Ok(())
+    }
+
+    fn subscribe(&self, consumer: &StreamConsumer<SeekOnAssign>) -> Result<(), RelayError> {
+        let types: Vec<&str> = PUBLIC_TYPES.iter().copied().filter(|t| self.reader.handles(t)).collect();
+        let topics = self.topics(&types);
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<StreamConsumer<SeekOnAssign>> {
+        Arc::clone(&self.consumer.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A new member in place of one that keeps failing: it rejoins the group and starts each
+    /// partition where the reader stored (or the group committed) its offsets.
+    async fn rejoin(&self) -> Result<(), RelayError> {
+        *self.starts.lock().unwrap_or_else(|p| p.into_inner()) = self.reader.start_offsets().await?;
+        let fresh = Arc::new(Self::member(&self.config, &self.group, &self.starts)?);
+        self.subscribe(&fresh)?;
+        *self.consumer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        metrics::counter!("shop_kafka_consumer_rejoined_total", "group" => self.group.clone()).increment(1);
+        tracing::warn!(group = %self.group, reader = self.reader.name(), "kafka consumer re-created after failing; rejoining its group");
+        Ok(())
     }
 
     pub fn with_batch_size(mut self, n: usize) -> Self {
@@ -129,47 +176,81 @@ impl KafkaGroup {
         types.iter().filter_map(|t| self.config.topic(t)).collect()
     }
 
-    /// High watermarks (next offset to be written) of every partition of `topics`.
+    /// High watermarks (next offset to be written) of every partition of `topics`, asked all
+    /// at once (each question is a round trip that tansu takes about half a second over).
     async fn watermarks(&self, topics: Vec<String>) -> Result<Offsets, WorkerError> {
-        let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(5);
-            let mut marks = Offsets::new();
-            for topic in topics {
+        let timeout = Duration::from_secs(5);
+        let blocking = |work: Box<dyn FnOnce() -> Result<Vec<((String, i32), i64)>, WorkerError> + Send>| async move {
+            tokio::task::spawn_blocking(work).await.map_err(|e| WorkerError::Source(format!("watermark task: {e}")))?
+        };
+        let consumer = self.current();
+        let partitions = futures::future::try_join_all(topics.into_iter().map(|topic| {
+            let consumer = Arc::clone(&consumer);
+            blocking(Box::new(move || {
                 let metadata = consumer.fetch_metadata(Some(&topic), timeout).map_err(kafka)?;
-                for t in metadata.topics() {
-                    for p in t.partitions() {
-                        let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).map_err(kafka)?;
-                        marks.insert((topic.clone(), p.id()), high);
-                    }
-                }
+                Ok(metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| ((topic.clone(), p.id()), 0))).collect())
+            }))
+        }))
+        .await?;
+        let marks = futures::future::try_join_all(partitions.into_iter().flatten().map(|((topic, partition), _)| {
+            let consumer = Arc::clone(&consumer);
+            blocking(Box::new(move || {
+                let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout).map_err(kafka)?;
+                Ok(vec![((topic, partition), high)])
+            }))
+        }))
+        .await?;
+        Ok(marks.into_iter().flatten().collect())
+    }
+
+    /// The high watermarks of every public topic: callers that ask while a fetch runs share
+    /// its answer (it finished after they asked), the others fetch anew.
+    async fn all_watermarks(&self) -> Result<Offsets, WorkerError> {
+        let asked = Instant::now();
+        let mut cached = self.marks.lock().await;
+        if let Some((at, marks)) = &*cached {
+            if *at >= asked {
+                return Ok(marks.clone());
             }
-            Ok(marks)
-        })
-        .await
-        .map_err(|e| WorkerError::Source(format!("watermark task: {e}")))?
+        }
+        let marks = self.watermarks(self.topics(PUBLIC_TYPES)).await?;
+        *cached = Some((Instant::now(), marks.clone()));
+        Ok(marks)
     }
 
     /// Consumes and hands over batches until `stop` turns true. A batch is given again with
     /// backoff until the reader has it; nothing is skipped.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        // Since when receiving has been failing without a message in between.
+        let mut failing_since: Option<Instant> = None;
         loop {
+            let consumer = self.current();
             let first = tokio::select! {
                 _ = stop.changed() => return,
-                m = self.consumer.recv() => m,
+                m = consumer.recv() => m,
             };
             let mut batch = Vec::new();
             match first {
-                Ok(m) => self.push(&mut batch, &m),
+                Ok(m) => {
+                    failing_since = None;
+                    self.push(&mut batch, &m);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka source: receive failed");
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.config.recreate_after {
+                        match self.rejoin().await {
+                            Ok(()) => failing_since = Some(Instant::now()),
+                            Err(e) => tracing::warn!(error = %e, "kafka source: cannot rejoin yet"),
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             }
             let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
             while batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
                     Ok(Ok(m)) => self.push(&mut batch, &m),
                     _ => break,
                 }
@@ -189,7 +270,7 @@ impl KafkaGroup {
                     *next = (*next).max(m.offset + 1);
                 }
             }
-            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
                 tracing::debug!(error = %e, "kafka source: offsets not committed");
             }
         }
@@ -233,8 +314,13 @@ impl ExternalSource for KafkaGroup {
     }
 
     async fn lag(&self, name: &str, types: &[&str]) -> Result<i64, WorkerError> {
-        let marks = self.watermarks(self.topics(types)).await?;
+        let topics = self.topics(types);
+        let marks = self.all_watermarks().await?;
         let applied = read_offsets(&self.db.pool, name).await?;
-        Ok(marks.iter().map(|(k, high)| (high - applied.get(k).copied().unwrap_or(0)).max(0)).sum())
+        Ok(marks
+            .iter()
+            .filter(|((topic, _), _)| topics.contains(topic))
+            .map(|(k, high)| (high - applied.get(k).copied().unwrap_or(0)).max(0))
+            .sum())
     }
 }

@@ -117,7 +117,7 @@ async fn kafka_fed_read_models_match_the_log(t: TestStore) {
     assert_eq!(dump(runner.db()).await, reference);
     for status in runner.status().await.expect("status") {
         if status.name != "relay" {
-            assert_eq!((status.source, status.lag_events, status.lag_ms), ("kafka", 0, Some(0)), "{}", status.name);
+            assert_eq!((status.source, status.lag_events, status.lag_ms), ("kafka", Some(0), Some(0)), "{status:?}");
         }
     }
     let _ = stop.send(true);

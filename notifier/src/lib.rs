@@ -208,8 +208,8 @@ impl Notifier {
 
     /// The notifier on the consumer driver, with its batch size.
     pub fn driver(self: Arc<Self>) -> Driver<Notifier> {
-        let (store, batch_size) = (self.store.clone(), self.config.batch_size);
-        Driver::single("notifier", store, self).with_batch_size(batch_size).with_pacing(IDLE, GATHER)
+        let (store, batch_size, db) = (self.store.clone(), self.config.batch_size, self.db.clone());
+        Driver::single("notifier", store, self).with_batch_size(batch_size).with_pacing(IDLE, GATHER).with_health_db(db)
     }
 
     /// Fails with [`NotifyError::Injected`] before the `steps + 1`-th send (tests).

@@ -64,7 +64,7 @@ async fn mail(State(state): State<WebhookApi>, Admin(admin): Admin) -> Result<Js
 }
 
 fn internal(e: NotifyError) -> ApiError {
-    ApiError::internal(e)
+    ApiError::failure(e)
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -25,7 +26,8 @@ pub const NAME: &str = "product_detail";
 /// Where the documents live.
 enum Backend {
     Redis {
-        conn: redis::aio::MultiplexedConnection,
+        /// Reconnects by itself after Redis restarts (the request that found it gone fails).
+        conn: redis::aio::ConnectionManager,
         prefix: String,
     },
     /// Documents by `<tenant>:<id>`, and the checkpoint.
@@ -35,6 +37,9 @@ enum Backend {
 pub struct ProductDetails {
     store: EventStore,
     backend: Backend,
+    /// Whether this worker is rebuilding the documents from the start of the log (Redis came
+    /// back empty); mirrored in Redis for readers in other processes.
+    rebuilding: std::sync::atomic::AtomicBool,
 }
 
 /// Writes the documents and moves the checkpoint, only if the checkpoint is still ARGV[1].
@@ -47,8 +52,23 @@ return 1
 ";
 
 fn redis_error(e: redis::RedisError) -> ProjectionError {
-    ProjectionError::Malformed(format!("redis: {e}"))
+    ProjectionError::Redis(e)
 }
+
+/// What the documents say about one product.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Value),
+    /// No such product (as far as the documents have read the log).
+    Absent,
+    /// The documents cannot be trusted now: Redis came back empty (or this process just
+    /// started) and they are being rebuilt from the log. Read the SQL catalogue instead.
+    Rebuilding,
+}
+
+/// How close to the log's head a rebuild must come before the documents are trusted again:
+/// within one batch.
+const CAUGHT_UP: i64 = 1000;
 
 /// Replaces each document (KEYS[i], ARGV[2i-1]) unless the stored one is at a later version
 /// than ARGV[2i] (the live worker got there first); unreadable documents are replaced.
@@ -163,12 +183,18 @@ impl ProductDetails {
         let backend = match url {
             Some(url) => {
                 let client = redis::Client::open(url).map_err(redis_error)?;
-                let conn = client.get_multiplexed_async_connection().await.map_err(redis_error)?;
+                // Fail fast while Redis is away: one reconnection attempt per request, and no
+                // request waits longer than 2 s (readers fall back, the worker retries).
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Duration::from_secs(2))
+                    .set_response_timeout(Duration::from_secs(2));
+                let conn = redis::aio::ConnectionManager::new_with_config(client, config).await.map_err(redis_error)?;
                 Backend::Redis { conn, prefix: prefix.to_owned() }
             }
             None => Backend::Memory(Mutex::new((HashMap::new(), None))),
         };
-        Ok(Self { store, backend })
+        Ok(Self { store, backend, rebuilding: Default::default() })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -180,6 +206,45 @@ impl ProductDetails {
 
     fn key(prefix: &str, tenant: &str, id: &str) -> String {
         format!("{prefix}:product:{tenant}:{id}")
+    }
+
+    fn checkpoint_key(prefix: &str) -> String {
+        format!("{prefix}:checkpoint:{NAME}")
+    }
+
+    /// Set while a worker rebuilds the documents from the start of the log.
+    fn rebuilding_key(prefix: &str) -> String {
+        format!("{prefix}:rebuilding:{NAME}")
+    }
+
+    /// The document of product `id` in `tenant`, or why there is none: one round trip reads
+    /// the document, the checkpoint and the rebuilding mark together.
+    pub async fn lookup(&self, tenant: &str, id: &str) -> Result<Lookup, ProjectionError> {
+        match &self.backend {
+            Backend::Redis { conn, prefix } => {
+                let (checkpoint, rebuilding, doc): (Option<String>, Option<String>, Option<String>) = redis::cmd("MGET")
+                    .arg(Self::checkpoint_key(prefix))
+                    .arg(Self::rebuilding_key(prefix))
+                    .arg(Self::key(prefix, tenant, id))
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(redis_error)?;
+                if checkpoint.is_none() || rebuilding.is_some() {
+                    return Ok(Lookup::Rebuilding);
+                }
+                Ok(match doc {
+                    Some(doc) => Lookup::Found(serde_json::from_str(&doc)?),
+                    None => Lookup::Absent,
+                })
+            }
+            Backend::Memory(m) => {
+                let m = m.lock().unwrap_or_else(|p| p.into_inner());
+                if m.1.is_none() || self.rebuilding.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(Lookup::Rebuilding);
+                }
+                Ok(m.0.get(&format!("{tenant}:{id}")).cloned().map_or(Lookup::Absent, Lookup::Found))
+            }
+        }
     }
 
     /// `shop replay product_detail`: folds the whole log into one document per product and
@@ -247,11 +312,8 @@ impl Consumer for ProductDetails {
     async fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
         match &self.backend {
             Backend::Redis { conn, prefix } => {
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(format!("{prefix}:checkpoint:{NAME}"))
-                    .query_async(&mut conn.clone())
-                    .await
-                    .map_err(redis_error)?;
+                let value: Option<String> =
+                    redis::cmd("GET").arg(Self::checkpoint_key(prefix)).query_async(&mut conn.clone()).await.map_err(redis_error)?;
                 Ok(value.as_deref().and_then(decode))
             }
             Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).1),
@@ -259,11 +321,17 @@ impl Consumer for ProductDetails {
     }
 
     /// Writes the changed documents and the new checkpoint together, only if the checkpoint
-    /// is still `stored`; a batch without product events writes the checkpoint alone.
+    /// is still `stored`; a batch without product events writes the checkpoint alone. A batch
+    /// from the start of the log (Redis came back empty, or a first start) marks the documents
+    /// as rebuilding until the worker is within a batch of the log's head.
     async fn consume(&self, stored: Checkpoint, events: &[LogEvent]) -> Result<(), ProjectionError> {
+        use std::sync::atomic::Ordering;
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(());
         };
+        if stored.is_none() {
+            self.rebuilding.store(true, Ordering::SeqCst);
+        }
         let processed = stored.map_or(0, |(_, n)| n);
         let changed = by_product(events)?;
         let keys: Vec<(String, String)> = changed.keys().cloned().collect();
@@ -278,10 +346,19 @@ impl Consumer for ProductDetails {
         match &self.backend {
             Backend::Redis { conn, prefix } => {
                 let script = redis::Script::new(WRITE);
-                let mut invocation = script.key(format!("{prefix}:checkpoint:{NAME}"));
+                let mut invocation = script.key(Self::checkpoint_key(prefix));
                 invocation.arg(stored.map(|(c, n)| encode(c, n)).unwrap_or_default()).arg(&next);
                 for ((tenant, id), doc) in &docs {
                     invocation.key(Self::key(prefix, tenant, id)).arg(doc.to_string());
+                }
+                if stored.is_none() {
+                    // Marked before the first documents appear, so no reader trusts a half set.
+                    let _: () = redis::cmd("SET")
+                        .arg(Self::rebuilding_key(prefix))
+                        .arg(1)
+                        .query_async(&mut conn.clone())
+                        .await
+                        .map_err(redis_error)?;
                 }
                 let written: i64 = invocation.invoke_async(&mut conn.clone()).await.map_err(redis_error)?;
                 if written != 1 {
@@ -298,6 +375,14 @@ impl Consumer for ProductDetails {
                 }
                 m.1 = decode(&next);
             }
+        }
+        if self.rebuilding.load(Ordering::SeqCst) && last.position + CAUGHT_UP >= self.store.head_position().await? {
+            if let Backend::Redis { conn, prefix } = &self.backend {
+                let _: () =
+                    redis::cmd("DEL").arg(Self::rebuilding_key(prefix)).query_async(&mut conn.clone()).await.map_err(redis_error)?;
+            }
+            self.rebuilding.store(false, Ordering::SeqCst);
+            tracing::info!(position = last.position, "product documents rebuilt from the log; served from them again");
         }
         Ok(())
     }

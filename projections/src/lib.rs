@@ -97,6 +97,16 @@ impl ReadModels {
             status.state = ReaderState::Rebuilding;
         }
         all.push(status);
+        // Readers failing in other processes (the relay, a projection worker) say so there.
+        let failing = worker_kit::failing_readers(self.sql.db()).await?;
+        for status in &mut all {
+            if let Some(error) = failing.get(status.name) {
+                if status.last_error.is_none() {
+                    status.last_error = Some(error.clone());
+                }
+                status.state = ReaderState::Retrying;
+            }
+        }
         Ok(all)
     }
 }

@@ -15,6 +15,8 @@ pub enum ProjectionError {
     Payload(#[from] serde_json::Error),
     #[error("malformed event: {0}")]
     Malformed(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Another writer moved the checkpoint of a read model that keeps it with its data.
     #[error("checkpoint moved concurrently")]
     Concurrent,
@@ -22,6 +24,17 @@ pub enum ProjectionError {
     #[cfg(feature = "faults")]
     #[error("injected fault")]
     Injected,
+}
+
+impl ProjectionError {
+    /// A store the read models live in cannot be reached right now (a database or Redis
+    /// restarting, a network cut); retrying shortly may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ProjectionError::Redis(e) => e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout(),
+            other => store::caused_by_unavailable_database(other),
+        }
+    }
 }
 
 impl worker_kit::ConsumerError for ProjectionError {

@@ -153,7 +153,7 @@ impl Runner {
             })
             .collect();
         Self {
-            driver: Arc::new(Driver::new("projection", store, members)),
+            driver: Arc::new(Driver::new("projection", store, members).with_health_db(db.clone())),
             db,
             #[cfg(feature = "faults")]
             fault,
@@ -178,7 +178,7 @@ impl Runner {
     pub fn with_batch_size(self, n: u32) -> Self {
         let members = self.driver.members().to_vec();
         let store = self.driver.store().clone();
-        Self { driver: Arc::new(Driver::new("projection", store, members).with_batch_size(n)), ..self }
+        Self { driver: Arc::new(Driver::new("projection", store, members).with_batch_size(n).with_health_db(self.db.clone())), ..self }
     }
 
     pub fn driver(&self) -> &Arc<Driver<SqlProjection>> {
@@ -241,8 +241,26 @@ impl Runner {
         let store = self.store();
         let head = store.head_position().await?;
         let mut conn = self.db.pool.acquire().await?;
+        // Fed by Kafka: every projection's lag at once, each bounded, so that brokers that do
+        // not answer make the lag unknown rather than the status page slow.
+        let lags = match self.source.get() {
+            Some(source) => Some(
+                futures::future::join_all(self.driver.members().iter().map(|member| {
+                    let types = public_types_of(member.projection.as_ref());
+                    async move {
+                        match tokio::time::timeout(LAG_TIMEOUT, source.lag(member.name(), &types)).await {
+                            Ok(Ok(lag)) => Ok(lag),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err(format!("the brokers did not answer within {LAG_TIMEOUT:?}")),
+                        }
+                    }
+                }))
+                .await,
+            ),
+            None => None,
+        };
         let mut out = Vec::new();
-        for member in self.driver.members() {
+        for (i, member) in self.driver.members().iter().enumerate() {
             let name = member.name();
             let checkpoint = Some(read_checkpoint(&mut conn, name).await?.unwrap_or_default());
             let mut status = worker_kit::status_at(store, head, name, checkpoint, self.driver.last_error(name)).await?;
@@ -250,12 +268,20 @@ impl Runner {
             if status.last_error.is_none() && read_checkpoint(&mut conn, &format!("{name}:rebuild")).await?.is_some() {
                 status.state = ReaderState::Rebuilding;
             }
-            if let Some(source) = self.source.get() {
+            if let (Some(source), Some(lags)) = (self.source.get(), &lags) {
                 // Fed by Kafka: the log checkpoint does not move; the lag is in messages, and
                 // the age of the oldest one not applied is not known without reading it.
                 status.source = source.kind();
-                status.lag_events = source.lag(name, &public_types_of(member.projection.as_ref())).await?;
-                status.lag_ms = (status.lag_events == 0).then_some(0);
+                match &lags[i] {
+                    Ok(lag) => {
+                        status.lag_events = Some(*lag);
+                        status.lag_ms = (*lag == 0).then_some(0);
+                    }
+                    Err(e) => {
+                        (status.lag_events, status.lag_ms) = (None, None);
+                        status.last_error.get_or_insert_with(|| format!("lag unknown: {e}"));
+                    }
+                }
             }
             out.push(status);
         }
@@ -423,6 +449,9 @@ impl Runner {
 
 /// Readers of the log outside this crate that keep their checkpoint in the read-side
 /// database, listed in the status once they have started.
+/// How long the status waits for the brokers to give a Kafka-fed projection's lag.
+const LAG_TIMEOUT: Duration = Duration::from_secs(3);
+
 const OTHER_READERS: [&str; 3] = ["relay", "order_saga", "notifier"];
 
 /// The published aggregate types a projection reads (its topics, when fed by Kafka).

@@ -59,12 +59,12 @@ impl QueryState {
         let Some(position) = min else { return Ok(()) };
         // A position past the log's end was never handed out (a command answers only after its
         // commit): waiting could not help, so it is refused at once.
-        let head = self.read.sql.store().head_position().await.map_err(ApiError::internal)?;
+        let head = self.read.sql.store().head_position().await.map_err(ApiError::failure)?;
         if position > head {
             return Err(ApiError::new(ErrorCode::InvalidValue, format!("X-Min-Position {position} is beyond the end of the log"))
                 .with("field", "X-Min-Position"));
         }
-        let reached = self.read.wait_for(projection, position, self.read_wait).await.map_err(ApiError::internal)?;
+        let reached = self.read.wait_for(projection, position, self.read_wait).await.map_err(ApiError::failure)?;
         if reached {
             Ok(())
         } else {
@@ -82,7 +82,7 @@ pub fn router(state: QueryState) -> ApiRouter {
 }
 
 fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::internal(e)
+    ApiError::failure(e)
 }
 
 /// An amount in minor units of a currency, as every view shows money.

@@ -194,7 +194,9 @@ async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
-/// Served from the product-detail documents (Redis, or in process), not from SQL.
+/// Served from the product-detail documents (Redis, or in process); while they are being
+/// rebuilt (Redis came back empty) or Redis cannot be reached, from the SQL catalogue, which
+/// has the same fields: never stale, never a failure of its own.
 async fn detail(
     State(state): State<QueryState>,
     viewer: Viewer,
@@ -202,12 +204,42 @@ async fn detail(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Versioned<Value>, ApiError> {
-    state.consistent(projections::detail::NAME, min).await?;
-    let doc = state.read.details().get(viewer.tenant().as_str(), &id).await.map_err(ApiError::internal)?;
+    use projections::detail::Lookup;
+    let tenant = viewer.tenant().as_str();
+    let lookup = match state.read.details().lookup(tenant, &id).await {
+        Ok(Lookup::Rebuilding) => None,
+        // Documents that can be trusted: the one at (at least) the position asked for.
+        Ok(_) => {
+            state.consistent(projections::detail::NAME, min).await?;
+            state.read.details().lookup(tenant, &id).await.ok().filter(|l| *l != Lookup::Rebuilding)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "product documents unreadable; answering from the catalogue");
+            None
+        }
+    };
     let visible = |d: &Value| viewer.is_admin() || (d["published"] == true && d["discontinued"] == false);
+    let doc = match lookup {
+        Some(Lookup::Found(doc)) => Some(doc),
+        Some(_) => None,
+        None => from_catalogue(&state, &viewer, min, &id).await?,
+    };
     let doc = doc.filter(visible).ok_or_else(|| ApiError::not_found("product"))?;
     let version = doc["version"].as_i64().unwrap_or_default();
     Ok(Versioned::new(&headers, version, doc))
+}
+
+/// One product as the SQL catalogue has it, in the shape of its document.
+async fn from_catalogue(state: &QueryState, viewer: &Viewer, min: MinPosition, id: &str) -> Result<Option<Value>, ApiError> {
+    state.consistent("catalogue", min).await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM rm_products WHERE tenant = $1 AND product_id = $2"))
+        .bind(viewer.tenant().as_str())
+        .bind(id)
+        .fetch_optional(state.pool())
+        .await
+        .map_err(crate::db_error)?;
+    let view = row.map(ProductView::try_from).transpose().map_err(crate::db_error)?;
+    view.map(|v| serde_json::to_value(v).map_err(ApiError::internal)).transpose()
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -261,7 +293,7 @@ async fn search(
         limit,
         offset,
     };
-    Ok(Json(state.read.search().search(request).await.map_err(ApiError::internal)?))
+    Ok(Json(state.read.search().search(request).await.map_err(ApiError::failure)?))
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]

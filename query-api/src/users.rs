@@ -131,12 +131,12 @@ async fn list(
 }
 
 async fn projections(State(state): State<QueryState>, _: Admin) -> Result<Json<Vec<ReaderStatus>>, ApiError> {
-    Ok(Json(state.read.status().await.map_err(ApiError::internal)?))
+    Ok(Json(state.read.status().await.map_err(ApiError::failure)?))
 }
 
 /// Events the projections parked, for the admin's tenant.
 async fn dead_letters(State(state): State<QueryState>, Admin(admin): Admin) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    state.read.sql.dead_letters(admin.tenant.as_str()).await.map(Json).map_err(ApiError::internal)
+    state.read.sql.dead_letters(admin.tenant.as_str()).await.map(Json).map_err(ApiError::failure)
 }
 
 /// Applies the parked events of that dead letter's aggregate again, in order; they stay
@@ -146,7 +146,7 @@ async fn retry_dead_letter(
     Admin(admin): Admin,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Retried>, ApiError> {
-    let own = state.read.sql.dead_letters(admin.tenant.as_str()).await.map_err(ApiError::internal)?;
+    let own = state.read.sql.dead_letters(admin.tenant.as_str()).await.map_err(ApiError::failure)?;
     if !own.iter().any(|d| d.id == id) {
         return Err(ApiError::not_found("dead letter"));
     }

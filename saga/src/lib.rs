@@ -225,8 +225,8 @@ impl OrderSaga {
 
     /// The saga on the consumer driver, with its batch size.
     pub fn driver(self: Arc<Self>) -> worker_kit::Driver<OrderSaga> {
-        let (store, batch_size) = (self.store.clone(), self.config.batch_size);
-        worker_kit::Driver::single("saga", store, self).with_batch_size(batch_size).with_pacing(IDLE, GATHER)
+        let (store, batch_size, db) = (self.store.clone(), self.config.batch_size, self.db.clone());
+        worker_kit::Driver::single("saga", store, self).with_batch_size(batch_size).with_pacing(IDLE, GATHER).with_health_db(db)
     }
 
     /// Fails with [`SagaError::Injected`] when the saga is about to take its `steps + 1`-th

@@ -38,6 +38,6 @@ pub fn router(state: SagaApi) -> ApiRouter {
 /// again by itself (expiry or retry), and its last error.
 async fn saga_state(State(state): State<SagaApi>, Admin(admin): Admin, Id(order_id): Id<OrderId>) -> Result<Json<SagaState>, ApiError> {
     let stream = domain::stream_id(&admin.tenant, order_id);
-    let found = OrderSaga::state(&state.db, &stream).await.map_err(ApiError::internal)?;
+    let found = OrderSaga::state(&state.db, &stream).await.map_err(ApiError::failure)?;
     found.map(Json).ok_or_else(|| ApiError::not_found("order"))
 }

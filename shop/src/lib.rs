@@ -254,13 +254,20 @@ impl Application {
             None => {}
         }
 
-        let details =
-            Arc::new(Driver::single("projection", store.clone(), Arc::new(connect_details(config, &store).await?)).with_batch_size(1000));
+        let details = Arc::new(
+            Driver::single("projection", store.clone(), Arc::new(connect_details(config, &store).await?))
+                .with_batch_size(1000)
+                .with_health_db(read_db.clone()),
+        );
         // In-process documents exist only in the process that serves them.
         if roles.projections() || (roles == Roles::QueryApi && config.redis_url.is_none()) {
             workers.push(spawn_driver(Arc::clone(&details)));
         }
-        let search = Arc::new(Driver::single("projection", store.clone(), Arc::new(open_search(config, &store)?)).with_batch_size(1000));
+        let search = Arc::new(
+            Driver::single("projection", store.clone(), Arc::new(open_search(config, &store)?))
+                .with_batch_size(1000)
+                .with_health_db(read_db.clone()),
+        );
         // The search index lives on the disk of the node that serves it.
         if roles.serves_queries() {
             workers.push(spawn_driver(Arc::clone(&search)));

@@ -171,7 +171,7 @@ impl EventStore {
     /// Connects to `postgres://…` or `sqlite://<path>` (the file is created if missing).
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            let pool = PgPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
             Ok(Self::new(Db::Postgres(pool), 4))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?

@@ -95,6 +95,30 @@ fn replicate(e: &StoreError) -> StoreError {
         StoreError::Conflict => StoreError::Conflict,
         StoreError::Database(sqlx::Error::PoolTimedOut) => StoreError::Database(sqlx::Error::PoolTimedOut),
         StoreError::Database(sqlx::Error::Io(io)) => StoreError::Database(sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string()))),
+        // The server went away (a restart ends every connection): still "unavailable" for each
+        // waiter, so each is answered 503 and may retry, not 500.
+        other if other.is_unavailable() => {
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, other.to_string())))
+        }
         other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicate;
+    use crate::error::tests::database_error;
+    use crate::StoreError;
+
+    #[test]
+    fn a_server_going_away_stays_unavailable_for_every_waiter() {
+        let terminated = StoreError::Database(database_error("57P01", "terminating connection due to administrator command"));
+        assert!(terminated.is_unavailable());
+        let copy = replicate(&terminated);
+        assert!(copy.is_unavailable(), "{copy}");
+        assert!(copy.to_string().contains("terminating connection"), "{copy}");
+        let wrong = StoreError::Database(database_error("42P01", "relation does not exist"));
+        assert!(!replicate(&wrong).is_unavailable());
+        assert!(matches!(replicate(&StoreError::Conflict), StoreError::Conflict));
     }
 }

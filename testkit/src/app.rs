@@ -51,11 +51,18 @@ impl TestApp {
     pub async fn spawn(backend: Backend) -> Option<Self> {
         let data_dir = scratch_dir();
         let url = fresh_url(backend, &data_dir).await?;
+        Some(Self::spawn_with(backend, data_dir, url, |_| {}).await)
+    }
+
+    /// A shop on the database at `url` (of `backend`) with data under `data_dir`, its
+    /// configuration changed by `configure` first.
+    pub async fn spawn_with(backend: Backend, data_dir: PathBuf, url: String, configure: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::embedded(data_dir.clone());
         config.jwt_secret = Some(http_kit::Secret::new(JWT_SECRET));
         if backend == Backend::Postgres {
             config.database_url = Some(http_kit::Secret::new(url));
         }
+        configure(&mut config);
         let app = Application::build(&config).await.expect("shop builds");
         let base = format!("http://{}", app.addr());
         let state = app.state().clone();
@@ -63,7 +70,7 @@ impl TestApp {
         tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Some(Self { base, client: reqwest::Client::new(), data_dir, state, backend, stop: Some(stop) })
+        Self { base, client: reqwest::Client::new(), data_dir, state, backend, stop: Some(stop) }
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {

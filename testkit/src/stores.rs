@@ -49,11 +49,18 @@ pub fn scratch_dir() -> PathBuf {
 pub async fn fresh_url(backend: Backend, dir: &std::path::Path) -> Option<String> {
     match backend {
         Backend::Sqlite => Some(format!("sqlite://{}", dir.join("shop.db").display())),
-        Backend::Postgres => {
-            let admin = admin_url();
+        Backend::Postgres => fresh_database(&admin_url()).await,
+    }
+}
+
+/// A fresh, empty database on the PostgreSQL server `admin` reaches, or `None` (after saying
+/// why) when it is not reachable outside CI.
+pub async fn fresh_database(admin: &str) -> Option<String> {
+    {
+        {
             let name = format!("shop_test_{}", uuid::Uuid::new_v4().simple());
             let created: Result<(), sqlx::Error> = async {
-                let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin).await?;
+                let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(admin).await?;
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
                 pool.close().await;
                 Ok(())
@@ -61,7 +68,7 @@ pub async fn fresh_url(backend: Backend, dir: &std::path::Path) -> Option<String
             .await;
             match created {
                 Ok(()) => {
-                    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
                     Some(format!("{base}/{name}"))
                 }
                 Err(e) if in_ci() => panic!("PostgreSQL at {admin} is required in CI: {e}"),

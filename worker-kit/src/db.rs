@@ -23,7 +23,7 @@ impl ReadDb {
         let options = AnyConnectOptions::from_str(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(pool_size)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(5))
             // SQLite shares its one writer with the event store: wait for it rather than fail.
             .after_connect(|conn, _| {
                 Box::pin(async move {

@@ -89,8 +89,8 @@ pub enum Outcome {
 #[serde(rename_all = "snake_case")]
 pub enum ReaderState {
     Running,
-    /// Its last batch failed and is being retried.
-    Failed,
+    /// Its last batch failed and is being retried (with backoff) until it passes.
+    Retrying,
     /// `shop replay` is building a replacement.
     Rebuilding,
 }
@@ -99,6 +99,8 @@ pub enum ReaderState {
 struct Health {
     /// Failed batches in a row.
     failures: u32,
+    /// When the first of them failed.
+    since: Option<chrono::DateTime<chrono::Utc>>,
     /// When the loop may try again, and the backoff that led there.
     retry_at: Option<(Instant, Duration)>,
     last_error: Option<String>,
@@ -116,6 +118,8 @@ pub struct Driver<C: Consumer> {
     /// How long new events may gather after a wake-up.
     gather: Duration,
     health: Mutex<HashMap<&'static str, Health>>,
+    /// Where failures are recorded for other processes' status pages (`reader_health`).
+    health_db: Option<crate::ReadDb>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -131,7 +135,15 @@ impl<C: Consumer> Driver<C> {
             idle: Duration::from_millis(50),
             gather: Duration::from_millis(10),
             health: Mutex::new(HashMap::new()),
+            health_db: None,
         }
+    }
+
+    /// Records each member's failures in `db` (`reader_health`) while they last, so that any
+    /// process shows them.
+    pub fn with_health_db(mut self, db: crate::ReadDb) -> Self {
+        self.health_db = Some(db);
+        self
     }
 
     pub fn single(kind: &'static str, store: EventStore, member: Arc<C>) -> Self {
@@ -232,22 +244,36 @@ impl<C: Consumer> Driver<C> {
             }
             other => other,
         };
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        let h = health.entry(name).or_default();
-        match &result {
-            Ok(()) => {
-                *h = Health::default();
-                observe_batch(self.kind, name, events.first().map(|e| e.recorded_at), events.len(), started);
+        let record = {
+            let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let h = health.entry(name).or_default();
+            match &result {
+                Ok(()) => {
+                    observe_batch(self.kind, name, events.first().map(|e| e.recorded_at), events.len(), started);
+                    let recovered = h.failures > 0;
+                    if recovered {
+                        tracing::info!(reader = name, kind = self.kind, failures = h.failures, "reader recovered");
+                    }
+                    *h = Health::default();
+                    recovered.then_some(None)
+                }
+                // Another replica moving the checkpoint first is not a failure.
+                Err(e) if e.is_concurrent() => None,
+                Err(e) => {
+                    h.failures += 1;
+                    let since = *h.since.get_or_insert_with(chrono::Utc::now);
+                    let backoff = h.retry_at.map_or(FIRST_BACKOFF, |(_, b)| (b * 2).min(MAX_BACKOFF));
+                    h.retry_at = Some((Instant::now() + backoff, backoff));
+                    h.last_error = Some(e.to_string());
+                    tracing::warn!(reader = name, kind = self.kind, error = %e, failures = h.failures, retry_in_ms = backoff.as_millis() as u64, "batch failed");
+                    metrics::counter!(format!("shop_{}_failures_total", self.kind), "name" => name).increment(1);
+                    Some(Some((e.to_string(), h.failures, since)))
+                }
             }
-            // Another replica moving the checkpoint first is not a failure.
-            Err(e) if e.is_concurrent() => {}
-            Err(e) => {
-                h.failures += 1;
-                let backoff = h.retry_at.map_or(FIRST_BACKOFF, |(_, b)| (b * 2).min(MAX_BACKOFF));
-                h.retry_at = Some((Instant::now() + backoff, backoff));
-                h.last_error = Some(e.to_string());
-                tracing::warn!(reader = name, kind = self.kind, error = %e, failures = h.failures, retry_in_ms = backoff.as_millis() as u64, "batch failed");
-                metrics::counter!(format!("shop_{}_failures_total", self.kind), "name" => name).increment(1);
+        };
+        if let (Some(failing), Some(db)) = (record, &self.health_db) {
+            if let Err(e) = crate::health::record(db, name, failing).await {
+                tracing::debug!(reader = name, error = %e, "reader health not recorded");
             }
         }
         result
@@ -357,8 +383,9 @@ pub struct ReaderStatus {
     pub transaction_id: i64,
     /// Log events processed since the reader started (or its read model was rebuilt).
     pub events: i64,
-    /// Events written but not yet processed (approximate under concurrent writers).
-    pub lag_events: i64,
+    /// Events written but not yet processed (approximate under concurrent writers); `null`
+    /// when unknown (a Kafka-fed projection while the brokers do not answer).
+    pub lag_events: Option<i64>,
     /// Age of the oldest event not yet processed; 0 when caught up; `null` when unknown (a
     /// Kafka-fed projection with messages pending).
     pub lag_ms: Option<i64>,
@@ -383,10 +410,10 @@ pub async fn status_at(
         position: cursor.position,
         transaction_id: cursor.transaction_id,
         events,
-        lag_events: if next.is_empty() { 0 } else { (head - cursor.position).max(1) },
+        lag_events: Some(if next.is_empty() { 0 } else { (head - cursor.position).max(1) }),
         lag_ms: Some(next.first().map_or(0, |e| (chrono::Utc::now() - e.recorded_at).num_milliseconds().max(0))),
         source: "log",
-        state: if last_error.is_some() { ReaderState::Failed } else { ReaderState::Running },
+        state: if last_error.is_some() { ReaderState::Retrying } else { ReaderState::Running },
         last_error,
     })
 }

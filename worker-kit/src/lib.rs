@@ -9,6 +9,7 @@
 //! - `dead_letters.rs`: parked events ([`DeadLetter`]).
 //! - `driver.rs`: [`Consumer`] and [`Driver`] (one step, one loop, metrics, spans, backoff,
 //!   parking), [`ReaderStatus`], read-your-writes helpers.
+//! - `health.rs`: failing readers recorded for every process's status page.
 //! - `source.rs`: events from a consumer group instead of the log ([`SourcedConsumer`],
 //!   [`ExternalSource`]), met by the Kafka adapter.
 //! - [`envelope`]: the published shape of an event (Kafka value and headers, webhook body),
@@ -22,6 +23,7 @@ mod driver;
 pub mod envelope;
 #[cfg(feature = "faults")]
 mod faults;
+mod health;
 mod source;
 
 pub use checkpoint::*;
@@ -30,6 +32,7 @@ pub use dead_letters::*;
 pub use driver::*;
 #[cfg(feature = "faults")]
 pub use faults::*;
+pub use health::failing_readers;
 pub use source::*;
 
 /// Why a worker-kit operation failed.
