@@ -87,6 +87,18 @@ fn db_url(admin_url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// Where the shop's warnings go: the terminal, or in outage mode (where they are expected by
+/// the hundred) a file beside its data.
+fn shop_log(args: &Args, dir: &std::path::Path) -> anyhow::Result<Stdio> {
+    if args.outage.is_empty() {
+        return Ok(Stdio::inherit());
+    }
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("shop.log");
+    println!("shop log: {}", path.display());
+    Ok(std::fs::File::create(path)?.into())
+}
+
 async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = std::env::temp_dir().join(format!("shop-bench-{port}"));
@@ -106,6 +118,7 @@ async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
         .env("SHOP_DB_POOL_SIZE", args.clients.to_string())
         .env("SHOP_LOG", "warn")
         .stdout(Stdio::null())
+        .stderr(shop_log(args, &dir)?)
         .spawn()
         .with_context(|| format!("failed to start {}", args.shop_bin.display()))?;
     let shop = Shop { child, base: format!("http://127.0.0.1:{port}") };
