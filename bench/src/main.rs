@@ -60,6 +60,10 @@ struct Args {
     /// The shop binary to start.
     #[arg(long, default_value = "target/release/shop")]
     shop_bin: PathBuf,
+    /// After the orders phase, open this many live order streams (`GET /orders/{id}/events`)
+    /// and measure `GET /products/{id}` again while they stay open.
+    #[arg(long, default_value_t = 0)]
+    idle_streams: usize,
 }
 
 struct Shop {
@@ -116,6 +120,10 @@ async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
         .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("SHOP_DATA_DIR", &dir)
         .env("SHOP_DB_POOL_SIZE", args.clients.to_string())
+        // The bench logs many customers in from one address; the limits are not what it measures.
+        .env("SHOP_AUTH_RATE_PER_CLIENT", "1000000")
+        .env("SHOP_LIVE_STREAMS_PER_USER", "1000")
+        .env("SHOP_LIVE_STREAMS_MAX", (args.idle_streams + 100).to_string())
         .env("SHOP_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(shop_log(args, &dir)?)
@@ -315,6 +323,30 @@ async fn customer_token(base: &str, i: usize) -> anyhow::Result<String> {
         .json()
         .await?;
     login["access_token"].as_str().map(str::to_owned).context("no customer access token")
+}
+
+/// Opens `args.idle_streams` live order streams (spread over the customers, one order each)
+/// and measures `GET /products/{id}` while they are open; the streams are dropped after.
+async fn idle_streams(base: &str, tokens: &[String], skus: &[String], products: &[String], args: &Args) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut orders = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let (id, _) = place_order(&client, base, token, &skus[i % skus.len()]).await?;
+        orders.push((token.clone(), id));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut streams = Vec::with_capacity(args.idle_streams);
+    for i in 0..args.idle_streams {
+        let (token, id) = &orders[i % orders.len()];
+        let stream = client.get(format!("{base}/api/v1/orders/{id}/events")).bearer_auth(token).send().await?;
+        anyhow::ensure!(stream.status().is_success(), "stream {i}: {}", stream.status());
+        streams.push(stream);
+    }
+    println!("{} live order streams open", streams.len());
+    let reads = read_products(base, args.clients, args.seconds, Arc::new(products.to_vec())).await;
+    report(&format!("GET /products/{{id}} + {} streams", streams.len()), &reads);
+    drop(streams);
+    Ok(())
 }
 
 /// Places an order of one unit of `sku`; returns its id and position.
@@ -572,7 +604,10 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
     report("orders end to end", &orders);
-    hot_sku(&shop.base, &token, tokens, 1_000, 100).await?;
+    hot_sku(&shop.base, &token, Arc::clone(&tokens), 1_000, 100).await?;
+    if args.idle_streams > 0 {
+        idle_streams(&shop.base, &tokens, &skus, &products, args).await?;
+    }
     drop(shop);
     let tps = pgbench(args, database_url)?;
     println!("{:<22} {tps:>9.0} appends/s", "pgbench 1-event append");

@@ -27,6 +27,7 @@ mod stock;
 pub mod users;
 
 use std::fmt::Display;
+use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use axum::middleware;
@@ -54,18 +55,27 @@ impl CommandAccepted {
     }
 }
 
+/// Where the API's routes live.
+pub const API_PREFIX: &str = "/api/v1";
+
 /// The command API's routes (`/api/v1/...`) and their documentation, with `Idempotency-Key`
 /// replay; serve it through `http_kit::finish`, alone or merged with the query API.
 pub fn router(state: AppState) -> ApiRouter {
     // Every command's answer is stored for `Idempotency-Key` replay, and documented so; the
     // token routes' answers are secrets and are not.
+    // Registration and the token routes are what an attacker hammers: token buckets per
+    // client address and overall.
+    let limited = || middleware::from_fn_with_state(state.limits.clone(), http_kit::limits::limit);
     let replayable = ApiRouter::new()
-        .merge(auth::registration())
+        .merge(auth::registration().with_path_items(http_kit::limits::document).route_layer(limited()))
         .merge(users::router())
         .merge(products::router())
         .merge(stock::router())
         .merge(orders::router())
-        .with_path_items(idempotency::document)
-        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency));
-    ApiRouter::new().nest("/api/v1", replayable.merge(auth::tokens())).with_state(state)
+        .with_path_items(idempotency::document);
+    let statuses = Arc::new(idempotency::SuccessStatuses::of_routes(&replayable, API_PREFIX));
+    let replayable = replayable.route_layer(middleware::from_fn_with_state((state.clone(), statuses), idempotency::idempotency));
+    ApiRouter::new()
+        .nest(API_PREFIX, replayable.merge(auth::tokens().with_path_items(http_kit::limits::document).route_layer(limited())))
+        .with_state(state)
 }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use domain::admins::AdminRoster;
 use domain::claim::{EmailClaim, SkuClaim};
 use domain::order::Order;
 use domain::payment::Payment;
@@ -10,6 +11,7 @@ use domain::stock::Stock;
 use domain::user::{User, UserServices};
 use store::{EventStore, Repository};
 
+use http_kit::limits::RateLimits;
 use http_kit::JwtKeys;
 use mailer::{Mailer, Templates};
 
@@ -22,13 +24,21 @@ pub use domain::{Clock, SystemClock};
 pub struct ApiConfig {
     /// Lifetime of access tokens (capped at 15 minutes).
     pub access_token_ttl: Duration,
-    /// Lifetime of a refresh token; each rotation starts it again.
+    /// Lifetime of a refresh token; each rotation starts it again, up to `session_max_age`.
     pub refresh_token_ttl: Duration,
+    /// Absolute lifetime of a login, which rotation never extends.
+    pub session_max_age: Duration,
     /// How long a password-reset token stays valid.
     pub reset_token_ttl: Duration,
     /// Failed logins per account before it is refused for `login_window`.
     pub login_max_failures: u32,
     pub login_window: Duration,
+    /// Requests a minute per client address to each of the auth routes (login, registration,
+    /// refresh, password reset), and in all.
+    pub auth_per_client_per_minute: u32,
+    pub auth_total_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<http_kit::limits::Network>,
     /// Events per Stock snapshot.
     pub stock_snapshot_every: u64,
     pub orders: OrderSettings,
@@ -63,9 +73,13 @@ impl Default for ApiConfig {
         Self {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_age: Duration::from_secs(30 * 24 * 3600),
             reset_token_ttl: Duration::from_secs(3600),
             login_max_failures: 10,
             login_window: Duration::from_secs(15 * 60),
+            auth_per_client_per_minute: 60,
+            auth_total_per_minute: 6000,
+            trusted_proxies: Vec::new(),
             stock_snapshot_every: 100,
             orders: OrderSettings::default(),
         }
@@ -84,11 +98,13 @@ pub struct Services {
     pub skus: Repository<SkuClaim>,
     pub stock: Repository<Stock>,
     pub sessions: Repository<Session>,
+    pub admins: Repository<AdminRoster>,
     pub orders: Repository<Order>,
     pub payments: Repository<Payment>,
     pub jwt: JwtKeys,
     pub hasher: Argon2Hasher,
     pub limiter: LoginLimiter,
+    pub limits: Arc<RateLimits>,
     pub clock: Arc<dyn Clock>,
     /// Sends the password-reset mail, whose token exists only in the request that made it.
     pub mailer: Arc<dyn Mailer>,
@@ -127,12 +143,14 @@ impl AppState {
             skus: Repository::new(store.clone(), ()),
             stock: Repository::new(store.clone(), ()).with_snapshots(config.stock_snapshot_every),
             sessions: Repository::new(store.clone(), ()),
+            admins: Repository::new(store.clone(), ()),
             orders: Repository::new(store.clone(), ()),
             payments: Repository::new(store.clone(), ()),
             store,
             jwt,
             hasher,
             limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
+            limits: RateLimits::new(config.auth_per_client_per_minute, config.auth_total_per_minute, config.trusted_proxies.clone()),
             clock,
             mailer,
             templates,

@@ -6,8 +6,9 @@ use aide::axum::routing::{patch_with, post_with, put_with};
 use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::Json;
+use domain::admins::{AdminRosterCommand, ROSTER};
 use domain::claim::{ClaimCommand, EmailKind};
-use domain::user::{Password, Role, UserCommand};
+use domain::user::{Password, Role, UserCommand, UserEvent};
 use domain::{stream_id, Name, TenantId, UserId};
 use serde::Deserialize;
 use store::{commit, retry_on_conflict, Metadata};
@@ -29,18 +30,6 @@ pub fn router() -> ApiRouter<AppState> {
             }),
         )
         .api_route(
-            "/users/me/password",
-            post_with(change_password, |op| {
-                op.describe("change_password", "users", "Change the caller's password, given the current one.").problems(&[
-                    NotFound,
-                    UserDeactivated,
-                    WrongPassword,
-                    VersionConflict,
-                    Unavailable,
-                ])
-            }),
-        )
-        .api_route(
             "/users/me/preferences",
             put_with(set_preferences, |op| {
                 op.describe("set_preferences", "users", "Turn marketing e-mail on or off for the caller.").problems(&[
@@ -53,17 +42,22 @@ pub fn router() -> ApiRouter<AppState> {
         .api_route(
             "/users/{id}/roles",
             put_with(set_roles, |op| {
-                op.describe("set_user_roles", "users", "Replace the roles of a user of the tenant.").problems(&[
-                    NoRoles,
-                    UserDeactivated,
-                    VersionConflict,
-                ])
+                op.describe(
+                    "set_user_roles",
+                    "users",
+                    "Replace the roles of another user of the tenant; the last active admin keeps the role.",
+                )
+                .problems(&[NoRoles, UserDeactivated, VersionConflict, LastAdmin, Forbidden])
             }),
         )
         .api_route(
             "/users/{id}/deactivate",
             post_with(deactivate, |op| {
-                op.describe("deactivate_user", "users", "Deactivate a user of the tenant.").problems(&[UserDeactivated, VersionConflict])
+                op.describe("deactivate_user", "users", "Deactivate a user of the tenant; the last active admin stays active.").problems(&[
+                    UserDeactivated,
+                    VersionConflict,
+                    LastAdmin,
+                ])
             }),
         )
 }
@@ -94,7 +88,15 @@ pub async fn register_user(
             roles: roles.clone(),
         };
         let mut user = state.users.prepare(&user_stream, register, None).await.map_err(|e| e.map_domain(ApiError::from))?;
-        commit(&state.store, metadata, &mut [&mut claim, &mut user]).await?;
+        if roles.contains(&Role::Admin) {
+            let enroll = AdminRosterCommand::Enroll { user: user_id };
+            let mut roster =
+                state.admins.prepare(&stream_id(tenant, ROSTER), enroll, None).await.map_err(|e| e.map_domain(ApiError::from))?;
+            commit(&state.store, metadata, &mut [&mut claim, &mut user, &mut roster]).await?;
+            roster.finish().await;
+        } else {
+            commit(&state.store, metadata, &mut [&mut claim, &mut user]).await?;
+        }
         claim.finish().await;
         Ok(user.finish().await)
     })
@@ -140,22 +142,28 @@ async fn set_preferences(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordRequest {
+pub(crate) struct PasswordRequest {
     current_password: String,
     new_password: String,
 }
 
-async fn change_password(
+/// `POST /users/me/password`: every session of the user ends (the user's epoch moves on) and
+/// the caller gets a fresh token pair of a new session, so only the session that made the
+/// change goes on. Its answer holds secrets, so it is never stored for `Idempotency-Key` replay.
+pub(crate) async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
     meta: RequestMeta,
     IfMatch(if_match): IfMatch,
     AppJson(req): AppJson<PasswordRequest>,
-) -> Result<Json<CommandAccepted>, ApiError> {
+) -> Result<Json<crate::auth::TokenResponse>, ApiError> {
     // A current password that could never be valid is simply wrong.
     let current: Password = req.current_password.parse().map_err(|_| ApiError::from(domain::user::UserError::WrongPassword))?;
     let new: Password = req.new_password.parse()?;
-    run_on(&state, &user, user.user_id, UserCommand::ChangePassword { current, new }, if_match, &meta).await
+    let metadata = meta.metadata(&user.tenant, Some(user.user_id));
+    let stream = stream_id(&user.tenant, user.user_id);
+    let done = state.users.execute(&stream, UserCommand::ChangePassword { current, new }, if_match, &metadata).await?;
+    crate::auth::start_session(&state, &user.tenant, user.user_id, &done.state, &metadata).await
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -173,6 +181,9 @@ async fn set_roles(
     AppJson(req): AppJson<RolesRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let roles = req.roles.iter().map(|r| r.parse()).collect::<Result<BTreeSet<Role>, _>>()?;
+    if target == admin.user_id {
+        return Err(ApiError::new(ErrorCode::Forbidden, "nobody changes their own roles"));
+    }
     run_on(&state, &admin, target, UserCommand::SetRoles { roles }, if_match, &meta).await
 }
 
@@ -196,6 +207,29 @@ async fn run_on(
     meta: &RequestMeta,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let metadata = meta.metadata(&caller.tenant, Some(caller.user_id));
-    let done = state.users.execute(&stream_id(&caller.tenant, target), command, if_match, &metadata).await?;
+    let user_stream = stream_id(&caller.tenant, target);
+    let roster_stream = stream_id(&caller.tenant, ROSTER);
+    // A change that gives or takes the admin role commits with the tenant's admin roster, so
+    // two admins demoting each other at once cannot leave the tenant without one.
+    let done = retry_on_conflict("user", || async {
+        let mut user = state.users.prepare(&user_stream, command.clone(), if_match).await.map_err(|e| e.map_domain(ApiError::from))?;
+        let roster_change = user.events().iter().find_map(|e| match e {
+            UserEvent::RoleGranted { role: Role::Admin } => Some(AdminRosterCommand::Enroll { user: target }),
+            UserEvent::RoleRevoked { role: Role::Admin } => Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id }),
+            UserEvent::Deactivated if user.state().is_admin() => Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id }),
+            _ => None,
+        });
+        match roster_change {
+            Some(change) => {
+                let mut roster = state.admins.prepare(&roster_stream, change, None).await.map_err(|e| e.map_domain(ApiError::from))?;
+                commit(&state.store, &metadata, &mut [&mut user, &mut roster]).await?;
+                roster.finish().await;
+            }
+            None => commit(&state.store, &metadata, &mut [&mut user]).await?,
+        }
+        Ok(user.finish().await)
+    })
+    .await
+    .map_err(ApiError::from)?;
     Ok(Json(CommandAccepted::new(target, &done)))
 }

@@ -18,6 +18,7 @@
 //! Each aggregate folder has the same files: `aggregate.rs`, `commands.rs`, `events.rs`,
 //! `error.rs` and, where it calls out, `services.rs`.
 
+pub mod admins;
 pub mod claim;
 pub mod common;
 pub mod order;

@@ -4,6 +4,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use domain::admins::AdminRosterError;
 use domain::claim::ClaimError;
 use domain::order::OrderError;
 use domain::payment::PaymentError;
@@ -85,6 +86,8 @@ codes! {
     WrongPassword => CONFLICT, "wrong_password";
     /// A user keeps at least one role.
     NoRoles => CONFLICT, "no_roles";
+    /// The last active admin of a tenant cannot be demoted or deactivated.
+    LastAdmin => CONFLICT, "last_admin";
     /// The product exists already.
     AlreadyExists => CONFLICT, "already_exists";
     /// The product is discontinued.
@@ -109,6 +112,8 @@ codes! {
     InsufficientStock => CONFLICT, "insufficient_stock";
     /// An adjustment would leave fewer units on hand than are reserved.
     AdjustmentBelowReserved => CONFLICT, "adjustment_below_reserved";
+    /// A per-tenant limit is reached (webhook endpoints).
+    LimitReached => CONFLICT, "limit_reached";
     /// A dead letter's events still fail when applied again.
     RetryFailed => CONFLICT, "retry_failed";
     /// `If-Match` names another version than the current one.
@@ -252,7 +257,12 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::failure(e)
+        match e {
+            StoreError::ClaimLost => {
+                ApiError::new(ErrorCode::RequestInProgress, "a retry with this Idempotency-Key took the request over").retry_after(1)
+            }
+            e => ApiError::failure(e),
+        }
     }
 }
 
@@ -281,6 +291,7 @@ impl From<UserError> for ApiError {
             UserError::WrongPassword => ErrorCode::WrongPassword,
             UserError::ResetTokenInvalid | UserError::ResetTokenExpired => ErrorCode::InvalidResetToken,
             UserError::NoRoles => ErrorCode::NoRoles,
+            UserError::TooManyResets => ErrorCode::RateLimited,
             UserError::HashingUnavailable => {
                 return ApiError::new(ErrorCode::Unavailable, "too many password operations at once; retry shortly")
                     .retry_after(1)
@@ -350,6 +361,16 @@ impl From<StockError> for ApiError {
             StockError::InsufficientStock { .. } => ErrorCode::InsufficientStock,
             StockError::AdjustmentBelowReserved { .. } => ErrorCode::AdjustmentBelowReserved,
             StockError::ReservationNotFound => return ApiError::not_found("reservation"),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<AdminRosterError> for ApiError {
+    fn from(e: AdminRosterError) -> Self {
+        let code = match e {
+            AdminRosterError::LastAdmin => ErrorCode::LastAdmin,
+            AdminRosterError::ActorNotAdmin => ErrorCode::Forbidden,
         };
         ApiError::new(code, e.to_string())
     }

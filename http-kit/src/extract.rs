@@ -68,6 +68,9 @@ pub struct AuthUser {
     pub user_id: UserId,
     pub tenant: TenantId,
     pub roles: BTreeSet<Role>,
+    /// When the access token expires (unix seconds): long-lived answers (event streams) end
+    /// then.
+    pub expires_at: i64,
 }
 
 impl AuthUser {
@@ -84,10 +87,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
-        let claims = JwtKeys::from_ref(state)
-            .verify(token)
-            .map_err(|_| ApiError::new(ErrorCode::Unauthenticated, "the access token is invalid or expired"))?;
-        Ok(AuthUser { user_id: claims.sub, tenant: claims.tenant, roles: claims.roles })
+        JwtKeys::from_ref(state).authenticate(token).await
     }
 }
 

@@ -19,8 +19,10 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod jwt;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod principals;
 
 use std::any::Any;
 use std::time::Duration;
@@ -37,6 +39,7 @@ pub use extract::*;
 pub use health::{Readiness, ReadyCheck};
 pub use jwt::{Claims, JwtKeys, Secret};
 pub use openapi::{Accepted, Created, Done, Problems, Queued, Versioned};
+pub use principals::{Principal, Principals};
 
 /// What every served router gets: problem answers for unknown routes and methods, panics
 /// turned into a 500 problem, a 30 s request timeout, request metrics (which log the cause of
@@ -48,6 +51,7 @@ pub fn finish(router: Router) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn(security_headers))
         // Failures are logged by `metrics::track` with their cause; the trace layer's own
         // failure log would say the same thing again without it.
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
@@ -72,6 +76,50 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
     store::trace::continue_from(&span, traceparent);
     span
+}
+
+/// The policy of HTML pages: everything from this origin only, never framed, no plugins.
+pub const HTML_CSP: &str =
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What every answer says to browsers: no content sniffing, no referrer, never in a frame,
+/// and a content security policy (HTML pages load only from this origin; other answers load
+/// nothing).
+async fn security_headers(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let mut response = next.run(req).await;
+    let html = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let csp = if html { HTML_CSP } else { "default-src 'none'; frame-ancestors 'none'" };
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(csp));
+    response
+}
+
+/// Cross-origin requests from `origins` only (`SHOP_CORS_ORIGINS`); with none, no CORS
+/// headers at all, so browsers keep other sites' scripts out.
+pub fn cors(origins: &[axum::http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-tenant"),
+                HeaderName::from_static("x-min-position"),
+            ])
+            .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -51,7 +51,11 @@ for name, command in ROLES.items():
 readme = (ROOT / "README.md").read_text()
 for name, spec in services.items():
     for port in spec.get("ports") or []:
-        host = str(port).split(":")[0]
+        parts = str(port).split(":")
+        # `127.0.0.1:5432:5432` publishes on loopback only; the host port is the middle part.
+        if len(parts) == 3 and parts[0] != "127.0.0.1":
+            problems.append(f"compose: {name} publishes on {parts[0]}; servers bind 127.0.0.1 only")
+        host = parts[-2]
         if not re.search(rf"localhost:{host}\b|\b{host}\b.*{name}|{name}.*\b{host}\b", readme):
             problems.append(f"compose: port {host} of {name} is not documented in README.md")
 
@@ -61,6 +65,13 @@ for what, pattern in [("a cargo-chef dependency layer", r"cargo chef cook"), ("a
                       ("the role as the command", r'^ENTRYPOINT \["shop"\]')]:
     if not re.search(pattern, dockerfile, re.M):
         problems.append(f"Dockerfile: missing {what}")
+
+for name in ("postgres", "redis", "mailpit"):
+    for port in (services.get(name) or {}).get("ports") or []:
+        if not str(port).startswith("127.0.0.1:"):
+            problems.append(f"compose: {name} publishes {port} beyond 127.0.0.1")
+if "${SHOP_JWT_SECRET:?" not in (ROOT / "docker-compose.yml").read_text():
+    problems.append("compose: SHOP_JWT_SECRET must be required (${SHOP_JWT_SECRET:?...}), never defaulted")
 
 for p in problems:
     print(p)

@@ -47,9 +47,19 @@ impl Mailer for OutboxMailer {
             "To: {}\r\nFrom: {FROM}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
             mail.to, mail.subject, mail.body
         );
-        // Write then rename, so a reader never sees half a message.
+        // Write then rename, so a reader never sees half a message; mail is personal data, so
+        // the outbox and its files are for the owner only.
+        #[cfg(unix)]
+        tokio::fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await?;
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        tokio::fs::write(&tmp, text).await?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&tmp).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, text.as_bytes()).await?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        drop(file);
         tokio::fs::rename(&tmp, self.dir.join(&name)).await?;
         tracing::info!(file = %name, subject = %mail.subject, "mail written to outbox");
         Ok(())

@@ -79,10 +79,46 @@ impl Templates {
             Ok(t) => t,
             Err(_) => self.env.get_template(name).map_err(|_| TemplateError::Unknown(name.into()))?,
         };
-        let text = template.render(context).map_err(|source| TemplateError::Render { name: name.into(), source })?;
-        let (subject, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let render =
+            |context: &serde_json::Value| template.render(context).map_err(|source| TemplateError::Render { name: name.into(), source });
+        let text = render(context)?;
+        let body = text.split_once('\n').map_or("", |(_, body)| body);
+        // The subject sees only values the shop chose (order numbers, amounts, SKUs): a name
+        // someone typed at registration must not become the subject of a mail that goes to an
+        // address they typed too.
+        let subject_text = render(&subject_context(context))?;
+        let subject = subject_text.split_once('\n').map_or(subject_text.as_str(), |(s, _)| s);
         Ok((subject.trim().to_owned(), body.trim_start_matches('\n').to_owned()))
     }
+}
+
+/// Values a subject may show: (object, field) pairs that the shop itself generates.
+const SUBJECT_FIELDS: [(&str, &str); 4] = [("order", "short_id"), ("refund", "amount"), ("stock", "sku"), ("stock", "available")];
+
+/// `context` with every value outside [`SUBJECT_FIELDS`] blanked (the shape stays, so a
+/// tenant's subject that names `user.name` renders it empty rather than failing).
+fn subject_context(context: &serde_json::Value) -> serde_json::Value {
+    fn blank(object: &str, value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(field, v)| {
+                        let keep = SUBJECT_FIELDS.contains(&(object, field.as_str()));
+                        let v = if keep {
+                            v.clone()
+                        } else if object.is_empty() {
+                            blank(field, v)
+                        } else {
+                            blank("-", v)
+                        };
+                        (field.clone(), v)
+                    })
+                    .collect(),
+            ),
+            _ => serde_json::Value::String(String::new()),
+        }
+    }
+    blank("", context)
 }
 
 #[cfg(test)]
@@ -93,17 +129,31 @@ mod tests {
     fn the_first_line_is_the_subject_and_a_tenant_may_override() {
         let ctx = serde_json::json!({"user": {"name": "Ada", "email": "ada@example.com"}});
         let (subject, body) = Templates::default().render("acme", "welcome", &ctx).expect("renders");
-        assert_eq!(subject, "Welcome to shop, Ada");
+        assert_eq!(subject, "Welcome to shop");
         assert!(body.contains("ada@example.com"), "{body}");
 
         let dir = std::env::temp_dir().join(format!("shop-templates-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("acme")).expect("dir");
         std::fs::write(dir.join("acme/welcome.txt"), "Hi {{ user.name }} from ACME\nACME body").expect("write");
         let templates = Templates::load(Some(&dir)).expect("overrides compile");
-        assert_eq!(templates.render("acme", "welcome", &ctx).expect("renders").0, "Hi Ada from ACME");
-        assert_eq!(templates.render("globex", "welcome", &ctx).expect("renders").0, "Welcome to shop, Ada", "others keep the built-in");
+        assert_eq!(templates.render("acme", "welcome", &ctx).expect("renders").0, "Hi  from ACME", "no user text in subjects");
+        assert_eq!(templates.render("globex", "welcome", &ctx).expect("renders").0, "Welcome to shop", "others keep the built-in");
         let _ = std::fs::remove_dir_all(dir);
         assert!(matches!(Templates::default().render("acme", "nope", &ctx), Err(TemplateError::Unknown(_))));
+    }
+
+    #[test]
+    fn subjects_show_only_values_the_shop_chose() {
+        let ctx = serde_json::json!({
+            "user": {"name": "Your account is locked, see evil.example", "email": "ada@example.com"},
+            "order": {"short_id": "AB12CD", "lines": [{"name": "x"}]},
+        });
+        for name in ["welcome", "password_reset"] {
+            let (subject, _) = Templates::default().render("default", name, &ctx).expect("renders");
+            assert!(!subject.contains("evil"), "{name}: {subject}");
+        }
+        let (subject, _) = Templates::default().render("default", "order_confirmed", &ctx).expect("renders");
+        assert_eq!(subject, "Your order AB12CD is confirmed");
     }
 
     #[test]

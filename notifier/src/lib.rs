@@ -26,6 +26,7 @@
 //!   the command API sends it itself, always.
 
 pub mod routes;
+pub mod targets;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -15,6 +15,8 @@ use crate::NotifyError;
 pub struct WebhookApi {
     pub db: ReadDb,
     pub jwt: JwtKeys,
+    /// Which targets and how many endpoints registration allows.
+    pub rules: webhooks::RegistrationRules,
 }
 
 impl FromRef<WebhookApi> for JwtKeys {
@@ -29,8 +31,11 @@ pub fn router(state: WebhookApi) -> ApiRouter {
     ApiRouter::new()
         .api_route(
             "/admin/webhooks",
-            post_with(register, |op| op.describe("register_webhook", "webhooks", "Register a webhook endpoint for some event types."))
-                .get_with(list, |op| op.describe("list_webhooks", "webhooks", "The tenant's webhook endpoints.")),
+            post_with(register, |op| {
+                op.describe("register_webhook", "webhooks", "Register a public https endpoint for some event types.")
+                    .problems(&[ErrorCode::InvalidValue, ErrorCode::LimitReached])
+            })
+            .get_with(list, |op| op.describe("list_webhooks", "webhooks", "The tenant's webhook endpoints.")),
         )
         .api_route(
             "/admin/webhooks/{id}",
@@ -82,10 +87,11 @@ async fn register(
     Admin(admin): Admin,
     AppJson(req): AppJson<RegisterRequest>,
 ) -> Result<Created<Endpoint>, ApiError> {
-    match webhooks::register(&state.db, admin.tenant.as_str(), &req.url, req.event_types).await.map_err(internal)? {
+    match webhooks::register(&state.db, admin.tenant.as_str(), &req.url, req.event_types, state.rules).await.map_err(internal)? {
         Ok(endpoint) => Ok(Created(endpoint)),
+        Err(e @ InvalidEndpoint::TooMany(_)) => Err(ApiError::new(ErrorCode::LimitReached, e.to_string())),
         Err(e) => {
-            let field = if e == InvalidEndpoint::Url { "url" } else { "event_types" };
+            let field = if e == InvalidEndpoint::EventTypes { "event_types" } else { "url" };
             Err(ApiError::new(ErrorCode::InvalidValue, e.to_string()).with("field", field))
         }
     }

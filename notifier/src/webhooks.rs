@@ -23,6 +23,7 @@ use sha2::Sha256;
 use sqlx::Row as _;
 use worker_kit::ReadDb;
 
+use crate::targets::{check_target, check_url, CheckedResolver, InternalAddress, Refused, TargetPolicy};
 use crate::{DeliveryStatus, NotifyError};
 
 /// A registered endpoint (its secret only at registration and rotation).
@@ -38,10 +39,28 @@ pub struct Endpoint {
 /// Why an endpoint could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidEndpoint {
-    #[error("url must be an http:// or https:// address of at most 2000 characters")]
+    #[error("url must be an https:// address of at most 2000 characters")]
     Url,
+    #[error("url: {0}")]
+    Target(Refused),
     #[error("event_types must list 1 to 50 types such as order.confirmed, order.* or *")]
     EventTypes,
+    #[error("a tenant has at most {0} webhook endpoints")]
+    TooMany(i64),
+}
+
+/// What registration allows: which targets, and how many endpoints per tenant
+/// (`SHOP_WEBHOOK_MAX_ENDPOINTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationRules {
+    pub policy: TargetPolicy,
+    pub max_endpoints: i64,
+}
+
+impl Default for RegistrationRules {
+    fn default() -> Self {
+        Self { policy: TargetPolicy::default(), max_endpoints: 20 }
+    }
 }
 
 /// Whether envelope type `event_type` (`order.confirmed`) matches `pattern` (`order.confirmed`,
@@ -67,21 +86,39 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Registers an endpoint of `tenant`; the answer carries its signing secret.
+/// Registers an endpoint of `tenant`; the answer carries its signing secret. The URL must be
+/// a public https target ([`check_target`], resolved now and again at every delivery), and a
+/// tenant has at most `rules.max_endpoints`.
 pub async fn register(
     db: &ReadDb,
     tenant: &str,
     url: &str,
     event_types: Vec<String>,
+    rules: RegistrationRules,
 ) -> Result<Result<Endpoint, InvalidEndpoint>, NotifyError> {
-    let url_ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2000 && !url.contains(char::is_whitespace);
-    if !url_ok {
+    if url.len() > 2000 || url.contains(char::is_whitespace) {
         return Ok(Err(InvalidEndpoint::Url));
+    }
+    if let Err(refused) = check_target(url, rules.policy).await {
+        return Ok(Err(InvalidEndpoint::Target(refused)));
     }
     if event_types.is_empty() || event_types.len() > 50 || !event_types.iter().all(|t| valid_pattern(t)) {
         return Ok(Err(InvalidEndpoint::EventTypes));
     }
     let endpoint = Endpoint { id: uuid::Uuid::now_v7().to_string(), url: url.to_owned(), event_types, secret: Some(new_secret()) };
+    // Count and insert in one transaction, serialised per tenant, so parallel registrations
+    // cannot pass the limit together.
+    let mut tx = db.begin().await?;
+    if !db.is_sqlite() {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('webhook_endpoints:' || $1))::text").bind(tenant).execute(&mut *tx).await?;
+    }
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant = $1 AND deleted = 0")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    if live >= rules.max_endpoints {
+        return Ok(Err(InvalidEndpoint::TooMany(rules.max_endpoints)));
+    }
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, tenant, url, event_types, secret, created_at_ms, deleted) VALUES ($1, $2, $3, $4, $5, $6, 0)",
     )
@@ -91,8 +128,9 @@ pub async fn register(
     .bind(endpoint.event_types.join(","))
     .bind(endpoint.secret.as_deref())
     .bind(now_ms())
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Ok(endpoint))
 }
 
@@ -241,6 +279,10 @@ pub struct DispatchConfig {
     /// PEM certificates trusted besides the public roots, for endpoints behind a private CA
     /// (`SHOP_WEBHOOK_CA_FILE`).
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// Which targets deliveries may reach (checked again at every delivery).
+    pub policy: TargetPolicy,
+    /// Deliveries fetched per endpoint and round; every endpoint with due work gets its share.
+    pub per_endpoint: i64,
 }
 
 impl Default for DispatchConfig {
@@ -251,6 +293,8 @@ impl Default for DispatchConfig {
             base_backoff: Duration::from_secs(1),
             stale_after: Duration::from_secs(60),
             extra_roots_pem: None,
+            policy: TargetPolicy::default(),
+            per_endpoint: 100,
         }
     }
 }
@@ -278,7 +322,14 @@ struct Due {
 impl Dispatcher {
     /// Fails when `extra_roots_pem` holds no readable certificate.
     pub fn new(db: ReadDb, config: DispatchConfig) -> Result<Self, NotifyError> {
-        let mut client = reqwest::Client::builder().use_rustls_tls().timeout(config.timeout);
+        // Only checked addresses, no redirects (a public endpoint could send us inside), no proxy
+        // from the environment.
+        let mut client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.timeout)
+            .dns_resolver(CheckedResolver::arc(config.policy))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
         if let Some(pem) = &config.extra_roots_pem {
             let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| NotifyError::Config(format!("webhook CA file: {e}")))?;
             if roots.is_empty() {
@@ -340,15 +391,21 @@ impl Dispatcher {
     /// Starts a task for every endpoint with due deliveries and none in flight; returns how
     /// many it started. An endpoint gets its deliveries in log order: while its oldest open
     /// delivery waits for a retry, the later ones wait behind it (a dead one no longer holds
-    /// them back).
+    /// them back). Each endpoint's oldest open deliveries are read separately (at most
+    /// `per_endpoint`), so one endpoint's backlog never hides another's work.
     pub async fn round(&self) -> Result<usize, NotifyError> {
         let now = now_ms();
         let stale_ms = self.config.stale_after.as_millis() as i64;
         let rows = sqlx::query(
-            "SELECT d.recipient, e.url, e.secret, d.id, d.subject, d.body, d.attempts, d.status, d.next_attempt_ms, d.updated_at_ms \
-             FROM notifier_deliveries d JOIN webhook_endpoints e ON e.id = d.recipient AND e.deleted = 0 \
-             WHERE d.channel = 'webhook' AND d.status IN ('pending', 'failed', 'sending') ORDER BY d.event_position LIMIT 5000",
+            "SELECT recipient, url, secret, id, subject, body, attempts, status, next_attempt_ms, updated_at_ms FROM ( \
+               SELECT d.recipient, e.url, e.secret, d.id, d.subject, d.body, d.attempts, d.status, d.next_attempt_ms, \
+                      d.updated_at_ms, d.event_position, \
+                      ROW_NUMBER() OVER (PARTITION BY d.recipient ORDER BY d.event_position) AS n \
+               FROM notifier_deliveries d JOIN webhook_endpoints e ON e.id = d.recipient AND e.deleted = 0 \
+               WHERE d.channel = 'webhook' AND d.status IN ('pending', 'failed', 'sending')) open \
+             WHERE n <= $1 ORDER BY event_position",
         )
+        .bind(self.config.per_endpoint)
         .fetch_all(&self.db.pool)
         .await?;
         let mut work: HashMap<String, (String, String, Vec<Due>)> = HashMap::new();
@@ -434,18 +491,33 @@ impl Sender<'_> {
             }
             self.tick()?;
             let t = chrono::Utc::now().timestamp();
-            let answer = client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("shop-event-id", &d.event_id)
-                .header("shop-signature", signature(secret, t, &d.body))
-                .body(d.body.clone())
-                .send()
-                .await;
-            let error = match answer {
-                Ok(r) if r.status().is_success() => None,
-                Ok(r) => Some(format!("endpoint answered {}", r.status())),
-                Err(e) => Some(format!("endpoint unreachable: {}", error_chain(&e))),
+            // The target is checked again at each delivery: a literal address here, a name by
+            // the client's resolver when it connects.
+            let error = match check_url(url, config.policy) {
+                Err(refused) => {
+                    tracing::warn!(delivery = %d.id, reason = %refused, "webhook target refused");
+                    Some("forbidden_target".to_owned())
+                }
+                Ok(_) => {
+                    let answer = client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .header("shop-event-id", &d.event_id)
+                        .header("shop-signature", signature(secret, t, &d.body))
+                        .body(d.body.clone())
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(r) if r.status().is_success() => None,
+                        Ok(r) => Some(format!("http_status {}", r.status().as_u16())),
+                        Err(e) => {
+                            // The details stay in the log: shown to the tenant they would make
+                            // the API a scanner of whatever the shop can reach.
+                            tracing::info!(delivery = %d.id, error = %error_chain(&e), "webhook delivery failed");
+                            Some(category(&e).to_owned())
+                        }
+                    }
+                }
             };
             self.tick()?;
             let attempts = d.attempts + 1;
@@ -475,6 +547,26 @@ impl Sender<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What a tenant may learn of a failed request: `timeout`, `tls`, `forbidden_target` or
+/// `connection_failed`, never the error's text.
+fn category(e: &reqwest::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause.is::<InternalAddress>() {
+            return "forbidden_target";
+        }
+        source = cause.source();
+    }
+    let text = error_chain(e).to_ascii_lowercase();
+    if e.is_timeout() {
+        "timeout"
+    } else if ["certificate", "tls", "handshake"].iter().any(|w| text.contains(w)) {
+        "tls"
+    } else {
+        "connection_failed"
     }
 }
 

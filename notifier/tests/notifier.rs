@@ -252,13 +252,13 @@ both_backends!(every_template_reaches_the_right_people_once, |t: TestStore| asyn
         got,
         vec![
             ("ada@example.com".to_owned(), "A refund of 5.00 EUR is on its way".to_owned()),
-            ("ada@example.com".to_owned(), "Welcome to shop, User 2".to_owned()),
+            ("ada@example.com".to_owned(), "Welcome to shop".to_owned()),
             ("ada@example.com".to_owned(), format!("Your order {short} has shipped")),
             ("ada@example.com".to_owned(), format!("Your order {short} is confirmed")),
             ("ada@example.com".to_owned(), "Your order 00000065 was cancelled".to_owned()),
             ("boss@acme.example".to_owned(), "Low stock: LAMP-1 (4 left)".to_owned()),
-            ("boss@acme.example".to_owned(), "New at shop: Kettle".to_owned()),
-            ("boss@acme.example".to_owned(), "Welcome to shop, User 1".to_owned()),
+            ("boss@acme.example".to_owned(), "New at shop".to_owned()),
+            ("boss@acme.example".to_owned(), "Welcome to shop".to_owned()),
         ]
     );
     let inbox = s.inbox.lock().expect("inbox").clone();

@@ -37,6 +37,9 @@ pub const TABLE: &str = "rm_orders";
 pub const LINES_TABLE: &str = "rm_orders_lines";
 /// The live table of order timelines (named after [`TABLE`]).
 pub const TIMELINE_TABLE: &str = "rm_orders_timeline";
+/// PostgreSQL channel on which the live orders table signals the orders whose timeline
+/// changed (`tenant/order_id`, one per line), in the writing transaction.
+pub const TIMELINE_CHANNEL: &str = "shop_order_timeline";
 /// The live table of payment events waiting for their order's placement (named after
 /// [`TABLE`]).
 pub const PENDING_TABLE: &str = "rm_orders_pending";
@@ -49,7 +52,7 @@ fn lines_table(table: &str) -> String {
     format!("{table}_lines")
 }
 
-fn timeline_table(table: &str) -> String {
+pub fn timeline_table(table: &str) -> String {
     format!("{table}_timeline")
 }
 
@@ -179,7 +182,8 @@ impl OrderRow {
             shipping: shipping.amount,
             total: total.amount,
             refunded: 0,
-            payment_method: payment_method.clone(),
+            // The token never leaves the payment context; the read model keeps what may be shown.
+            payment_method: domain::payment::masked_method(payment_method),
             payment_status: None,
             payment_amount: None,
             payment_refunded: 0,
@@ -305,7 +309,7 @@ impl OrderRow {
         let detail = match event {
             PaymentEvent::AuthorisationRequested { amount, method, .. } => {
                 self.payment_amount = Some(amount.amount);
-                json!({ "amount": money(amount), "method": method })
+                json!({ "amount": money(amount), "method": domain::payment::masked_method(method) })
             }
             PaymentEvent::Authorised { reference } => json!({ "reference": reference }),
             PaymentEvent::Failed { reason } => json!({ "reason": code(reason)? }),
@@ -386,6 +390,7 @@ impl Projection for Orders {
             by_order.entry(split_stream_id(&e.aggregate_id)?).or_default().push((*e, Fact::of(e)?));
         }
         let ids: Vec<&str> = by_order.keys().map(|(_, id)| *id).collect();
+        let changed: Vec<String> = by_order.keys().map(|(tenant, id)| format!("{tenant}/{id}")).collect();
         let mut loaded = load(tx, table, &ids).await?;
         let mut stored: HashMap<(&str, &str), Stored> =
             by_order.keys().filter_map(|&(tenant, id)| Some(((tenant, id), loaded.remove(&(tenant.to_owned(), id.to_owned()))?))).collect();
@@ -501,8 +506,30 @@ impl Projection for Orders {
         restate_payments(tx, &timeline_table(table), &reordered).await?;
         write_pending(tx, &pending_table(table), &pending).await?;
         drain_pending(tx, &pending_table(table), &drained.into_iter().collect::<Vec<_>>()).await?;
+        if table == TABLE {
+            signal_timelines(tx, changed.into_iter()).await?;
+        }
         Ok(())
     }
+}
+
+/// Tells the live order streams of every process which orders changed: `NOTIFY` on PostgreSQL,
+/// delivered when the transaction commits (SQLite has one process, whose feed polls instead).
+async fn signal_timelines(tx: &mut Transaction<'static, Any>, keys: impl Iterator<Item = String>) -> Result<(), ProjectionError> {
+    if (**tx).backend_name() != "PostgreSQL" {
+        return Ok(());
+    }
+    // A notification's payload holds less than 8,000 bytes.
+    let mut payload = String::new();
+    for key in keys.chain(std::iter::once(String::new())) {
+        if !payload.is_empty() && (key.is_empty() || payload.len() + key.len() > 7_000) {
+            sqlx::query("SELECT pg_notify($1, $2)::text").bind(TIMELINE_CHANNEL).bind(&payload).execute(&mut **tx).await?;
+            payload.clear();
+        }
+        payload.push_str(&key);
+        payload.push('\n');
+    }
+    Ok(())
 }
 
 /// `($from, $from+1, …)`: `n` placeholders numbered from `from`, for an `IN` list.

@@ -222,17 +222,14 @@ both_backends!(orders_show_their_status_totals_payment_and_timeline, |t: TestSto
     let customer = customer();
     assert_eq!(
         order(db, 1).await,
-        format!("acme|{}|{customer}|delivered|-|EUR|2999|600|499|4098|500|tok_approve|captured|4098|500|7|DHL|00340434|8", id(1))
+        format!("acme|{}|{customer}|delivered|-|EUR|2999|600|499|4098|500|tok|captured|4098|500|7|DHL|00340434|8", id(1))
     );
-    assert_eq!(
-        order(db, 2).await,
-        format!("acme|{}|{customer}|cancelled|out_of_stock|EUR|2999|600|499|4098|0|tok_approve|-|-|0|-|-|-|2", id(2))
-    );
+    assert_eq!(order(db, 2).await, format!("acme|{}|{customer}|cancelled|out_of_stock|EUR|2999|600|499|4098|0|tok|-|-|0|-|-|-|2", id(2)));
     assert_eq!(
         order(db, 3).await,
-        format!("acme|{}|{customer}|cancelled|payment_declined|EUR|2999|600|499|4098|0|tok_approve|voided|4098|0|-|-|-|3", id(3))
+        format!("acme|{}|{customer}|cancelled|payment_declined|EUR|2999|600|499|4098|0|tok|voided|4098|0|-|-|-|3", id(3))
     );
-    assert_eq!(order(db, 4).await, format!("globex|{}|{customer}|placed|-|EUR|2999|600|499|4098|0|tok_approve|-|-|0|-|-|-|1", id(4)));
+    assert_eq!(order(db, 4).await, format!("globex|{}|{customer}|placed|-|EUR|2999|600|499|4098|0|tok|-|-|0|-|-|-|1", id(4)));
     assert_eq!(
         timeline(db, 1).await,
         [
@@ -342,7 +339,7 @@ both_backends!(a_payment_before_its_order_waits_for_it_and_the_rest_goes_on, |t:
     assert_eq!(pending(runner.db()).await, 0);
     assert_eq!(
         order(runner.db(), 5).await,
-        format!("acme|{}|{}|placed|-|EUR|2999|600|499|4098|0|tok_approve|requested|4098|0|-|-|-|1", id(5), customer())
+        format!("acme|{}|{}|placed|-|EUR|2999|600|499|4098|0|tok|requested|4098|0|-|-|-|1", id(5), customer())
     );
     // In log order, with no order event before it to take a status from.
     assert_eq!(timeline(runner.db(), 5).await, ["payment_authorisation_requested:placed", "placed:placed"]);
@@ -435,7 +432,7 @@ both_backends!(payments_delivered_before_their_orders_wait_for_them, |t: TestSto
     deliver(&runner, first, 5).await;
     deliver(&runner, &orders[..1], 1).await;
     assert_eq!(pending(db).await, 0, "the placement takes its payment along");
-    assert!(order(db, 1).await.contains("|placed|-|EUR|2999|600|499|4098|0|tok_approve|captured|4098|500|"));
+    assert!(order(db, 1).await.contains("|placed|-|EUR|2999|600|499|4098|0|tok|captured|4098|500|"));
     deliver(&runner, rest, 2).await;
     deliver(&runner, &orders[1..], 4).await;
     assert_settled(&runner, &expected).await;

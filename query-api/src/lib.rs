@@ -18,11 +18,13 @@
 //! handler's types (aide).
 
 mod invoice_pdf;
+pub mod live;
 mod orders;
 mod products;
 mod stock;
 mod users;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aide::axum::ApiRouter;
@@ -41,6 +43,8 @@ pub struct QueryState {
     pub jwt: JwtKeys,
     /// Longest wait for `X-Min-Position`.
     pub read_wait: Duration,
+    /// The feed and limits of the live order streams.
+    pub live: Arc<live::LiveFeed>,
 }
 
 impl FromRef<QueryState> for JwtKeys {

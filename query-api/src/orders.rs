@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aide::axum::routing::get_with;
 use aide::axum::ApiRouter;
@@ -464,13 +465,52 @@ async fn timeline_after(state: &QueryState, tenant: &TenantId, order_id: &str, a
         .map_err(crate::db_error)
 }
 
-/// How often a live stream looks for new entries, and sends a comment to keep proxies open.
-const LIVE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// After an order's final entry (`delivered` or `cancelled`), its stream stays open this long
+/// for the entries that follow at once (stock released, a refund asked for), then ends.
+const FINAL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a live stream carries between polls.
+struct LiveStream {
+    state: QueryState,
+    tenant: TenantId,
+    order: String,
+    key: Arc<str>,
+    last: i64,
+    queue: std::collections::VecDeque<axum::response::sse::Event>,
+    changes: tokio::sync::broadcast::Receiver<Arc<str>>,
+    /// The token's expiry, or shortly after the order's final entry.
+    ends: tokio::time::Instant,
+    _permit: crate::live::StreamPermit,
+}
+
+impl LiveStream {
+    /// Waits for a signal for this order, the safety poll or the end; false at the end.
+    async fn wait(&mut self) -> bool {
+        let deadline = tokio::time::sleep_until(self.ends);
+        let safety = tokio::time::sleep(crate::live::SAFETY_POLL);
+        tokio::pin!(deadline, safety);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return false,
+                _ = &mut safety => return true,
+                change = self.changes.recv() => match change {
+                    Ok(key) if key == self.key => return true,
+                    Ok(_) => {}
+                    // Missed signals: look, to be sure.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                },
+            }
+        }
+    }
+}
 
 /// `GET /orders/{id}/events`: the order's timeline as Server-Sent Events (`event: status`,
 /// `id:` the log position, `data:` the entry), then each new entry as it happens. A client
 /// that reconnects with `Last-Event-ID` gets only what came after it. Same visibility as the
-/// order.
+/// order. The stream ends shortly after the order's final entry or when the access token
+/// expires; a user has at most a few streams open (429 beyond), and new entries reach every
+/// stream of the process from one feed ([`crate::live`]).
 async fn live(
     State(state): State<QueryState>,
     user: AuthUser,
@@ -480,30 +520,53 @@ async fn live(
 {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let view = visible(&state, &user, &id, "order").await?;
+    let permit = state
+        .live
+        .open(user.user_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::RateLimited, "too many open event streams; close one or wait").retry_after(5))?;
     let last: i64 = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(-1);
-    let start = (state, user.tenant, view.id, last, std::collections::VecDeque::<Event>::new());
-    let stream = futures::stream::unfold(start, |(state, tenant, order, mut last, mut queue)| async move {
+    let left = (user.expires_at - chrono::Utc::now().timestamp()).max(0) as u64;
+    let stream = LiveStream {
+        // Subscribed before the first read: nothing written after it goes unsignalled.
+        changes: state.live.subscribe(),
+        key: Arc::from(format!("{}/{}", user.tenant, view.id)),
+        state,
+        tenant: user.tenant,
+        order: view.id,
+        last,
+        queue: Default::default(),
+        ends: tokio::time::Instant::now() + std::time::Duration::from_secs(left),
+        _permit: permit,
+    };
+    let events = futures::stream::unfold(stream, |mut s| async move {
         loop {
-            if let Some(event) = queue.pop_front() {
-                return Some((Ok(event), (state, tenant, order, last, queue)));
+            if let Some(event) = s.queue.pop_front() {
+                return Some((Ok(event), s));
             }
-            match timeline_after(&state, &tenant, &order, last).await {
+            match timeline_after(&s.state, &s.tenant, &s.order, s.last).await {
                 Ok(entries) if !entries.is_empty() => {
                     for (position, entry) in entries {
-                        last = position;
+                        s.last = position;
+                        if matches!(entry.status.as_str(), "delivered" | "cancelled") {
+                            s.ends = s.ends.min(tokio::time::Instant::now() + FINAL_GRACE);
+                        }
                         let data = serde_json::to_string(&entry).unwrap_or_default();
-                        queue.push_back(Event::default().event("status").id(position.to_string()).data(data));
+                        s.queue.push_back(Event::default().event("status").id(position.to_string()).data(data));
                     }
                 }
-                Ok(_) => tokio::time::sleep(LIVE_POLL).await,
+                Ok(_) => {
+                    if !s.wait().await {
+                        return None;
+                    }
+                }
                 Err(_) => {
-                    tracing::warn!(order = %order, "live order stream could not read the timeline; ending it");
+                    tracing::warn!(order = %s.order, "live order stream could not read the timeline; ending it");
                     return None;
                 }
             }
         }
     });
-    Ok(EventStream(Sse::new(stream).keep_alive(KeepAlive::default())))
+    Ok(EventStream(Sse::new(events).keep_alive(KeepAlive::default())))
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]

@@ -147,6 +147,19 @@ pub struct Config {
     #[arg(long, env = "SHOP_WEBHOOK_CA_FILE")]
     pub webhook_ca_file: Option<PathBuf>,
 
+    /// Let webhooks reach loopback, private, link-local and other internal addresses
+    /// (development and local test receivers only; never in production).
+    #[arg(long, env = "SHOP_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
+    /// Let webhooks use plain `http://` (development only).
+    #[arg(long, env = "SHOP_WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+
+    /// Webhook endpoints one tenant may register.
+    #[arg(long, env = "SHOP_WEBHOOK_MAX_ENDPOINTS", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub webhook_max_endpoints: i64,
+
     /// Seconds requests in flight at SIGTERM may take to finish before their connections are
     /// closed (open event streams never finish by themselves).
     #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=300))]
@@ -163,6 +176,37 @@ pub struct Config {
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "SHOP_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub refresh_token_ttl_secs: u64,
+
+    /// Absolute session lifetime in seconds: refreshing never extends a login past it.
+    #[arg(long, env = "SHOP_SESSION_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub session_max_age_secs: u64,
+
+    /// Requests a minute one client address may make to each auth route (login, registration,
+    /// refresh, password reset); 429 with Retry-After beyond.
+    #[arg(long, env = "SHOP_AUTH_RATE_PER_CLIENT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_rate_per_client: u32,
+
+    /// Requests a minute to each auth route from all clients together.
+    #[arg(long, env = "SHOP_AUTH_RATE_TOTAL", default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_rate_total: u32,
+
+    /// Comma-separated proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For`
+    /// names the client; without them the client is the socket's peer.
+    #[arg(long, env = "SHOP_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<http_kit::limits::Network>,
+
+    /// Comma-separated origins (`https://shop.example.com`) whose pages may call the API from
+    /// a browser; without it, no cross-origin request is allowed.
+    #[arg(long, env = "SHOP_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Live order streams (`GET /orders/{id}/events`) one user may have open in a process.
+    #[arg(long, env = "SHOP_LIVE_STREAMS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub live_streams_per_user: u64,
+
+    /// Live order streams a process keeps open in all.
+    #[arg(long, env = "SHOP_LIVE_STREAMS_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub live_streams_max: u64,
 }
 
 impl Config {
@@ -176,6 +220,13 @@ impl Config {
             db_pool_size: 16,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            session_max_age_secs: 30 * 24 * 3600,
+            auth_rate_per_client: 60,
+            auth_rate_total: 6000,
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            live_streams_per_user: 5,
+            live_streams_max: 2000,
             read_wait_ms: 2000,
             kafka_brokers: None,
             redis_url: None,
@@ -196,6 +247,9 @@ impl Config {
             webhook_max_attempts: 8,
             webhook_timeout_secs: 10,
             webhook_ca_file: None,
+            webhook_allow_private: false,
+            webhook_allow_http: false,
+            webhook_max_endpoints: 20,
             shutdown_grace_secs: 20,
             log: "info,sqlx=error".to_owned(),
             log_format: LogFormat::Text,
@@ -207,6 +261,21 @@ impl Config {
             Some(url) => url.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("shop.db").display()),
         }
+    }
+
+    /// `SHOP_CORS_ORIGINS` as header values; an origin with a path, a wildcard or no scheme is
+    /// refused at start.
+    pub fn cors_origins(&self) -> anyhow::Result<Vec<axum::http::HeaderValue>> {
+        self.cors_origins
+            .iter()
+            .map(|o| {
+                let o = o.trim().trim_end_matches('/');
+                let valid =
+                    (o.starts_with("https://") || o.starts_with("http://")) && !o.contains('*') && o.splitn(4, '/').nth(3).is_none();
+                anyhow::ensure!(valid, "SHOP_CORS_ORIGINS: {o:?} is not an origin (scheme://host[:port])");
+                axum::http::HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("SHOP_CORS_ORIGINS: {o:?} is not an origin"))
+            })
+            .collect()
     }
 
     pub fn search_dir(&self) -> PathBuf {
@@ -221,6 +290,10 @@ impl Config {
         command_api::ApiConfig {
             access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
             refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            session_max_age: Duration::from_secs(self.session_max_age_secs),
+            auth_per_client_per_minute: self.auth_rate_per_client,
+            auth_total_per_minute: self.auth_rate_total,
+            trusted_proxies: self.trusted_proxies.clone(),
             orders: command_api::OrderSettings {
                 tax_rate_bp: self.tax_rate_bp,
                 tenant_tax_rates: self.tax_rates.0.clone(),
@@ -244,8 +317,21 @@ impl Config {
             timeout,
             stale_after: (timeout * 2).max(Duration::from_secs(60)),
             extra_roots_pem,
+            policy: self.webhook_policy(),
             ..notifier::webhooks::DispatchConfig::default()
         })
+    }
+
+    pub fn live_limits(&self) -> query_api::live::StreamLimits {
+        query_api::live::StreamLimits { per_user: self.live_streams_per_user as usize, total: self.live_streams_max as usize }
+    }
+
+    pub fn webhook_policy(&self) -> notifier::targets::TargetPolicy {
+        notifier::targets::TargetPolicy { allow_private: self.webhook_allow_private, allow_http: self.webhook_allow_http }
+    }
+
+    pub fn webhook_rules(&self) -> notifier::webhooks::RegistrationRules {
+        notifier::webhooks::RegistrationRules { policy: self.webhook_policy(), max_endpoints: self.webhook_max_endpoints }
     }
 
     pub fn saga(&self) -> saga::SagaConfig {

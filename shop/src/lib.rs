@@ -56,6 +56,9 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<EventStore> {
     }
     let store = EventStore::connect(&config.store_url(), config.db_pool_size).await.context("failed to connect to the event store")?;
     store.migrate().await.context("failed to migrate the event store")?;
+    if config.is_embedded() {
+        restrict_data_dir(config)?;
+    }
     Ok(store)
 }
 
@@ -75,34 +78,83 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sample keys this repository ships (docker-compose.yml, infra/k8s/secret.yaml): known to
+/// everyone, so never accepted.
+const SAMPLE_SECRETS: [&str; 2] = ["local-trial-secret-change-me-local-trial", "change-me-to-32-or-more-random-characters"];
+
+/// A key that is long enough and not a published sample; `source` names where it came from.
+fn checked_secret(secret: &str, source: &str) -> anyhow::Result<Secret> {
+    if secret.len() < 32 {
+        bail!("{source}: the JWT key must be at least 32 bytes (it has {})", secret.len());
+    }
+    if SAMPLE_SECRETS.contains(&secret) {
+        bail!("{source}: this is a sample key published with the shop; generate your own (openssl rand -hex 32)");
+    }
+    Ok(Secret::new(secret.to_owned()))
+}
+
 /// The configured JWT secret, or in embedded mode the one kept in the data directory
-/// (created on first start).
+/// (created on first start, readable by its owner only).
 fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
     if let Some(s) = &config.jwt_secret {
-        if s.expose().len() < 32 {
-            bail!("SHOP_JWT_SECRET must be at least 32 characters");
-        }
-        return Ok(s.clone());
+        return checked_secret(s.expose(), "SHOP_JWT_SECRET");
     }
     if !config.is_embedded() {
         bail!("SHOP_JWT_SECRET is required when DATABASE_URL is set (every node must share it)");
     }
     let path = config.data_dir.join("jwt-secret");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok(Secret::new(s.trim().to_owned()));
+    match std::fs::read_to_string(&path) {
+        Ok(s) => return checked_secret(s.trim(), &path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    write_private(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(Secret::new(secret))
+    match write_private(&path, &secret) {
+        Ok(()) => Ok(Secret::new(secret)),
+        // Another process starting on the same directory wrote it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            checked_secret(std::fs::read_to_string(&path)?.trim(), &path.display().to_string())
+        }
+        Err(e) => Err(e).with_context(|| format!("failed to write {}", path.display())),
+    }
 }
 
+/// Writes a new file readable by its owner only, atomically: the contents go to a temporary
+/// file first, which is then linked to `path` (failing if `path` exists), so no reader ever
+/// sees an empty or half-written key.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(contents.as_bytes())
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+/// The embedded data directory and the database files in it: owner only.
+fn restrict_data_dir(config: &Config) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |path: &Path, mode: u32| match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("failed to restrict the permissions of {}", path.display()))
+            }
+            _ => Ok(()),
+        };
+        set(&config.data_dir, 0o700)?;
+        for file in ["shop.db", "shop.db-wal", "shop.db-shm", "jwt-secret"] {
+            set(&config.data_dir.join(file), 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// The message templates: built-ins and `SHOP_TEMPLATE_DIR` overrides, compiled once.
@@ -113,7 +165,8 @@ fn templates(config: &Config) -> anyhow::Result<Arc<Templates>> {
 
 /// Builds the application state on an open store.
 pub fn app_state(config: &Config, store: EventStore) -> anyhow::Result<AppState> {
-    let jwt = JwtKeys::new(&jwt_secret(config)?, config.api().access_token_ttl);
+    let principals = http_kit::Principals::start(store.clone());
+    let jwt = JwtKeys::new(&jwt_secret(config)?, config.api().access_token_ttl).with_principals(principals);
     Ok(AppState::new(store, jwt, mailer(config)?, templates(config)?, Arc::new(SystemClock), config.api()))
 }
 
@@ -195,6 +248,12 @@ pub struct Application {
     read_wait: Duration,
     /// After SIGTERM, how long in-flight requests (and open event streams) may go on.
     shutdown_grace: Duration,
+    /// Cross-origin requests from `SHOP_CORS_ORIGINS` only; none without it.
+    cors: Option<tower_http::cors::CorsLayer>,
+    /// What webhook registration allows.
+    webhook_rules: notifier::webhooks::RegistrationRules,
+    /// The feed and limits of the live order streams.
+    live: Arc<query_api::live::LiveFeed>,
     /// What this process runs beside its HTTP server.
     workers: Vec<Spawn>,
 }
@@ -342,6 +401,17 @@ impl Application {
             roles,
             read_wait: Duration::from_millis(config.read_wait_ms),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+            cors: http_kit::cors(&config.cors_origins()?),
+            webhook_rules: config.webhook_rules(),
+            live: if roles.serves_queries() {
+                query_api::live::LiveFeed::start(
+                    read_db.clone(),
+                    config.database_url.as_ref().map(|u| u.expose().to_owned()),
+                    config.live_limits(),
+                )
+            } else {
+                query_api::live::LiveFeed::manual(config.live_limits())
+            },
             workers,
         })
     }
@@ -376,9 +446,12 @@ impl Application {
     fn router(&self) -> Router {
         let db = self.read.sql.db().clone();
         let jwt = self.state.jwt.clone();
-        let query = || QueryState { read: self.read.clone(), jwt: jwt.clone(), read_wait: self.read_wait };
+        let query = || QueryState { read: self.read.clone(), jwt: jwt.clone(), read_wait: self.read_wait, live: Arc::clone(&self.live) };
         let webhooks = || {
-            ApiRouter::new().nest("/api/v1", notifier::routes::router(notifier::routes::WebhookApi { db: db.clone(), jwt: jwt.clone() }))
+            ApiRouter::new().nest(
+                "/api/v1",
+                notifier::routes::router(notifier::routes::WebhookApi { db: db.clone(), jwt: jwt.clone(), rules: self.webhook_rules }),
+            )
         };
         let saga = || ApiRouter::new().nest("/api/v1", saga::routes::router(saga::routes::SagaApi { db: db.clone(), jwt: jwt.clone() }));
         let health = http_kit::health::router(Arc::clone(&self.readiness));
@@ -395,7 +468,11 @@ impl Application {
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         let (stop_workers, workers_stopped) = watch::channel(false);
-        let app = http_kit::finish(self.router()).into_make_service_with_connect_info::<SocketAddr>();
+        let mut router = http_kit::finish(self.router());
+        if let Some(cors) = self.cors.clone() {
+            router = router.layer(cors);
+        }
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let workers: Vec<_> = self.workers.into_iter().map(|spawn| spawn(workers_stopped.clone())).collect();
         // On the signal the listener closes at once; requests in flight get `shutdown_grace`
         // to finish, then their connections are dropped (an open event stream never ends).

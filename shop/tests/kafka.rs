@@ -218,7 +218,7 @@ async fn projections_fed_by_kafka_read_your_writes() {
         let mail: Vec<String> = std::fs::read_dir(dir.join("outbox"))
             .map(|d| d.filter_map(Result::ok).filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
             .unwrap_or_default();
-        let welcomes = mail.iter().filter(|m| m.contains("Subject: Welcome to shop, Kay")).count();
+        let welcomes = mail.iter().filter(|m| m.contains("Subject: Welcome to shop\r\n") && m.contains("Hello Kay")).count();
         if welcomes == 1 {
             break;
         }

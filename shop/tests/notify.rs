@@ -11,7 +11,14 @@ use serde_json::json;
 use testkit::both_modes;
 use testkit::TestApp;
 
-both_modes!(admins_register_webhooks_and_receive_signed_events, |app: TestApp| async move {
+/// The receivers here listen on 127.0.0.1 over plain http, which only a development setting
+/// allows (`shop/tests/security.rs` checks that the defaults refuse them).
+fn local_webhooks(c: &mut shop::Config) {
+    c.webhook_allow_private = true;
+    c.webhook_allow_http = true;
+}
+
+both_modes!(admins_register_webhooks_and_receive_signed_events, configure = local_webhooks, |app: TestApp| async move {
     let received: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
     let kept = received.clone();
     let receiver = axum::Router::new().route(

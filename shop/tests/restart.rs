@@ -26,7 +26,12 @@ fn command(dir: &Path, url: Option<&str>, port: u16) -> Command {
 }
 
 async fn start(dir: &Path, url: Option<&str>, port: u16) -> Child {
-    let mut child = command(dir, url, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
+    serving(command(dir, url, port), port).await
+}
+
+/// Runs `shop serve` from `command` and waits until it is ready.
+async fn serving(mut command: Command, port: u16) -> Child {
+    let mut child = command.arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if client.get(format!("http://127.0.0.1:{port}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -149,3 +154,60 @@ async fn replay_while_serving(t: TestStore) {
 }
 
 both_backends!(fn survives_kill_9, fn replay_while_serving);
+
+/// A keyed request whose process dies between the commit of its events and the answer (a
+/// fault point that aborts like `kill -9`): the retry with the same key, on the restarted
+/// process, gets the first effect's answer and runs nothing again.
+async fn a_keyed_request_has_one_effect_across_a_crash(t: TestStore) {
+    assert!(cfg!(feature = "faults"), "the fault point needs `--features faults` (the test command builds with --all-features)");
+    let dir = t.dir.clone();
+    let url = (t.backend == Backend::Postgres).then(|| t.url.clone());
+    let port = free_port();
+    let mut create = command(&dir, url.as_deref(), port)
+        .args(["user", "create", "--email", "root@example.com", "--role", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("user create runs");
+    create.stdin.take().expect("stdin").write_all(b"root password\n").expect("password written");
+    assert!(create.wait().expect("user create finishes").success());
+
+    let mut faulty = command(&dir, url.as_deref(), port);
+    faulty.env("SHOP_FAULT_CRASH_AFTER_COMMIT", "1");
+    let mut crashing = serving(faulty, port).await;
+    let client = reqwest::Client::new();
+    let (status, login) = post(port, "/api/v1/auth/login", None, json!({"email": "root@example.com", "password": "root password"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let product = json!({"sku": "ONCE-1", "name": "Once", "category": "misc", "price": {"amount": 100, "currency": "EUR"}});
+    assert_eq!(post(port, "/api/v1/products", Some(&token), product).await.0, StatusCode::CREATED, "unkeyed: no fault point");
+    // A stock receipt has no natural uniqueness: run twice, it would count twice.
+    let keyed = || {
+        client
+            .post(format!("http://127.0.0.1:{port}/api/v1/stock/ONCE-1/receipts"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "receipt-once-1")
+            .json(&json!({"quantity": 5}))
+    };
+    let first = keyed().send().await;
+    assert!(first.is_err(), "the process died before answering: {first:?}");
+    let exit = crashing.wait().expect("reaped");
+    assert!(!exit.success(), "aborted at the fault point");
+
+    let mut shop = start(&dir, url.as_deref(), port).await;
+    let retry = keyed().send().await.expect("answers");
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    let answer: Value = retry.json().await.expect("json");
+    assert_eq!((answer["id"].as_str(), answer["version"].as_u64()), (Some("ONCE-1"), Some(1)), "the first effect: {answer}");
+    assert!(answer["position"].as_i64().is_some_and(|p| p > 0), "{answer}");
+    // The receipt did not run again: the next one is the stock's second event.
+    let (status, next) = post(port, "/api/v1/stock/ONCE-1/receipts", Some(&token), json!({"quantity": 1})).await;
+    assert_eq!((status, next["version"].as_u64()), (StatusCode::OK, Some(2)), "one effect: {next}");
+    shop.kill().expect("SIGKILL");
+    shop.wait().expect("reaped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+both_backends!(fn a_keyed_request_has_one_effect_across_a_crash);

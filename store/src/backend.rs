@@ -9,6 +9,7 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row as _};
 
 use crate::batch::Batcher;
+use crate::idempotency::{Effect, PendingKey};
 use crate::{LogCursor, LogEvent, StoreError};
 
 /// Events to add to one stream, which must be at `expected_version` when they land.
@@ -124,27 +125,56 @@ impl Row {
 /// inserted. Without `skip_conflicts` any taken key fails the whole statement with
 /// [`StoreError::Conflict`]; with it, rows whose key is taken are left out of the answer.
 pub(crate) async fn insert_rows(db: &Db, rows: &[Row], skip_conflicts: bool) -> Result<HashMap<StreamKey, i64>, StoreError> {
+    insert(db, rows, skip_conflicts, None).await
+}
+
+/// [`insert_rows`], and with `key` the key's record marked with the effect (the last row's
+/// stream and sequence) in the same transaction; [`StoreError::ClaimLost`] and nothing written
+/// when the key's claim is no longer ours (another request took it over).
+async fn insert(db: &Db, rows: &[Row], skip_conflicts: bool, key: Option<&PendingKey>) -> Result<HashMap<StreamKey, i64>, StoreError> {
     let on_conflict = if skip_conflicts { " ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING" } else { "" };
+    let effect = match (key, rows.last()) {
+        (Some(_), Some(last)) => serde_json::to_string(&Effect {
+            aggregate_type: last.aggregate_type.clone(),
+            aggregate_id: last.aggregate_id.clone(),
+            sequence: last.sequence,
+            position: 0,
+        })?,
+        _ => String::new(),
+    };
+    const MARK: &str = "UPDATE idempotency_keys SET effect = $1 \
+                        WHERE scope = $2 AND key = $3 AND claim = $4 AND status IS NULL AND effect IS NULL";
     let returned: Vec<(String, String, i64, i64)> = match db {
         Db::Postgres(pool) => {
             let column = |f: fn(&Row) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
-            sqlx::query_as(&format!(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+            // With a key: one statement marks the key and inserts only if the mark took.
+            let (with, only_if) = match key {
+                Some(_) => (
+                    "WITH k AS (UPDATE idempotency_keys SET effect = $8 \
+                     WHERE scope = $9 AND key = $10 AND claim = $11 AND status IS NULL AND effect IS NULL RETURNING 1) ",
+                    " WHERE EXISTS (SELECT 1 FROM k)",
+                ),
+                None => ("", ""),
+            };
+            let sql = format!(
+                "{with}INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
                  SELECT t, i, s, et, ev, p::jsonb, m::jsonb \
                  FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-                   AS u(t, i, s, et, ev, p, m){on_conflict} \
+                   AS u(t, i, s, et, ev, p, m){only_if}{on_conflict} \
                  RETURNING aggregate_type, aggregate_id, sequence, global_position"
-            ))
-            .bind(column(|r| &r.aggregate_type))
-            .bind(column(|r| &r.aggregate_id))
-            .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
-            .bind(column(|r| &r.event_type))
-            .bind(column(|r| &r.event_version))
-            .bind(column(|r| &r.payload))
-            .bind(column(|r| &r.metadata))
-            .fetch_all(pool)
-            .await
-            .map_err(StoreError::from_write)?
+            );
+            let mut query = sqlx::query_as(&sql)
+                .bind(column(|r| &r.aggregate_type))
+                .bind(column(|r| &r.aggregate_id))
+                .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
+                .bind(column(|r| &r.event_type))
+                .bind(column(|r| &r.event_version))
+                .bind(column(|r| &r.payload))
+                .bind(column(|r| &r.metadata));
+            if let Some(k) = key {
+                query = query.bind(&effect).bind(&k.scope).bind(&k.key).bind(&k.claim);
+            }
+            query.fetch_all(pool).await.map_err(StoreError::from_write)?
         }
         Db::Sqlite { write, .. } => {
             let mut qb = QueryBuilder::new(
@@ -161,9 +191,32 @@ pub(crate) async fn insert_rows(db: &Db, rows: &[Row], skip_conflicts: bool) -> 
             });
             qb.push(on_conflict);
             qb.push(" RETURNING aggregate_type, aggregate_id, sequence, global_position");
-            qb.build_query_as().fetch_all(write).await.map_err(StoreError::from_write)?
+            match key {
+                None => qb.build_query_as().fetch_all(write).await.map_err(StoreError::from_write)?,
+                Some(k) => {
+                    let mut tx = write.begin().await.map_err(StoreError::from_write)?;
+                    let marked = sqlx::query(MARK)
+                        .bind(&effect)
+                        .bind(&k.scope)
+                        .bind(&k.key)
+                        .bind(&k.claim)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_write)?
+                        .rows_affected();
+                    if marked == 0 {
+                        return Err(StoreError::ClaimLost);
+                    }
+                    let returned = qb.build_query_as().fetch_all(&mut *tx).await.map_err(StoreError::from_write)?;
+                    tx.commit().await.map_err(StoreError::from_write)?;
+                    returned
+                }
+            }
         }
     };
+    if key.is_some() && returned.is_empty() && !rows.is_empty() {
+        return Err(StoreError::ClaimLost);
+    }
     Ok(returned.into_iter().map(|(t, i, s, p)| ((t, i, s), p)).collect())
 }
 
@@ -253,19 +306,25 @@ impl EventStore {
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
         // The common case, one event for one stream, shares a statement and a commit with the
         // other single events waiting at the same moment.
+        // A request with a claimed Idempotency-Key records its effect with its events, in a
+        // statement of its own.
+        let key = crate::idempotency::pending_key();
         let result = match appends {
-            [single] if single.events.len() == 1 => {
+            [single] if single.events.len() == 1 && key.is_none() => {
                 self.batcher.append(single, &single.events[0]).await.map(|position| vec![vec![position]])
             }
-            _ => self.append_now(appends).await,
+            _ => self.append_now(appends, key.as_ref()).await,
         };
+        if let (Ok(_), Some(key)) = (&result, &key) {
+            key.mark_used();
+        }
         if result.is_ok() {
             self.appended.notify_waiters();
         }
         result
     }
 
-    async fn append_now(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
+    async fn append_now(&self, appends: &[StreamAppend], key: Option<&PendingKey>) -> Result<Vec<Vec<i64>>, StoreError> {
         let rows: Vec<Row> = appends
             .iter()
             .flat_map(|a| a.events.iter().enumerate().map(move |(i, e)| Row::new(a, a.expected_version + 1 + i as u64, e)))
@@ -273,7 +332,7 @@ impl EventStore {
         if rows.is_empty() {
             return Ok(appends.iter().map(|_| Vec::new()).collect());
         }
-        let mut positions = insert_rows(&self.db, &rows, false).await?;
+        let mut positions = insert(&self.db, &rows, false, key).await?;
         let mut out: Vec<Vec<i64>> = appends.iter().map(|a| Vec::with_capacity(a.events.len())).collect();
         for (n, a) in appends.iter().enumerate() {
             for i in 0..a.events.len() {
@@ -352,6 +411,49 @@ impl EventStore {
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
         Ok(on_pool!(&self.db, read, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?))
+    }
+
+    /// Where [`EventStore::changed_streams`] starts: everything before it has committed.
+    pub async fn change_horizon(&self) -> Result<i64, StoreError> {
+        Ok(match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetch_one(pool).await?
+            }
+            Db::Sqlite { .. } => self.head_position().await?,
+        })
+    }
+
+    /// The streams of `aggregate_type` written since `since` (a horizon from
+    /// [`EventStore::change_horizon`] or from an earlier call), each with its highest sequence,
+    /// and the horizon to ask from next time. Never misses a write: on PostgreSQL the horizon
+    /// is the oldest transaction still running, so a write that commits late is still ahead.
+    pub async fn changed_streams(&self, aggregate_type: &str, since: i64) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        let until = self.change_horizon().await?;
+        let rows: Vec<(String, i64)> = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = $1 \
+                     AND transaction_id >= $2::text::xid8 AND transaction_id < $3::text::xid8 GROUP BY aggregate_id",
+                )
+                .bind(aggregate_type)
+                .bind(since.to_string())
+                .bind(until.to_string())
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Sqlite { read, .. } => {
+                sqlx::query_as(
+                    "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = ? \
+                     AND global_position > ? AND global_position <= ? GROUP BY aggregate_id",
+                )
+                .bind(aggregate_type)
+                .bind(since)
+                .bind(until)
+                .fetch_all(read)
+                .await?
+            }
+        };
+        Ok((rows, until.max(since)))
     }
 
     /// Up to `limit` events of the global log after `after`, in log order, never passing an

@@ -13,6 +13,10 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("unsupported database url (expected postgres:// or sqlite://)")]
     UnsupportedUrl,
+    /// The request's Idempotency-Key was taken over by a retry (the request ran past the
+    /// takeover bound); nothing was written.
+    #[error("the Idempotency-Key's claim was taken over by another request")]
+    ClaimLost,
 }
 
 /// Whether `e` says the database cannot be reached or is going away (a restart, a network

@@ -339,7 +339,8 @@ async fn sqlx_reset_snapshot(store: &EventStore) {
 both_backends!(idempotency_keys_replay_the_first_answer, |t: TestStore| async move {
     let store = t.store.clone();
     use store::Idempotency;
-    assert_eq!(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"), Idempotency::Fresh);
+    let fresh = |i: Idempotency| matches!(i, Idempotency::Fresh { .. });
+    assert!(fresh(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin")));
     assert_eq!(store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"), Idempotency::InProgress);
     assert_eq!(store.idempotency_begin("t:u", "k1", "h2").await.expect("begin"), Idempotency::Mismatch);
     store.idempotency_complete("t:u", "k1", 201, "{\"id\":1}").await.expect("complete");
@@ -347,9 +348,66 @@ both_backends!(idempotency_keys_replay_the_first_answer, |t: TestStore| async mo
         store.idempotency_begin("t:u", "k1", "h1").await.expect("begin"),
         Idempotency::Replay { status: 201, body: "{\"id\":1}".into() }
     );
-    assert_eq!(store.idempotency_begin("t:other", "k1", "h1").await.expect("begin"), Idempotency::Fresh);
+    assert!(fresh(store.idempotency_begin("t:other", "k1", "h1").await.expect("begin")));
     store.idempotency_abandon("t:other", "k1").await.expect("abandon");
-    assert_eq!(store.idempotency_begin("t:other", "k1", "h9").await.expect("begin"), Idempotency::Fresh);
+    assert!(fresh(store.idempotency_begin("t:other", "k1", "h9").await.expect("begin")));
+});
+
+both_backends!(a_keys_effect_commits_with_its_events, |t: TestStore| async move {
+    let store = t.store.clone();
+    use store::Idempotency;
+    let repo = Repository::<Stock>::new(store.clone(), ());
+    let meta = Metadata { tenant: Some("default".into()), ..Metadata::default() };
+    let Idempotency::Fresh { claim } = store.idempotency_begin("t:u", "key", "h").await.expect("begin") else {
+        panic!("a new key is fresh")
+    };
+    // The request commits two appends; the key records the first and only the first.
+    store::with_key(claim, async {
+        repo.execute("default:KEY-1", receive(3), None, &meta).await.expect("receive");
+        repo.execute("default:KEY-1", receive(4), None, &meta).await.expect("receive");
+    })
+    .await;
+    // The answer was never stored (a crash): the retry finds the effect, not a fresh claim.
+    let Idempotency::Committed(effect) = store.idempotency_begin("t:u", "key", "h").await.expect("begin") else {
+        panic!("the effect is found")
+    };
+    assert_eq!((effect.aggregate_type.as_str(), effect.aggregate_id.as_str(), effect.sequence), ("stock", "default:KEY-1", 1));
+    assert!(effect.position > 0);
+    // A committed key is never abandoned.
+    store.idempotency_abandon("t:u", "key").await.expect("abandon");
+    assert!(matches!(store.idempotency_begin("t:u", "key", "h").await.expect("begin"), Idempotency::Committed(_)));
+});
+
+both_backends!(a_request_whose_claim_was_taken_over_writes_nothing, |t: TestStore| async move {
+    let store = t.store.clone();
+    use store::Idempotency;
+    let repo = Repository::<Stock>::new(store.clone(), ());
+    let meta = Metadata { tenant: Some("default".into()), ..Metadata::default() };
+    let Idempotency::Fresh { claim } = store.idempotency_begin("t:u", "slow", "h").await.expect("begin") else {
+        panic!("a new key is fresh")
+    };
+    // A retry took the claim over (as after the stale bound) before the slow request committed.
+    let sql = "UPDATE idempotency_keys SET claim = 'someone else' WHERE key = 'slow'";
+    match store.db() {
+        Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        Db::Sqlite { write, .. } => sqlx::query(sql).execute(write).await.map(|_| ()),
+    }
+    .expect("take over");
+    for (id, events) in [("default:SLOW-1", 1), ("default:SLOW-2", 2)] {
+        let result = store::with_key(claim.clone(), async {
+            if events == 1 {
+                repo.execute(id, receive(3), None, &meta).await.map(|_| ())
+            } else {
+                // Two events of one stream: not the batched single-event path.
+                let appends = [append(id, 0, vec![event(1), event(2)])];
+                store.append(&appends).await.map(|_| ()).map_err(ExecError::<StockError>::Store)
+            }
+        })
+        .await;
+        assert!(matches!(result, Err(ExecError::Store(StoreError::ClaimLost))), "{id}: {result:?}");
+        let kind = if events == 1 { "stock" } else { "thing" };
+        assert_eq!(store.stream_version(kind, id).await.expect("version"), 0, "{id}: nothing written");
+    }
 });
 
 /// The events table keeps postgres-es's columns: its repository reads what ours wrote.

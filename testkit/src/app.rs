@@ -49,9 +49,14 @@ impl Answer {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_configured(backend, |_| {}).await
+    }
+
+    /// A shop on a fresh database of `backend`, its configuration changed by `configure`.
+    pub async fn spawn_configured(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<Self> {
         let data_dir = scratch_dir();
         let url = fresh_url(backend, &data_dir).await?;
-        Some(Self::spawn_with(backend, data_dir, url, |_| {}).await)
+        Some(Self::spawn_with(backend, data_dir, url, configure).await)
     }
 
     /// A shop on the database at `url` (of `backend`) with data under `data_dir`, its

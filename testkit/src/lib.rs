@@ -57,9 +57,30 @@ macro_rules! both_backends {
 }
 
 /// `both_modes!(name, |app: TestApp| async move { … })`: module `name` with the body run
-/// against a whole shop on SQLite and one on PostgreSQL.
+/// against a whole shop on SQLite and one on PostgreSQL;
+/// `both_modes!(name, configure = |c: &mut Config| …, |app| …)` changes the configuration first.
 #[macro_export]
 macro_rules! both_modes {
+    ($name:ident, configure = $configure:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(app) = $crate::TestApp::spawn_configured($crate::Backend::Sqlite, $configure).await {
+                    $body(app).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::TestApp::spawn_configured($crate::Backend::Postgres, $configure).await {
+                    $body(app).await;
+                }
+            }
+        }
+    };
     ($name:ident, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]

@@ -11,6 +11,10 @@ pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "paymen
 /// Fields of event payloads that are never published.
 pub const REDACTED: &[&str] = &["password_hash", "token_hash"];
 
+/// Fields that name a payment method: published masked (brand and last four digits at most,
+/// [`domain::payment::masked_method`]); the full token never leaves the payment context.
+pub const MASKED: &[&str] = &["payment_method", "method"];
+
 /// What the relay publishes for one event: key, JSON value and CloudEvents headers.
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -60,6 +64,11 @@ impl Envelope {
         if let Value::Object(fields) = &mut data {
             for secret in REDACTED {
                 fields.remove(*secret);
+            }
+            for field in MASKED {
+                if let Some(Value::String(raw)) = fields.get_mut(*field) {
+                    *raw = domain::payment::masked_method(raw);
+                }
             }
         }
         let id = format!("{}/{}/{}", e.aggregate_type, e.aggregate_id, e.sequence);
@@ -216,6 +225,18 @@ mod tests {
         e.event_type = "password_changed".into();
         let published = Envelope::from_event(&e).expect("publishable");
         assert!(!published.value.contains("argon2"), "{}", published.value);
+    }
+
+    #[test]
+    fn payment_methods_are_published_masked() {
+        let mut e = event(json!({"placed": {"payment_method": "visa_4242", "customer": "c"}}));
+        e.aggregate_type = "order".into();
+        let v: Value = serde_json::from_str(&Envelope::from_event(&e).expect("publishable").value).expect("json");
+        assert_eq!(v["data"]["payment_method"], "visa ••••4242");
+        let mut e = event(json!({"authorisation_requested": {"method": "tok_approve"}}));
+        e.aggregate_type = "payment".into();
+        let envelope = Envelope::from_event(&e).expect("publishable");
+        assert!(!envelope.value.contains("tok_approve"), "{}", envelope.value);
     }
 
     #[test]

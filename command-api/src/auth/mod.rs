@@ -10,4 +10,5 @@ pub use http_kit::{Claims, JwtKeys, Secret};
 pub use limiter::*;
 pub use password::*;
 pub use routes::{registration, tokens, RegisterRequest, Registration};
+pub(crate) use routes::{start_session, TokenResponse};
 pub use tokens::*;

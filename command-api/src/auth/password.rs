@@ -18,10 +18,9 @@ pub struct Argon2Hasher {
     /// A real hash of a random password, verified against when an e-mail is unknown, so that
     /// a failed login takes as long whether or not the account exists.
     dummy: PasswordHash,
+    /// How long a hash may wait for a free core before the request is refused.
+    queue_timeout: Duration,
 }
-
-/// How long a hash may wait for a free core before the request is refused.
-const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Argon2Hasher {
     pub fn owasp() -> Self {
@@ -29,17 +28,37 @@ impl Argon2Hasher {
         let params = Params::new(19 * 1024, 2, 1, None).expect("OWASP argon2id parameters are valid");
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let dummy = hash_now(&params, "dummy password that nobody has").unwrap_or_else(|_| PasswordHash(String::new()));
-        Self { params, permits: Arc::new(Semaphore::new(cores)), dummy }
+        Self { params, permits: Arc::new(Semaphore::new(cores)), dummy, queue_timeout: Duration::from_secs(10) }
     }
 
-    /// Spends the time of a real verification, for unknown accounts.
-    pub async fn verify_dummy(&self, password: &Password) {
-        let dummy = self.dummy.clone();
-        let _ = self.verify(password, &dummy).await;
+    /// Checks `password` against `hash`, or against a dummy hash when there is none (an
+    /// unknown account), so both take the same time. `Err` when no core was free in time: the
+    /// password was not checked.
+    pub async fn check(&self, password: &Password, hash: Option<&PasswordHash>) -> Result<bool, HashingUnavailable> {
+        let params = self.params.clone();
+        let password = password.clone();
+        let (hash, real) = match hash {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy.clone(), false),
+        };
+        let matches = self
+            .run(move || {
+                argon2::PasswordHash::new(&hash.0)
+                    .map(|parsed| argon2(&params).verify_password(password.expose().as_bytes(), &parsed).is_ok())
+                    .unwrap_or(false)
+            })
+            .await?;
+        Ok(real && matches)
+    }
+
+    /// How long a hash may wait for a free core (10 s unless set).
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashingUnavailable> {
-        let permit = tokio::time::timeout(QUEUE_TIMEOUT, Arc::clone(&self.permits).acquire_owned())
+        let permit = tokio::time::timeout(self.queue_timeout, Arc::clone(&self.permits).acquire_owned())
             .await
             .map_err(|_| HashingUnavailable)?
             .map_err(|_| HashingUnavailable)?;
@@ -67,16 +86,7 @@ impl PasswordHasher for Argon2Hasher {
     }
 
     async fn verify(&self, password: &Password, hash: &PasswordHash) -> bool {
-        let params = self.params.clone();
-        let password = password.clone();
-        let hash = hash.clone();
-        self.run(move || {
-            argon2::PasswordHash::new(&hash.0)
-                .map(|parsed| argon2(&params).verify_password(password.expose().as_bytes(), &parsed).is_ok())
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false)
+        self.check(password, Some(hash)).await.unwrap_or(false)
     }
 }
 
@@ -93,5 +103,15 @@ mod tests {
         assert!(hasher.verify(&pw, &hash).await);
         assert!(!hasher.verify(&"wrong horse".parse().expect("valid"), &hash).await);
         assert!(!hasher.verify(&pw, &PasswordHash("garbage".into())).await);
+        assert_eq!(hasher.check(&pw, None).await, Ok(false), "an unknown account never matches");
+    }
+
+    #[tokio::test]
+    async fn a_saturated_pool_refuses_instead_of_answering_false() {
+        let hasher = Argon2Hasher::owasp().with_queue_timeout(Duration::from_millis(50));
+        let held: Vec<_> = (0..hasher.permits.available_permits()).map(|_| Arc::clone(&hasher.permits).try_acquire_owned()).collect();
+        assert!(held.iter().all(Result::is_ok));
+        let pw: Password = "correct horse".parse().expect("valid");
+        assert_eq!(hasher.check(&pw, None).await, Err(HashingUnavailable));
     }
 }

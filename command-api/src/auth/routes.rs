@@ -6,7 +6,7 @@ use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::Json;
 use domain::session::{RevocationReason, SessionCommand};
-use domain::user::{Password, PasswordHasher as _, Role, User, UserCommand, UserError};
+use domain::user::{Password, Role, User, UserCommand, UserError};
 use domain::{stream_id, Email, Name, SessionId, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,17 @@ pub fn tokens() -> ApiRouter<AppState> {
             "/auth/logout",
             post_with(logout, |op| {
                 op.describe("logout", "auth", "Revoke the session of a refresh token.").problems(&[InvalidRefreshToken, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/users/me/password",
+            post_with(crate::users::change_password, |op| {
+                op.describe(
+                    "change_password",
+                    "users",
+                    "Change the caller's password, given the current one: every session of the account ends, and the answer is a fresh token pair.",
+                )
+                .problems(&[NotFound, UserDeactivated, WrongPassword, VersionConflict, Unavailable])
             }),
         )
         .api_route(
@@ -115,7 +126,7 @@ struct LoginRequest {
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
-struct TokenResponse {
+pub(crate) struct TokenResponse {
     access_token: String,
     refresh_token: String,
     token_type: &'static str,
@@ -148,26 +159,44 @@ async fn login(
         return Err(invalid_credentials());
     };
     let key = format!("{tenant}:{email}");
-    state.limiter.check(&key, Instant::now()).map_err(|secs| {
+    // The attempt counts as a failure before its password is hashed: parallel guesses cannot
+    // all pass the check before any of them is counted.
+    state.limiter.begin(&key, Instant::now()).map_err(|secs| {
         ApiError::new(ErrorCode::RateLimited, "too many failed logins for this account; wait and retry").retry_after(secs)
     })?;
-    let found = user_by_email(&state, &tenant, &email).await?;
-    let verified = match &found {
-        Some((_, user)) => match &user.password_hash {
-            Some(hash) => state.hasher.verify(&password, hash).await,
-            None => false,
-        },
-        None => {
-            state.hasher.verify_dummy(&password).await;
-            false
+    let found = match user_by_email(&state, &tenant, &email).await {
+        Ok(found) => found,
+        Err(e) => {
+            state.limiter.not_checked(&key);
+            return Err(e);
+        }
+    };
+    let hash = found.as_ref().and_then(|(_, user)| user.password_hash.as_ref());
+    let verified = match state.hasher.check(&password, hash).await {
+        Ok(verified) => verified,
+        Err(unavailable) => {
+            state.limiter.not_checked(&key);
+            return Err(UserError::from(unavailable).into());
         }
     };
     let Some((user_id, user)) = found.filter(|_| verified) else {
-        state.limiter.record_failure(&key, Instant::now());
         tracing::info!(tenant = %tenant, "failed login");
         return Err(invalid_credentials());
     };
-    state.limiter.record_success(&key);
+    state.limiter.succeeded(&key);
+    let metadata = meta.metadata(&tenant, Some(user_id));
+    start_session(&state, &tenant, user_id, &user, &metadata).await
+}
+
+/// Starts a session for `user` (of the user's current epoch, ending at the latest after the
+/// maximum session age) and answers its first token pair.
+pub(crate) async fn start_session(
+    state: &AppState,
+    tenant: &TenantId,
+    user_id: UserId,
+    user: &User,
+    metadata: &store::Metadata,
+) -> Result<Json<TokenResponse>, ApiError> {
     let session_id = SessionId::new();
     let refresh = OpaqueToken::generate(session_id);
     let now = state.clock.now();
@@ -177,20 +206,21 @@ async fn login(
         user_id,
         token_hash: refresh.hash(),
         expires_at: now + state.config.refresh_token_ttl,
+        epoch: user.session_epoch,
+        ends_at: now + state.config.session_max_age,
     };
-    let metadata = meta.metadata(&tenant, Some(user_id));
-    state.sessions.execute(&stream_id(&tenant, session_id), start, None, &metadata).await?;
-    token_response(&state, user_id, &tenant, &user.roles, refresh)
+    state.sessions.execute(&stream_id(tenant, session_id), start, None, metadata).await?;
+    token_response(state, user_id, tenant, user, refresh)
 }
 
 fn token_response(
     state: &AppState,
     user_id: UserId,
     tenant: &TenantId,
-    roles: &BTreeSet<Role>,
+    user: &User,
     refresh: OpaqueToken<SessionId>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let access_token = state.jwt.issue(user_id, tenant, roles, state.clock.now()).map_err(ApiError::internal)?;
+    let access_token = state.jwt.issue(user_id, tenant, &user.roles, user.session_epoch, state.clock.now()).map_err(ApiError::internal)?;
     Ok(Json(TokenResponse { access_token, refresh_token: refresh.to_string(), token_type: "Bearer", expires_in: state.jwt.ttl.as_secs() }))
 }
 
@@ -211,24 +241,42 @@ async fn refresh(
     AppJson(req): AppJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let presented = parse_refresh(&req.refresh_token)?;
-    let next = OpaqueToken::generate(presented.id);
-    let now = state.clock.now();
-    let rotate =
-        SessionCommand::Rotate { presented: presented.hash(), next: next.hash(), now, expires_at: now + state.config.refresh_token_ttl };
-    let done = state.sessions.execute(&stream_id(&tenant, presented.id), rotate, None, &meta.metadata(&tenant, None)).await?;
-    if done.state.revoked == Some(RevocationReason::ReuseDetected) {
-        tracing::warn!(tenant = %tenant, session_id = %presented.id, "refresh token reuse; session family revoked");
-        return Err(ApiError::new(
-            ErrorCode::RefreshTokenReused,
-            "this refresh token was already used; every token of its login is now revoked",
-        ));
-    }
-    let user_id = done.state.user_id.ok_or_else(|| ApiError::new(ErrorCode::InvalidRefreshToken, "unknown session"))?;
+    let unknown = || ApiError::new(ErrorCode::InvalidRefreshToken, "unknown session");
+    let session_stream = stream_id(&tenant, presented.id);
+    let (session, _) = state.sessions.read(&session_stream).await?;
+    let user_id = session.user_id.ok_or_else(unknown)?;
     let (user, _) = state.users.read(&stream_id(&tenant, user_id)).await?;
     if !user.active {
         return Err(ApiError::new(ErrorCode::InvalidRefreshToken, "the account is deactivated"));
     }
-    token_response(&state, user_id, &tenant, &user.roles, next)
+    let next = OpaqueToken::generate(presented.id);
+    let now = state.clock.now();
+    // The user's epoch goes into the command: a session of an earlier epoch ends there, even
+    // if the password changed between the read above and this write (the token issued below
+    // then fails its first request, whose check sees the new epoch).
+    let rotate = SessionCommand::Rotate {
+        presented: presented.hash(),
+        next: next.hash(),
+        now,
+        expires_at: now + state.config.refresh_token_ttl,
+        ends_at: now + state.config.session_max_age,
+        user_epoch: user.session_epoch,
+    };
+    let done = state.sessions.execute(&session_stream, rotate, None, &meta.metadata(&tenant, Some(user_id))).await?;
+    match done.state.revoked {
+        Some(RevocationReason::ReuseDetected) => {
+            tracing::warn!(tenant = %tenant, session_id = %presented.id, "refresh token reuse; session family revoked");
+            Err(ApiError::new(
+                ErrorCode::RefreshTokenReused,
+                "this refresh token was already used; every token of its login is now revoked",
+            ))
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidRefreshToken,
+            "the session ended: the account's password, roles or status changed; log in again",
+        )),
+        None => token_response(&state, user_id, &tenant, &user, next),
+    }
 }
 
 async fn logout(
@@ -271,8 +319,10 @@ async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &R
         return Ok(());
     };
     let token = OpaqueToken::generate(user_id);
-    let expires_at = state.clock.now() + state.config.reset_token_ttl;
-    let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at };
+    let now = state.clock.now();
+    let expires_at = now + state.config.reset_token_ttl;
+    let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at, now };
+    // Beyond the hourly limit nothing is sent; the tokens mailed before stay valid.
     state.users.execute(&stream_id(tenant, user_id), request, None, &meta.metadata(tenant, Some(user_id))).await?;
     let context =
         serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339()});

@@ -8,4 +8,6 @@ pub enum SessionError {
     Expired,
     #[error("session is revoked")]
     Revoked,
+    #[error("session ended: the password, roles or status of its user changed")]
+    Ended,
 }

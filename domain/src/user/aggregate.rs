@@ -13,7 +13,16 @@ use crate::{Email, Name, TenantId, UserId};
 pub struct PendingReset {
     pub token_hash: TokenHash,
     pub expires_at: DateTime<Utc>,
+    /// `None` for requests recorded before the time was kept.
+    #[serde(default)]
+    pub requested_at: Option<DateTime<Utc>>,
 }
+
+/// At most this many password-reset mails per address per hour.
+pub const MAX_RESETS_PER_HOUR: usize = 3;
+
+/// Tokens kept pending at once; older ones are dropped beyond this.
+const MAX_PENDING_RESETS: usize = 5;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -25,11 +34,17 @@ pub struct User {
     pub password_hash: Option<PasswordHash>,
     pub roles: BTreeSet<Role>,
     pub active: bool,
-    /// At most one reset is pending; a new request replaces it.
-    pub pending_reset: Option<PendingReset>,
+    /// Resets requested and not yet used; each stays valid until it expires, so a flood of
+    /// requests cannot keep the owner from resetting.
+    #[serde(default)]
+    pub pending_resets: Vec<PendingReset>,
     /// The user said no to marketing mail.
     #[serde(default)]
     pub marketing_opt_out: bool,
+    /// Moves on with every password change or reset, deactivation and role change: sessions
+    /// and access tokens of an earlier epoch are no longer honoured.
+    #[serde(default)]
+    pub session_epoch: u64,
 }
 
 impl User {
@@ -105,15 +120,19 @@ impl Aggregate for User {
                 let password_hash = services.hasher.hash(&new).await?;
                 sink.write(UserEvent::PasswordChanged { password_hash }, self).await;
             }
-            UserCommand::RequestPasswordReset { token_hash, expires_at } => {
+            UserCommand::RequestPasswordReset { token_hash, expires_at, now } => {
                 self.ensure_active()?;
-                sink.write(UserEvent::PasswordResetRequested { token_hash, expires_at }, self).await;
+                let hour_ago = now - chrono::Duration::hours(1);
+                let recent = self.pending_resets.iter().filter(|p| p.requested_at.is_some_and(|t| t > hour_ago)).count();
+                if recent >= MAX_RESETS_PER_HOUR {
+                    return Err(UserError::TooManyResets);
+                }
+                sink.write(UserEvent::PasswordResetRequested { token_hash, expires_at, requested_at: Some(now) }, self).await;
             }
             UserCommand::ConfirmPasswordReset { token_hash, new, now } => {
                 self.ensure_active()?;
-                let pending = match &self.pending_reset {
-                    Some(p) if p.token_hash == token_hash => p,
-                    _ => return Err(UserError::ResetTokenInvalid),
+                let Some(pending) = self.pending_resets.iter().find(|p| p.token_hash == token_hash) else {
+                    return Err(UserError::ResetTokenInvalid);
                 };
                 if pending.expires_at <= now {
                     return Err(UserError::ResetTokenExpired);
@@ -164,23 +183,35 @@ impl Aggregate for User {
             }
             UserEvent::ProfileChanged { name } => self.name = Some(name),
             UserEvent::MarketingEmailsSet { allowed } => self.marketing_opt_out = !allowed,
-            UserEvent::PasswordChanged { password_hash } => self.password_hash = Some(password_hash),
-            UserEvent::PasswordResetRequested { token_hash, expires_at } => {
-                self.pending_reset = Some(PendingReset { token_hash, expires_at });
+            UserEvent::PasswordChanged { password_hash } => {
+                self.password_hash = Some(password_hash);
+                // A reset token mailed before the change must not undo it.
+                self.pending_resets.clear();
+                self.session_epoch += 1;
+            }
+            UserEvent::PasswordResetRequested { token_hash, expires_at, requested_at } => {
+                self.pending_resets.push(PendingReset { token_hash, expires_at, requested_at });
+                if self.pending_resets.len() > MAX_PENDING_RESETS {
+                    self.pending_resets.remove(0);
+                }
             }
             UserEvent::PasswordResetCompleted { password_hash } => {
                 self.password_hash = Some(password_hash);
-                self.pending_reset = None;
+                self.pending_resets.clear();
+                self.session_epoch += 1;
             }
             UserEvent::Deactivated => {
                 self.active = false;
-                self.pending_reset = None;
+                self.pending_resets.clear();
+                self.session_epoch += 1;
             }
             UserEvent::RoleGranted { role } => {
                 self.roles.insert(role);
+                self.session_epoch += 1;
             }
             UserEvent::RoleRevoked { role } => {
                 self.roles.remove(&role);
+                self.session_epoch += 1;
             }
         }
     }
@@ -265,7 +296,55 @@ mod tests {
     }
 
     fn reset_requested() -> UserEvent {
-        UserEvent::PasswordResetRequested { token_hash: TokenHash("t1".into()), expires_at: at(2) }
+        UserEvent::PasswordResetRequested { token_hash: TokenHash("t1".into()), expires_at: at(2), requested_at: Some(at(1)) }
+    }
+
+    fn request(token: &str, now: u32) -> UserCommand {
+        UserCommand::RequestPasswordReset { token_hash: TokenHash(token.into()), expires_at: at(now + 1), now: at(now) }
+    }
+
+    fn requested(token: &str, now: u32) -> UserEvent {
+        UserEvent::PasswordResetRequested { token_hash: TokenHash(token.into()), expires_at: at(now + 1), requested_at: Some(at(now)) }
+    }
+
+    #[test]
+    fn at_most_three_resets_an_hour_and_earlier_tokens_stay_valid() {
+        let three = vec![registered(), requested("t1", 1), requested("t2", 1), requested("t3", 1)];
+        framework().given(three.clone()).when(request("t4", 1)).then_expect_error(UserError::TooManyResets);
+        framework().given(three.clone()).when(request("t4", 3)).then_expect_events(vec![requested("t4", 3)]);
+        framework()
+            .given(three)
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(1) })
+            .then_expect_events(vec![UserEvent::PasswordResetCompleted { password_hash: PasswordHash("hashed:battery staple".into()) }]);
+    }
+
+    #[test]
+    fn a_password_change_kills_a_pending_reset() {
+        framework()
+            .given(vec![
+                registered(),
+                reset_requested(),
+                UserEvent::PasswordChanged { password_hash: PasswordHash("hashed:new one".into()) },
+            ])
+            .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(1) })
+            .then_expect_error(UserError::ResetTokenInvalid);
+    }
+
+    #[test]
+    fn credential_and_role_changes_move_the_session_epoch_on() {
+        let mut user = User::default();
+        for e in [
+            registered(),
+            UserEvent::ProfileChanged { name: "Ada L".parse().expect("valid") },
+            UserEvent::PasswordChanged { password_hash: PasswordHash("x".into()) },
+            UserEvent::PasswordResetCompleted { password_hash: PasswordHash("y".into()) },
+            UserEvent::RoleGranted { role: Role::Admin },
+            UserEvent::RoleRevoked { role: Role::Admin },
+            UserEvent::Deactivated,
+        ] {
+            user.apply(e);
+        }
+        assert_eq!(user.session_epoch, 5);
     }
 
     #[test]
@@ -340,7 +419,7 @@ mod tests {
     fn a_reset_request_is_recorded_hashed() {
         framework()
             .given(vec![registered()])
-            .when(UserCommand::RequestPasswordReset { token_hash: TokenHash("t1".into()), expires_at: at(2) })
+            .when(UserCommand::RequestPasswordReset { token_hash: TokenHash("t1".into()), expires_at: at(2), now: at(1) })
             .then_expect_events(vec![reset_requested()]);
     }
 

@@ -28,10 +28,12 @@ pub enum UserCommand {
         current: Password,
         new: Password,
     },
-    /// Record a reset token (hashed) that is valid until `expires_at`.
+    /// Record a reset token (hashed) that is valid until `expires_at`; at most
+    /// [`super::MAX_RESETS_PER_HOUR`] an hour.
     RequestPasswordReset {
         token_hash: TokenHash,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     },
     /// Use a reset token once, before it expires, to set a new password.
     ConfirmPasswordReset {

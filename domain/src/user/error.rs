@@ -14,6 +14,8 @@ pub enum UserError {
     ResetTokenExpired,
     #[error("a user needs at least one role")]
     NoRoles,
+    #[error("too many password resets requested in the last hour")]
+    TooManyResets,
     #[error("password hashing is unavailable")]
     HashingUnavailable,
 }

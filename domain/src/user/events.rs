@@ -40,15 +40,39 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserEvent {
-    Registered { tenant: TenantId, user_id: UserId, email: Email, name: Name, password_hash: PasswordHash, roles: BTreeSet<Role> },
-    ProfileChanged { name: Name },
-    MarketingEmailsSet { allowed: bool },
-    PasswordChanged { password_hash: PasswordHash },
-    PasswordResetRequested { token_hash: TokenHash, expires_at: DateTime<Utc> },
-    PasswordResetCompleted { password_hash: PasswordHash },
+    Registered {
+        tenant: TenantId,
+        user_id: UserId,
+        email: Email,
+        name: Name,
+        password_hash: PasswordHash,
+        roles: BTreeSet<Role>,
+    },
+    ProfileChanged {
+        name: Name,
+    },
+    MarketingEmailsSet {
+        allowed: bool,
+    },
+    PasswordChanged {
+        password_hash: PasswordHash,
+    },
+    PasswordResetRequested {
+        token_hash: TokenHash,
+        expires_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_at: Option<DateTime<Utc>>,
+    },
+    PasswordResetCompleted {
+        password_hash: PasswordHash,
+    },
     Deactivated,
-    RoleGranted { role: Role },
-    RoleRevoked { role: Role },
+    RoleGranted {
+        role: Role,
+    },
+    RoleRevoked {
+        role: Role,
+    },
 }
 
 impl DomainEvent for UserEvent {
