@@ -67,9 +67,8 @@ pub async fn idempotency(State((state, statuses)): State<(AppState, Arc<SuccessS
         Ok(Idempotency::Committed(effect)) => {
             let status = statuses.of(&route);
             let id = domain::StreamId::parse(&effect.aggregate_id).map_or(effect.aggregate_id.clone(), |s| s.key.to_owned());
-            let body = serde_json::json!({ "id": id, "version": effect.sequence, "position": effect.position }).to_string();
-            let mut response = (status, body).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let answer = crate::CommandAccepted { id, version: effect.sequence.max(0) as u64, position: effect.position };
+            let mut response = (status, axum::Json(answer)).into_response();
             response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             response
         }

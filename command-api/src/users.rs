@@ -6,12 +6,12 @@ use aide::axum::routing::{patch_with, post_with, put_with};
 use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::Json;
-use domain::admins::{AdminRosterCommand, ROSTER};
+use domain::admins::{AdminRoster, AdminRosterCommand, ROSTER};
 use domain::claim::{ClaimCommand, EmailKind};
 use domain::user::{Password, Role, UserCommand, UserEvent};
 use domain::{stream_id, Name, TenantId, UserId};
 use serde::Deserialize;
-use store::{commit, retry_on_conflict, Metadata};
+use store::{commit, retry_on_conflict, ExecError, Metadata, Prepared, Stage};
 
 use crate::auth::Registration;
 use crate::{AppState, CommandAccepted};
@@ -88,14 +88,13 @@ pub async fn register_user(
             roles: roles.clone(),
         };
         let mut user = state.users.prepare(&user_stream, register, None).await.map_err(|e| e.map_domain(ApiError::from))?;
-        if roles.contains(&Role::Admin) {
-            let enroll = AdminRosterCommand::Enroll { user: user_id };
-            let mut roster =
-                state.admins.prepare(&stream_id(tenant, ROSTER), enroll, None).await.map_err(|e| e.map_domain(ApiError::from))?;
-            commit(&state.store, metadata, &mut [&mut claim, &mut user, &mut roster]).await?;
+        let enroll = roles.contains(&Role::Admin).then_some(AdminRosterCommand::Enroll { user: user_id });
+        let mut roster = roster_change(state, tenant, enroll).await?;
+        let mut stages: Vec<&mut dyn Stage> = roster.iter_mut().map(|r| r as &mut dyn Stage).collect();
+        stages.extend([&mut claim as &mut dyn Stage, &mut user]);
+        commit(&state.store, metadata, &mut stages).await?;
+        if let Some(roster) = roster {
             roster.finish().await;
-        } else {
-            commit(&state.store, metadata, &mut [&mut claim, &mut user]).await?;
         }
         claim.finish().await;
         Ok(user.finish().await)
@@ -197,6 +196,22 @@ async fn deactivate(
     run_on(&state, &admin, target, UserCommand::Deactivate, if_match, &meta).await
 }
 
+/// The tenant's admin roster with `change` handled, to commit with the user's change. The
+/// roster goes before the user in the commit: a keyed request's effect is the last stream it
+/// appends, and the answer names the user.
+async fn roster_change(
+    state: &AppState,
+    tenant: &TenantId,
+    change: Option<AdminRosterCommand>,
+) -> Result<Option<Prepared<AdminRoster>>, ExecError<ApiError>> {
+    match change {
+        Some(change) => {
+            Ok(Some(state.admins.prepare(&stream_id(tenant, ROSTER), change, None).await.map_err(|e| e.map_domain(ApiError::from))?))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Runs a user command on `target` within the caller's tenant.
 async fn run_on(
     state: &AppState,
@@ -208,24 +223,22 @@ async fn run_on(
 ) -> Result<Json<CommandAccepted>, ApiError> {
     let metadata = meta.metadata(&caller.tenant, Some(caller.user_id));
     let user_stream = stream_id(&caller.tenant, target);
-    let roster_stream = stream_id(&caller.tenant, ROSTER);
     // A change that gives or takes the admin role commits with the tenant's admin roster, so
     // two admins demoting each other at once cannot leave the tenant without one.
     let done = retry_on_conflict("user", || async {
         let mut user = state.users.prepare(&user_stream, command.clone(), if_match).await.map_err(|e| e.map_domain(ApiError::from))?;
-        let roster_change = user.events().iter().find_map(|e| match e {
+        let change = user.events().iter().find_map(|e| match e {
             UserEvent::RoleGranted { role: Role::Admin } => Some(AdminRosterCommand::Enroll { user: target }),
             UserEvent::RoleRevoked { role: Role::Admin } => Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id }),
             UserEvent::Deactivated if user.state().is_admin() => Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id }),
             _ => None,
         });
-        match roster_change {
-            Some(change) => {
-                let mut roster = state.admins.prepare(&roster_stream, change, None).await.map_err(|e| e.map_domain(ApiError::from))?;
-                commit(&state.store, &metadata, &mut [&mut user, &mut roster]).await?;
-                roster.finish().await;
-            }
-            None => commit(&state.store, &metadata, &mut [&mut user]).await?,
+        let mut roster = roster_change(state, &caller.tenant, change).await?;
+        let mut stages: Vec<&mut dyn Stage> = roster.iter_mut().map(|r| r as &mut dyn Stage).collect();
+        stages.push(&mut user);
+        commit(&state.store, &metadata, &mut stages).await?;
+        if let Some(roster) = roster {
+            roster.finish().await;
         }
         Ok(user.finish().await)
     })

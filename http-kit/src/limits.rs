@@ -137,10 +137,6 @@ impl RateLimits {
         buckets.total.insert(route.to_owned(), total_after);
         Ok(())
     }
-
-    pub fn trusted_proxies(&self) -> &[Network] {
-        &self.trusted_proxies
-    }
 }
 
 /// The middleware: 429 `rate_limited` with `Retry-After` once a bucket is empty.

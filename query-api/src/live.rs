@@ -68,8 +68,7 @@ impl Drop for StreamPermit {
 impl LiveFeed {
     /// The feed over `db`, listening on `pg_url` (PostgreSQL) or polling (SQLite).
     pub fn start(db: ReadDb, pg_url: Option<String>, limits: StreamLimits) -> Arc<Self> {
-        let (changes, _) = broadcast::channel(4096);
-        let feed = Arc::new(Self { changes, limits, open: Mutex::new((0, HashMap::new())) });
+        let feed = Self::manual(limits);
         let weak = Arc::downgrade(&feed);
         match pg_url {
             Some(url) => {

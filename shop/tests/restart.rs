@@ -44,6 +44,22 @@ async fn serving(mut command: Command, port: u16) -> Child {
     panic!("shop did not become ready");
 }
 
+/// `shop user create` of the admin `root@example.com` (password `root password`); the id it
+/// prints.
+fn create_root(dir: &Path, url: Option<&str>) -> String {
+    let mut create = command(dir, url, 0)
+        .args(["user", "create", "--email", "root@example.com", "--role", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("user create runs");
+    create.stdin.take().expect("stdin").write_all(b"root password\n").expect("password written");
+    let out = create.wait_with_output().expect("user create finishes");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
 async fn post(port: u16, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
     let mut req = reqwest::Client::new().post(format!("http://127.0.0.1:{port}{path}")).json(&body);
     if let Some(t) = token {
@@ -60,17 +76,7 @@ async fn survives_kill_9(t: TestStore) {
     let port = free_port();
     let mut shop = start(&dir, url.as_deref(), port).await;
 
-    let mut create = command(&dir, url.as_deref(), port)
-        .args(["user", "create", "--email", "root@example.com", "--role", "admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("user create runs");
-    create.stdin.take().expect("stdin").write_all(b"root password\n").expect("password written");
-    let out = create.wait_with_output().expect("user create finishes");
-    assert!(out.status.success());
-    let admin_id = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    let admin_id = create_root(&dir, url.as_deref());
     assert!(admin_id.parse::<uuid::Uuid>().is_ok(), "prints the new id: {admin_id}");
 
     let (status, login) = post(port, "/api/v1/auth/login", None, json!({"email": "root@example.com", "password": "root password"})).await;
@@ -163,15 +169,7 @@ async fn a_keyed_request_has_one_effect_across_a_crash(t: TestStore) {
     let dir = t.dir.clone();
     let url = (t.backend == Backend::Postgres).then(|| t.url.clone());
     let port = free_port();
-    let mut create = command(&dir, url.as_deref(), port)
-        .args(["user", "create", "--email", "root@example.com", "--role", "admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("user create runs");
-    create.stdin.take().expect("stdin").write_all(b"root password\n").expect("password written");
-    assert!(create.wait().expect("user create finishes").success());
+    create_root(&dir, url.as_deref());
 
     let mut faulty = command(&dir, url.as_deref(), port);
     faulty.env("SHOP_FAULT_CRASH_AFTER_COMMIT", "1");

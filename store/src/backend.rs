@@ -142,19 +142,23 @@ async fn insert(db: &Db, rows: &[Row], skip_conflicts: bool, key: Option<&Pendin
         })?,
         _ => String::new(),
     };
-    const MARK: &str = "UPDATE idempotency_keys SET effect = $1 \
-                        WHERE scope = $2 AND key = $3 AND claim = $4 AND status IS NULL AND effect IS NULL";
+    // Marks the key if its claim is still ours; placeholders from `$n` on: effect, scope, key, claim.
+    let mark = |n: usize| {
+        format!(
+            "UPDATE idempotency_keys SET effect = ${n} WHERE scope = ${} AND key = ${} AND claim = ${} \
+             AND status IS NULL AND effect IS NULL",
+            n + 1,
+            n + 2,
+            n + 3
+        )
+    };
     let returned: Vec<(String, String, i64, i64)> = match db {
         Db::Postgres(pool) => {
             let column = |f: fn(&Row) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
             // With a key: one statement marks the key and inserts only if the mark took.
             let (with, only_if) = match key {
-                Some(_) => (
-                    "WITH k AS (UPDATE idempotency_keys SET effect = $8 \
-                     WHERE scope = $9 AND key = $10 AND claim = $11 AND status IS NULL AND effect IS NULL RETURNING 1) ",
-                    " WHERE EXISTS (SELECT 1 FROM k)",
-                ),
-                None => ("", ""),
+                Some(_) => (format!("WITH k AS ({} RETURNING 1) ", mark(8)), " WHERE EXISTS (SELECT 1 FROM k)"),
+                None => (String::new(), ""),
             };
             let sql = format!(
                 "{with}INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -195,7 +199,7 @@ async fn insert(db: &Db, rows: &[Row], skip_conflicts: bool, key: Option<&Pendin
                 None => qb.build_query_as().fetch_all(write).await.map_err(StoreError::from_write)?,
                 Some(k) => {
                     let mut tx = write.begin().await.map_err(StoreError::from_write)?;
-                    let marked = sqlx::query(MARK)
+                    let marked = sqlx::query(&mark(1))
                         .bind(&effect)
                         .bind(&k.scope)
                         .bind(&k.key)

@@ -27,7 +27,8 @@ pub enum Idempotency {
     Mismatch,
 }
 
-/// The last stream a keyed request appended to: the aggregate it answers about.
+/// The last stream a keyed request appended to: the aggregate it answers about (a handler that
+/// commits several streams puts that one last).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Effect {
     pub aggregate_type: String,
