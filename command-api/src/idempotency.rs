@@ -160,5 +160,9 @@ fn scope_of(state: &AppState, req: &Request) -> String {
         return format!("{}:{}", claims.tenant, claims.sub);
     }
     let tenant = req.headers().get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("default");
-    format!("{tenant}:anonymous")
+    // A guest is known by the cart token it holds: one guest's key never replays another's answer.
+    match crate::carts::cart_token(req.headers()) {
+        Some(token) => format!("{tenant}:cart:{}", token.hash().0),
+        None => format!("{tenant}:anonymous"),
+    }
 }

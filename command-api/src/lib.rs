@@ -15,13 +15,18 @@
 //! - `users.rs`: `/users/me`, role management; `register_user` for the CLI too.
 //! - `products.rs`, `stock.rs`: catalogue and stock commands (admin).
 //! - `orders.rs`: place and cancel orders (customers); ship, deliver, refund (admins).
+//! - `carts.rs`: guest and customer carts, discount codes on them, checkout into an order,
+//!   the guest cart's merge at sign-in.
+//! - `promotions.rs`: discount codes (admins).
 //! - `idempotency.rs`: `Idempotency-Key` replay.
 //! - `state.rs`: [`AppState`], [`ApiConfig`], the clock.
 
 pub mod auth;
+pub mod carts;
 mod idempotency;
 mod orders;
 mod products;
+mod promotions;
 mod state;
 mod stock;
 pub mod users;
@@ -72,10 +77,15 @@ pub fn router(state: AppState) -> ApiRouter {
         .merge(products::router())
         .merge(stock::router())
         .merge(orders::router())
+        .merge(carts::router())
+        .merge(promotions::router())
         .with_path_items(idempotency::document);
     let statuses = Arc::new(idempotency::SuccessStatuses::of_routes(&replayable, API_PREFIX));
     let replayable = replayable.route_layer(middleware::from_fn_with_state((state.clone(), statuses), idempotency::idempotency));
     ApiRouter::new()
-        .nest(API_PREFIX, replayable.merge(auth::tokens().with_path_items(http_kit::limits::document).route_layer(limited())))
+        .nest(
+            API_PREFIX,
+            replayable.merge(auth::tokens().with_path_items(http_kit::limits::document).route_layer(limited())).merge(carts::creation()),
+        )
         .with_state(state)
 }

@@ -6,7 +6,7 @@ use aide::axum::ApiRouter;
 use axum::extract::State;
 use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress};
 use domain::payment::PaymentCommand;
-use domain::{stream_id, InvalidValue, Money, Name, OrderId, Quantity, Sku, TenantId};
+use domain::{stream_id, InvalidValue, Money, Name, OrderId, Price, Quantity, Sku, TenantId};
 use serde::Deserialize;
 
 use crate::products::PriceBody;
@@ -65,7 +65,7 @@ struct LineRequest {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AddressRequest {
+pub(crate) struct AddressRequest {
     name: String,
     line1: String,
     city: String,
@@ -117,7 +117,7 @@ impl TryFrom<AddressRequest> for ShippingAddress {
 }
 
 /// A payment method token: 1-100 visible ASCII characters (never a card number in clear).
-fn payment_method(raw: &str) -> Result<String, InvalidValue> {
+pub(crate) fn payment_method(raw: &str) -> Result<String, InvalidValue> {
     let ok = !raw.is_empty() && raw.len() <= 100 && raw.bytes().all(|b| b.is_ascii_graphic());
     let digits = raw.bytes().filter(u8::is_ascii_digit).count();
     if ok && digits < 12 {
@@ -127,20 +127,29 @@ fn payment_method(raw: &str) -> Result<String, InvalidValue> {
     }
 }
 
+/// The catalogue price of `sku` if it belongs to a published, live product; `None` if nothing
+/// with this SKU can be ordered.
+pub(crate) async fn catalogue_price(state: &AppState, tenant: &TenantId, sku: &Sku) -> Result<Option<Price>, ApiError> {
+    let claim_stream = stream_id(tenant, sku);
+    let owner = match state.skus.peek(&claim_stream).await?.0.owner {
+        Some(owner) => owner,
+        None => match state.skus.read(&claim_stream).await?.0.owner {
+            Some(owner) => owner,
+            None => return Ok(None),
+        },
+    };
+    let (product, _) = state.products.read(&stream_id(tenant, owner)).await?;
+    Ok(product.price.filter(|_| product.published && !product.discontinued))
+}
+
 /// Prices a line from the catalogue: the SKU must belong to a published, live product.
 async fn price_line(state: &AppState, tenant: &TenantId, line: &LineRequest) -> Result<PricedLine, ApiError> {
     let unknown = || ApiError::from(InvalidValue::new("lines.sku", "no product with this sku can be ordered"));
     let sku: Sku = line.sku.parse().map_err(|_| unknown())?;
     let quantity = Quantity::try_from(line.quantity).map_err(|_| InvalidValue::new("lines.quantity", "must be at least 1"))?;
-    let claim_stream = stream_id(tenant, &sku);
-    let owner = match state.skus.peek(&claim_stream).await?.0.owner {
-        Some(owner) => owner,
-        None => state.skus.read(&claim_stream).await?.0.owner.ok_or_else(unknown)?,
-    };
-    let (product, _) = state.products.read(&stream_id(tenant, owner)).await?;
-    match product.price {
-        Some(unit_price) if product.published && !product.discontinued => Ok(PricedLine { sku, quantity, unit_price }),
-        _ => Err(unknown().with("sku", sku.to_string())),
+    match catalogue_price(state, tenant, &sku).await? {
+        Some(unit_price) => Ok(PricedLine { sku, quantity, unit_price }),
+        None => Err(unknown().with("sku", sku.to_string())),
     }
 }
 
@@ -168,6 +177,7 @@ async fn place(
         order_id,
         customer: user.user_id,
         lines,
+        discount: None,
         tax_rate_bp: state.config.orders.tax_rate_bp(&user.tenant),
         shipping,
         shipping_address,

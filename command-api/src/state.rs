@@ -2,10 +2,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::admins::AdminRoster;
+use domain::cart::{Cart, CustomerCarts};
 use domain::claim::{EmailClaim, SkuClaim};
 use domain::order::Order;
 use domain::payment::Payment;
 use domain::product::Product;
+use domain::promotion::Promotion;
 use domain::session::Session;
 use domain::stock::Stock;
 use domain::user::{User, UserServices};
@@ -41,6 +43,9 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<http_kit::limits::Network>,
     /// Events per Stock snapshot.
     pub stock_snapshot_every: u64,
+    /// A cart read later than this after its last pricing is priced again
+    /// (`SHOP_CART_PRICE_TTL_SECS`).
+    pub cart_price_ttl: chrono::Duration,
     pub orders: OrderSettings,
 }
 
@@ -81,6 +86,7 @@ impl Default for ApiConfig {
             auth_total_per_minute: 6000,
             trusted_proxies: Vec::new(),
             stock_snapshot_every: 100,
+            cart_price_ttl: chrono::Duration::minutes(15),
             orders: OrderSettings::default(),
         }
     }
@@ -101,6 +107,10 @@ pub struct Services {
     pub admins: Repository<AdminRoster>,
     pub orders: Repository<Order>,
     pub payments: Repository<Payment>,
+    pub carts: Repository<Cart>,
+    pub customer_carts: Repository<CustomerCarts>,
+    /// Discount codes: hot at checkout, so snapshotted like stock.
+    pub promotions: Repository<Promotion>,
     pub jwt: JwtKeys,
     pub hasher: Argon2Hasher,
     pub limiter: LoginLimiter,
@@ -146,6 +156,9 @@ impl AppState {
             admins: Repository::new(store.clone(), ()),
             orders: Repository::new(store.clone(), ()),
             payments: Repository::new(store.clone(), ()),
+            carts: Repository::new(store.clone(), ()),
+            customer_carts: Repository::new(store.clone(), ()),
+            promotions: Repository::new(store.clone(), ()).with_snapshots(config.stock_snapshot_every),
             store,
             jwt,
             hasher,

@@ -12,6 +12,9 @@
 //! - [`stock`]: one aggregate per SKU with on-hand quantity and reservations per order.
 //! - [`session`]: refresh-token families with rotation and reuse detection.
 //! - [`order`]: orders and their status machine; the per-tenant invoice book.
+//! - [`cart`]: shopping carts (guest or customer), priced again at every change; a customer's
+//!   current cart ([`cart::CustomerCarts`]).
+//! - [`promotion`]: discount codes with their terms, usage limits and redemptions.
 //! - [`payment`]: authorisation, capture, void, refunds; the `PaymentGateway` service and its
 //!   simulated provider.
 //!
@@ -19,11 +22,13 @@
 //! `error.rs` and, where it calls out, `services.rs`.
 
 pub mod admins;
+pub mod cart;
 pub mod claim;
 pub mod common;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod promotion;
 pub mod session;
 pub mod stock;
 pub mod user;

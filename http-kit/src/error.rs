@@ -5,10 +5,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::admins::AdminRosterError;
+use domain::cart::CartError;
 use domain::claim::ClaimError;
 use domain::order::OrderError;
 use domain::payment::PaymentError;
 use domain::product::ProductError;
+use domain::promotion::PromotionError;
 use domain::session::SessionError;
 use domain::stock::StockError;
 use domain::user::UserError;
@@ -112,6 +114,20 @@ codes! {
     InsufficientStock => CONFLICT, "insufficient_stock";
     /// An adjustment would leave fewer units on hand than are reserved.
     AdjustmentBelowReserved => CONFLICT, "adjustment_below_reserved";
+    /// The cart is checked out or merged into another.
+    CartClosed => CONFLICT, "cart_closed";
+    /// The cart has no lines.
+    CartEmpty => CONFLICT, "cart_empty";
+    /// The cart's prices or discount moved since the version the client saw; the body's
+    /// `cart` is the cart as it is now.
+    CartChanged => CONFLICT, "cart_changed";
+    /// The product is not for sale (unpublished, discontinued or unknown); `sku` names it.
+    ProductUnavailable => CONFLICT, "product_unavailable";
+    /// The discount code has been used as often as it may be.
+    PromotionExhausted => CONFLICT, "promotion_exhausted";
+    /// The discount code does not apply (see `reason`: inactive, not started, ended,
+    /// minimum not met, another currency, the customer's limit reached).
+    PromotionNotApplicable => CONFLICT, "promotion_not_applicable";
     /// A per-tenant limit is reached (webhook endpoints).
     LimitReached => CONFLICT, "limit_reached";
     /// A dead letter's events still fail when applied again.
@@ -320,7 +336,7 @@ impl From<OrderError> for ApiError {
         let code = match &e {
             OrderError::NotFound => return ApiError::not_found("order"),
             OrderError::AlreadyPlaced => ErrorCode::AlreadyPlaced,
-            OrderError::NoLines | OrderError::InvalidRefund => ErrorCode::InvalidValue,
+            OrderError::NoLines | OrderError::InvalidRefund | OrderError::InvalidDiscount => ErrorCode::InvalidValue,
             OrderError::MixedCurrencies { .. } => ErrorCode::MixedCurrencies,
             OrderError::TooLarge => ErrorCode::InvalidValue,
             OrderError::IllegalTransition { .. } => ErrorCode::IllegalTransition,
@@ -363,6 +379,60 @@ impl From<StockError> for ApiError {
             StockError::ReservationNotFound => return ApiError::not_found("reservation"),
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<CartError> for ApiError {
+    fn from(e: CartError) -> Self {
+        let code = match &e {
+            CartError::NotFound => return ApiError::not_found("cart"),
+            CartError::NoSuchLine(_) => return ApiError::not_found("cart line"),
+            CartError::NoDiscount => return ApiError::not_found("discount"),
+            CartError::Promotion(p) => return p.clone().into(),
+            CartError::AlreadyExists => ErrorCode::AlreadyExists,
+            CartError::Closed => ErrorCode::CartClosed,
+            CartError::TooManyLines => return ApiError::from(InvalidValue::new("sku", "a cart has at most 100 lines")),
+            CartError::InvalidQuantity => return ApiError::from(InvalidValue::new("quantity", "a line has 1 to 1000 units")),
+            CartError::ProductUnavailable(_) => ErrorCode::ProductUnavailable,
+            CartError::InsufficientStock { .. } => ErrorCode::InsufficientStock,
+            CartError::MixedCurrencies { .. } => ErrorCode::MixedCurrencies,
+            CartError::Empty => ErrorCode::CartEmpty,
+            CartError::Changed => ErrorCode::CartChanged,
+        };
+        let error = ApiError::new(code, e.to_string());
+        match e {
+            CartError::ProductUnavailable(sku) => error.with("sku", sku.to_string()),
+            CartError::InsufficientStock { sku, available } => error.with("sku", sku.to_string()).with("available", available),
+            _ => error,
+        }
+    }
+}
+
+impl From<PromotionError> for ApiError {
+    fn from(e: PromotionError) -> Self {
+        let code = match &e {
+            PromotionError::NotFound => return ApiError::not_found("discount code"),
+            PromotionError::AlreadyExists => ErrorCode::AlreadyExists,
+            PromotionError::InvalidTerms => return ApiError::from(InvalidValue::new(
+                "kind",
+                "a percentage is 1 to 10000 basis points, an amount is positive, limits are at least 1 and a window ends after it starts",
+            )),
+            PromotionError::Exhausted => ErrorCode::PromotionExhausted,
+            _ => ErrorCode::PromotionNotApplicable,
+        };
+        let error = ApiError::new(code, e.to_string()).with("reason", e.reason());
+        match e {
+            PromotionError::BelowMinimum { minimum } => {
+                error.with("minimum", json!({ "amount": minimum.amount, "currency": minimum.currency.as_str() }))
+            }
+            _ => error,
+        }
+    }
+}
+
+impl From<domain::cart::Never> for ApiError {
+    fn from(never: domain::cart::Never) -> Self {
+        match never {}
     }
 }
 

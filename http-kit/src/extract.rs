@@ -37,6 +37,14 @@ impl PathId for UserId {
     const WHAT: &'static str = "user";
 }
 
+impl PathId for domain::CartId {
+    const WHAT: &'static str = "cart";
+}
+
+impl PathId for domain::PromotionCode {
+    const WHAT: &'static str = "discount code";
+}
+
 impl PathId for domain::Sku {
     const WHAT: &'static str = "sku";
 }

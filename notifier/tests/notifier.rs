@@ -153,6 +153,7 @@ async fn write_shop(t: &TestStore) {
             quantity: Quantity::try_from(2).expect("valid"),
             unit_price: Price::try_from(eur(1_000)).expect("valid"),
         }],
+        discount: None,
         tax_rate_bp: 2000,
         shipping: eur(0),
         shipping_address: testkit::address(),

@@ -84,6 +84,7 @@ fn place(tenant: &str, n: u128) -> Step {
         order_id: id(n),
         customer: customer(),
         lines: vec![line("A", 2, 1_000), line("B", 3, 333)],
+        discount: None,
         tax_rate_bp: 2_000,
         shipping: eur(499),
         shipping_address: testkit::address(),

@@ -45,6 +45,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::order::{InvoiceBook, Order};
 use domain::payment::{Payment, PaymentGateway};
+use domain::promotion::Promotion;
 use domain::stock::Stock;
 use domain::Clock;
 use futures::StreamExt;
@@ -85,6 +86,7 @@ pub struct Repos {
     pub payments: Repository<Payment>,
     pub stock: Repository<Stock>,
     pub invoices: Repository<InvoiceBook>,
+    pub promotions: Repository<Promotion>,
 }
 
 impl Repos {
@@ -94,6 +96,7 @@ impl Repos {
             payments: Repository::new(store.clone(), ()),
             stock: Repository::new(store.clone(), ()).with_snapshots(100),
             invoices: Repository::new(store.clone(), ()),
+            promotions: Repository::new(store.clone(), ()).with_snapshots(100),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::fmt::Display;
 use cqrs_es::Aggregate;
 use domain::order::{CancelReason, InvoiceCommand, Order, OrderCommand, OrderError, Status, INVOICE_BOOK};
 use domain::payment::{FailureReason, GatewayError, Payment, PaymentCommand, PaymentStatus};
+use domain::promotion::PromotionCommand;
 use domain::stock::{StockCommand, StockError};
 use domain::{stream_id, Money, OrderId, PaymentId, QuantityDelta, TenantId};
 use store::{commit, retry_on_conflict, ExecError, Metadata, Repository};
@@ -299,8 +300,14 @@ impl OrderSaga {
         .map_err(|e| refused(Order::TYPE, "invoice", e))
     }
 
-    /// The order is cancelled: give back its stock and its money.
+    /// The order is cancelled: give back its stock, its money and its discount code's use.
     async fn compensate(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+        if let Some(discount) = &order.discount {
+            // Giving back a use the order does not hold changes nothing, so this repeats safely.
+            let (tenant, order_id) = parse(id)?;
+            let release = PromotionCommand::Release { order_id };
+            self.exec_on(&self.repos.promotions, &stream_id(&tenant, &discount.code), id, release, "release_promotion").await?;
+        }
         // Stock is held only by an order that recorded `StockReserved` (they are one write).
         if order.invoice_number.is_none() {
             if order.reserved_until.is_some() && !order.released {

@@ -148,6 +148,7 @@ async fn place_with(orders: &Repository<Order>, lines: &[(&str, i64)], method: &
         order_id,
         customer: UserId::from_uuid(uuid::Uuid::from_u128(1)),
         lines,
+        discount: None,
         tax_rate_bp: 2000,
         shipping: eur(500),
         shipping_address: address(),

@@ -115,6 +115,11 @@ pub struct Config {
     #[arg(long, env = "SHOP_SHIPPING_AMOUNT", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=100_000_000))]
     pub shipping_amount: i64,
 
+    /// Seconds a cart's pricing stays fresh: a read later than this prices the cart again
+    /// (changes always do).
+    #[arg(long, env = "SHOP_CART_PRICE_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    pub cart_price_ttl_secs: u64,
+
     /// The payment provider: `simulated` (test payment methods `tok_approve`, `tok_decline`,
     /// `tok_capture_fail`, `tok_timeout`) is the only one built in; see
     /// `domain::payment::PaymentGateway` to add a real one.
@@ -240,6 +245,7 @@ impl Config {
             tax_rate_bp: 2000,
             tax_rates: TaxRates::default(),
             shipping_amount: 0,
+            cart_price_ttl_secs: 900,
             payment_gateway: PaymentGateway::Simulated,
             smtp_url: None,
             low_stock_threshold: 5,
@@ -294,6 +300,7 @@ impl Config {
             auth_per_client_per_minute: self.auth_rate_per_client,
             auth_total_per_minute: self.auth_rate_total,
             trusted_proxies: self.trusted_proxies.clone(),
+            cart_price_ttl: chrono::Duration::seconds(i64::try_from(self.cart_price_ttl_secs).unwrap_or(900)),
             orders: command_api::OrderSettings {
                 tax_rate_bp: self.tax_rate_bp,
                 tenant_tax_rates: self.tax_rates.0.clone(),

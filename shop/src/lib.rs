@@ -340,6 +340,7 @@ impl Application {
                 payments: state.payments.clone(),
                 stock: state.stock.clone(),
                 invoices: store::Repository::new(store.clone(), ()),
+                promotions: state.promotions.clone(),
             };
             let saga = saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config), state.clock.clone(), config.saga());
             workers.push(spawn_driver(Arc::new(Arc::new(saga).driver())));

@@ -9,22 +9,6 @@ use serde_json::{json, Value};
 use testkit::both_modes;
 use testkit::{Answer, TestApp};
 
-/// A published product `sku` at `amount` cents with `units` in stock.
-async fn stocked(app: &TestApp, admin: &str, sku: &str, amount: i64, units: i64) {
-    let created = app
-        .post(
-            "/api/v1/products",
-            Some(admin),
-            json!({"sku": sku, "name": format!("Item {sku}"), "category": "misc", "price": {"amount": amount, "currency": "EUR"}}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    let id = created.body["id"].as_str().expect("id");
-    assert!(app.post(&format!("/api/v1/products/{id}/publish"), Some(admin), json!({})).await.status.is_success());
-    let received = app.post(&format!("/api/v1/stock/{sku}/receipts"), Some(admin), json!({"quantity": units})).await;
-    assert!(received.status.is_success(), "{:?}", received.body);
-}
-
 fn order_body(lines: Value, method: &str) -> Value {
     json!({
         "lines": lines,
@@ -79,7 +63,7 @@ fn events(order: &Value) -> Vec<String> {
 
 both_modes!(an_order_goes_from_placement_to_invoice_shipment_and_refund, |app: TestApp| async move {
     let admin = app.admin_token().await;
-    stocked(&app, &admin, "PHONE-1", 19_900, 5).await;
+    app.stocked(&admin, "PHONE-1", 19_900, 5).await;
     let ada = app.customer_token("ada@example.com").await;
     let id = place(&app, &ada, json!([{"sku": "PHONE-1", "quantity": 2}]), "tok_approve").await;
     let order = until(&app, &ada, &id, settled).await;
@@ -152,7 +136,7 @@ both_modes!(an_order_goes_from_placement_to_invoice_shipment_and_refund, |app: T
 
 both_modes!(customers_see_and_touch_only_their_own_orders, |app: TestApp| async move {
     let admin = app.admin_token().await;
-    stocked(&app, &admin, "BOOK-1", 1_000, 10).await;
+    app.stocked(&admin, "BOOK-1", 1_000, 10).await;
     let ada = app.customer_token("ada@example.com").await;
     let bob = app.customer_token("bob@example.com").await;
     let id = place(&app, &ada, json!([{"sku": "BOOK-1", "quantity": 1}]), "tok_approve").await;
@@ -177,7 +161,7 @@ both_modes!(customers_see_and_touch_only_their_own_orders, |app: TestApp| async 
 
 both_modes!(bad_orders_are_refused_with_a_problem_and_nothing_written, |app: TestApp| async move {
     let admin = app.admin_token().await;
-    stocked(&app, &admin, "CUP-1", 500, 10).await;
+    app.stocked(&admin, "CUP-1", 500, 10).await;
     let ada = app.customer_token("ada@example.com").await;
     let cases = [
         (order_body(json!([]), "tok_approve"), "lines"),
@@ -206,7 +190,7 @@ both_modes!(bad_orders_are_refused_with_a_problem_and_nothing_written, |app: Tes
 
 both_modes!(declines_out_of_stock_and_customer_cancels_give_everything_back, |app: TestApp| async move {
     let admin = app.admin_token().await;
-    stocked(&app, &admin, "LAMP-1", 2_000, 3).await;
+    app.stocked(&admin, "LAMP-1", 2_000, 3).await;
     let ada = app.customer_token("ada@example.com").await;
     let declined = place(&app, &ada, json!([{"sku": "LAMP-1", "quantity": 1}]), "tok_decline").await;
     let short = place(&app, &ada, json!([{"sku": "LAMP-1", "quantity": 2}, {"sku": "LAMP-1", "quantity": 2}]), "tok_approve").await;
@@ -249,7 +233,7 @@ async fn read_events(mut response: reqwest::Response, enough: impl Fn(&[(i64, Va
 
 both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, |app: TestApp| async move {
     let admin = app.admin_token().await;
-    stocked(&app, &admin, "SSE-1", 1_000, 5).await;
+    app.stocked(&admin, "SSE-1", 1_000, 5).await;
     let ada = app.customer_token("ada@example.com").await;
     let bob = app.customer_token("bob@example.com").await;
     let id = place(&app, &ada, json!([{"sku": "SSE-1", "quantity": 1}]), "tok_approve").await;

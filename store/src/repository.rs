@@ -177,6 +177,12 @@ where
     /// The aggregate's current state and version, read through to the store (so a write by
     /// another process is seen), for decisions outside a command such as a login.
     pub async fn read(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        self.read_at(aggregate_id).await.map(|(state, version, _)| (state, version))
+    }
+
+    /// [`Repository::read`], with the global position of the stream's last event (0 for an
+    /// empty stream).
+    pub async fn read_at(&self, aggregate_id: &str) -> Result<(A, u64, i64), StoreError> {
         let slot = self.slot(aggregate_id);
         let mut guard = slot.lock().await;
         match guard.loaded.as_mut() {
@@ -189,7 +195,7 @@ where
             None => guard.loaded = Some(self.load(aggregate_id).await?),
         }
         let loaded = guard.loaded.as_ref().expect("loaded just above");
-        Ok((loaded.state.clone(), loaded.version))
+        Ok((loaded.state.clone(), loaded.version, loaded.position))
     }
 
     /// The cached state (loaded if absent) without asking the store for newer events: only for

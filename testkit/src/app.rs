@@ -156,6 +156,23 @@ impl TestApp {
         .await
     }
 
+    /// A published product `sku` at `amount` cents (EUR) with `units` in stock; its id.
+    pub async fn stocked(&self, admin: &str, sku: &str, amount: i64, units: i64) -> String {
+        let created = self
+            .post(
+                "/api/v1/products",
+                Some(admin),
+                json!({"sku": sku, "name": format!("Item {sku}"), "category": "misc", "price": {"amount": amount, "currency": "EUR"}}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let id = created.body["id"].as_str().expect("id").to_owned();
+        assert!(self.post(&format!("/api/v1/products/{id}/publish"), Some(admin), json!({})).await.status.is_success());
+        let received = self.post(&format!("/api/v1/stock/{sku}/receipts"), Some(admin), json!({"quantity": units})).await;
+        assert!(received.status.is_success(), "{:?}", received.body);
+        id
+    }
+
     /// Files in the mail outbox, oldest first.
     pub fn outbox(&self) -> Vec<String> {
         let dir = self.data_dir.join("outbox");

@@ -4,9 +4,10 @@ use sha2::{Digest, Sha256};
 use store::LogEvent;
 
 /// Aggregate types whose events are part of the public contract (Kafka topics, webhooks).
-/// Claims, sessions and invoice books are internal bookkeeping (sessions hold token hashes)
-/// and are not published.
-pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment"];
+/// Claims, sessions, invoice books and customers' current-cart pointers are internal
+/// bookkeeping (sessions hold token hashes) and are not published; a guest cart's token hash
+/// is redacted from `cart.created`.
+pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment", "cart", "promotion"];
 
 /// Fields of event payloads that are never published.
 pub const REDACTED: &[&str] = &["password_hash", "token_hash"];

@@ -22,7 +22,7 @@ pub fn registration() -> ApiRouter<AppState> {
     ApiRouter::new().api_route(
         "/auth/register",
         post_with(register, |op| {
-            op.describe("register", "auth", "Register a customer account with an e-mail address and a password.")
+            crate::carts::cart_op(op.describe("register", "auth", "Register a customer account with an e-mail address and a password; a guest cart named by `X-Cart-Token` becomes the customer's."))
                 .problems(&[ErrorCode::EmailTaken])
         }),
     )
@@ -35,7 +35,8 @@ pub fn tokens() -> ApiRouter<AppState> {
         .api_route(
             "/auth/login",
             post_with(login, |op| {
-                op.describe("login", "auth", "Log in: an access token and a refresh token.").problems(&[InvalidCredentials, RateLimited])
+                crate::carts::cart_op(op.describe("login", "auth", "Log in: an access token and a refresh token; a guest cart named by `X-Cart-Token` is merged into the customer's cart."))
+                    .problems(&[InvalidCredentials, RateLimited])
             }),
         )
         .api_route(
@@ -109,13 +110,33 @@ impl TryFrom<RegisterRequest> for Registration {
 async fn register(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    headers: axum::http::HeaderMap,
     meta: RequestMeta,
     AppJson(req): AppJson<RegisterRequest>,
 ) -> Result<Created<CommandAccepted>, ApiError> {
     let registration = Registration::try_from(req)?;
     let roles = BTreeSet::from([Role::Customer]);
     let done = register_user(&state, &tenant, registration, roles, &meta.metadata(&tenant, None)).await?;
+    if let Ok(user_id) = done.id.parse::<UserId>() {
+        take_guest_cart(&state, &tenant, user_id, &headers, &meta.metadata(&tenant, Some(user_id))).await;
+    }
     Ok(Created(done))
+}
+
+/// A guest who signs in or registers with `X-Cart-Token` keeps what the guest cart held: it is
+/// merged into the customer's cart. The sign-in itself never fails for it (the merge is
+/// logged if it cannot be made; the guest cart stays open to try again).
+async fn take_guest_cart(
+    state: &AppState,
+    tenant: &TenantId,
+    user_id: UserId,
+    headers: &axum::http::HeaderMap,
+    metadata: &store::Metadata,
+) {
+    let Some(token) = crate::carts::cart_token(headers) else { return };
+    if let Err(e) = crate::carts::merge_guest_cart(state, tenant, user_id, &token, metadata).await {
+        tracing::warn!(tenant = %tenant, user_id = %user_id, code = e.code.as_str(), cause = e.cause.as_deref().unwrap_or(""), "guest cart not merged at sign-in");
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -151,6 +172,7 @@ async fn user_by_email(state: &AppState, tenant: &TenantId, email: &Email) -> Re
 async fn login(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    headers: axum::http::HeaderMap,
     meta: RequestMeta,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
@@ -185,7 +207,9 @@ async fn login(
     };
     state.limiter.succeeded(&key);
     let metadata = meta.metadata(&tenant, Some(user_id));
-    start_session(&state, &tenant, user_id, &user, &metadata).await
+    let answer = start_session(&state, &tenant, user_id, &user, &metadata).await?;
+    take_guest_cart(&state, &tenant, user_id, &headers, &metadata).await;
+    Ok(answer)
 }
 
 /// Starts a session for `user` (of the user's current epoch, ending at the latest after the

@@ -70,6 +70,10 @@ typed_id!(
     PaymentId, "payment_id"
 );
 typed_id!(
+    /// Identifies a shopping cart.
+    CartId, "cart_id"
+);
+typed_id!(
     /// Identifies a refresh-token family (one login and all its rotations).
     SessionId, "session_id"
 );

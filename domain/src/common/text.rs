@@ -62,6 +62,11 @@ parsed_string!(
     Description
 );
 parsed_string!(
+    /// A discount code as shoppers type it: 3 to 32 letters, digits, `-` or `_`, upper-cased
+    /// (`summer-10` is read as `SUMMER-10`), so one code is one promotion per tenant.
+    PromotionCode
+);
+parsed_string!(
     /// An ISO 3166-1 alpha-2 country code such as `DE`, upper-cased (`de` is read as `DE`).
     CountryCode
 );
@@ -109,6 +114,20 @@ impl FromStr for Sku {
             Ok(Self(sku))
         } else {
             Err(InvalidValue::new("sku", "must be 1-64 letters, digits, '-', '_' or '.'"))
+        }
+    }
+}
+
+impl FromStr for PromotionCode {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let code = s.trim().to_ascii_uppercase();
+        let ok = (3..=32).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_".contains(&b));
+        if ok {
+            Ok(Self(code))
+        } else {
+            Err(InvalidValue::new("code", "must be 3-32 letters, digits, '-' or '_'"))
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Order {
     pub reserved_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Why it was cancelled, if it was.
     pub cancel_reason: Option<super::CancelReason>,
+    /// The discount code it was placed with; its redemption is given back if it is cancelled.
+    pub discount: Option<super::OrderDiscount>,
 }
 
 impl Order {
@@ -67,21 +69,37 @@ impl Order {
     }
 }
 
-/// Subtotal, tax (half up) and total of `lines`; all in `shipping`'s currency.
-fn totals(lines: &[OrderLine], tax_rate_bp: u32, shipping: Money) -> Result<(Money, Money, Money), OrderError> {
-    let currency = shipping.currency;
-    let mut subtotal: i64 = 0;
-    for line in lines {
-        if line.unit_price.currency != currency {
-            return Err(OrderError::MixedCurrencies { expected: currency, found: line.unit_price.currency });
+/// What an order (or a cart about to become one) costs: the lines' subtotal, less the
+/// discount, plus tax on what is left (half up), plus shipping; all in `shipping`'s currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub subtotal: Money,
+    pub discount: Money,
+    pub tax: Money,
+    pub shipping: Money,
+    pub total: Money,
+}
+
+impl Totals {
+    /// The one way orders and carts are summed up. `discount` never exceeds the subtotal.
+    pub fn of(lines: &[OrderLine], discount: i64, tax_rate_bp: u32, shipping: Money) -> Result<Totals, OrderError> {
+        let currency = shipping.currency;
+        let mut subtotal: i64 = 0;
+        for line in lines {
+            if line.unit_price.currency != currency {
+                return Err(OrderError::MixedCurrencies { expected: currency, found: line.unit_price.currency });
+            }
+            let amount = line.unit_price.amount.checked_mul(line.quantity).ok_or(OrderError::TooLarge)?;
+            subtotal = subtotal.checked_add(amount).ok_or(OrderError::TooLarge)?;
         }
-        let amount = line.unit_price.amount.checked_mul(line.quantity).ok_or(OrderError::TooLarge)?;
-        subtotal = subtotal.checked_add(amount).ok_or(OrderError::TooLarge)?;
+        let discount = discount.clamp(0, subtotal);
+        let taxable = subtotal - discount;
+        let tax = i128::from(taxable) * i128::from(tax_rate_bp);
+        let tax = i64::try_from((tax + 5_000) / 10_000).map_err(|_| OrderError::TooLarge)?;
+        let total = taxable.checked_add(tax).and_then(|t| t.checked_add(shipping.amount)).ok_or(OrderError::TooLarge)?;
+        let m = |amount| Money::new(amount, currency);
+        Ok(Totals { subtotal: m(subtotal), discount: m(discount), tax: m(tax), shipping, total: m(total) })
     }
-    let tax = i128::from(subtotal) * i128::from(tax_rate_bp);
-    let tax = i64::try_from((tax + 5_000) / 10_000).map_err(|_| OrderError::TooLarge)?;
-    let total = subtotal.checked_add(tax).and_then(|t| t.checked_add(shipping.amount)).ok_or(OrderError::TooLarge)?;
-    Ok((Money::new(subtotal, currency), Money::new(tax, currency), Money::new(total, currency)))
 }
 
 impl Aggregate for Order {
@@ -94,7 +112,17 @@ impl Aggregate for Order {
     async fn handle(&mut self, command: Self::Command, _: &Self::Services, sink: &EventSink<Self>) -> Result<(), Self::Error> {
         use Status::*;
         let event = match command {
-            OrderCommand::Place { tenant, order_id, customer, lines, tax_rate_bp, shipping, shipping_address, payment_method } => {
+            OrderCommand::Place {
+                tenant,
+                order_id,
+                customer,
+                lines,
+                discount,
+                tax_rate_bp,
+                shipping,
+                shipping_address,
+                payment_method,
+            } => {
                 if self.status != New {
                     return Err(OrderError::AlreadyPlaced);
                 }
@@ -105,8 +133,26 @@ impl Aggregate for Order {
                     .into_iter()
                     .map(|l| OrderLine { sku: l.sku, quantity: l.quantity.get(), unit_price: l.unit_price.money() })
                     .collect();
-                let (subtotal, tax, total) = totals(&lines, tax_rate_bp, shipping)?;
-                OrderEvent::Placed { tenant, order_id, customer, lines, subtotal, tax, shipping, total, shipping_address, payment_method }
+                let off = discount.as_ref().map_or(0, |d| d.amount.amount);
+                let Totals { subtotal, discount: discounted, tax, shipping, total } = Totals::of(&lines, off, tax_rate_bp, shipping)?;
+                if let Some(d) = &discount {
+                    if d.amount.amount <= 0 || d.amount != discounted {
+                        return Err(OrderError::InvalidDiscount);
+                    }
+                }
+                OrderEvent::Placed {
+                    tenant,
+                    order_id,
+                    customer,
+                    lines,
+                    subtotal,
+                    tax,
+                    shipping,
+                    total,
+                    shipping_address,
+                    payment_method,
+                    discount,
+                }
             }
             OrderCommand::MarkStockReserved { expires_at } => {
                 self.require(&[Placed], "marking stock reserved")?;
@@ -182,8 +228,9 @@ impl Aggregate for Order {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            OrderEvent::Placed { tenant, customer, lines, total, payment_method, .. } => {
+            OrderEvent::Placed { tenant, customer, lines, total, payment_method, discount, .. } => {
                 self.payment_method = payment_method;
+                self.discount = discount;
                 self.status = Status::Placed;
                 self.tenant = tenant;
                 self.customer = Some(customer);
@@ -265,6 +312,7 @@ mod tests {
             order_id: order_id(),
             customer: customer(),
             lines,
+            discount: None,
             tax_rate_bp: 1_900,
             shipping: eur(499),
             shipping_address: address("DE"),
@@ -290,6 +338,7 @@ mod tests {
             total: eur(5_258),
             shipping_address: address("DE"),
             payment_method: "tok_approve".into(),
+            discount: None,
         }
     }
 

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{CountryCode, Money, Name, OrderId, PaymentId, Price, Quantity, Sku, TenantId, UserId};
+use crate::{CountryCode, Money, Name, OrderId, PaymentId, Price, PromotionCode, Quantity, Sku, TenantId, UserId};
 
 /// One line as placed: the unit price is the catalogue's at placement, recorded for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,13 @@ pub struct ShippingAddress {
     pub country: CountryCode,
 }
 
+/// A discount code's reduction, as redeemed for the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDiscount {
+    pub code: PromotionCode,
+    pub amount: Money,
+}
+
 /// Why an order was cancelled: the codes the saga and customers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +55,8 @@ pub enum OrderCommand {
         order_id: OrderId,
         customer: UserId,
         lines: Vec<PricedLine>,
+        /// A redeemed discount code (checkout commits its redemption in the same write).
+        discount: Option<OrderDiscount>,
         tax_rate_bp: u32,
         shipping: Money,
         shipping_address: ShippingAddress,

@@ -19,6 +19,8 @@ pub enum OrderError {
     RefundTooLarge { requested: i64, refundable: i64 },
     #[error("a refund must be positive and in the order's currency")]
     InvalidRefund,
+    #[error("a discount must be positive, in the order's currency and at most its subtotal")]
+    InvalidDiscount,
     #[error("the order already has invoice number {0}")]
     AlreadyInvoiced(u64),
 }

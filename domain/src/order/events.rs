@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::{CancelReason, OrderLine, ShippingAddress};
+use super::{CancelReason, OrderDiscount, OrderLine, ShippingAddress};
 use crate::{Money, Name, OrderId, PaymentId, Sku, TenantId, UserId};
 
 /// Every event carries what a view needs, so none recomputes prices or totals.
@@ -20,6 +20,9 @@ pub enum OrderEvent {
         total: Money,
         shipping_address: ShippingAddress,
         payment_method: String,
+        /// The discount code redeemed for it; `subtotal - discount` is what tax is on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        discount: Option<OrderDiscount>,
     },
     StockReserved {
         expires_at: DateTime<Utc>,
