@@ -245,6 +245,7 @@ pub enum CartStatusView {
     Open,
     CheckedOut,
     Merged,
+    Expired,
 }
 
 /// A cart as the shopper sees it.
@@ -378,6 +379,7 @@ fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: Option
     let status = match cart.status {
         CartStatus::CheckedOut => CartStatusView::CheckedOut,
         CartStatus::Merged => CartStatusView::Merged,
+        CartStatus::Expired => CartStatusView::Expired,
         CartStatus::New | CartStatus::Open => CartStatusView::Open,
     };
     CartView {

@@ -390,7 +390,7 @@ impl From<CartError> for ApiError {
             CartError::NoDiscount => return ApiError::not_found("discount"),
             CartError::Promotion(p) => return p.clone().into(),
             CartError::AlreadyExists => ErrorCode::AlreadyExists,
-            CartError::Closed => ErrorCode::CartClosed,
+            CartError::Closed | CartError::NotDue => ErrorCode::CartClosed,
             CartError::TooManyLines => return ApiError::from(InvalidValue::new("sku", "a cart has at most 100 lines")),
             CartError::InvalidQuantity => return ApiError::from(InvalidValue::new("quantity", "a line has 1 to 1000 units")),
             CartError::ProductUnavailable(_) => ErrorCode::ProductUnavailable,

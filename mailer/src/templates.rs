@@ -16,6 +16,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("refund_issued", include_str!("../templates/refund_issued.txt")),
     ("low_stock", include_str!("../templates/low_stock.txt")),
     ("new_product", include_str!("../templates/new_product.txt")),
+    ("cart_reminder", include_str!("../templates/cart_reminder.txt")),
 ];
 
 /// Every template, compiled: built-ins under their name, overrides as `<tenant>/<name>`.

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
+use domain::cart::{Cart, CartEvent, CartStatus};
 use domain::order::{CancelReason, Order, OrderEvent};
 use domain::product::Product;
 use domain::stock::{Stock, StockEvent};
@@ -169,6 +170,7 @@ pub struct Notifier {
     templates: Arc<Templates>,
     orders: Repository<Order>,
     products: Repository<Product>,
+    carts: Repository<Cart>,
     config: NotifierConfig,
     /// Steps left before an injected crash (tests).
     #[cfg(feature = "faults")]
@@ -194,7 +196,9 @@ impl Notifier {
     pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Arc<Templates>, config: NotifierConfig) -> Self {
         let orders = Repository::new(store.clone(), ());
         let products = Repository::new(store.clone(), ());
+        let carts = Repository::new(store.clone(), ());
         Self {
+            carts,
             store,
             db,
             mailer,
@@ -328,6 +332,25 @@ impl Notifier {
                 }
                 one(template, email, context)
             }
+            Cart::TYPE if e.event_type == "reminder_due" => {
+                let CartEvent::ReminderDue { customer, .. } =
+                    CartEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("cart", e))))?
+                else {
+                    return Ok(Vec::new());
+                };
+                let (cart, _) = self.carts.read(&e.aggregate_id).await?;
+                // Only to customers who take marketing mail, and only while the cart is open.
+                if cart.status != CartStatus::Open || !self.takes_marketing(tenant, &customer.to_string()).await? {
+                    return Ok(Vec::new());
+                }
+                let (email, name) = self.user(tenant, &customer.to_string()).await?;
+                let lines: Vec<Value> = cart
+                    .lines
+                    .iter()
+                    .map(|(sku, l)| json!({"sku": sku.to_string(), "quantity": l.quantity, "unit_price": l.unit_price.to_string()}))
+                    .collect();
+                one("cart_reminder", email.clone(), json!({"user": {"name": name, "email": email}, "cart": {"lines": lines}}))
+            }
             Stock::TYPE => {
                 let event = StockEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("stock", e))))?;
                 // Available units after the event, and the change that led there.
@@ -364,6 +387,20 @@ impl Notifier {
             .await?
             .ok_or_else(|| NotifyError::NotYet(format!("user {user_id} of {tenant} in the users view")))?;
         Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Whether the user is active and takes marketing mail.
+    async fn takes_marketing(&self, tenant: &str, user_id: &str) -> Result<bool, NotifyError> {
+        let row = sqlx::query(
+            "SELECT u.active, COALESCE(p.marketing_opt_out, 0) FROM rm_users u LEFT JOIN notifier_preferences p \
+             ON p.tenant = u.tenant AND p.user_id = u.user_id WHERE u.tenant = $1 AND u.user_id = $2",
+        )
+        .bind(tenant)
+        .bind(user_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| NotifyError::NotYet(format!("user {user_id} of {tenant} in the users view")))?;
+        Ok(row.try_get::<i64, _>(0)? == 1 && row.try_get::<i64, _>(1)? == 0)
     }
 
     /// The tenant's active users who take marketing mail: (e-mail, name).

@@ -311,3 +311,44 @@ both_backends!(the_notifier_moves_past_batches_without_events_to_tell, |t: TestS
     let n = notifier(&t, &s);
     testkit::moves_past_foreign_events(&t, Arc::clone(&n.members()[0]), 120).await;
 });
+
+both_backends!(a_cart_reminder_reaches_only_customers_who_take_marketing_mail, |t: TestStore| async move {
+    use domain::cart::{Cart, CartCommand, Offer, Pricing};
+    let meta = Metadata::default();
+    let ada = register(&t, 2, "ada@example.com", false).await;
+    let bob = register(&t, 3, "bob@example.com", false).await;
+    let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
+    users.execute(&stream_id(&tenant(), bob), UserCommand::SetMarketingEmails { allowed: false }, None, &meta).await.expect("opt out");
+    let carts = Repository::<Cart>::new(t.store.clone(), ());
+    let now = Utc::now();
+    let offer = Offer::Priced { unit_price: Price::try_from(eur(1_250)).expect("valid"), available: 5 };
+    let pricing = Pricing { offers: [("LAMP-1".parse().expect("valid"), offer)].into_iter().collect(), promotion: None, at: now };
+    for customer in [ada, bob] {
+        let cart_id = domain::CartId::new();
+        let id = stream_id(&tenant(), cart_id);
+        let create = CartCommand::Create { tenant: tenant(), cart_id, customer: Some(customer), token_hash: None, at: now };
+        let add = CartCommand::AddLine {
+            sku: "LAMP-1".parse().expect("valid"),
+            quantity: Quantity::try_from(2).expect("valid"),
+            pricing: pricing.clone(),
+        };
+        let remind = CartCommand::Remind { cutoff: now, at: now };
+        for command in [create, add, remind] {
+            carts.execute(&id, command, None, &meta).await.expect("cart step");
+        }
+    }
+    let s = setup(&t).await;
+    drive(&t, &s, &notifier(&t, &s)).await.expect("notifier");
+    let got = mails(&s.inbox);
+    assert_eq!(
+        got,
+        vec![
+            ("ada@example.com".to_owned(), "Welcome to shop".to_owned()),
+            ("ada@example.com".to_owned(), "You left something in your cart".to_owned()),
+            ("bob@example.com".to_owned(), "Welcome to shop".to_owned()),
+        ]
+    );
+    let inbox = s.inbox.lock().expect("inbox").clone();
+    let reminder = inbox.iter().find(|m| m.subject().contains("cart")).expect("the reminder");
+    assert!(reminder.text().contains("LAMP-1 at 12.50 EUR"), "{}", reminder.text());
+});

@@ -13,6 +13,7 @@
 //! - `sourced.rs`: the same projections fed by a Kafka consumer group, offsets stored in the
 //!   read-model transaction.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
+//! - `carts.rs`: carts and discount codes with their redemptions (admins, analytics).
 //! - [`orders`]: orders with their payment, lines and timeline, and payment events that
 //!   arrived before their order (Kafka: two topics); four tables that rebuild together.
 //! - [`detail`]: product detail documents in Redis (embedded: in process).
@@ -20,6 +21,7 @@
 //! - `own.rs`: the checkpoint form of the two read models that keep it with their data.
 //! - [`ReadModels`] (this file): every read model of a query node, for waits and status.
 
+mod carts;
 mod catalogue;
 pub mod detail;
 pub mod orders;
@@ -34,6 +36,7 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use carts::{Carts, Promotions};
 pub use catalogue::Catalogue;
 pub use orders::Orders;
 pub use projection::*;
@@ -50,7 +53,7 @@ pub fn split_stream_id(aggregate_id: &str) -> Result<(&str, &str), ProjectionErr
 
 /// Every SQL projection this build knows, in the order they are run and listed.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Catalogue), Arc::new(StockLevels), Arc::new(Users), Arc::new(Orders)]
+    vec![Arc::new(Catalogue), Arc::new(StockLevels), Arc::new(Users), Arc::new(Orders), Arc::new(Carts), Arc::new(Promotions)]
 }
 
 /// Every read model a query node serves from: the SQL projections, the product documents and

@@ -12,11 +12,13 @@
 //!   `/admin/dead-letters`.
 //! - `orders.rs`: `/orders`, `/orders/{id}`, `/orders/{id}/invoice`, `/payments/{id}`,
 //!   `/admin/orders`, `/admin/analytics/sales`; `invoice_pdf.rs`: the invoice as a PDF.
+//! - `carts.rs`: `/admin/carts`, `/promotions` (admins).
 //! - [`QueryState`] (this file): the read models and read-your-writes; paging and cursors.
 //!
 //! The extractors and the error type come from `http-kit`; every route is documented from its
 //! handler's types (aide).
 
+mod carts;
 mod invoice_pdf;
 pub mod live;
 mod orders;
@@ -81,7 +83,12 @@ impl QueryState {
 /// The query API's routes (under `/api/v1`) and their documentation, ready to merge with the
 /// command API.
 pub fn router(state: QueryState) -> ApiRouter {
-    let api = ApiRouter::new().merge(products::router()).merge(stock::router()).merge(users::router()).merge(orders::router());
+    let api = ApiRouter::new()
+        .merge(products::router())
+        .merge(stock::router())
+        .merge(users::router())
+        .merge(orders::router())
+        .merge(carts::router());
     ApiRouter::new().nest("/api/v1", api).with_state(state)
 }
 

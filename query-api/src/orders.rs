@@ -770,6 +770,30 @@ struct Sales {
     orders_by_status: BTreeMap<String, i64>,
     /// The ten SKUs sold most by quantity in orders not cancelled.
     top_products: Vec<ProductSales>,
+    /// Carts by day: opened, checked out and abandoned (expired) that day.
+    carts_by_day: Vec<DayCarts>,
+    /// Redemptions of each discount code in the range (cancelled orders gave theirs back).
+    redemptions_by_code: Vec<CodeRedemptions>,
+}
+
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
+struct DayCarts {
+    /// `YYYY-MM-DD`, UTC.
+    day: String,
+    created: i64,
+    checked_out: i64,
+    abandoned: i64,
+    /// Carts checked out per cart created that day, in basis points (0 without carts created).
+    conversion_bp: i64,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+struct CodeRedemptions {
+    code: String,
+    currency: String,
+    redemptions: i64,
+    /// What the code took off, in minor units.
+    discount: i64,
 }
 
 /// The rows of `sql`, which takes a tenant and a range of placement times `[start, end)` as
@@ -820,7 +844,59 @@ async fn sales(
         ),
     )
     .await?;
-    Ok(Json(Sales { from: from.to_string(), to: to.to_string(), revenue_by_day, orders_by_status, top_products }))
+    state.consistent("carts", min).await?;
+    state.consistent("promotions", min).await?;
+    let created: Vec<(String, i64)> = in_range(
+        &state,
+        &range,
+        "SELECT created_day, COUNT(*) FROM rm_carts WHERE tenant = $1 AND created_at_ms >= $2 AND created_at_ms < $3 GROUP BY created_day"
+            .to_owned(),
+    )
+    .await?;
+    let closed: Vec<(String, String, i64)> = in_range(
+        &state,
+        &range,
+        "SELECT closed_day, status, COUNT(*) FROM rm_carts WHERE tenant = $1 AND closed_at_ms >= $2 AND closed_at_ms < $3 \
+         AND status IN ('checked_out', 'expired') GROUP BY closed_day, status"
+            .to_owned(),
+    )
+    .await?;
+    let mut days: BTreeMap<String, DayCarts> = BTreeMap::new();
+    for (day, n) in created {
+        days.entry(day.clone()).or_insert_with(|| DayCarts { day, ..DayCarts::default() }).created = n;
+    }
+    for (day, status, n) in closed {
+        let entry = days.entry(day.clone()).or_insert_with(|| DayCarts { day, ..DayCarts::default() });
+        if status == "checked_out" {
+            entry.checked_out = n;
+        } else {
+            entry.abandoned = n;
+        }
+    }
+    let carts_by_day = days
+        .into_values()
+        .map(|mut d| {
+            d.conversion_bp = if d.created > 0 { d.checked_out * 10_000 / d.created } else { 0 };
+            d
+        })
+        .collect();
+    let redemptions_by_code = in_range(
+        &state,
+        &range,
+        "SELECT code, currency, COUNT(*) AS redemptions, CAST(SUM(discount) AS BIGINT) AS discount FROM rm_promotions_redemptions \
+         WHERE tenant = $1 AND at_ms >= $2 AND at_ms < $3 AND released = 0 GROUP BY code, currency ORDER BY code, currency"
+            .to_owned(),
+    )
+    .await?;
+    Ok(Json(Sales {
+        from: from.to_string(),
+        to: to.to_string(),
+        revenue_by_day,
+        orders_by_status,
+        top_products,
+        carts_by_day,
+        redemptions_by_code,
+    }))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - [`OrderSaga`] (this file): a consumer of the log on the worker kit's driver
 //!   ([`OrderSaga::driver`]); where each order stands (`order_sagas`); the due sweep.
 //! - `steps.rs`: reconciling one order, step by step.
+//! - `carts.rs`: carts' deadlines (expiry, the customer's reminder), kept the same way.
 //! - [`routes`]: `GET /api/v1/admin/orders/{id}/saga`.
 //!
 //! # How it is built
@@ -33,6 +34,7 @@
 //!   nothing and tests move time instead of sleeping.
 //! - `order_sagas` also keeps each order's current step and last error for operators.
 
+mod carts;
 pub mod routes;
 mod steps;
 
@@ -43,6 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
+use domain::cart::Cart;
 use domain::order::{InvoiceBook, Order};
 use domain::payment::{Payment, PaymentGateway};
 use domain::promotion::Promotion;
@@ -70,11 +73,26 @@ pub struct SagaConfig {
     pub batch_size: u32,
     /// Orders reconciled at once.
     pub concurrency: usize,
+    /// An open guest cart untouched this long expires (`SHOP_GUEST_CART_TTL_DAYS`).
+    pub guest_cart_ttl: chrono::Duration,
+    /// An open customer cart untouched this long expires (`SHOP_CUSTOMER_CART_TTL_DAYS`).
+    pub customer_cart_ttl: chrono::Duration,
+    /// A customer's cart untouched this long gets one reminder (`SHOP_CART_REMINDER_HOURS`;
+    /// `None`: no reminders).
+    pub cart_reminder: Option<chrono::Duration>,
 }
 
 impl Default for SagaConfig {
     fn default() -> Self {
-        Self { reservation_ttl: chrono::Duration::minutes(15), gateway_timeout: Duration::from_secs(10), batch_size: 500, concurrency: 64 }
+        Self {
+            reservation_ttl: chrono::Duration::minutes(15),
+            gateway_timeout: Duration::from_secs(10),
+            batch_size: 500,
+            concurrency: 64,
+            guest_cart_ttl: chrono::Duration::days(7),
+            customer_cart_ttl: chrono::Duration::days(90),
+            cart_reminder: None,
+        }
     }
 }
 
@@ -87,6 +105,7 @@ pub struct Repos {
     pub stock: Repository<Stock>,
     pub invoices: Repository<InvoiceBook>,
     pub promotions: Repository<Promotion>,
+    pub carts: Repository<Cart>,
 }
 
 impl Repos {
@@ -97,6 +116,7 @@ impl Repos {
             stock: Repository::new(store.clone(), ()).with_snapshots(100),
             invoices: Repository::new(store.clone(), ()),
             promotions: Repository::new(store.clone(), ()).with_snapshots(100),
+            carts: Repository::new(store.clone(), ()),
         }
     }
 }
@@ -412,18 +432,28 @@ impl Consumer for OrderSaga {
             .filter_map(|e| store::trace::of_metadata(&e.metadata).map(|tp| (e.aggregate_id.clone(), tp.to_owned())))
             .collect();
         let results = self.reconcile_all(ids, &traces).await?;
+        let mut seen = HashSet::new();
+        let carts: Vec<String> = events
+            .iter()
+            .filter(|e| e.aggregate_type == Cart::TYPE && seen.insert(e.aggregate_id.as_str()))
+            .map(|e| e.aggregate_id.clone())
+            .collect();
+        let carts = self.cart_deadlines(&carts).await?;
         let mut tx = self.db.begin().await?;
         self.record_all(&mut tx, &results).await?;
+        self.schedule_carts(&mut tx, &carts).await?;
         advance_checkpoint(&mut tx, NAME, from.map(|(c, _)| c), last.cursor, events.len() as i64).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The orders whose deadline has come (expiry, or a retry after a failure).
+    /// The orders whose deadline has come (expiry, or a retry after a failure), and the carts
+    /// (expiry, reminder).
     async fn tick(&self) -> Result<bool, SagaError> {
+        let carts = self.sweep_carts().await?;
         let due = self.due().await?;
         if due.is_empty() {
-            return Ok(false);
+            return Ok(carts);
         }
         let results = self.reconcile_all(due, &HashMap::new()).await?;
         let mut tx = self.db.begin().await?;

@@ -120,6 +120,19 @@ pub struct Config {
     #[arg(long, env = "SHOP_CART_PRICE_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
     pub cart_price_ttl_secs: u64,
 
+    /// Days an open guest cart stays untouched before it expires.
+    #[arg(long, env = "SHOP_GUEST_CART_TTL_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub guest_cart_ttl_days: u32,
+
+    /// Days an open customer cart stays untouched before it expires.
+    #[arg(long, env = "SHOP_CUSTOMER_CART_TTL_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub customer_cart_ttl_days: u32,
+
+    /// Hours after which a customer who takes marketing mail is reminded, once, of an untouched
+    /// cart; unset: no reminders.
+    #[arg(long, env = "SHOP_CART_REMINDER_HOURS", value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub cart_reminder_hours: Option<u32>,
+
     /// The payment provider: `simulated` (test payment methods `tok_approve`, `tok_decline`,
     /// `tok_capture_fail`, `tok_timeout`) is the only one built in; see
     /// `domain::payment::PaymentGateway` to add a real one.
@@ -246,6 +259,9 @@ impl Config {
             tax_rates: TaxRates::default(),
             shipping_amount: 0,
             cart_price_ttl_secs: 900,
+            guest_cart_ttl_days: 7,
+            customer_cart_ttl_days: 90,
+            cart_reminder_hours: None,
             payment_gateway: PaymentGateway::Simulated,
             smtp_url: None,
             low_stock_threshold: 5,
@@ -342,7 +358,13 @@ impl Config {
     }
 
     pub fn saga(&self) -> saga::SagaConfig {
-        saga::SagaConfig { reservation_ttl: chrono::Duration::seconds(self.reservation_ttl_secs as i64), ..saga::SagaConfig::default() }
+        saga::SagaConfig {
+            reservation_ttl: chrono::Duration::seconds(self.reservation_ttl_secs as i64),
+            guest_cart_ttl: chrono::Duration::days(i64::from(self.guest_cart_ttl_days)),
+            customer_cart_ttl: chrono::Duration::days(i64::from(self.customer_cart_ttl_days)),
+            cart_reminder: self.cart_reminder_hours.map(|h| chrono::Duration::hours(i64::from(h))),
+            ..saga::SagaConfig::default()
+        }
     }
 }
 

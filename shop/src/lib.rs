@@ -341,6 +341,7 @@ impl Application {
                 stock: state.stock.clone(),
                 invoices: store::Repository::new(store.clone(), ()),
                 promotions: state.promotions.clone(),
+                carts: state.carts.clone(),
             };
             let saga = saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config), state.clock.clone(), config.saga());
             workers.push(spawn_driver(Arc::new(Arc::new(saga).driver())));

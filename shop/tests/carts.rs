@@ -325,3 +325,47 @@ both_modes!(the_per_customer_limit_holds_under_20_concurrent_redemptions_across_
     let (promotion, _) = app.state.promotions.read(&stream).await.expect("reads");
     assert_eq!(promotion.uses(), 1);
 });
+
+both_modes!(admins_see_carts_codes_and_conversion_from_the_read_models, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    app.stocked(&admin, "BOWL", 1_500, 20).await;
+    code(&app, &admin, json!({"code": "BOWLS", "kind": "fixed", "amount": {"amount": 300, "currency": "EUR"}, "min_subtotal": {"amount": 1000, "currency": "EUR"}})).await;
+    let ada = app.customer_token("ada@example.com").await;
+    let bob = app.customer_token("bob@example.com").await;
+    let ada_cart = filled_cart(&app, &ada, "BOWL", 2, Some("BOWLS")).await;
+    let bob_cart = filled_cart(&app, &bob, "BOWL", 1, None).await;
+    let placed = checkout(&app, &ada, &ada_cart, None, "k").await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let position = placed.body["position"].as_i64().expect("position").to_string();
+    let read = |path: &str| {
+        let (app, admin, position) = (&app, &admin, &position);
+        let path = path.to_owned();
+        async move { app.call(Method::GET, &path, Some(admin), None, &[("x-min-position", position)]).await }
+    };
+
+    let carts = read("/api/v1/admin/carts").await;
+    assert_eq!(carts.status, StatusCode::OK, "{:?}", carts.body);
+    let rows = carts.body.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let ada_row = rows.iter().find(|r| r["id"] == json!(ada_cart)).expect("ada's cart");
+    assert_eq!((ada_row["status"].as_str(), ada_row["order_id"].clone()), (Some("checked_out"), placed.body["id"].clone()));
+    assert_eq!((ada_row["units"].as_i64(), ada_row["discount_code"].as_str()), (Some(2), Some("BOWLS")));
+    let open = read("/api/v1/admin/carts?status=open").await;
+    assert_eq!(open.body.as_array().map(|r| r.iter().map(|c| c["id"].clone()).collect::<Vec<_>>()), Some(vec![json!(bob_cart)]));
+    assert_eq!(open.body[0]["subtotal"], json!({"amount": 1500, "currency": "EUR"}));
+    let bad = read("/api/v1/admin/carts?status=lost").await;
+    assert_eq!((bad.status, bad.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"));
+    let forbidden = app.call(Method::GET, "/api/v1/admin/carts", Some(&ada), None, &[]).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+
+    let codes = read("/api/v1/promotions").await;
+    assert_eq!(codes.status, StatusCode::OK, "{:?}", codes.body);
+    assert_eq!((codes.body[0]["code"].as_str(), codes.body[0]["uses"].as_i64()), (Some("BOWLS"), Some(1)));
+    assert_eq!(codes.body[0]["min_subtotal"], json!({"amount": 1000, "currency": "EUR"}));
+
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let sales = read(&format!("/api/v1/admin/analytics/sales?from={today}&to={today}")).await;
+    assert_eq!(sales.status, StatusCode::OK, "{:?}", sales.body);
+    assert_eq!(sales.body["carts_by_day"], json!([{"day": today, "created": 2, "checked_out": 1, "abandoned": 0, "conversion_bp": 5000}]));
+    assert_eq!(sales.body["redemptions_by_code"], json!([{"code": "BOWLS", "currency": "EUR", "redemptions": 1, "discount": 300}]));
+});

@@ -177,7 +177,10 @@ both_modes!(users_see_themselves_and_admins_see_everyone, |app: TestApp| async m
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(names, ["catalogue", "stock", "users", "orders", "order_saga", "notifier", "product_detail", "search"]);
+    assert_eq!(
+        names,
+        ["catalogue", "stock", "users", "orders", "carts", "promotions", "order_saga", "notifier", "product_detail", "search"]
+    );
     assert_eq!(get(&app, "/api/v1/admin/projections", Some(&ada), position).await.status, StatusCode::FORBIDDEN);
 });
 

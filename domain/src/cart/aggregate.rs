@@ -21,6 +21,8 @@ pub enum CartStatus {
     CheckedOut,
     /// A guest cart merged into a customer's at sign-in.
     Merged,
+    /// Untouched for the cart lifetime.
+    Expired,
 }
 
 /// Where a line's unit price came from.
@@ -67,6 +69,8 @@ pub struct Cart {
     pub touched_at: Option<DateTime<Utc>>,
     pub order_id: Option<OrderId>,
     pub merged_into: Option<CartId>,
+    /// The customer was reminded of it (at most once).
+    pub reminded: bool,
 }
 
 impl Cart {
@@ -288,6 +292,21 @@ impl Aggregate for Cart {
                 let repriced = self.repricing(&pricing);
                 self.write_all(repriced, sink).await;
             }
+            CartCommand::Expire { cutoff, at } => {
+                self.require_open()?;
+                if self.touched_at.is_some_and(|t| t > cutoff) {
+                    return Err(CartError::NotDue);
+                }
+                sink.write(CartEvent::Expired { at }, self).await;
+            }
+            CartCommand::Remind { cutoff, at } => {
+                self.require_open()?;
+                let customer = self.customer.ok_or(CartError::NotDue)?;
+                if self.reminded || self.lines.is_empty() || self.touched_at.is_some_and(|t| t > cutoff) {
+                    return Err(CartError::NotDue);
+                }
+                sink.write(CartEvent::ReminderDue { customer, at }, self).await;
+            }
             CartCommand::CloseMerged { into, at } => {
                 self.require_open()?;
                 let from = self.id.ok_or(CartError::NotFound)?;
@@ -353,6 +372,8 @@ impl Aggregate for Cart {
                 self.status = CartStatus::CheckedOut;
                 self.order_id = Some(order_id);
             }
+            CartEvent::Expired { .. } => self.status = CartStatus::Expired,
+            CartEvent::ReminderDue { .. } => self.reminded = true,
             CartEvent::CartsMerged { from, into, lines, at } => {
                 if self.id == Some(from) {
                     self.status = CartStatus::Merged;
@@ -570,6 +591,27 @@ mod tests {
             .given(vec![created()])
             .when(CartCommand::CheckOut { order_id, pricing: pricing(&[], None) })
             .then_expect_error(CartError::Empty);
+    }
+
+    #[test]
+    fn an_untouched_cart_expires_and_its_customer_is_reminded_once() {
+        let given = vec![created(), added("A", 1, 1, 1_000)];
+        Given::with(())
+            .given(given.clone())
+            .when(CartCommand::Expire { cutoff: at(5), at: at(99) })
+            .then_expect_events(vec![CartEvent::Expired { at: at(99) }]);
+        Given::with(()).given(given.clone()).when(CartCommand::Expire { cutoff: at(4), at: at(99) }).then_expect_error(CartError::NotDue);
+        let customer = UserId::from_uuid(uuid::Uuid::from_u128(3));
+        Given::with(())
+            .given(given.clone())
+            .when(CartCommand::Remind { cutoff: at(5), at: at(50) })
+            .then_expect_events(vec![CartEvent::ReminderDue { customer, at: at(50) }]);
+        let mut reminded = given.clone();
+        reminded.push(CartEvent::ReminderDue { customer, at: at(50) });
+        Given::with(()).given(reminded).when(CartCommand::Remind { cutoff: at(60), at: at(70) }).then_expect_error(CartError::NotDue);
+        let mut expired = given;
+        expired.push(CartEvent::Expired { at: at(99) });
+        Given::with(()).given(expired).when(add("A", 1, pricing(&[("A", 1_000)], None))).then_expect_error(CartError::Closed);
     }
 
     #[test]

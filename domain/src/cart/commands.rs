@@ -82,4 +82,15 @@ pub enum CartCommand {
         into: CartId,
         at: DateTime<Utc>,
     },
+    /// Abandoned: untouched since `cutoff` or before (the saga's deadline). Refused for a cart
+    /// touched after `cutoff`, whose deadline moved.
+    Expire {
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// A customer's cart untouched since `cutoff`: remind its customer, once per cart.
+    Remind {
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
 }

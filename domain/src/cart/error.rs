@@ -24,6 +24,8 @@ pub enum CartError {
     Empty,
     #[error("the cart's prices or discount changed since it was shown")]
     Changed,
+    #[error("the cart was touched after the deadline, or was reminded already")]
+    NotDue,
     #[error("the cart has no discount code")]
     NoDiscount,
     #[error(transparent)]

@@ -84,6 +84,16 @@ pub enum CartEvent {
         lines: Vec<MergedLine>,
         at: DateTime<Utc>,
     },
+    /// Abandoned: untouched for the cart lifetime; closed.
+    Expired {
+        at: DateTime<Utc>,
+    },
+    /// The customer is to be reminded of what the cart holds (the notifier mails those who
+    /// take marketing mail).
+    ReminderDue {
+        customer: UserId,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for CartEvent {
@@ -100,6 +110,8 @@ impl DomainEvent for CartEvent {
             CartEvent::Priced { .. } => "priced",
             CartEvent::CheckedOut { .. } => "checked_out",
             CartEvent::CartsMerged { .. } => "carts_merged",
+            CartEvent::Expired { .. } => "expired",
+            CartEvent::ReminderDue { .. } => "reminder_due",
         }
         .to_owned()
     }
