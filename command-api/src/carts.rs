@@ -29,7 +29,7 @@ use serde_json::json;
 use store::{commit, retry_on_conflict, ExecError, Metadata};
 
 use crate::auth::OpaqueToken;
-use crate::orders::{catalogue_price, payment_method, AddressRequest};
+use crate::orders::{catalogue_entry, order_terms, payment_method, AddressRequest};
 use crate::{AppState, CommandAccepted};
 use http_kit::{Accepted, ApiError, AppJson, AuthUser, Created, ErrorCode, Id, IfMatch, JwtKeys, Problems, RequestMeta, Versioned, Viewer};
 
@@ -297,17 +297,13 @@ struct CheckoutRequest {
     payment_method: String,
 }
 
-/// Tax and shipping of `tenant`'s orders, in `currency`.
-fn order_terms(state: &AppState, tenant: &TenantId, currency: domain::Currency) -> (u32, Money) {
-    (state.config.orders.tax_rate_bp(tenant), Money::new(state.config.orders.shipping_amount, currency))
-}
-
 /// The cart's totals as its order would have them (none while it is empty).
-fn totals(state: &AppState, cart: &Cart) -> Option<Totals> {
-    let currency = cart.currency()?;
-    let (tax_rate_bp, shipping) = order_terms(state, &cart.tenant, currency);
+async fn totals(state: &AppState, cart: &Cart) -> Result<Option<Totals>, ApiError> {
+    let Some(subtotal) = cart.subtotal() else { return Ok(None) };
     let off = cart.discount.as_ref().map_or(0, |d| d.amount.amount);
-    Totals::of(&cart.order_lines(), off, tax_rate_bp, shipping).ok()
+    let goods = Money::new(subtotal.amount - off.clamp(0, subtotal.amount), subtotal.currency);
+    let (tax_rate_bp, shipping) = order_terms(state, &cart.tenant, goods).await?;
+    Ok(Totals::of(&cart.order_lines(), off, tax_rate_bp, shipping).ok())
 }
 
 /// The catalogue's offer for each of `skus` and the terms of `code` for `customer`, now.
@@ -320,8 +316,8 @@ async fn pricing(
 ) -> Result<Pricing, ApiError> {
     let mut offers = BTreeMap::new();
     for sku in skus {
-        let offer = match catalogue_price(state, tenant, sku).await? {
-            Some(unit_price) => {
+        let offer = match catalogue_entry(state, tenant, sku).await? {
+            Some((unit_price, _)) => {
                 let (stock, _) = state.stock.read(&stream_id(tenant, sku)).await?;
                 Offer::Priced { unit_price, available: stock.available().max(0) }
             }
@@ -343,7 +339,7 @@ async fn pricing_of(state: &AppState, cart: &Cart, extra: Option<&Sku>) -> Resul
     pricing(state, &cart.tenant, &skus, code, cart.customer).await
 }
 
-fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: Option<&Pricing>) -> CartView {
+async fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: Option<&Pricing>) -> Result<CartView, ApiError> {
     let mut problems = Vec::new();
     let lines = cart
         .lines
@@ -382,14 +378,14 @@ fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: Option
         CartStatus::Expired => CartStatusView::Expired,
         CartStatus::New | CartStatus::Open => CartStatusView::Open,
     };
-    CartView {
+    Ok(CartView {
         id: id.to_string(),
         version,
         status,
         customer: cart.customer.map(|c| c.to_string()),
         lines,
         discount: cart.discount.as_ref().map(|d| DiscountView { code: d.code.to_string(), amount: d.amount.into() }),
-        totals: totals(state, cart).map(|t| TotalsView {
+        totals: totals(state, cart).await?.map(|t| TotalsView {
             subtotal: t.subtotal.into(),
             discount: t.discount.into(),
             tax: t.tax.into(),
@@ -399,7 +395,7 @@ fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: Option
         problems,
         priced_at: cart.priced_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         order_id: cart.order_id.map(|o| o.to_string()),
-    }
+    })
 }
 
 /// The cart `id` if the shopper may open it (404 otherwise, as for a missing cart).
@@ -432,7 +428,7 @@ async fn change(
     let skus: Vec<Sku> = cart.lines.keys().chain(extra).cloned().collect();
     let pricing = pricing(state, &shopper.tenant, &skus, code, cart.customer).await?;
     let done = state.carts.execute(&stream, command(pricing.clone()), None, &metadata(meta, shopper)).await?;
-    let view = view(state, id, &done.state, done.version, Some(&pricing));
+    let view = view(state, id, &done.state, done.version, Some(&pricing)).await?;
     Ok(Versioned { version: done.version as i64, body: view, if_none_match: None })
 }
 
@@ -503,9 +499,9 @@ async fn answer(
     let stale = cart.priced_at.is_none_or(|at| pricing.at - at > state.config.cart_price_ttl);
     if cart.status == CartStatus::Open && stale {
         let done = state.carts.execute(&stream, CartCommand::Reprice { pricing: pricing.clone() }, None, &metadata(meta, shopper)).await?;
-        return Ok(Versioned::new(headers, done.version as i64, view(state, id, &done.state, done.version, Some(&pricing))));
+        return Ok(Versioned::new(headers, done.version as i64, view(state, id, &done.state, done.version, Some(&pricing)).await?));
     }
-    Ok(Versioned::new(headers, version as i64, view(state, id, &cart, version, Some(&pricing))))
+    Ok(Versioned::new(headers, version as i64, view(state, id, &cart, version, Some(&pricing)).await?))
 }
 
 /// `GET /carts/{id}`.
@@ -601,8 +597,11 @@ async fn remove_discount(
 }
 
 /// 409 `cart_changed` with the cart as it is now.
-fn changed(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: &Pricing) -> ApiError {
-    let fresh = serde_json::to_value(view(state, id, cart, version, Some(pricing))).unwrap_or_default();
+async fn changed(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: &Pricing) -> ApiError {
+    let fresh = match view(state, id, cart, version, Some(pricing)).await {
+        Ok(view) => serde_json::to_value(view).unwrap_or_default(),
+        Err(e) => return e,
+    };
     ApiError::new(ErrorCode::CartChanged, "the cart changed since the version shown; check the fresh cart and retry").with("cart", fresh)
 }
 
@@ -623,12 +622,17 @@ async fn checkout(
     let (stream, cart, version) = visible(&state, &shopper, id).await?;
     let pricing = pricing_of(&state, &cart, None).await?;
     if expected.is_some_and(|v| v != version) {
-        return Err(changed(&state, id, &cart, version, &pricing));
+        return Err(changed(&state, id, &cart, version, &pricing).await);
     }
     let tenant = &shopper.tenant;
     let metadata = metadata(&meta, &shopper);
     let order_id = OrderId::new();
     let order_stream = stream_id(tenant, order_id);
+    // Product names for the invoice, read before any lock is taken.
+    let mut names = BTreeMap::new();
+    for sku in cart.lines.keys() {
+        names.insert(sku.clone(), catalogue_entry(&state, tenant, sku).await?.and_then(|(_, name)| name));
+    }
     let refused = |e: ExecError<CartError>| e.map_domain(ApiError::from);
     let placed = retry_on_conflict("cart", || async {
         let checkout = CartCommand::CheckOut { order_id, pricing: pricing.clone() };
@@ -652,17 +656,17 @@ async fn checkout(
             }
             None => None,
         };
-        let lines = cart
-            .lines
-            .iter()
-            .map(|(sku, l)| {
-                let quantity = Quantity::try_from(l.quantity).map_err(|_| CartError::InvalidQuantity)?;
-                let unit_price = Price::try_from(l.unit_price).map_err(|_| CartError::ProductUnavailable(sku.clone()))?;
-                Ok(PricedLine { sku: sku.clone(), quantity, unit_price })
-            })
-            .collect::<Result<Vec<_>, CartError>>()
-            .map_err(|e| ExecError::Domain(e.into()))?;
-        let (tax_rate_bp, shipping) = order_terms(&state, tenant, subtotal.currency);
+        let mut lines = Vec::with_capacity(cart.lines.len());
+        for (sku, l) in &cart.lines {
+            let refused = |e: CartError| ExecError::Domain(ApiError::from(e));
+            let quantity = Quantity::try_from(l.quantity).map_err(|_| refused(CartError::InvalidQuantity))?;
+            let unit_price = Price::try_from(l.unit_price).map_err(|_| refused(CartError::ProductUnavailable(sku.clone())))?;
+            let name = names.get(sku).cloned().flatten();
+            lines.push(PricedLine { sku: sku.clone(), quantity, unit_price, name });
+        }
+        let off = redeeming.as_ref().map_or(0, |(_, d)| d.amount.amount);
+        let goods = Money::new(subtotal.amount - off.clamp(0, subtotal.amount), subtotal.currency);
+        let (tax_rate_bp, shipping) = order_terms(&state, tenant, goods).await.map_err(ExecError::Domain)?;
         let place = OrderCommand::Place {
             tenant: tenant.clone(),
             order_id,
@@ -691,11 +695,11 @@ async fn checkout(
         Err(ExecError::Domain(e)) if e.code == ErrorCode::CartChanged => {
             // Record what moved, and show it: the shopper decides again.
             let done = state.carts.execute(&stream, CartCommand::Reprice { pricing: pricing.clone() }, None, &metadata).await?;
-            Err(changed(&state, id, &done.state, done.version, &pricing))
+            Err(changed(&state, id, &done.state, done.version, &pricing).await)
         }
         Err(ExecError::VersionMismatch { .. }) => {
             let (cart, version) = state.carts.read(&stream).await?;
-            Err(changed(&state, id, &cart, version, &pricing))
+            Err(changed(&state, id, &cart, version, &pricing).await)
         }
         Err(e) => Err(e.into()),
     }

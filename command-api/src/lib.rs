@@ -18,6 +18,7 @@
 //! - `carts.rs`: guest and customer carts, discount codes on them, checkout into an order,
 //!   the guest cart's merge at sign-in.
 //! - `promotions.rs`: discount codes (admins).
+//! - `settings.rs`: the seller's own settings (admins).
 //! - `idempotency.rs`: `Idempotency-Key` replay.
 //! - `state.rs`: [`AppState`], [`ApiConfig`], the clock.
 
@@ -27,6 +28,7 @@ mod idempotency;
 mod orders;
 mod products;
 mod promotions;
+mod settings;
 mod state;
 mod stock;
 pub mod users;
@@ -79,6 +81,7 @@ pub fn router(state: AppState) -> ApiRouter {
         .merge(orders::router())
         .merge(carts::router())
         .merge(promotions::router())
+        .merge(settings::router())
         .with_path_items(idempotency::document);
     let statuses = Arc::new(idempotency::SuccessStatuses::of_routes(&replayable, API_PREFIX));
     let replayable = replayable.route_layer(middleware::from_fn_with_state((state.clone(), statuses), idempotency::idempotency));

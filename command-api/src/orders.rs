@@ -127,9 +127,9 @@ pub(crate) fn payment_method(raw: &str) -> Result<String, InvalidValue> {
     }
 }
 
-/// The catalogue price of `sku` if it belongs to a published, live product; `None` if nothing
-/// with this SKU can be ordered.
-pub(crate) async fn catalogue_price(state: &AppState, tenant: &TenantId, sku: &Sku) -> Result<Option<Price>, ApiError> {
+/// The catalogue price and name of `sku` if it belongs to a published, live product; `None` if
+/// nothing with this SKU can be ordered.
+pub(crate) async fn catalogue_entry(state: &AppState, tenant: &TenantId, sku: &Sku) -> Result<Option<(Price, Option<Name>)>, ApiError> {
     let claim_stream = stream_id(tenant, sku);
     let owner = match state.skus.peek(&claim_stream).await?.0.owner {
         Some(owner) => owner,
@@ -139,7 +139,8 @@ pub(crate) async fn catalogue_price(state: &AppState, tenant: &TenantId, sku: &S
         },
     };
     let (product, _) = state.products.read(&stream_id(tenant, owner)).await?;
-    Ok(product.price.filter(|_| product.published && !product.discontinued))
+    let name = product.details.map(|d| d.name);
+    Ok(product.price.filter(|_| product.published && !product.discontinued).map(|price| (price, name)))
 }
 
 /// Prices a line from the catalogue: the SKU must belong to a published, live product.
@@ -147,10 +148,20 @@ async fn price_line(state: &AppState, tenant: &TenantId, line: &LineRequest) -> 
     let unknown = || ApiError::from(InvalidValue::new("lines.sku", "no product with this sku can be ordered"));
     let sku: Sku = line.sku.parse().map_err(|_| unknown())?;
     let quantity = Quantity::try_from(line.quantity).map_err(|_| InvalidValue::new("lines.quantity", "must be at least 1"))?;
-    match catalogue_price(state, tenant, &sku).await? {
-        Some(unit_price) => Ok(PricedLine { sku, quantity, unit_price }),
+    match catalogue_entry(state, tenant, &sku).await? {
+        Some((unit_price, name)) => Ok(PricedLine { sku, quantity, unit_price, name }),
         None => Err(unknown().with("sku", sku.to_string())),
     }
+}
+
+/// The tax rate and shipping of an order of `tenant` worth `goods` (its subtotal less its
+/// discount): the tenant's settings, or the installation's defaults without them.
+pub(crate) async fn order_terms(state: &AppState, tenant: &TenantId, goods: Money) -> Result<(u32, Money), ApiError> {
+    let (settings, _) = state.settings.read(&stream_id(tenant, domain::settings::SETTINGS)).await?;
+    Ok(match settings.current {
+        Some(s) => (s.tax_rate_bp, s.shipping_for(goods)),
+        None => (state.config.orders.tax_rate_bp(tenant), Money::new(state.config.orders.shipping_amount, goods.currency)),
+    })
 }
 
 /// `POST /orders`: 202 with the order id; the saga takes it from there.
@@ -169,8 +180,16 @@ async fn place(
     for line in &req.lines {
         lines.push(price_line(&state, &user.tenant, line).await?);
     }
-    let currency = lines[0].unit_price.money().currency;
-    let shipping = Money::new(state.config.orders.shipping_amount, currency);
+    let goods = lines.iter().try_fold(Money::new(0, lines[0].unit_price.money().currency), |sum, l| {
+        l.unit_price
+            .money()
+            .amount
+            .checked_mul(l.quantity.get())
+            .and_then(|a| a.checked_add(sum.amount))
+            .map(|a| Money::new(a, sum.currency))
+    });
+    let goods = goods.ok_or_else(|| InvalidValue::new("lines", "the order total does not fit in the money range"))?;
+    let (tax_rate_bp, shipping) = order_terms(&state, &user.tenant, goods).await?;
     let order_id = OrderId::new();
     let command = OrderCommand::Place {
         tenant: user.tenant.clone(),
@@ -178,7 +197,7 @@ async fn place(
         customer: user.user_id,
         lines,
         discount: None,
-        tax_rate_bp: state.config.orders.tax_rate_bp(&user.tenant),
+        tax_rate_bp,
         shipping,
         shipping_address,
         payment_method,

@@ -9,6 +9,7 @@ use domain::payment::Payment;
 use domain::product::Product;
 use domain::promotion::Promotion;
 use domain::session::Session;
+use domain::settings::TenantSettings;
 use domain::stock::Stock;
 use domain::user::{User, UserServices};
 use store::{EventStore, Repository};
@@ -111,6 +112,8 @@ pub struct Services {
     pub customer_carts: Repository<CustomerCarts>,
     /// Discount codes: hot at checkout, so snapshotted like stock.
     pub promotions: Repository<Promotion>,
+    /// Each tenant's own settings (tax, shipping, the seller on invoices).
+    pub settings: Repository<TenantSettings>,
     pub jwt: JwtKeys,
     pub hasher: Argon2Hasher,
     pub limiter: LoginLimiter,
@@ -159,6 +162,7 @@ impl AppState {
             carts: Repository::new(store.clone(), ()),
             customer_carts: Repository::new(store.clone(), ()),
             promotions: Repository::new(store.clone(), ()).with_snapshots(config.stock_snapshot_every),
+            settings: Repository::new(store.clone(), ()),
             store,
             jwt,
             hasher,

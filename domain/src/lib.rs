@@ -11,6 +11,8 @@
 //! - [`product`]: the catalogue entry: details, price, publication, discontinuation.
 //! - [`stock`]: one aggregate per SKU with on-hand quantity and reservations per order.
 //! - [`session`]: refresh-token families with rotation and reuse detection.
+//! - [`settings`]: the seller's own settings per tenant (legal name, address, VAT id,
+//!   currency, tax rate, shipping terms).
 //! - [`order`]: orders and their status machine; the per-tenant invoice book.
 //! - [`cart`]: shopping carts (guest or customer), priced again at every change; a customer's
 //!   current cart ([`cart::CustomerCarts`]).
@@ -30,6 +32,7 @@ pub mod payment;
 pub mod product;
 pub mod promotion;
 pub mod session;
+pub mod settings;
 pub mod stock;
 pub mod user;
 

@@ -430,6 +430,12 @@ impl From<PromotionError> for ApiError {
     }
 }
 
+impl From<domain::settings::SettingsError> for ApiError {
+    fn from(e: domain::settings::SettingsError) -> Self {
+        ApiError::new(ErrorCode::InvalidValue, e.to_string()).with("field", "tax_rate_bp")
+    }
+}
+
 impl From<domain::cart::Never> for ApiError {
     fn from(never: domain::cart::Never) -> Self {
         match never {}

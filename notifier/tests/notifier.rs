@@ -152,6 +152,7 @@ async fn write_shop(t: &TestStore) {
             sku: sku.clone(),
             quantity: Quantity::try_from(2).expect("valid"),
             unit_price: Price::try_from(eur(1_000)).expect("valid"),
+            name: None,
         }],
         discount: None,
         tax_rate_bp: 2000,

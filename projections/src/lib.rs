@@ -13,7 +13,8 @@
 //! - `sourced.rs`: the same projections fed by a Kafka consumer group, offsets stored in the
 //!   read-model transaction.
 //! - `catalogue.rs`, `stock.rs`, `users.rs`: the SQL read models.
-//! - `carts.rs`: carts and discount codes with their redemptions (admins, analytics).
+//! - `carts.rs`: carts and discount codes with their redemptions (admins, analytics);
+//!   `settings.rs`: each tenant's own settings (the seller on invoices).
 //! - [`orders`]: orders with their payment, lines and timeline, and payment events that
 //!   arrived before their order (Kafka: two topics); four tables that rebuild together.
 //! - [`detail`]: product detail documents in Redis (embedded: in process).
@@ -29,6 +30,7 @@ mod own;
 mod projection;
 mod runner;
 pub mod search;
+mod settings;
 mod sourced;
 mod stock;
 mod users;
@@ -41,6 +43,7 @@ pub use catalogue::Catalogue;
 pub use orders::Orders;
 pub use projection::*;
 pub use runner::*;
+pub use settings::Settings;
 pub use stock::StockLevels;
 pub use users::Users;
 use worker_kit::{Consumer, Driver, ReaderState, ReaderStatus};
@@ -53,7 +56,15 @@ pub fn split_stream_id(aggregate_id: &str) -> Result<(&str, &str), ProjectionErr
 
 /// Every SQL projection this build knows, in the order they are run and listed.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Catalogue), Arc::new(StockLevels), Arc::new(Users), Arc::new(Orders), Arc::new(Carts), Arc::new(Promotions)]
+    vec![
+        Arc::new(Catalogue),
+        Arc::new(StockLevels),
+        Arc::new(Users),
+        Arc::new(Orders),
+        Arc::new(Carts),
+        Arc::new(Promotions),
+        Arc::new(Settings),
+    ]
 }
 
 /// Every read model a query node serves from: the SQL projections, the product documents and

@@ -126,8 +126,13 @@ struct OrderRow {
     tracking_number: Option<String>,
     /// JSON: `{name, line1, city, postal_code, country}`.
     shipping_address: String,
-    /// JSON: `[{sku, quantity, unit_price: {amount, currency}}]`.
+    /// JSON: `[{sku, quantity, unit_price: {amount, currency}, name?}]`.
     lines: String,
+    /// The discount code redeemed for the order, and what it took off.
+    discount_code: Option<String>,
+    discount: i64,
+    /// The tax rate applied (basis points), when the order recorded it.
+    tax_rate_bp: Option<i64>,
     placed_at_ms: i64,
     /// `YYYY-MM-DD` (UTC) of `placed_at_ms`: the same day buckets in both backends.
     placed_day: String,
@@ -138,7 +143,7 @@ struct OrderRow {
     position: i64,
 }
 
-const COLUMNS: [&str; 26] = [
+const COLUMNS: [&str; 29] = [
     "tenant",
     "order_id",
     "customer",
@@ -160,6 +165,9 @@ const COLUMNS: [&str; 26] = [
     "tracking_number",
     "shipping_address",
     "lines",
+    "discount_code",
+    "discount",
+    "tax_rate_bp",
     "placed_at_ms",
     "placed_day",
     "updated_at_ms",
@@ -169,7 +177,20 @@ const COLUMNS: [&str; 26] = [
 
 impl OrderRow {
     fn placed(e: &LogEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
-        let OrderEvent::Placed { customer, lines, subtotal, tax, shipping, total, shipping_address, payment_method, .. } = event else {
+        let OrderEvent::Placed {
+            customer,
+            lines,
+            subtotal,
+            tax,
+            shipping,
+            total,
+            shipping_address,
+            payment_method,
+            discount,
+            tax_rate_bp,
+            ..
+        } = event
+        else {
             return Err(ProjectionError::Malformed("an order row starts with placed".into()));
         };
         Ok(Self {
@@ -193,6 +214,9 @@ impl OrderRow {
             tracking_number: None,
             shipping_address: serde_json::to_string(shipping_address)?,
             lines: serde_json::to_string(lines)?,
+            discount_code: discount.as_ref().map(|d| d.code.to_string()),
+            discount: discount.as_ref().map_or(0, |d| d.amount.amount),
+            tax_rate_bp: tax_rate_bp.map(i64::from),
             placed_at_ms: e.recorded_at.timestamp_millis(),
             placed_day: e.recorded_at.format("%Y-%m-%d").to_string(),
             updated_at_ms: e.recorded_at.timestamp_millis(),
@@ -222,6 +246,9 @@ impl OrderRow {
             tracking_number: r.try_get("tracking_number")?,
             shipping_address: r.try_get("shipping_address")?,
             lines: r.try_get("lines")?,
+            discount_code: r.try_get("discount_code")?,
+            discount: r.try_get("discount")?,
+            tax_rate_bp: r.try_get("tax_rate_bp")?,
             placed_at_ms: r.try_get("placed_at_ms")?,
             placed_day: r.try_get("placed_day")?,
             updated_at_ms: r.try_get("updated_at_ms")?,
@@ -254,6 +281,9 @@ impl OrderRow {
             .bind(self.tracking_number.clone())
             .bind(self.shipping_address.clone())
             .bind(self.lines.clone())
+            .bind(self.discount_code.clone())
+            .bind(self.discount)
+            .bind(self.tax_rate_bp)
             .bind(self.placed_at_ms)
             .bind(self.placed_day.clone())
             .bind(self.updated_at_ms)

@@ -43,6 +43,7 @@ fn line(sku: &str, quantity: i64, unit: i64) -> PricedLine {
         sku: sku.parse().expect("valid"),
         quantity: Quantity::try_from(quantity).expect("valid"),
         unit_price: Price::try_from(eur(unit)).expect("valid"),
+        name: None,
     }
 }
 

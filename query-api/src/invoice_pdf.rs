@@ -119,7 +119,18 @@ pub(crate) fn render(invoice: &Invoice) -> Vec<u8> {
     layout.row(20.0, vec![bold(left(MARGIN, format!("Invoice {}", invoice.number)))]);
     layout.gap(6.0);
     let issued = invoice.issued_at.get(..10).unwrap_or(&invoice.issued_at);
-    for (label, value) in [("Issued", issued), ("Order", &invoice.order_id), ("Seller", &invoice.seller), ("Customer", &invoice.customer)] {
+    let seller = &invoice.seller;
+    let mut facts = vec![("Issued", issued.to_owned()), ("Order", invoice.order_id.clone()), ("Seller", seller.name.clone())];
+    if let Some(a) = &seller.address {
+        facts.push(("", a.line1.clone()));
+        facts.push(("", format!("{} {}", a.postal_code, a.city)));
+        facts.push(("", a.country.clone()));
+    }
+    if let Some(vat_id) = &seller.vat_id {
+        facts.push(("VAT id", vat_id.clone()));
+    }
+    facts.push(("Customer", invoice.customer.clone()));
+    for (label, value) in facts {
         layout.row(10.0, vec![left(MARGIN, label), left(MARGIN + 70.0, value)]);
     }
     layout.gap(12.0);
@@ -143,23 +154,39 @@ pub(crate) fn render(invoice: &Invoice) -> Vec<u8> {
     for line in &invoice.lines {
         let figures =
             vec![right(quantity_x, line.quantity.to_string()), right(unit_x, major(&line.unit_price)), right(RIGHT, major(&line.amount))];
-        if line.sku.chars().count() > SKU_CHARS {
-            layout.row(10.0, vec![left(MARGIN, line.sku.clone())]);
+        // The SKU with the product's name next to it; a long one gets a row of its own.
+        let label = match &line.name {
+            Some(name) => format!("{} {name}", line.sku),
+            None => line.sku.clone(),
+        };
+        if label.chars().count() > SKU_CHARS {
+            layout.row(10.0, vec![left(MARGIN, label)]);
             layout.row(10.0, figures);
         } else {
-            let mut cells = vec![left(MARGIN, line.sku.clone())];
+            let mut cells = vec![left(MARGIN, label)];
             cells.extend(figures);
             layout.row(10.0, cells);
         }
     }
     layout.gap(12.0);
-    let mut totals =
-        vec![("Subtotal", &invoice.subtotal), ("Tax", &invoice.tax), ("Shipping", &invoice.shipping), ("Total", &invoice.total)];
+    let mut totals = vec![("Subtotal".to_owned(), invoice.subtotal.clone())];
+    if let Some(d) = &invoice.discount {
+        totals.push((format!("Discount {}", d.code), Money { amount: -d.amount.amount, currency: d.amount.currency.clone() }));
+    }
+    let tax = match invoice.tax_rate_bp {
+        Some(bp) => format!("Tax {}.{:02}%", bp / 100, bp % 100),
+        None => "Tax".to_owned(),
+    };
+    totals.extend([
+        (tax, invoice.tax.clone()),
+        ("Shipping".to_owned(), invoice.shipping.clone()),
+        ("Total".to_owned(), invoice.total.clone()),
+    ]);
     if invoice.refunded.amount != 0 {
-        totals.push(("Refunded", &invoice.refunded));
+        totals.push(("Refunded".to_owned(), invoice.refunded.clone()));
     }
     for (label, amount) in totals {
-        let row = vec![left(unit_x - 60.0, format!("{label} {currency}")), right(RIGHT, major(amount))];
+        let row = vec![left(unit_x - 110.0, format!("{label} {currency}")), right(RIGHT, major(&amount))];
         layout.row(10.0, if label == "Total" { row.into_iter().map(bold).collect() } else { row });
     }
     document(layout.pages)
@@ -200,7 +227,16 @@ mod tests {
             number: 4711,
             order_id: "0193a000-0000-7000-8000-000000000001".into(),
             issued_at: "2026-03-01T10:00:00.000Z".into(),
-            seller: "acme".into(),
+            seller: crate::orders::Seller {
+                name: "Acme GmbH".into(),
+                address: Some(crate::orders::SellerAddress {
+                    line1: "2 Market Sq".into(),
+                    city: "Hamburg".into(),
+                    postal_code: "20095".into(),
+                    country: "DE".into(),
+                }),
+                vat_id: Some("DE123456789".into()),
+            },
             customer: "0193a000-0000-7000-8000-000000000002".into(),
             bill_to: Address {
                 name: "Zoë Müller (Büro)".into(),
@@ -210,10 +246,18 @@ mod tests {
                 country: "DE".parse().expect("valid"),
             },
             lines: (0..lines)
-                .map(|i| LineView { sku: format!("SKU-{i}"), quantity: 2, unit_price: eur(1_000), amount: eur(2_000) })
+                .map(|i| LineView {
+                    sku: format!("SKU-{i}"),
+                    name: Some("Desk lamp".into()),
+                    quantity: 2,
+                    unit_price: eur(1_000),
+                    amount: eur(2_000),
+                })
                 .collect(),
             subtotal: eur(2_000 * lines as i64),
+            discount: Some(crate::orders::DiscountView { code: "TEN".into(), amount: eur(200) }),
             tax: eur(400),
+            tax_rate_bp: Some(1_900),
             shipping: eur(499),
             total: eur(2_899),
             refunded: eur(500),
@@ -229,7 +273,21 @@ mod tests {
         let pdf = render(&invoice(1));
         assert!(pdf.starts_with(b"%PDF-"));
         assert!(pdf.ends_with(b"%%EOF") || pdf.ends_with(b"%%EOF\n"));
-        for text in [&b"(Invoice 4711)"[..], b"(SKU-0)", b"(20.00)", b"(28.99)", b"(5.00)", b"/Helvetica", b"/WinAnsiEncoding"] {
+        for text in [
+            &b"(Invoice 4711)"[..],
+            b"(SKU-0 Desk lamp)",
+            b"(Acme GmbH)",
+            b"(DE123456789)",
+            b"(20095 Hamburg)",
+            b"(Discount TEN EUR)",
+            b"(-2.00)",
+            b"(Tax 19.00% EUR)",
+            b"(20.00)",
+            b"(28.99)",
+            b"(5.00)",
+            b"/Helvetica",
+            b"/WinAnsiEncoding",
+        ] {
             assert!(contains(&pdf, text), "{}", String::from_utf8_lossy(text));
         }
         assert_eq!(pages(&pdf), 1);
@@ -252,7 +310,7 @@ mod tests {
     fn many_lines_flow_onto_more_a4_pages() {
         let pdf = render(&invoice(120));
         assert!(pages(&pdf) >= 3, "{} pages", pages(&pdf));
-        assert!(contains(&pdf, b"(SKU-119)"));
+        assert!(contains(&pdf, b"(SKU-119 Desk lamp)"));
     }
 
     #[test]

@@ -79,7 +79,8 @@ const SOLD: &str = "('confirmed', 'shipped', 'delivered')";
 
 const COLUMNS: &str = "order_id, customer, status, cancel_reason, currency, subtotal, tax, shipping, total, refunded, \
                        payment_method, payment_status, payment_amount, payment_refunded, invoice_number, invoiced_at_ms, carrier, \
-                       tracking_number, shipping_address, lines, placed_at_ms, updated_at_ms, version, position";
+                       tracking_number, shipping_address, lines, discount_code, discount, tax_rate_bp, placed_at_ms, updated_at_ms, \
+                       version, position";
 
 fn invalid(field: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidValue, detail).with("field", field)
@@ -106,14 +107,26 @@ struct StoredLine {
     sku: String,
     quantity: i64,
     unit_price: Money,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct LineView {
     pub(crate) sku: String,
+    /// The product's name at placement (absent for orders placed before names were kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
     pub(crate) quantity: i64,
     pub(crate) unit_price: Money,
     /// Quantity times unit price.
+    pub(crate) amount: Money,
+}
+
+/// A discount code and what it took off.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub(crate) struct DiscountView {
+    pub(crate) code: String,
     pub(crate) amount: Money,
 }
 
@@ -155,7 +168,13 @@ struct OrderView {
     cancel_reason: Option<String>,
     lines: Vec<LineView>,
     subtotal: Money,
+    /// The discount code redeemed for the order, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discount: Option<DiscountView>,
     tax: Money,
+    /// The tax rate applied, in basis points (absent for orders placed before it was kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tax_rate_bp: Option<i64>,
     shipping: Money,
     total: Money,
     /// Given back so far.
@@ -213,12 +232,18 @@ impl TryFrom<AnyRow> for OrderView {
                 .map(|l| LineView {
                     amount: Money { amount: l.unit_price.amount.saturating_mul(l.quantity), currency: l.unit_price.currency.clone() },
                     sku: l.sku,
+                    name: l.name,
                     quantity: l.quantity,
                     unit_price: l.unit_price,
                 })
                 .collect(),
             subtotal: money("subtotal")?,
+            discount: r
+                .try_get::<Option<String>, _>("discount_code")?
+                .map(|code| -> Result<DiscountView, sqlx::Error> { Ok(DiscountView { code, amount: money("discount")? }) })
+                .transpose()?,
             tax: money("tax")?,
+            tax_rate_bp: r.try_get("tax_rate_bp")?,
             shipping: money("shipping")?,
             total: money("total")?,
             refunded: money("refunded")?,
@@ -616,17 +641,53 @@ pub(crate) struct Invoice {
     pub(crate) number: i64,
     pub(crate) order_id: String,
     pub(crate) issued_at: String,
-    /// The tenant that sells.
-    pub(crate) seller: String,
+    /// The seller, from the tenant's settings (its legal name, address and VAT id); the tenant
+    /// id alone while the tenant has none.
+    pub(crate) seller: Seller,
     pub(crate) customer: String,
     pub(crate) bill_to: Address,
     pub(crate) lines: Vec<LineView>,
     pub(crate) subtotal: Money,
+    pub(crate) discount: Option<DiscountView>,
     pub(crate) tax: Money,
+    /// The tax rate applied, in basis points.
+    pub(crate) tax_rate_bp: Option<i64>,
     pub(crate) shipping: Money,
     pub(crate) total: Money,
     /// Given back so far.
     pub(crate) refunded: Money,
+}
+
+/// Who sells, as an invoice names them.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Seller {
+    pub(crate) name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<SellerAddress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) vat_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub(crate) struct SellerAddress {
+    pub(crate) line1: String,
+    pub(crate) city: String,
+    pub(crate) postal_code: String,
+    pub(crate) country: String,
+}
+
+/// The seller of `tenant` from its settings (the tenant id while it has none).
+async fn seller(state: &QueryState, tenant: &TenantId) -> Result<Seller, ApiError> {
+    let row = sqlx::query("SELECT legal_name, address, vat_id FROM rm_settings WHERE tenant = $1")
+        .bind(tenant.to_string())
+        .fetch_optional(state.pool())
+        .await
+        .map_err(crate::db_error)?;
+    let Some(row) = row else {
+        return Ok(Seller { name: tenant.to_string(), address: None, vat_id: None });
+    };
+    let address: SellerAddress = json_column(&row, "address").map_err(crate::db_error)?;
+    Ok(Seller { name: row.try_get(0).map_err(crate::db_error)?, address: Some(address), vat_id: row.try_get(2).map_err(crate::db_error)? })
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -661,12 +722,14 @@ async fn invoice(
         number,
         order_id: order.id,
         issued_at: rfc3339(issued_ms),
-        seller: user.tenant.to_string(),
+        seller: seller(&state, &user.tenant).await?,
         customer: order.customer,
         bill_to: order.shipping_address,
         lines: order.lines,
         subtotal: order.subtotal,
+        discount: order.discount,
         tax: order.tax,
+        tax_rate_bp: order.tax_rate_bp,
         shipping: order.shipping,
         total: order.total,
         refunded: order.refunded,

@@ -141,6 +141,7 @@ async fn place_with(orders: &Repository<Order>, lines: &[(&str, i64)], method: &
             sku: sku(s),
             quantity: Quantity::try_from(*q).expect("valid"),
             unit_price: Price::try_from(eur(1_000)).expect("valid"),
+            name: None,
         })
         .collect();
     let command = OrderCommand::Place {

@@ -369,3 +369,60 @@ both_modes!(admins_see_carts_codes_and_conversion_from_the_read_models, |app: Te
     assert_eq!(sales.body["carts_by_day"], json!([{"day": today, "created": 2, "checked_out": 1, "abandoned": 0, "conversion_bp": 5000}]));
     assert_eq!(sales.body["redemptions_by_code"], json!([{"code": "BOWLS", "currency": "EUR", "redemptions": 1, "discount": 300}]));
 });
+
+both_modes!(the_sellers_settings_price_carts_and_orders_and_head_the_invoice, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    let settings = json!({
+        "legal_name": "Acme GmbH",
+        "address": {"line1": "2 Market Sq", "city": "Hamburg", "postal_code": "20095", "country": "de"},
+        "vat_id": "DE123456789",
+        "default_currency": "EUR",
+        "tax_rate_bp": 1900,
+        "shipping_amount": 495,
+        "free_shipping_threshold": 5000
+    });
+    let put = |body: Value, token: String| {
+        let app = &app;
+        async move { app.call(Method::PUT, "/api/v1/admin/settings", Some(&token), Some(body), &[]).await }
+    };
+    let mut bad = settings.clone();
+    bad["tax_rate_bp"] = json!(10_001);
+    assert_eq!(put(bad, admin.clone()).await.code(), "invalid_value");
+    let ada = app.customer_token("ada@example.com").await;
+    assert_eq!(put(settings.clone(), ada.clone()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.call(Method::GET, "/api/v1/admin/settings", Some(&admin), None, &[]).await.status, StatusCode::NOT_FOUND);
+    let saved = put(settings.clone(), admin.clone()).await;
+    assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+    let shown = app.call(Method::GET, "/api/v1/admin/settings", Some(&admin), None, &[]).await;
+    assert_eq!((shown.body["legal_name"].as_str(), shown.body["address"]["country"].as_str()), (Some("Acme GmbH"), Some("DE")));
+
+    app.stocked(&admin, "LAMP", 2_000, 10).await;
+    let cart = filled_cart(&app, &ada, "LAMP", 1, None).await;
+    let view = as_customer(&app, Method::GET, &format!("/api/v1/carts/{cart}"), &ada, None).await;
+    assert_eq!(view.body["totals"]["tax"]["amount"], 380, "19% of 20.00: {:?}", view.body);
+    assert_eq!(view.body["totals"]["shipping"]["amount"], 495);
+    let more = as_customer(&app, Method::PUT, &format!("/api/v1/carts/{cart}/lines/LAMP"), &ada, Some(json!({"quantity": 3}))).await;
+    assert_eq!(more.body["totals"]["shipping"]["amount"], 0, "free from 50.00: {:?}", more.body);
+
+    let placed = checkout(&app, &ada, &cart, None, "k").await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let order = placed.body["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let invoice = loop {
+        let invoice = as_customer(&app, Method::GET, &format!("/api/v1/orders/{order}/invoice"), &ada, None).await;
+        if invoice.status == StatusCode::OK {
+            break invoice.body;
+        }
+        assert!(Instant::now() < deadline, "no invoice: {:?}", invoice.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        invoice["seller"],
+        json!({"name": "Acme GmbH", "address": {"line1": "2 Market Sq", "city": "Hamburg", "postal_code": "20095", "country": "DE"}, "vat_id": "DE123456789"})
+    );
+    assert_eq!((invoice["lines"][0]["sku"].as_str(), invoice["lines"][0]["name"].as_str()), (Some("LAMP"), Some("Item LAMP")));
+    assert_eq!(
+        (invoice["tax_rate_bp"].as_i64(), invoice["tax"]["amount"].as_i64(), invoice["shipping"]["amount"].as_i64()),
+        (Some(1900), Some(1140), Some(0))
+    );
+});

@@ -179,7 +179,7 @@ both_modes!(users_see_themselves_and_admins_see_everyone, |app: TestApp| async m
     };
     assert_eq!(
         names,
-        ["catalogue", "stock", "users", "orders", "carts", "promotions", "order_saga", "notifier", "product_detail", "search"]
+        ["catalogue", "stock", "users", "orders", "carts", "promotions", "settings", "order_saga", "notifier", "product_detail", "search"]
     );
     assert_eq!(get(&app, "/api/v1/admin/projections", Some(&ada), position).await.status, StatusCode::FORBIDDEN);
 });

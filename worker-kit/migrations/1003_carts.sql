@@ -1,5 +1,6 @@
--- Carts and discount codes: their read models (admins' lists and the sales analytics) and the
--- order saga's cart deadlines (expiry, reminder). One SQL text for both backends.
+-- Carts, discount codes and sellers' settings: their read models (admins' lists, the sales
+-- analytics, invoices) and the order saga's cart deadlines (expiry, reminder). One SQL text
+-- for both backends.
 
 CREATE TABLE IF NOT EXISTS rm_carts (
     tenant TEXT NOT NULL,
@@ -79,3 +80,21 @@ CREATE TABLE IF NOT EXISTS cart_deadlines (
     due_at_ms BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cart_deadlines_due ON cart_deadlines (due_at_ms);
+
+-- Each tenant's own settings (the seller on invoices, tax and shipping terms).
+CREATE TABLE IF NOT EXISTS rm_settings (
+    tenant TEXT PRIMARY KEY,
+    legal_name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    vat_id TEXT,
+    currency TEXT NOT NULL,
+    tax_rate_bp BIGINT NOT NULL,
+    shipping_amount BIGINT NOT NULL,
+    free_shipping_threshold BIGINT,
+    version BIGINT NOT NULL
+);
+
+-- Orders record the discount code they were placed with and the tax rate applied.
+ALTER TABLE rm_orders ADD COLUMN discount_code TEXT;
+ALTER TABLE rm_orders ADD COLUMN discount BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rm_orders ADD COLUMN tax_rate_bp BIGINT;

@@ -80,7 +80,10 @@ impl Cart {
 
     /// The lines as an order records them.
     pub fn order_lines(&self) -> Vec<OrderLine> {
-        self.lines.iter().map(|(sku, l)| OrderLine { sku: sku.clone(), quantity: l.quantity, unit_price: l.unit_price }).collect()
+        self.lines
+            .iter()
+            .map(|(sku, l)| OrderLine { sku: sku.clone(), quantity: l.quantity, unit_price: l.unit_price, name: None })
+            .collect()
     }
 
     /// The lines' sum (saturating: a cart's lines are bounded far below the money range).

@@ -131,7 +131,7 @@ impl Aggregate for Order {
                 }
                 let lines: Vec<OrderLine> = lines
                     .into_iter()
-                    .map(|l| OrderLine { sku: l.sku, quantity: l.quantity.get(), unit_price: l.unit_price.money() })
+                    .map(|l| OrderLine { sku: l.sku, quantity: l.quantity.get(), unit_price: l.unit_price.money(), name: l.name })
                     .collect();
                 let off = discount.as_ref().map_or(0, |d| d.amount.amount);
                 let Totals { subtotal, discount: discounted, tax, shipping, total } = Totals::of(&lines, off, tax_rate_bp, shipping)?;
@@ -152,6 +152,7 @@ impl Aggregate for Order {
                     shipping_address,
                     payment_method,
                     discount,
+                    tax_rate_bp: Some(tax_rate_bp),
                 }
             }
             OrderCommand::MarkStockReserved { expires_at } => {
@@ -285,6 +286,7 @@ mod tests {
             sku: sku.parse().expect("valid"),
             quantity: Quantity::try_from(quantity).expect("valid"),
             unit_price: Price::try_from(eur(unit)).expect("valid"),
+            name: None,
         }
     }
 
@@ -330,7 +332,7 @@ mod tests {
             customer: customer(),
             lines: lines
                 .into_iter()
-                .map(|l| OrderLine { sku: l.sku, quantity: l.quantity.get(), unit_price: l.unit_price.money() })
+                .map(|l| OrderLine { sku: l.sku, quantity: l.quantity.get(), unit_price: l.unit_price.money(), name: l.name })
                 .collect(),
             subtotal: eur(3_999),
             tax: eur(760),
@@ -339,6 +341,7 @@ mod tests {
             shipping_address: address("DE"),
             payment_method: "tok_approve".into(),
             discount: None,
+            tax_rate_bp: Some(1_900),
         }
     }
 

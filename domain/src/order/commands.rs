@@ -9,6 +9,10 @@ pub struct OrderLine {
     pub sku: Sku,
     pub quantity: i64,
     pub unit_price: Money,
+    /// The product's name at placement (for the invoice); absent in orders placed before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
 }
 
 /// A line as the customer asks for it, priced by the command side.
@@ -17,6 +21,7 @@ pub struct PricedLine {
     pub sku: Sku,
     pub quantity: Quantity,
     pub unit_price: Price,
+    pub name: Option<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,10 @@ pub enum OrderEvent {
         /// The discount code redeemed for it; `subtotal - discount` is what tax is on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         discount: Option<OrderDiscount>,
+        /// The tax rate applied, in basis points (absent in orders placed before it was
+        /// recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tax_rate_bp: Option<u32>,
     },
     StockReserved {
         expires_at: DateTime<Utc>,
