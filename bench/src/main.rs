@@ -8,6 +8,9 @@
 //! it confirmed and invoiced (orders/s, p50/p99 from POST to visible confirmation); then 1,000
 //! orders race for one SKU with 100 units (time until all are settled; exactly 100 confirmed).
 //!
+//! Shopping: each client opens a cart, adds three lines, applies a discount code and checks
+//! out, again and again (flows/s; the checkout's own p50/p99).
+//!
 //! With `--kafka 127.0.0.1:9092` (and a `shop` built with `--features kafka`) the shop also
 //! runs its relay, and the relay's lag is reported beside the projections'.
 //!
@@ -399,6 +402,91 @@ async fn orders_end_to_end(base: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<S
     .await
 }
 
+/// One shopping flow of a customer: open a cart (the current one, or a new one after a
+/// checkout), add three lines, apply the code, check out. The checkout's own latency is kept
+/// in `checkouts`.
+async fn shopping_flow(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    skus: [&str; 3],
+    checkouts: &std::sync::Mutex<Vec<Duration>>,
+) -> anyhow::Result<()> {
+    let cart: Value =
+        client.post(format!("{base}/api/v1/carts")).bearer_auth(token).json(&json!({})).send().await?.error_for_status()?.json().await?;
+    let id = cart["id"].as_str().context("cart id")?.to_owned();
+    for sku in skus {
+        client
+            .post(format!("{base}/api/v1/carts/{id}/lines"))
+            .bearer_auth(token)
+            .json(&json!({"sku": sku, "quantity": 1}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    client
+        .post(format!("{base}/api/v1/carts/{id}/discount"))
+        .bearer_auth(token)
+        .json(&json!({"code": "BENCH"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let body = json!({
+        "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "payment_method": "tok_approve"
+    });
+    let t = Instant::now();
+    let placed = client
+        .post(format!("{base}/api/v1/carts/{id}/checkout"))
+        .bearer_auth(token)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&body)
+        .send()
+        .await?;
+    let took = t.elapsed();
+    if placed.status() != reqwest::StatusCode::ACCEPTED {
+        bail!("checkout not accepted: {}", placed.status());
+    }
+    checkouts.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(took);
+    Ok(())
+}
+
+/// Shopping flows: each client runs [`shopping_flow`] again and again; flows/s, and the
+/// checkout's p50/p99 on its own.
+async fn shopping(base: &str, admin: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<String>>, seconds: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{base}/api/v1/promotions"))
+        .bearer_auth(admin)
+        .json(&json!({"code": "BENCH", "kind": "percentage", "percentage_bp": 1000}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let checkouts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&checkouts);
+    let base = base.to_owned();
+    let flows = run_workers(tokens.len(), seconds, move |client, w, n| {
+        let pick = |k: usize| skus[(w * 7919 + n as usize * 31 + k * 101) % skus.len()].clone();
+        let (base, token, lines, kept) = (base.clone(), tokens[w].clone(), [pick(0), pick(1), pick(2)], Arc::clone(&kept));
+        async move {
+            let lines = [lines[0].as_str(), lines[1].as_str(), lines[2].as_str()];
+            shopping_flow(&client, &base, &token, lines, &kept).await.is_ok()
+        }
+    })
+    .await;
+    report("shopping flows", &flows);
+    let mut checkouts = checkouts.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    checkouts.sort();
+    println!(
+        "{:<22} {:>9} checkouts    p50 {:>7.2} ms   p99 {:>7.2} ms",
+        "  checkout",
+        checkouts.len(),
+        percentile(&checkouts, 0.50).as_secs_f64() * 1000.0,
+        percentile(&checkouts, 0.99).as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
 /// Creates a product priced 10.00 EUR and publishes it; its id.
 async fn published_product(
     client: &reqwest::Client,
@@ -604,6 +692,7 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
     report("orders end to end", &orders);
+    shopping(&shop.base, &token, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await?;
     hot_sku(&shop.base, &token, Arc::clone(&tokens), 1_000, 100).await?;
     if args.idle_streams > 0 {
         idle_streams(&shop.base, &tokens, &skus, &products, args).await?;

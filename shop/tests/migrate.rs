@@ -4,7 +4,7 @@
 use testkit::{both_backends, Backend, TestStore};
 
 /// Every durable table: the event store's and the read side's.
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 21] = [
     "events",
     "snapshots",
     "idempotency_keys",
@@ -20,6 +20,12 @@ const TABLES: [&str; 15] = [
     "notifier_deliveries",
     "notifier_preferences",
     "webhook_endpoints",
+    "rm_carts",
+    "rm_carts_lines",
+    "rm_promotions",
+    "rm_promotions_redemptions",
+    "rm_settings",
+    "cart_deadlines",
 ];
 
 async fn tables(db: &sqlx::AnyPool, sqlite: bool) -> Vec<String> {
