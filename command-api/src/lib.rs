@@ -70,8 +70,8 @@ pub const API_PREFIX: &str = "/api/v1";
 pub fn router(state: AppState) -> ApiRouter {
     // Every command's answer is stored for `Idempotency-Key` replay, and documented so; the
     // token routes' answers are secrets and are not.
-    // Registration and the token routes are what an attacker hammers: token buckets per
-    // client address and overall.
+    // Registration, the token routes and guest carts are what an attacker hammers: token
+    // buckets per client address and overall.
     let limited = || middleware::from_fn_with_state(state.limits.clone(), http_kit::limits::limit);
     let replayable = ApiRouter::new()
         .merge(auth::registration().with_path_items(http_kit::limits::document).route_layer(limited()))
@@ -88,7 +88,14 @@ pub fn router(state: AppState) -> ApiRouter {
     ApiRouter::new()
         .nest(
             API_PREFIX,
-            replayable.merge(auth::tokens().with_path_items(http_kit::limits::document).route_layer(limited())).merge(carts::creation()),
+            replayable
+                .merge(auth::tokens().with_path_items(http_kit::limits::document).route_layer(limited()))
+                // Anyone may open a guest cart: bounded per client like the auth routes.
+                .merge(
+                    carts::creation()
+                        .with_path_items(http_kit::limits::document)
+                        .route_layer(middleware::from_fn_with_state(state.limits.clone(), http_kit::limits::limit_anonymous)),
+                ),
         )
         .with_state(state)
 }

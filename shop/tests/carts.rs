@@ -109,6 +109,8 @@ both_modes!(a_guest_cart_is_merged_at_sign_in_repriced_and_checked_out_as_shown,
     assert_eq!(as_guest(&app, Method::GET, &path, &other, None).await.status, StatusCode::NOT_FOUND);
     let forged = format!("{guest_cart}.{}", "0".repeat(64));
     assert_eq!(as_guest(&app, Method::GET, &path, &forged, None).await.status, StatusCode::NOT_FOUND);
+    let elsewhere = app.call(Method::GET, &path, None, None, &[("x-cart-token", &token), ("x-tenant", "acme")]).await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND, "another tenant's cart of the same id is another stream");
     let stranger = app.customer_token("stranger@example.com").await;
     assert_eq!(as_customer(&app, Method::GET, &path, &stranger, None).await.status, StatusCode::NOT_FOUND);
 
@@ -144,6 +146,12 @@ both_modes!(a_guest_cart_is_merged_at_sign_in_repriced_and_checked_out_as_shown,
     assert_eq!(applied.status, StatusCode::OK, "{:?}", applied.body);
     assert_eq!(applied.body["discount"], json!({"code": "TEN", "amount": {"amount": 200, "currency": "EUR"}}));
     let shown = applied.body["version"].as_u64().expect("version");
+    let acme = app.admin_token_in("acme", "boss@acme.example").await;
+    assert_eq!(
+        as_customer(&app, Method::GET, "/api/v1/promotions/TEN", &acme, None).await.status,
+        StatusCode::NOT_FOUND,
+        "codes are per tenant"
+    );
     let repriced = app
         .call(Method::PUT, &format!("/api/v1/products/{phone}/price"), Some(&admin), Some(json!({"amount": 1_200, "currency": "EUR"})), &[])
         .await;
@@ -426,3 +434,27 @@ both_modes!(the_sellers_settings_price_carts_and_orders_and_head_the_invoice, |a
         (Some(1900), Some(1140), Some(0))
     );
 });
+
+both_modes!(
+    guests_opening_carts_by_the_thousand_are_held_back_per_address,
+    configure = |c: &mut shop::Config| c.auth_rate_per_client = 5,
+    |app: TestApp| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            statuses.push(app.post("/api/v1/carts", None, json!({})).await);
+        }
+        assert!(
+            statuses[..5].iter().all(|a| a.status == StatusCode::CREATED),
+            "{:?}",
+            statuses.iter().map(|a| a.status).collect::<Vec<_>>()
+        );
+        let refused = &statuses[7];
+        assert_eq!((refused.status, refused.code()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert!(refused.headers.contains_key("retry-after"));
+        // A signed-in customer opens (finds) their one cart whatever the guests do.
+        let ada = app.customer_token("ada@example.com").await;
+        for _ in 0..8 {
+            assert_eq!(as_customer(&app, Method::POST, "/api/v1/carts", &ada, Some(json!({}))).await.status, StatusCode::CREATED);
+        }
+    }
+);

@@ -164,16 +164,22 @@ both_backends!(fn survives_kill_9, fn replay_while_serving);
 /// A keyed request whose process dies between the commit of its events and the answer (a
 /// fault point that aborts like `kill -9`): the retry with the same key, on the restarted
 /// process, gets the first effect's answer and runs nothing again.
-async fn a_keyed_request_has_one_effect_across_a_crash(t: TestStore) {
+/// A shop with the root admin whose process aborts after the commit of a keyed request, before
+/// its answer: (data dir, database url, port, the process).
+async fn crashing_shop(t: &TestStore) -> (std::path::PathBuf, Option<String>, u16, Child) {
     assert!(cfg!(feature = "faults"), "the fault point needs `--features faults` (the test command builds with --all-features)");
     let dir = t.dir.clone();
     let url = (t.backend == Backend::Postgres).then(|| t.url.clone());
     let port = free_port();
     create_root(&dir, url.as_deref());
-
     let mut faulty = command(&dir, url.as_deref(), port);
     faulty.env("SHOP_FAULT_CRASH_AFTER_COMMIT", "1");
-    let mut crashing = serving(faulty, port).await;
+    let crashing = serving(faulty, port).await;
+    (dir, url, port, crashing)
+}
+
+async fn a_keyed_request_has_one_effect_across_a_crash(t: TestStore) {
+    let (dir, url, port, mut crashing) = crashing_shop(&t).await;
     let client = reqwest::Client::new();
     let (status, login) = post(port, "/api/v1/auth/login", None, json!({"email": "root@example.com", "password": "root password"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -209,3 +215,68 @@ async fn a_keyed_request_has_one_effect_across_a_crash(t: TestStore) {
 }
 
 both_backends!(fn a_keyed_request_has_one_effect_across_a_crash);
+
+/// A checkout whose process dies between the commit of the order, the cart's `checked_out`
+/// and the redemption, and its answer: the retry with the same key, on the restarted process,
+/// gets that order, and the cart holds that one order.
+async fn a_checkout_has_one_order_across_a_crash(t: TestStore) {
+    let (dir, url, port, mut crashing) = crashing_shop(&t).await;
+    let login = |email: &'static str, password: &'static str| async move {
+        let (status, body) = post(port, "/api/v1/auth/login", None, json!({"email": email, "password": password})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    };
+    let root = login("root@example.com", "root password").await;
+    let product = json!({"sku": "CRASH-1", "name": "Crash", "category": "misc", "price": {"amount": 700, "currency": "EUR"}});
+    let (_, created) = post(port, "/api/v1/products", Some(&root), product).await;
+    let id = created["id"].as_str().expect("product id").to_owned();
+    post(port, &format!("/api/v1/products/{id}/publish"), Some(&root), json!({})).await;
+    post(port, "/api/v1/stock/CRASH-1/receipts", Some(&root), json!({"quantity": 5})).await;
+    post(port, "/api/v1/promotions", Some(&root), json!({"code": "ONCE", "kind": "percentage", "percentage_bp": 1000, "usage_limit": 1}))
+        .await;
+    let (status, _) =
+        post(port, "/api/v1/auth/register", None, json!({"email": "ada@example.com", "password": "correct horse", "name": "Ada"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ada = login("ada@example.com", "correct horse").await;
+    let (_, cart) = post(port, "/api/v1/carts", Some(&ada), json!({})).await;
+    let cart = cart["id"].as_str().expect("cart id").to_owned();
+    assert_eq!(
+        post(port, &format!("/api/v1/carts/{cart}/lines"), Some(&ada), json!({"sku": "CRASH-1", "quantity": 2})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(post(port, &format!("/api/v1/carts/{cart}/discount"), Some(&ada), json!({"code": "ONCE"})).await.0, StatusCode::OK);
+    let body = json!({
+        "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "payment_method": "tok_approve"
+    });
+    let client = reqwest::Client::new();
+    let keyed = || {
+        client
+            .post(format!("http://127.0.0.1:{port}/api/v1/carts/{cart}/checkout"))
+            .bearer_auth(&ada)
+            .header("idempotency-key", "checkout-once")
+            .json(&body)
+    };
+    let first = keyed().send().await;
+    assert!(first.is_err(), "the process died before answering: {first:?}");
+    assert!(!crashing.wait().expect("reaped").success(), "aborted at the fault point");
+
+    let mut shop = start(&dir, url.as_deref(), port).await;
+    let retry = keyed().send().await.expect("answers");
+    assert_eq!(retry.status(), StatusCode::ACCEPTED);
+    assert_eq!(retry.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    let answer: Value = retry.json().await.expect("json");
+    let get = |path: String, token: String| async move {
+        let res = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}")).bearer_auth(token).send().await.expect("answers");
+        res.json::<Value>().await.expect("json")
+    };
+    let shown = get(format!("/api/v1/carts/{cart}"), ada.clone()).await;
+    assert_eq!((shown["status"].as_str(), &shown["order_id"]), (Some("checked_out"), &answer["id"]), "the cart's one order: {shown}");
+    let code = get("/api/v1/promotions/ONCE".to_owned(), root.clone()).await;
+    assert_eq!(code["uses"], 1, "redeemed once: {code}");
+    shop.kill().expect("SIGKILL");
+    shop.wait().expect("reaped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+both_backends!(fn a_checkout_has_one_order_across_a_crash);

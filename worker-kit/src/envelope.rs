@@ -7,7 +7,7 @@ use store::LogEvent;
 /// Claims, sessions, invoice books and customers' current-cart pointers are internal
 /// bookkeeping (sessions hold token hashes) and are not published; a guest cart's token hash
 /// is redacted from `cart.created`.
-pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment", "cart", "promotion"];
+pub const PUBLIC_TYPES: &[&str] = &["user", "product", "stock", "order", "payment", "cart", "promotion", "tenant_settings"];
 
 /// Fields of event payloads that are never published.
 pub const REDACTED: &[&str] = &["password_hash", "token_hash"];
