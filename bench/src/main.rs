@@ -692,7 +692,10 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
     report("orders end to end", &orders);
-    shopping(&shop.base, &token, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await?;
+    // A shop from before carts (an old build driven for comparison) has no shopping phase.
+    if let Err(e) = shopping(&shop.base, &token, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await {
+        println!("shopping flows         skipped: {e}");
+    }
     hot_sku(&shop.base, &token, Arc::clone(&tokens), 1_000, 100).await?;
     if args.idle_streams > 0 {
         idle_streams(&shop.base, &tokens, &skus, &products, args).await?;
