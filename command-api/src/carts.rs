@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use domain::cart::{Cart, CartCommand, CartError, CartStatus, CustomerCartsCommand, Offer, Pricing};
 use domain::order::{OrderCommand, OrderDiscount, PricedLine, ShippingAddress, Totals};
 use domain::promotion::{PromotionCommand, PromotionEvent};
-use domain::{stream_id, CartId, InvalidValue, Money, OrderId, Price, PromotionCode, Quantity, Sku, TenantId, UserId};
+use domain::{stream_id, CartId, InvalidValue, Money, Name, OrderId, Price, PromotionCode, Quantity, Sku, TenantId, UserId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -314,10 +314,26 @@ async fn pricing(
     code: Option<&PromotionCode>,
     customer: Option<UserId>,
 ) -> Result<Pricing, ApiError> {
+    quote(state, tenant, skus, code, customer).await.map(|(pricing, _)| pricing)
+}
+
+/// [`pricing`], with the names of the products offered (read in the same catalogue lookups),
+/// for the order a checkout places.
+async fn quote(
+    state: &AppState,
+    tenant: &TenantId,
+    skus: &[Sku],
+    code: Option<&PromotionCode>,
+    customer: Option<UserId>,
+) -> Result<(Pricing, BTreeMap<Sku, Name>), ApiError> {
     let mut offers = BTreeMap::new();
+    let mut names = BTreeMap::new();
     for sku in skus {
         let offer = match catalogue_entry(state, tenant, sku).await? {
-            Some((unit_price, _)) => {
+            Some((unit_price, name)) => {
+                if let Some(name) = name {
+                    names.insert(sku.clone(), name);
+                }
                 let (stock, _) = state.stock.read(&stream_id(tenant, sku)).await?;
                 Offer::Priced { unit_price, available: stock.available().max(0) }
             }
@@ -329,7 +345,7 @@ async fn pricing(
         Some(code) => Some(state.promotions.read(&stream_id(tenant, code)).await?.0.terms_for(customer)),
         None => None,
     };
-    Ok(Pricing { offers, promotion, at: state.clock.now() })
+    Ok((Pricing { offers, promotion, at: state.clock.now() }, names))
 }
 
 /// The pricing of everything `cart` holds.
@@ -620,7 +636,9 @@ async fn checkout(
     let customer = user.user_id;
     let shopper = Shopper { tenant: user.tenant.clone(), user: Some(user), token: None };
     let (stream, cart, version) = visible(&state, &shopper, id).await?;
-    let pricing = pricing_of(&state, &cart, None).await?;
+    // Product names for the invoice come with the pricing, read before any lock is taken.
+    let skus: Vec<Sku> = cart.lines.keys().cloned().collect();
+    let (pricing, names) = quote(&state, &shopper.tenant, &skus, cart.discount.as_ref().map(|d| &d.code), cart.customer).await?;
     if expected.is_some_and(|v| v != version) {
         return Err(changed(&state, id, &cart, version, &pricing).await);
     }
@@ -628,11 +646,6 @@ async fn checkout(
     let metadata = metadata(&meta, &shopper);
     let order_id = OrderId::new();
     let order_stream = stream_id(tenant, order_id);
-    // Product names for the invoice, read before any lock is taken.
-    let mut names = BTreeMap::new();
-    for sku in cart.lines.keys() {
-        names.insert(sku.clone(), catalogue_entry(&state, tenant, sku).await?.and_then(|(_, name)| name));
-    }
     let refused = |e: ExecError<CartError>| e.map_domain(ApiError::from);
     let placed = retry_on_conflict("cart", || async {
         let checkout = CartCommand::CheckOut { order_id, pricing: pricing.clone() };
@@ -661,7 +674,7 @@ async fn checkout(
             let refused = |e: CartError| ExecError::Domain(ApiError::from(e));
             let quantity = Quantity::try_from(l.quantity).map_err(|_| refused(CartError::InvalidQuantity))?;
             let unit_price = Price::try_from(l.unit_price).map_err(|_| refused(CartError::ProductUnavailable(sku.clone())))?;
-            let name = names.get(sku).cloned().flatten();
+            let name = names.get(sku).cloned();
             lines.push(PricedLine { sku: sku.clone(), quantity, unit_price, name });
         }
         let off = redeeming.as_ref().map_or(0, |(_, d)| d.amount.amount);
