@@ -72,7 +72,8 @@ impl ConsumerContext for SeekOnAssign {
 
 /// A consumer group member feeding one reader.
 pub struct KafkaGroup {
-    /// Replaced when receiving keeps failing for longer than `RelayConfig::recreate_after`.
+    /// Replaced when receiving keeps failing for longer than `RelayConfig::recreate_after`
+    /// with errors other than an unreachable broker (from which librdkafka recovers itself).
     consumer: std::sync::RwLock<Arc<StreamConsumer<SeekOnAssign>>>,
     starts: Starts,
     reader: Arc<dyn SourcedConsumer>,
@@ -88,6 +89,12 @@ pub struct KafkaGroup {
     /// The high watermarks of every public topic and when they were fetched: the status page
     /// asks for every projection's lag at once, and one fetch answers them all.
     marks: tokio::sync::Mutex<Option<(Instant, Offsets)>>,
+}
+
+/// Whether `e` only says the broker cannot be reached (down, restarting, not resolvable).
+fn unreachable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure, Resolve};
+    matches!(e.rdkafka_error_code(), Some(AllBrokersDown | BrokerTransportFailure | Resolve))
 }
 
 fn kafka(e: rdkafka::error::KafkaError) -> WorkerError {
@@ -156,14 +163,16 @@ impl KafkaGroup {
 
     /// A new member in place of one that keeps failing: it rejoins the group and starts each
     /// partition where the reader stored (or the group committed) its offsets.
-    async fn rejoin(&self) -> Result<(), RelayError> {
+    /// Returns the member it replaced, for the caller to close off the runtime's threads
+    /// (closing waits for the member to leave its group).
+    async fn rejoin(&self) -> Result<Arc<StreamConsumer<SeekOnAssign>>, RelayError> {
         *self.starts.lock().unwrap_or_else(|p| p.into_inner()) = self.reader.start_offsets().await?;
         let fresh = Arc::new(Self::member(&self.config, &self.group, &self.starts)?);
         self.subscribe(&fresh)?;
-        *self.consumer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let old = std::mem::replace(&mut *self.consumer.write().unwrap_or_else(|p| p.into_inner()), fresh);
         metrics::counter!("shop_kafka_consumer_rejoined_total", "group" => self.group.clone()).increment(1);
         tracing::warn!(group = %self.group, reader = self.reader.name(), "kafka consumer re-created after failing; rejoining its group");
-        Ok(())
+        Ok(old)
     }
 
     pub fn with_batch_size(mut self, n: usize) -> Self {
@@ -235,12 +244,24 @@ impl KafkaGroup {
                     failing_since = None;
                     self.push(&mut batch, &m);
                 }
+                Err(e) if unreachable(&e) => {
+                    // librdkafka reconnects and rejoins by itself once the broker answers; a new
+                    // member now would only leave a dead one in the group to wait out.
+                    tracing::warn!(error = %e, "kafka source: broker unreachable");
+                    failing_since = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka source: receive failed");
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.config.recreate_after {
                         match self.rejoin().await {
-                            Ok(()) => failing_since = Some(Instant::now()),
+                            Ok(old) => {
+                                failing_since = Some(Instant::now());
+                                drop(consumer);
+                                tokio::task::spawn_blocking(move || drop(old));
+                            }
                             Err(e) => tracing::warn!(error = %e, "kafka source: cannot rejoin yet"),
                         }
                     }
