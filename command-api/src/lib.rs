@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> ApiRouter {
             API_PREFIX,
             replayable
                 .merge(auth::tokens().with_path_items(http_kit::limits::document).route_layer(limited()))
+                .merge(auth::browser::router().with_path_items(http_kit::limits::document).route_layer(limited()))
                 // Anyone may open a guest cart: bounded per client like the auth routes.
                 .merge(
                     carts::creation()

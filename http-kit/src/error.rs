@@ -68,6 +68,9 @@ codes! {
     RefreshTokenReused => UNAUTHORIZED, "refresh_token_reused";
     /// Authenticated, but the role does not allow this.
     Forbidden => FORBIDDEN, "forbidden";
+    /// A browser-session request that did not come from the shop's own pages (another origin,
+    /// or without the `X-Shop-Csrf` header).
+    CrossSiteRequest => FORBIDDEN, "cross_site_request";
     /// No such resource in the caller's tenant.
     NotFound => NOT_FOUND, "not_found";
     /// The route exists but not with this method.

@@ -366,6 +366,26 @@ empty_with_status!(
     NO_CONTENT
 );
 
+/// An answer that also sets a cookie (`Set-Cookie`), documented as the answer it wraps.
+pub struct SetCookie<R>(pub axum::http::HeaderValue, pub R);
+
+impl<R: IntoResponse> IntoResponse for SetCookie<R> {
+    fn into_response(self) -> AxumResponse {
+        let mut response = self.1.into_response();
+        response.headers_mut().append(axum::http::header::SET_COOKIE, self.0);
+        response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+impl<R: OperationOutput> OperationOutput for SetCookie<R> {
+    type Inner = R::Inner;
+
+    fn inferred_responses(ctx: &mut GenContext, operation: &mut Operation) -> Vec<(Option<u16>, Response)> {
+        R::inferred_responses(ctx, operation)
+    }
+}
+
 /// One resource with its version as `ETag`; `304` when `If-None-Match` already names it.
 pub struct Versioned<T> {
     pub body: T,

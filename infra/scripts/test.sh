@@ -137,6 +137,52 @@ check_vendored_assets() {
     log "vendored swagger-ui-dist@$version matches npm"
 }
 
+# The pages are Preact with htm, vendored from npm (htm's standalone build, which carries
+# Preact): shop/assets/web/vendor holds that file and both licences, unchanged.
+check_vendored_web() {
+    local dir ok=0
+    dir=$(mktemp -d)
+    if ! (cd "$dir" && npm pack --silent htm@3.1.1 preact@10.28.2 >/dev/null 2>&1 \
+        && mkdir htm preact && tar xzf htm-3.1.1.tgz -C htm && tar xzf preact-10.28.2.tgz -C preact); then
+        log "cannot fetch htm@3.1.1 and preact@10.28.2 from npm"
+        rm -rf "$dir"
+        return 1
+    fi
+    cmp -s "$dir/htm/package/preact/standalone.module.js" shop/assets/web/vendor/preact-htm.module.js || ok=1
+    cmp -s "$dir/htm/package/LICENSE" shop/assets/web/vendor/LICENSE-htm || ok=1
+    cmp -s "$dir/preact/package/LICENSE" shop/assets/web/vendor/LICENSE-preact || ok=1
+    rm -rf "$dir"
+    [ "$ok" -eq 0 ] || { log "shop/assets/web/vendor differs from htm@3.1.1 / preact@10.28.2"; return 1; }
+    log "vendored htm@3.1.1 (with Preact) matches npm"
+}
+
+# The browser tests: Debian's chromium and chromedriver, and axe-core from npm (injected into
+# each page for the accessibility checks).
+ensure_browser() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+    local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}" version=4.14.1 dir
+    local axe="$cache/axe-core-$version/axe.min.js"
+    if [ ! -f "$axe" ]; then
+        log "fetching axe-core@$version from npm"
+        dir=$(mktemp -d)
+        (cd "$dir" && npm pack --silent "axe-core@$version" >/dev/null && tar xzf "axe-core-$version.tgz") \
+            || { log "cannot fetch axe-core@$version"; rm -rf "$dir"; exit 1; }
+        mkdir -p "$cache/axe-core-$version"
+        cp "$dir/package/axe.min.js" "$axe"
+        rm -rf "$dir"
+    fi
+    export SHOP_AXE_JS="$axe"
+    SHOP_CHROMIUM="$(command -v chromium)"
+    SHOP_CHROMEDRIVER="$(command -v chromedriver)"
+    export SHOP_CHROMIUM SHOP_CHROMEDRIVER
+}
+
 # A second PostgreSQL cluster (port 5433) of the tests' own: the outage tests stop and start it
 # under load, which they cannot do to the shared one on 5432.
 ensure_outage_postgres() {
@@ -160,12 +206,14 @@ ensure_outage_postgres() {
 }
 
 check_vendored_assets
+check_vendored_web
 ensure_postgres
 ensure_outage_postgres
 ensure_redis
 ensure_build_deps
 ensure_kafka
 ensure_python_tools
+ensure_browser
 check_deployment_files
 
 export SHOP_TEST_PG_URL="${SHOP_TEST_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"

@@ -18,6 +18,7 @@ mod config;
 pub mod kafka;
 pub mod openapi;
 pub mod telemetry;
+pub mod web;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -464,7 +465,13 @@ impl Application {
             // Worker roles serve only /health, /ready and /metrics.
             Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => return health.into(),
         };
-        openapi::finish(api.merge(health))
+        let web = matches!(self.roles, Roles::All | Roles::QueryApi);
+        let router = openapi::finish(api.merge(health));
+        if web {
+            router.merge(web::router())
+        } else {
+            router
+        }
     }
 
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

@@ -62,37 +62,6 @@ fn refused(cmd: &mut Command, variable: &str) -> String {
     stderr
 }
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("answers");
-        let status = res.status();
-        let text = res.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, token, Some(body)).await
-    }
-
-    async fn login(&self, email: &str, password: &str) -> Value {
-        let (status, body) = self.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await;
-        assert_eq!(status, StatusCode::OK, "{body:?}");
-        body
-    }
-}
-
 fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_else(|| panic!("{key} in {v:?}")).to_owned()
 }
@@ -122,7 +91,7 @@ async fn a_full_flow_logs_json_without_secrets_and_sigterm_stops_it_cleanly() {
         .stderr(log)
         .spawn()
         .expect("shop starts");
-    let api = Client { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+    let api = testkit::Remote::new(format!("http://127.0.0.1:{port}"));
     testkit::until_ready(&api.base).await;
 
     let admin = text(&api.login("admin@example.com", admin_password).await, "access_token");

@@ -184,6 +184,44 @@ impl TestApp {
     }
 }
 
+/// A shop process reached over HTTP at `base` (`http://127.0.0.1:<port>`).
+pub struct Remote {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(base: String) -> Self {
+        Self { base, http: reqwest::Client::new() }
+    }
+
+    /// `path` from the root (`/api/v1/...`); the body as JSON, or as a string when it is not.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("answers");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// A successful login's answer.
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let (status, body) = self.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+        body
+    }
+}
+
 /// The `shop` binary the tests run: `SHOP_BIN`, else `target/<profile>/shop` beside the test
 /// binary that runs (cargo builds it for the `shop` crate's tests).
 pub fn shop_bin() -> std::path::PathBuf {

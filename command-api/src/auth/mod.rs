@@ -1,6 +1,7 @@
 //! Authentication: argon2id passwords, short-lived JWT access tokens, rotating refresh tokens
 //! with reuse detection, password resets, and a limit on failed logins.
 
+pub mod browser;
 mod limiter;
 mod password;
 mod routes;

@@ -141,18 +141,18 @@ async fn take_guest_cart(
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub(crate) struct LoginRequest {
     email: String,
     password: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct TokenResponse {
-    access_token: String,
-    refresh_token: String,
-    token_type: &'static str,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: String,
+    pub(crate) token_type: &'static str,
     /// Seconds until the access token expires.
-    expires_in: u64,
+    pub(crate) expires_in: u64,
 }
 
 fn invalid_credentials() -> ApiError {
@@ -176,6 +176,18 @@ async fn login(
     meta: RequestMeta,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    sign_in(&state, &tenant, &headers, &meta, req).await
+}
+
+/// Checks the password (each attempt counted before hashing), starts a session and takes the
+/// guest cart named by `X-Cart-Token`.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    tenant: &TenantId,
+    headers: &axum::http::HeaderMap,
+    meta: &RequestMeta,
+    req: LoginRequest,
+) -> Result<Json<TokenResponse>, ApiError> {
     // Input that cannot belong to any account is a failed login like any other.
     let (Ok(email), Ok(password)) = (req.email.parse::<Email>(), req.password.parse::<Password>()) else {
         return Err(invalid_credentials());
@@ -186,7 +198,7 @@ async fn login(
     state.limiter.begin(&key, Instant::now()).map_err(|secs| {
         ApiError::new(ErrorCode::RateLimited, "too many failed logins for this account; wait and retry").retry_after(secs)
     })?;
-    let found = match user_by_email(&state, &tenant, &email).await {
+    let found = match user_by_email(state, tenant, &email).await {
         Ok(found) => found,
         Err(e) => {
             state.limiter.not_checked(&key);
@@ -207,8 +219,8 @@ async fn login(
     };
     state.limiter.succeeded(&key);
     let metadata = meta.metadata(&tenant, Some(user_id));
-    let answer = start_session(&state, &tenant, user_id, &user, &metadata).await?;
-    take_guest_cart(&state, &tenant, user_id, &headers, &metadata).await;
+    let answer = start_session(state, tenant, user_id, &user, &metadata).await?;
+    take_guest_cart(state, tenant, user_id, headers, &metadata).await;
     Ok(answer)
 }
 
@@ -264,12 +276,17 @@ async fn refresh(
     meta: RequestMeta,
     AppJson(req): AppJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let presented = parse_refresh(&req.refresh_token)?;
+    rotate(&state, &tenant, &meta, &req.refresh_token).await
+}
+
+/// Trades refresh token `token` for a new pair (a reused one revokes its whole login).
+pub(crate) async fn rotate(state: &AppState, tenant: &TenantId, meta: &RequestMeta, token: &str) -> Result<Json<TokenResponse>, ApiError> {
+    let presented = parse_refresh(token)?;
     let unknown = || ApiError::new(ErrorCode::InvalidRefreshToken, "unknown session");
-    let session_stream = stream_id(&tenant, presented.id);
+    let session_stream = stream_id(tenant, presented.id);
     let (session, _) = state.sessions.read(&session_stream).await?;
     let user_id = session.user_id.ok_or_else(unknown)?;
-    let (user, _) = state.users.read(&stream_id(&tenant, user_id)).await?;
+    let (user, _) = state.users.read(&stream_id(tenant, user_id)).await?;
     if !user.active {
         return Err(ApiError::new(ErrorCode::InvalidRefreshToken, "the account is deactivated"));
     }
@@ -286,7 +303,7 @@ async fn refresh(
         ends_at: now + state.config.session_max_age,
         user_epoch: user.session_epoch,
     };
-    let done = state.sessions.execute(&session_stream, rotate, None, &meta.metadata(&tenant, Some(user_id))).await?;
+    let done = state.sessions.execute(&session_stream, rotate, None, &meta.metadata(tenant, Some(user_id))).await?;
     match done.state.revoked {
         Some(RevocationReason::ReuseDetected) => {
             tracing::warn!(tenant = %tenant, session_id = %presented.id, "refresh token reuse; session family revoked");
@@ -299,7 +316,7 @@ async fn refresh(
             ErrorCode::InvalidRefreshToken,
             "the session ended: the account's password, roles or status changed; log in again",
         )),
-        None => token_response(&state, user_id, &tenant, &user, next),
+        None => token_response(state, user_id, tenant, &user, next),
     }
 }
 
@@ -309,10 +326,16 @@ async fn logout(
     meta: RequestMeta,
     AppJson(req): AppJson<RefreshRequest>,
 ) -> Result<Done, ApiError> {
-    let presented = parse_refresh(&req.refresh_token)?;
-    let revoke = SessionCommand::Revoke { presented: presented.hash() };
-    state.sessions.execute(&stream_id(&tenant, presented.id), revoke, None, &meta.metadata(&tenant, None)).await?;
+    revoke(&state, &tenant, &meta, &req.refresh_token).await?;
     Ok(Done)
+}
+
+/// Ends the session of refresh token `token`.
+pub(crate) async fn revoke(state: &AppState, tenant: &TenantId, meta: &RequestMeta, token: &str) -> Result<(), ApiError> {
+    let presented = parse_refresh(token)?;
+    let revoke = SessionCommand::Revoke { presented: presented.hash() };
+    state.sessions.execute(&stream_id(tenant, presented.id), revoke, None, &meta.metadata(tenant, None)).await?;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1,0 +1,83 @@
+// The shop in the browser: one page, routes by path, every screen from /api/v1.
+import { html, render, useState, useEffect } from './vendor/preact-htm.module.js';
+import { restore, onSession, currentUser, isAdmin, signOut } from './api.js';
+import { Link, navigate, useLocation } from './ui.js';
+import * as store from './store.js';
+import * as admin from './admin.js';
+
+function route(path, query) {
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const [first, second] = parts;
+  switch (first) {
+    case undefined:
+      return html`<${store.Home} />`;
+    case 'c':
+      return html`<${store.Listing} category=${parts.slice(1).join('/')} query=${query} />`;
+    case 'p':
+      return html`<${store.ProductPage} id=${second} />`;
+    case 'search':
+      return html`<${store.Search} query=${query} />`;
+    case 'cart':
+      return html`<${store.CartPage} />`;
+    case 'checkout':
+      return html`<${store.Checkout} />`;
+    case 'orders':
+      return second ? html`<${store.OrderPage} id=${second} />` : html`<${store.Orders} />`;
+    case 'signin':
+      return html`<${store.SignIn} query=${query} />`;
+    case 'register':
+      return html`<${store.Register} query=${query} />`;
+    case 'reset':
+      return html`<${store.Reset} query=${query} />`;
+    case 'account':
+      return html`<${store.Account} />`;
+    case 'admin':
+      return html`<${admin.Admin} section=${second || 'dashboard'} rest=${parts.slice(2)} query=${query} />`;
+    default:
+      return html`<div><h1>Not found</h1><p>No page here. <${Link} href="/">Back to the shop<//></p></div>`;
+  }
+}
+
+function Header({ user }) {
+  const out = async () => {
+    await signOut();
+    navigate('/');
+  };
+  return html`<header class="top">
+    <${Link} href="/" class="brand">shop<//>
+    <${store.SearchBox} />
+    <nav aria-label="Account">
+      <${Link} href="/cart">Cart<//>
+      ${user
+        ? html`<${Link} href="/orders">Orders<//>
+            <${Link} href="/account">${user.name}<//>
+            ${isAdmin() && html`<${Link} href="/admin">Admin<//>`}
+            <button class="link" onClick=${out}>Sign out</button>`
+        : html`<${Link} href="/signin">Sign in<//>`}
+    </nav>
+  </header>`;
+}
+
+function App() {
+  const location = useLocation();
+  const [user, setUser] = useState(currentUser());
+  const [ready, setReady] = useState(false);
+  useEffect(() => {
+    const off = onSession(setUser);
+    restore()
+      .catch(() => {})
+      .finally(() => setReady(true));
+    return off;
+  }, []);
+  useEffect(() => {
+    const main = document.getElementById('main');
+    if (main) main.focus({ preventScroll: true });
+  }, [location.path]);
+  return html`<${Header} user=${user} />
+    <main id="main" tabindex="-1">${ready ? route(location.path, location.query) : html`<p class="muted">Loading…</p>`}</main>
+    <footer class="bottom"><span>shop · an event-sourced commerce backend</span> <a href="/docs">API</a></footer>`;
+}
+
+const root = document.getElementById('app');
+root.textContent = '';
+render(html`<${App} />`, root);
