@@ -47,6 +47,9 @@ pub struct ApiConfig {
     /// A cart read later than this after its last pricing is priced again
     /// (`SHOP_CART_PRICE_TTL_SECS`).
     pub cart_price_ttl: chrono::Duration,
+    /// Where people reach the shop's pages, without a trailing slash (`SHOP_PUBLIC_URL`):
+    /// the password-reset mail links to `<public_url>/reset?token=…`.
+    pub public_url: String,
     pub orders: OrderSettings,
 }
 
@@ -88,6 +91,7 @@ impl Default for ApiConfig {
             trusted_proxies: Vec::new(),
             stock_snapshot_every: 100,
             cart_price_ttl: chrono::Duration::minutes(15),
+            public_url: "http://127.0.0.1:8080".to_owned(),
             orders: OrderSettings::default(),
         }
     }

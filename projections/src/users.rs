@@ -28,9 +28,10 @@ enum UserFact {
     RoleGranted { role: Role },
     RoleRevoked { role: Role },
     Deactivated,
+    MarketingEmailsSet { allowed: bool },
 }
 
-const SKIPPED: &[&str] = &["password_changed", "password_reset_requested", "password_reset_completed", "marketing_emails_set"];
+const SKIPPED: &[&str] = &["password_changed", "password_reset_requested", "password_reset_completed"];
 
 /// What a batch does to one user.
 #[derive(Default)]
@@ -43,6 +44,8 @@ struct Change {
     /// …or the grants (true) and revocations (false) to apply to the stored set.
     role_changes: Vec<(Role, bool)>,
     deactivated: bool,
+    /// Whether the user takes marketing mail, when it changed in this batch.
+    marketing: Option<bool>,
     version: i64,
 }
 
@@ -91,16 +94,18 @@ impl Projection for Users {
                     }
                 }
                 UserFact::Deactivated => change.deactivated = true,
+                UserFact::MarketingEmailsSet { allowed } => change.marketing = Some(allowed),
             }
             change.version = e.sequence;
         }
         let (registered, changed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, c)| c.registered.is_some());
-        for chunk in registered.chunks(rows_per_statement(8)) {
+        for chunk in registered.chunks(rows_per_statement(9)) {
             let sql = format!(
-                "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version) VALUES {} \
+                "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version, marketing_emails) VALUES {} \
                  ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
-                 roles = excluded.roles, active = excluded.active, registered_at = excluded.registered_at, version = excluded.version",
-                values(chunk.len(), 8)
+                 roles = excluded.roles, active = excluded.active, registered_at = excluded.registered_at, version = excluded.version, \
+                 marketing_emails = excluded.marketing_emails",
+                values(chunk.len(), 9)
             );
             let mut query = sqlx::query(&sql);
             for ((tenant, id), c) in chunk {
@@ -113,7 +118,8 @@ impl Projection for Users {
                     .bind(roles_text(&c.roles.clone().unwrap_or_default()))
                     .bind(i64::from(!c.deactivated))
                     .bind(registered_at)
-                    .bind(c.version);
+                    .bind(c.version)
+                    .bind(i64::from(c.marketing.unwrap_or(true)));
             }
             query.execute(&mut **tx).await?;
         }
@@ -147,6 +153,9 @@ impl Projection for Users {
             }
             if c.deactivated {
                 sets.push("active = 0".to_owned());
+            }
+            if let Some(allowed) = c.marketing {
+                sets.push(format!("marketing_emails = {}", i64::from(allowed)));
             }
             let sql = format!("UPDATE {table} SET {} WHERE tenant = $2 AND user_id = $3", sets.join(", "));
             let mut query = sqlx::query(&sql).bind(c.version).bind(tenant).bind(id);

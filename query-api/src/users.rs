@@ -45,6 +45,8 @@ struct UserView {
     name: String,
     roles: Vec<String>,
     active: bool,
+    /// Whether the user takes marketing mail (new products); `PUT /users/me/preferences`.
+    marketing_emails: bool,
     registered_at: String,
     version: i64,
 }
@@ -60,13 +62,14 @@ impl TryFrom<AnyRow> for UserView {
             name: r.try_get("name")?,
             roles: roles.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             active: r.try_get::<i64, _>("active")? == 1,
+            marketing_emails: r.try_get::<i64, _>("marketing_emails")? == 1,
             registered_at: r.try_get("registered_at")?,
             version: r.try_get("version")?,
         })
     }
 }
 
-const COLUMNS: &str = "user_id, email, name, roles, active, registered_at, version";
+const COLUMNS: &str = "user_id, email, name, roles, active, marketing_emails, registered_at, version";
 
 async fn me(
     State(state): State<QueryState>,

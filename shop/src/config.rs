@@ -115,6 +115,10 @@ pub struct Config {
     #[arg(long, env = "SHOP_SHIPPING_AMOUNT", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=100_000_000))]
     pub shipping_amount: i64,
 
+    /// Where people reach the shop's pages: links in mail (a password reset) point there.
+    #[arg(long, env = "SHOP_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
+
     /// Seconds a cart's pricing stays fresh: a read later than this prices the cart again
     /// (changes always do).
     #[arg(long, env = "SHOP_CART_PRICE_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
@@ -259,6 +263,7 @@ impl Config {
             tax_rates: TaxRates::default(),
             shipping_amount: 0,
             cart_price_ttl_secs: 900,
+            public_url: "http://127.0.0.1:8080".to_owned(),
             guest_cart_ttl_days: 7,
             customer_cart_ttl_days: 90,
             cart_reminder_hours: None,
@@ -317,6 +322,7 @@ impl Config {
             auth_total_per_minute: self.auth_rate_total,
             trusted_proxies: self.trusted_proxies.clone(),
             cart_price_ttl: chrono::Duration::seconds(i64::try_from(self.cart_price_ttl_secs).unwrap_or(900)),
+            public_url: self.public_url.trim_end_matches('/').to_owned(),
             orders: command_api::OrderSettings {
                 tax_rate_bp: self.tax_rate_bp,
                 tenant_tax_rates: self.tax_rates.0.clone(),

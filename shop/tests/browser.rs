@@ -50,9 +50,15 @@ fn tools() -> Option<Tools> {
 async fn shop(dir: &Path) -> (Process, String) {
     let port = free_port();
     testkit::create_admin(dir, "root@example.com", "root password");
-    let child = testkit::binary(dir, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
-    let process = Process(child);
     let base = format!("http://127.0.0.1:{port}");
+    let child = testkit::binary(dir, port)
+        .env("SHOP_PUBLIC_URL", &base)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shop starts");
+    let process = Process(child);
     testkit::until_ready(&base).await;
     (process, base)
 }
@@ -211,6 +217,22 @@ async fn look(c: &Client, axe: &str, name: &str) {
         accessible(c, axe, &format!("{name} at {width} px")).await;
         let png = c.screenshot().await.expect("screenshot");
         std::fs::write(screenshots().join(format!("{name}-{width}.png")), png).expect("screenshot written");
+    }
+}
+
+/// The link starting with `prefix` in a mail of the outbox `dir`.
+async fn mailed_link(dir: &Path, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok).find_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            text.split_whitespace().find(|w| w.starts_with(prefix)).map(str::to_owned)
+        });
+        if let Some(link) = found {
+            return link;
+        }
+        assert!(Instant::now() < deadline, "no mail with a link to {prefix}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -413,6 +435,47 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     assert_eq!(c.current_url().await.expect("url").path(), "/checkout", "no order page");
     let orders_after = api.call(reqwest::Method::GET, "/admin/orders?limit=100", Some(&root), None).await["items"].as_array().map(Vec::len);
     assert_eq!(orders_before, orders_after, "no order was placed");
+
+    // 6. Signed out, the shopper resets the password from the mailed link, signs in with the
+    // new one and stops marketing mail.
+    click_text(&c, "Sign out").await;
+    until(&c, Duration::from_secs(5), "signed out", &text_present("Sign in")).await;
+    c.goto(&format!("{base}/reset")).await.expect("reset page");
+    fill(&c, "#reset-email", "ada@example.com").await;
+    click(&c, "#reset button[type=submit]").await;
+    until(&c, Duration::from_secs(5), "the reset is asked", &text_present("a reset link is on its way")).await;
+    let link = mailed_link(&dir.join("outbox"), &format!("{base}/reset?token=")).await;
+    c.goto(&link).await.expect("the mailed link");
+    fill(&c, "#reset-confirm-new_password", "another long password").await;
+    click(&c, "#reset-confirm button[type=submit]").await;
+    until(&c, Duration::from_secs(5), "the password is changed", &text_present("Your password is changed")).await;
+    c.goto(&format!("{base}/signin?next=/account")).await.expect("sign-in");
+    fill(&c, "#signin-email", "ada@example.com").await;
+    fill(&c, "#signin-password", "a long enough password").await;
+    click(&c, "#signin button[type=submit]").await;
+    until(
+        &c,
+        Duration::from_secs(5),
+        "the old password is refused next to the form",
+        "return document.querySelector('#signin [role=alert]') !== null",
+    )
+    .await;
+    fill(&c, "#signin-password", "another long password").await;
+    click(&c, "#signin button[type=submit]").await;
+    until(&c, Duration::from_secs(10), "the account page", "return document.querySelector('#preferences') !== null").await;
+    click(&c, "#preferences-marketing_emails").await;
+    click(&c, "#preferences button[type=submit]").await;
+    until(&c, Duration::from_secs(5), "saved", &text_present("Saved.")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let users = api.call(reqwest::Method::GET, "/admin/users?limit=100", Some(&root), None).await;
+        let ada = users["items"].as_array().into_iter().flatten().find(|u| u["email"] == "ada@example.com").cloned().unwrap_or_default();
+        if ada["marketing_emails"] == Value::Bool(false) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the preference reached the users' view: {ada}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     eprintln!("home rendered in {rendered:?}, {transferred} bytes");
     let _ = c.close().await;

@@ -371,8 +371,8 @@ async fn send_reset(state: &AppState, tenant: &TenantId, email: &Email, meta: &R
     let request = UserCommand::RequestPasswordReset { token_hash: token.hash(), expires_at, now };
     // Beyond the hourly limit nothing is sent; the tokens mailed before stay valid.
     state.users.execute(&stream_id(tenant, user_id), request, None, &meta.metadata(tenant, Some(user_id))).await?;
-    let context =
-        serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339()});
+    let context = serde_json::json!({"user": {"email": email.to_string()}, "token": token.to_string(), "expires_at": expires_at.to_rfc3339(),
+                           "link": format!("{}/reset?token={}", state.config.public_url, token)});
     let (subject, body) = state.templates.render(tenant.as_str(), "password_reset", &context).map_err(ApiError::internal)?;
     let mail = Mail { to: email.to_string(), subject, body, message_id: None };
     state.mailer.send(mail).await.map_err(ApiError::internal)
