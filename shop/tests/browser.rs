@@ -110,15 +110,16 @@ impl Api {
         body
     }
 
-    /// A published product with `units` in stock; its id.
+    /// A published product with `units` in stock (an iPhone is featured); its id.
     async fn product(&self, admin: &str, sku: &str, name: &str, category: &str, amount: i64, units: i64) -> String {
+        let attributes = if sku.starts_with("IPHONE") { json!({"featured": "true"}) } else { json!({}) };
         let created = self
             .call(
                 reqwest::Method::POST,
                 "/products",
                 Some(admin),
                 Some(json!({"sku": sku, "name": name, "description": format!("{name}, in stock."), "category": category,
-                            "price": {"amount": amount, "currency": "EUR"}, "attributes": {}})),
+                            "price": {"amount": amount, "currency": "EUR"}, "attributes": attributes})),
             )
             .await;
         let id = created["id"].as_str().expect("id").to_owned();
@@ -153,6 +154,18 @@ async fn fill(c: &Client, selector: &str, value: &str) {
         c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(selector)).await.unwrap_or_else(|e| panic!("{selector}: {e}"));
     input.clear().await.expect("clear");
     input.send_keys(value).await.expect("type");
+}
+
+/// Page `path`, once it shows its heading and has nothing loading.
+async fn visit(c: &Client, base: &str, path: &str) {
+    c.goto(&format!("{base}{path}")).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    until(
+        c,
+        Duration::from_secs(10),
+        &format!("{path} shows"),
+        "return document.querySelector('main h1') !== null && document.querySelector('[role=status]')?.innerText?.endsWith('…') !== true",
+    )
+    .await;
 }
 
 /// One unit of product `id` into the cart, from its page.
@@ -476,6 +489,34 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
         assert!(Instant::now() < deadline, "the preference reached the users' view: {ada}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Every other page, for accessibility: the shopper's and the admin's.
+    let pages = ["/c/phones", "/search?q=case", "/cart", "/checkout", "/orders", &format!("/orders/{first_order}"), "/account"];
+    for path in pages {
+        visit(&c, &base, path).await;
+        accessible(&c, &tools.axe, path).await;
+    }
+    c.goto(&format!("{base}/reset")).await.expect("reset");
+    accessible(&c, &tools.axe, "/reset").await;
+    let admin_pages = [
+        "/admin/products",
+        "/admin/stock?sku=CASE-1",
+        "/admin/orders",
+        &format!("/admin/orders/{first_order}"),
+        "/admin/users",
+        "/admin/codes",
+        "/admin/webhooks",
+        "/admin/dead-letters",
+        "/admin/mail",
+    ];
+    for path in admin_pages {
+        visit(&admin, &base, path).await;
+        accessible(&admin, &tools.axe, path).await;
+    }
+    admin.goto(&format!("{base}/signin")).await.expect("sign-in page");
+    accessible(&admin, &tools.axe, "/signin").await;
+    admin.goto(&format!("{base}/register")).await.expect("register page");
+    accessible(&admin, &tools.axe, "/register").await;
 
     eprintln!("home rendered in {rendered:?}, {transferred} bytes");
     let _ = c.close().await;

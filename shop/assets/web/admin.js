@@ -1,5 +1,5 @@
 // The admin console. The API decides who may do what; these pages only follow it.
-import { html, useState } from './vendor/preact-htm.module.js';
+import { html, useState, useEffect } from './vendor/preact-htm.module.js';
 import { api, money, isAdmin, newKey, Problem } from './api.js';
 import { Link, navigate, useLoad, Loading, ErrorNote, Form, statusWords, reasonWords } from './ui.js';
 
@@ -8,6 +8,11 @@ const SECTIONS = [
   ['products', 'Products'],
   ['stock', 'Stock'],
   ['orders', 'Orders'],
+  ['users', 'Users'],
+  ['codes', 'Discount codes'],
+  ['webhooks', 'Webhooks'],
+  ['dead-letters', 'Dead letters'],
+  ['mail', 'Mail'],
 ];
 
 export function Admin({ section, rest, query }) {
@@ -19,6 +24,11 @@ export function Admin({ section, rest, query }) {
     products: () => (rest[0] ? html`<${ProductEditor} id=${rest[0]} />` : html`<${Products} />`),
     stock: () => html`<${Stock} query=${query} />`,
     orders: () => (rest[0] ? html`<${OrderDetail} id=${rest[0]} />` : html`<${Orders} query=${query} />`),
+    users: () => html`<${Users} />`,
+    codes: () => html`<${Codes} />`,
+    webhooks: () => (rest[0] ? html`<${Deliveries} id=${rest[0]} />` : html`<${Webhooks} />`),
+    'dead-letters': () => html`<${DeadLetters} />`,
+    mail: () => html`<${MailLog} />`,
   }[section];
   return html`<div class="admin">
     <nav class="tabs" aria-label="Admin">
@@ -37,7 +47,9 @@ function day(offset) {
 function RevenueChart({ days }) {
   if (!days.length) return html`<p class="muted">No revenue in these 30 days.</p>`;
   const currency = days[0].currency;
-  const rows = days.filter((d) => d.currency === currency);
+  // Every day of the range, those without sales at 0.
+  const sold = new Map(days.filter((d) => d.currency === currency).map((d) => [d.day, d]));
+  const rows = Array.from({ length: 30 }, (_, i) => sold.get(day(i - 29)) || { day: day(i - 29), revenue: 0, orders: 0 });
   const max = Math.max(...rows.map((d) => d.revenue), 1);
   const w = 600;
   const h = 160;
@@ -49,7 +61,7 @@ function RevenueChart({ days }) {
         return html`<g>
           <title>${d.day}: ${money({ amount: d.revenue, currency })}, ${d.orders} orders</title>
           <rect x=${i * bar + 2} y=${h - bh} width=${Math.max(bar - 4, 1)} height=${bh} class="bar" />
-          <text x=${i * bar + bar / 2} y=${h + 14} text-anchor="middle" class="axis">${d.day.slice(5)}</text>
+          ${i % 5 === 4 && html`<text x=${i * bar + bar / 2} y=${h + 14} text-anchor="middle" class="axis">${d.day.slice(5)}</text>`}
         </g>`;
       })}
     </svg>
@@ -119,7 +131,7 @@ function Products() {
         description: v.description,
         category: v.category,
         price: { amount: Math.round(Number(v.price) * 100), currency: v.currency },
-        attributes: {},
+        attributes: v.featured ? { featured: 'true' } : {},
       },
     });
     navigate(`/admin/products/${created.id}`);
@@ -138,6 +150,7 @@ function Products() {
           { name: 'category', label: 'Category (path, e.g. phones/android)' },
           { name: 'price', label: 'Price', type: 'number' },
           { name: 'currency', label: 'Currency', value: 'EUR' },
+          { name: 'featured', label: 'Featured on the home page', type: 'checkbox', value: false },
         ]}
         submit=${create}
       />
@@ -264,7 +277,23 @@ function Stock({ query }) {
       <button type="submit">Show</button>
     </form>
     ${sku && html`<${StockForms} sku=${sku} />`}
+    <${LowStock} />
   </div>`;
+}
+
+function LowStock() {
+  const low = useLoad(() => api('/admin/stock/low?below=5&limit=50'), []);
+  return html`<section aria-labelledby="low-stock">
+    <h2 id="low-stock">Low stock (5 or fewer available)</h2>
+    <${ErrorNote} error=${low.error} />
+    ${low.data &&
+    (low.data.length === 0
+      ? html`<p class="muted">Nothing runs low.</p>`
+      : html`<table class="lines">
+          <thead><tr><th scope="col">SKU</th><th scope="col">Available</th><th scope="col">On hand</th><th scope="col">Reserved</th></tr></thead>
+          <tbody>${low.data.map((r) => html`<tr><td><${Link} href=${`/admin/stock?sku=${encodeURIComponent(r.sku)}`}>${r.sku}<//></td><td>${r.available}</td><td>${r.on_hand}</td><td>${r.reserved}</td></tr>`)}</tbody>
+        </table>`)}
+  </section>`;
 }
 
 function Orders({ query }) {
@@ -347,5 +376,221 @@ function OrderDetail({ id }) {
     ${note && html`<p role="status">${note}</p>`}
     <h2>Timeline</h2>
     <ol class="timeline">${(o.timeline || []).map((t) => html`<li><time>${new Date(t.at).toLocaleString()}</time> ${t.source}: ${t.event.replaceAll('_', ' ')}</li>`)}</ol>
+  </div>`;
+}
+
+/** A button that runs `action`, shows its problem, and reloads. */
+function Act({ label, action, danger }) {
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const run = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await action();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return html`<span><button class=${danger ? 'danger' : 'secondary'} disabled=${busy} onClick=${run}>${label}</button>${error && html` <span class="error" role="alert">${error.message}</span>`}</span>`;
+}
+
+function Users() {
+  const [pages, setPages] = useState({ items: [], cursor: null, loaded: false });
+  const [error, setError] = useState(null);
+  const load = async (cursor) => {
+    try {
+      const page = await api(`/admin/users?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      setPages((old) => ({ items: cursor ? [...old.items, ...page.items] : page.items, cursor: page.next_cursor || null, loaded: true }));
+    } catch (e) {
+      setError(e);
+    }
+  };
+  useEffect(() => {
+    load(null);
+  }, []);
+  const setRoles = async (u, admin) => {
+    await api(`/users/${u.id}/roles`, { method: 'PUT', body: { roles: admin ? ['customer', 'admin'] : ['customer'] } });
+    await load(null);
+  };
+  return html`<div>
+    <h1>Users</h1>
+    <${ErrorNote} error=${error} />
+    ${!pages.loaded && html`<${Loading} />`}
+    <table class="lines">
+      <thead><tr><th scope="col">Name</th><th scope="col">E-mail</th><th scope="col">Roles</th><th scope="col">State</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody>
+        ${pages.items.map(
+          (u) => html`<tr>
+            <td>${u.name}</td>
+            <td>${u.email}</td>
+            <td>${u.roles.join(', ')}</td>
+            <td>${u.active ? 'active' : 'deactivated'}</td>
+            <td>
+              ${u.active &&
+              (u.roles.includes('admin')
+                ? html`<${Act} label="Remove admin" action=${() => setRoles(u, false)} />`
+                : html`<${Act} label="Make admin" action=${() => setRoles(u, true)} />`)}
+              ${u.active && html` <${Act} label="Deactivate" danger action=${async () => (await api(`/users/${u.id}/deactivate`, { method: 'POST', body: {} }), load(null))} />`}
+            </td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>
+    ${pages.cursor && html`<button class="secondary" onClick=${() => load(pages.cursor)}>More users</button>`}
+  </div>`;
+}
+
+function Codes() {
+  const codes = useLoad(() => api('/promotions'), []);
+  const create = async (v) => {
+    const body = { code: v.code, kind: v.kind };
+    if (v.kind === 'percentage') body.percentage_bp = Math.round(Number(v.value) * 100);
+    else body.amount = { amount: Math.round(Number(v.value) * 100), currency: v.currency };
+    if (v.usage_limit) body.usage_limit = Number(v.usage_limit);
+    await api('/promotions', { method: 'POST', body });
+    codes.reload();
+  };
+  return html`<div>
+    <h1>Discount codes</h1>
+    <details>
+      <summary>New code</summary>
+      <${Form}
+        id="new-code"
+        label="Create code"
+        fields=${[
+          { name: 'code', label: 'Code' },
+          { name: 'kind', label: 'Kind', type: 'select', options: [['percentage', 'Percentage'], ['fixed', 'Fixed amount']], value: 'percentage' },
+          { name: 'value', label: 'Percent or amount', type: 'number' },
+          { name: 'currency', label: 'Currency (fixed amounts)', value: 'EUR' },
+          { name: 'usage_limit', label: 'Uses at most (empty: no limit)', type: 'number' },
+        ]}
+        submit=${create}
+      />
+    </details>
+    <${ErrorNote} error=${codes.error} />
+    ${codes.loading && html`<${Loading} />`}
+    ${codes.data &&
+    html`<table class="lines">
+      <thead><tr><th scope="col">Code</th><th scope="col">Discount</th><th scope="col">Uses</th><th scope="col">State</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody>
+        ${codes.data.map(
+          (p) => html`<tr>
+            <td class="mono">${p.code}</td>
+            <td>${p.kind === 'percentage' ? `${(p.percentage_bp / 100).toFixed(2)}%` : money(p.amount)}</td>
+            <td>${p.uses}${p.usage_limit ? ` of ${p.usage_limit}` : ''}</td>
+            <td>${p.active ? 'active' : 'inactive'}</td>
+            <td>${p.active && html`<${Act} label="Deactivate" danger action=${async () => (await api(`/promotions/${encodeURIComponent(p.code)}/deactivate`, { method: 'POST', body: {} }), codes.reload())} />`}</td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>`}
+  </div>`;
+}
+
+function Webhooks() {
+  const hooks = useLoad(() => api('/admin/webhooks'), []);
+  const [secret, setSecret] = useState(null);
+  const create = async (v) => {
+    const created = await api('/admin/webhooks', { method: 'POST', body: { url: v.url, event_types: v.event_types.split(',').map((t) => t.trim()).filter(Boolean) } });
+    setSecret(created);
+    hooks.reload();
+  };
+  return html`<div>
+    <h1>Webhooks</h1>
+    ${secret && html`<p class="notice" role="status">Signing secret of <span class="mono">${secret.id.slice(0, 8)}</span> (shown once): <code>${secret.secret}</code></p>`}
+    <details>
+      <summary>New endpoint</summary>
+      <${Form}
+        id="new-webhook"
+        label="Register endpoint"
+        fields=${[
+          { name: 'url', label: 'URL (public https://)', type: 'url' },
+          { name: 'event_types', label: 'Event types (comma-separated: order.confirmed, order.*, *)', value: '*' },
+        ]}
+        submit=${create}
+      />
+    </details>
+    <${ErrorNote} error=${hooks.error} />
+    ${hooks.data &&
+    html`<table class="lines">
+      <thead><tr><th scope="col">URL</th><th scope="col">Events</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody>
+        ${hooks.data.map(
+          (h) => html`<tr>
+            <td><${Link} href=${`/admin/webhooks/${h.id}`}>${h.url}<//></td>
+            <td>${h.event_types.join(', ')}</td>
+            <td>
+              <${Act} label="Rotate secret" action=${async () => setSecret(await api(`/admin/webhooks/${h.id}/rotate-secret`, { method: 'POST', body: {} }))} />
+              <${Act} label="Delete" danger action=${async () => (await api(`/admin/webhooks/${h.id}`, { method: 'DELETE' }), hooks.reload())} />
+            </td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>`}
+  </div>`;
+}
+
+function Deliveries({ id }) {
+  const deliveries = useLoad(() => api(`/admin/webhooks/${id}/deliveries`), [id]);
+  return html`<div>
+    <h1>Deliveries</h1>
+    <p><${Link} href="/admin/webhooks">All endpoints<//></p>
+    <${ErrorNote} error=${deliveries.error} />
+    ${deliveries.data &&
+    html`<table class="lines">
+      <thead><tr><th scope="col">Event</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody>
+        ${deliveries.data.map(
+          (d) => html`<tr>
+            <td>${d.event_type}</td>
+            <td>${d.status}</td>
+            <td>${d.attempts}</td>
+            <td>${d.last_error || ''}</td>
+            <td><${Act} label="Redeliver" action=${async () => (await api(`/admin/webhooks/${id}/deliveries/${d.id}/redeliver`, { method: 'POST', body: {} }), deliveries.reload())} /></td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>`}
+  </div>`;
+}
+
+function DeadLetters() {
+  const dead = useLoad(() => api('/admin/dead-letters'), []);
+  return html`<div>
+    <h1>Dead letters</h1>
+    <${ErrorNote} error=${dead.error} />
+    ${dead.data && dead.data.length === 0 && html`<p class="muted">None: every projection applied every event.</p>`}
+    ${dead.data &&
+    dead.data.length > 0 &&
+    html`<table class="lines">
+      <thead><tr><th scope="col">Projection</th><th scope="col">Aggregate</th><th scope="col">Position</th><th scope="col">Error</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody>
+        ${dead.data.map(
+          (d) => html`<tr>
+            <td>${d.projection}</td>
+            <td class="mono">${d.aggregate_id}</td>
+            <td>${d.position}</td>
+            <td>${d.error}</td>
+            <td><${Act} label="Retry" action=${async () => (await api(`/admin/dead-letters/${d.id}/retry`, { method: 'POST', body: {} }), dead.reload())} /></td>
+          </tr>`,
+        )}
+      </tbody>
+    </table>`}
+  </div>`;
+}
+
+function MailLog() {
+  const mail = useLoad(() => api('/admin/mail'), []);
+  return html`<div>
+    <h1>Mail</h1>
+    <${ErrorNote} error=${mail.error} />
+    ${mail.data &&
+    html`<table class="lines">
+      <thead><tr><th scope="col">To</th><th scope="col">Template</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col">Last error</th></tr></thead>
+      <tbody>${mail.data.map((m) => html`<tr><td>${m.recipient}</td><td>${m.template}</td><td>${m.status}</td><td>${m.attempts}</td><td>${m.last_error || ''}</td></tr>`)}</tbody>
+    </table>`}
   </div>`;
 }

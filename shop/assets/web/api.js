@@ -207,11 +207,15 @@ export function stream(path, onEvent) {
               else if (line.startsWith('id:')) lastId = line.slice(3).trim();
             }
             if (data) {
+              // The event's id is its log position: reads after it show it.
+              if (/^\d+$/.test(lastId || '')) session.minPosition = Math.max(session.minPosition, Number(lastId));
+              let parsed = data;
               try {
-                onEvent(type, JSON.parse(data));
+                parsed = JSON.parse(data);
               } catch {
-                onEvent(type, data);
+                // a plain-text event
               }
+              onEvent(type, parsed);
             }
           }
         }

@@ -441,14 +441,15 @@ export function OrderPage({ id }) {
   const [invoiceError, setInvoiceError] = useState(null);
   useEffect(() => {
     setLive(null);
+    let seen = 0;
     return stream(`/orders/${id}/events`, (type, data) => {
-      if (data && data.status) setLive({ status: data.status, detail: data.detail, event: data.event });
+      if (data && data.status) setLive({ status: data.status, detail: data.detail, event: data.event, n: ++seen });
     });
   }, [id]);
   useEffect(() => {
-    // The view catches up with what the stream said (cancel reason, shipment, invoice).
-    if (live && order.data && live.status !== order.data.status) order.reload();
-  }, [live && live.status]);
+    // The view catches up with each event the stream brings (cancel reason, shipment, invoice).
+    if (live) order.reload();
+  }, [live && live.n]);
   if (order.loading && !order.data) return html`<${Loading} />`;
   if (order.error) return html`<${ErrorNote} error=${order.error} />`;
   const o = order.data;
