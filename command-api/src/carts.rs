@@ -200,6 +200,9 @@ impl From<Money> for MoneyView {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct LineView {
     pub sku: String,
+    /// The product's name in the catalogue now (absent once it is no longer for sale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub quantity: i64,
     pub unit_price: MoneyView,
     /// The price shown before the catalogue's price moved; absent once the line is changed.
@@ -306,26 +309,22 @@ async fn totals(state: &AppState, cart: &Cart) -> Result<Option<Totals>, ApiErro
     Ok(Totals::of(&cart.order_lines(), off, tax_rate_bp, shipping).ok())
 }
 
-/// The catalogue's offer for each of `skus` and the terms of `code` for `customer`, now.
-async fn pricing(
-    state: &AppState,
-    tenant: &TenantId,
-    skus: &[Sku],
-    code: Option<&PromotionCode>,
-    customer: Option<UserId>,
-) -> Result<Pricing, ApiError> {
-    quote(state, tenant, skus, code, customer).await.map(|(pricing, _)| pricing)
+/// A cart's pricing, with the names of the products offered (read in the same catalogue
+/// lookups): shown on the cart's lines and kept on the order a checkout places.
+struct Quote {
+    pricing: Pricing,
+    names: BTreeMap<Sku, Name>,
 }
 
-/// [`pricing`], with the names of the products offered (read in the same catalogue lookups),
-/// for the order a checkout places.
+/// The catalogue's offer (and name) for each of `skus` and the terms of `code` for
+/// `customer`, now.
 async fn quote(
     state: &AppState,
     tenant: &TenantId,
     skus: &[Sku],
     code: Option<&PromotionCode>,
     customer: Option<UserId>,
-) -> Result<(Pricing, BTreeMap<Sku, Name>), ApiError> {
+) -> Result<Quote, ApiError> {
     let mut offers = BTreeMap::new();
     let mut names = BTreeMap::new();
     for sku in skus {
@@ -345,17 +344,17 @@ async fn quote(
         Some(code) => Some(state.promotions.read(&stream_id(tenant, code)).await?.0.terms_for(customer)),
         None => None,
     };
-    Ok((Pricing { offers, promotion, at: state.clock.now() }, names))
+    Ok(Quote { pricing: Pricing { offers, promotion, at: state.clock.now() }, names })
 }
 
 /// The pricing of everything `cart` holds.
-async fn pricing_of(state: &AppState, cart: &Cart, extra: Option<&Sku>) -> Result<Pricing, ApiError> {
+async fn quote_of(state: &AppState, cart: &Cart) -> Result<Quote, ApiError> {
     let code = cart.discount.as_ref().map(|d| &d.code);
-    let skus: Vec<Sku> = cart.lines.keys().chain(extra).cloned().collect();
-    pricing(state, &cart.tenant, &skus, code, cart.customer).await
+    let skus: Vec<Sku> = cart.lines.keys().cloned().collect();
+    quote(state, &cart.tenant, &skus, code, cart.customer).await
 }
 
-async fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: Option<&Pricing>) -> Result<CartView, ApiError> {
+async fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, quote: &Quote) -> Result<CartView, ApiError> {
     let mut problems = Vec::new();
     let lines = cart
         .lines
@@ -370,13 +369,14 @@ async fn view(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: 
             }
             if !l.orderable {
                 problems.push(CartProblem::ProductUnavailable { sku: sku.to_string() });
-            } else if let Some(Offer::Priced { available, .. }) = pricing.map(|p| p.offer(sku)) {
+            } else if let Offer::Priced { available, .. } = quote.pricing.offer(sku) {
                 if available < l.quantity {
                     problems.push(CartProblem::OutOfStock { sku: sku.to_string(), available });
                 }
             }
             LineView {
                 sku: sku.to_string(),
+                name: quote.names.get(sku).map(ToString::to_string),
                 quantity: l.quantity,
                 unit_price: l.unit_price.into(),
                 previous_unit_price: l.previous_unit_price.map(Into::into),
@@ -442,9 +442,9 @@ async fn change(
     let (stream, cart, _) = visible(state, shopper, id).await?;
     let code = code.or(cart.discount.as_ref().map(|d| &d.code));
     let skus: Vec<Sku> = cart.lines.keys().chain(extra).cloned().collect();
-    let pricing = pricing(state, &shopper.tenant, &skus, code, cart.customer).await?;
-    let done = state.carts.execute(&stream, command(pricing.clone()), None, &metadata(meta, shopper)).await?;
-    let view = view(state, id, &done.state, done.version, Some(&pricing)).await?;
+    let quote = quote(state, &shopper.tenant, &skus, code, cart.customer).await?;
+    let done = state.carts.execute(&stream, command(quote.pricing.clone()), None, &metadata(meta, shopper)).await?;
+    let view = view(state, id, &done.state, done.version, &quote).await?;
     Ok(Versioned { version: done.version as i64, body: view, if_none_match: None })
 }
 
@@ -511,13 +511,14 @@ async fn answer(
     meta: &RequestMeta,
 ) -> Result<Versioned<CartView>, ApiError> {
     let (stream, cart, version) = visible(state, shopper, id).await?;
-    let pricing = pricing_of(state, &cart, None).await?;
-    let stale = cart.priced_at.is_none_or(|at| pricing.at - at > state.config.cart_price_ttl);
+    let quote = quote_of(state, &cart).await?;
+    let stale = cart.priced_at.is_none_or(|at| quote.pricing.at - at > state.config.cart_price_ttl);
     if cart.status == CartStatus::Open && stale {
-        let done = state.carts.execute(&stream, CartCommand::Reprice { pricing: pricing.clone() }, None, &metadata(meta, shopper)).await?;
-        return Ok(Versioned::new(headers, done.version as i64, view(state, id, &done.state, done.version, Some(&pricing)).await?));
+        let reprice = CartCommand::Reprice { pricing: quote.pricing.clone() };
+        let done = state.carts.execute(&stream, reprice, None, &metadata(meta, shopper)).await?;
+        return Ok(Versioned::new(headers, done.version as i64, view(state, id, &done.state, done.version, &quote).await?));
     }
-    Ok(Versioned::new(headers, version as i64, view(state, id, &cart, version, Some(&pricing)).await?))
+    Ok(Versioned::new(headers, version as i64, view(state, id, &cart, version, &quote).await?))
 }
 
 /// `GET /carts/{id}`.
@@ -613,8 +614,8 @@ async fn remove_discount(
 }
 
 /// 409 `cart_changed` with the cart as it is now.
-async fn changed(state: &AppState, id: CartId, cart: &Cart, version: u64, pricing: &Pricing) -> ApiError {
-    let fresh = match view(state, id, cart, version, Some(pricing)).await {
+async fn changed(state: &AppState, id: CartId, cart: &Cart, version: u64, quote: &Quote) -> ApiError {
+    let fresh = match view(state, id, cart, version, quote).await {
         Ok(view) => serde_json::to_value(view).unwrap_or_default(),
         Err(e) => return e,
     };
@@ -638,9 +639,10 @@ async fn checkout(
     let (stream, cart, version) = visible(&state, &shopper, id).await?;
     // Product names for the invoice come with the pricing, read before any lock is taken.
     let skus: Vec<Sku> = cart.lines.keys().cloned().collect();
-    let (pricing, names) = quote(&state, &shopper.tenant, &skus, cart.discount.as_ref().map(|d| &d.code), cart.customer).await?;
+    let quoted = quote(&state, &shopper.tenant, &skus, cart.discount.as_ref().map(|d| &d.code), cart.customer).await?;
+    let (pricing, names) = (&quoted.pricing, &quoted.names);
     if expected.is_some_and(|v| v != version) {
-        return Err(changed(&state, id, &cart, version, &pricing).await);
+        return Err(changed(&state, id, &cart, version, &quoted).await);
     }
     let tenant = &shopper.tenant;
     let metadata = metadata(&meta, &shopper);
@@ -708,11 +710,11 @@ async fn checkout(
         Err(ExecError::Domain(e)) if e.code == ErrorCode::CartChanged => {
             // Record what moved, and show it: the shopper decides again.
             let done = state.carts.execute(&stream, CartCommand::Reprice { pricing: pricing.clone() }, None, &metadata).await?;
-            Err(changed(&state, id, &done.state, done.version, &pricing).await)
+            Err(changed(&state, id, &done.state, done.version, &quoted).await)
         }
         Err(ExecError::VersionMismatch { .. }) => {
             let (cart, version) = state.carts.read(&stream).await?;
-            Err(changed(&state, id, &cart, version, &pricing).await)
+            Err(changed(&state, id, &cart, version, &quoted).await)
         }
         Err(e) => Err(e.into()),
     }
@@ -741,7 +743,7 @@ pub(crate) async fn merge_guest_cart(
         let lines: Vec<(Sku, i64)> = guest.lines.iter().map(|(sku, l)| (sku.clone(), l.quantity)).collect();
         let skus: Vec<Sku> = target.lines.keys().chain(guest.lines.keys()).cloned().collect();
         let code = target.discount.as_ref().map(|d| &d.code);
-        let pricing = pricing(state, tenant, &skus, code, Some(customer)).await.map_err(ExecError::Domain)?;
+        let pricing = quote(state, tenant, &skus, code, Some(customer)).await.map_err(ExecError::Domain)?.pricing;
         let mut closing = state
             .carts
             .prepare(&guest_stream, CartCommand::CloseMerged { into, at: pricing.at }, None)

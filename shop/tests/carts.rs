@@ -88,6 +88,7 @@ both_modes!(a_guest_cart_is_merged_at_sign_in_repriced_and_checked_out_as_shown,
     let added = as_guest(&app, Method::POST, &lines, &token, Some(json!({"sku": "phone", "quantity": 2}))).await;
     assert_eq!(added.status, StatusCode::OK, "{:?}", added.body);
     assert_eq!(added.body["lines"][0]["unit_price"], json!({"amount": 1000, "currency": "EUR"}));
+    assert_eq!(added.body["lines"][0]["name"], "Item PHONE", "each line names its product");
     assert_eq!(added.body["totals"]["subtotal"]["amount"], 2_000);
     assert_eq!(added.body["totals"]["tax"]["amount"], 400, "20% of the subtotal");
     let too_many = as_guest(&app, Method::POST, &lines, &token, Some(json!({"sku": "PHONE", "quantity": 4}))).await;

@@ -73,6 +73,14 @@ function Dashboard() {
   const sales = useLoad(() => api(`/admin/analytics/sales?from=${day(-29)}&to=${day(0)}`), []);
   const pipeline = useLoad(() => api('/admin/projections'), []);
   const dead = useLoad(() => api('/admin/dead-letters'), []);
+  // The pipeline's status, live: every five seconds while the dashboard is open.
+  useEffect(() => {
+    const timer = setInterval(() => {
+      pipeline.reload();
+      dead.reload();
+    }, 5_000);
+    return () => clearInterval(timer);
+  }, []);
   return html`<div>
     <h1>Dashboard</h1>
     ${sales.loading && html`<${Loading} />`}
@@ -218,6 +226,23 @@ function ProductEditor({ id }) {
         }
       }}
     />
+    <details>
+      <summary>Edit details</summary>
+      <${Form}
+        id="details"
+        label="Save details"
+        fields=${[
+          { name: 'name', label: 'Name', value: p.name },
+          { name: 'description', label: 'Description', value: p.description },
+          { name: 'category', label: 'Category', value: p.category },
+        ]}
+        submit=${async (v) => {
+          await api(`/products/${id}`, { method: 'PATCH', headers: { 'If-Match': String(version) }, body: v });
+          setNote('Details saved.');
+          product.reload();
+        }}
+      />
+    </details>
     <div class="actions">
       ${!p.published && !p.discontinued && html`<button onClick=${guarded(() => act('publish'))}>Publish</button>`}
       ${p.published && html`<button class="secondary" onClick=${guarded(() => act('unpublish'))}>Unpublish</button>`}
@@ -298,19 +323,33 @@ function LowStock() {
 
 function Orders({ query }) {
   const status = query.get('status') || '';
-  const orders = useLoad(() => api(`/admin/orders?limit=50${status ? `&status=${status}` : ''}`), [status]);
+  const from = query.get('from') || '';
+  const to = query.get('to') || '';
+  const filter = new URLSearchParams({ status, from, to });
+  for (const [k, v] of [...filter.entries()]) if (!v) filter.delete(k);
+  const orders = useLoad(() => api(`/admin/orders?limit=50&${filter}`), [status, from, to]);
+  const apply = (e) => {
+    e.preventDefault();
+    const form = new FormData(e.target);
+    const q = new URLSearchParams();
+    for (const key of ['status', 'from', 'to']) if (form.get(key)) q.set(key, form.get(key));
+    navigate(`/admin/orders?${q}`);
+  };
   return html`<div>
     <h1>Orders</h1>
-    <form class="filters" onChange=${(e) => navigate(`/admin/orders${e.target.value ? `?status=${e.target.value}` : ''}`)}>
+    <form class="filters" onSubmit=${apply} aria-label="Filter orders">
+      <div class="field"><label for="from-filter">Placed from</label><input id="from-filter" name="from" type="date" value=${from} /></div>
+      <div class="field"><label for="to-filter">Placed to</label><input id="to-filter" name="to" type="date" value=${to} /></div>
       <div class="field">
         <label for="status-filter">Status</label>
-        <select id="status-filter" value=${status}>
+        <select id="status-filter" name="status" value=${status}>
           <option value="">All</option>
           ${['placed', 'stock_reserved', 'payment_authorised', 'confirmed', 'shipped', 'delivered', 'cancelled'].map(
             (s) => html`<option value=${s}>${statusWords(s)}</option>`,
           )}
         </select>
       </div>
+      <button type="submit">Filter</button>
     </form>
     ${orders.loading && html`<${Loading} />`}
     <${ErrorNote} error=${orders.error} />

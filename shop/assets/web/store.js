@@ -138,34 +138,46 @@ export function Listing({ category, query }) {
 export function Search({ query }) {
   const q = query.get('q') || '';
   const category = query.get('category') || '';
+  const min = query.get('min_price') || '';
+  const max = query.get('max_price') || '';
   const results = useLoad(() => {
     if (!q.trim()) return Promise.resolve(null);
     const p = new URLSearchParams({ q, limit: '24' });
     if (category) p.set('category', category);
+    if (min) p.set('min_price', min);
+    if (max) p.set('max_price', max);
     return api(`/products/search?${p}`);
-  }, [q, category]);
-  const facet = (c) => {
-    const p = new URLSearchParams({ q });
-    if (c) p.set('category', c);
+  }, [q, category, min, max]);
+  const facet = (changes) => {
+    const p = new URLSearchParams({ q, category, min_price: min, max_price: max, ...changes });
+    for (const [k, v] of [...p.entries()]) if (!v) p.delete(k);
     navigate(`/search?${p}`, { replace: true });
   };
+  const amount = (minor) => (minor / 100).toFixed(2);
   const data = results.data;
   return html`<div class="with-side">
     <aside class="side" aria-label="Refine">
       ${data &&
       html`<h2>Categories</h2>
         <ul class="tree">
-          ${category && html`<li><button class="link" onClick=${() => facet('')}>All categories</button></li>`}
+          ${category && html`<li><button class="link" onClick=${() => facet({ category: '' })}>All categories</button></li>`}
           ${data.facets.categories.map(
-            (c) => html`<li><button class="link" onClick=${() => facet(c.category)}>${c.category}</button> <span class="muted">(${c.count})</span></li>`,
+            (c) => html`<li><button class="link" onClick=${() => facet({ category: c.category })}>${c.category}</button> <span class="muted">(${c.count})</span></li>`,
           )}
         </ul>
         <h2>Prices</h2>
         <ul class="tree">
-          ${data.facets.price.map(
-            (b) =>
-              html`<li>${money({ amount: b.min, currency: 'EUR' }).replace(/[^\d.,]/g, '')}${b.max ? `–${(b.max / 100).toFixed(2)}` : '+'}: ${b.count}</li>`,
-          )}
+          ${(min || max) && html`<li><button class="link" onClick=${() => facet({ min_price: '', max_price: '' })}>Any price</button></li>`}
+          ${data.facets.price
+            .filter((b) => b.count > 0)
+            .map(
+              (b) => html`<li>
+                <button class="link" onClick=${() => facet({ min_price: String(b.min), max_price: b.max ? String(b.max - 1) : '' })}>
+                  ${b.max ? `${amount(b.min)} to ${amount(b.max)}` : `${amount(b.min)} and more`}
+                </button>
+                <span class="muted"> (${b.count})</span>
+              </li>`,
+            )}
         </ul>`}
     </aside>
     <div>
@@ -297,15 +309,15 @@ function CartLines({ cart, onChange }) {
   const setQuantity = async (sku, quantity) => {
     onChange(await api(`/carts/${cart.id}/lines/${encodeURIComponent(sku)}`, { method: 'PUT', body: { quantity } }));
   };
-  return html`<table class="lines">
+  return html`<table class="lines cart-lines">
     <caption class="visually-hidden">Cart lines</caption>
     <thead><tr><th scope="col">Product</th><th scope="col">Unit price</th><th scope="col">Quantity</th><th scope="col">Total</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
     <tbody>
       ${cart.lines.map((line) => {
-        const known = names[line.sku];
+        const known = names[line.sku] ? { ...names[line.sku], name: line.name || names[line.sku].name } : line.name ? { name: line.name } : null;
         return html`<tr key=${line.sku} data-sku=${line.sku}>
           <td>
-            ${known ? html`<${Link} href=${`/p/${known.id}`}>${known.name}<//>` : line.sku}
+            ${known && known.id ? html`<${Link} href=${`/p/${known.id}`}>${known.name}<//>` : known ? known.name : line.sku}
             ${problemFor(cart, line.sku).map((p) => html`<div><${ProblemText} problem=${p} /></div>`)}
           </td>
           <td>${money(line.unit_price)}${line.previous_unit_price && html` <s class="muted">${money(line.previous_unit_price)}</s>`}</td>

@@ -86,12 +86,13 @@ export function Form({ fields, submit, label, busyLabel, children, id }) {
       setBusy(false);
     }
   };
-  const fieldNames = fields.map((f) => f.name);
-  const general = problem && !fieldNames.includes(problem.field) ? problem : null;
+  // The API names a field by its path in the body (`shipping_address.line1`).
+  const names = (f) => problem && problem.field && (problem.field === f || problem.field.endsWith(`.${f}`));
+  const general = problem && !fields.some((f) => names(f.name)) ? problem : null;
   return html`<form onSubmit=${onSubmit} id=${id} novalidate>
     ${fields.map((f) => {
       const inputId = `${id || 'f'}-${f.name}`;
-      const error = problem && problem.field === f.name ? problem.message : null;
+      const error = names(f.name) ? problem.message : null;
       const set = (e) => setValues({ ...values, [f.name]: f.type === 'checkbox' ? e.target.checked : e.target.value });
       const input =
         f.type === 'select'
