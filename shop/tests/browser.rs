@@ -346,6 +346,21 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     until(&c, Duration::from_secs(5), "the cart survived the sign-in", "return document.querySelectorAll('tr[data-sku]').length === 2")
         .await;
 
+    // Two tabs refreshing at once share one cookie: they take turns, so neither presents a
+    // token the other already used (which would end the login for both).
+    let turns = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const api = document.querySelector('script[type=module]').src.replace(/app\\.js$/, 'api.js');
+             import(api).then(m => Promise.all([m.rotateSession(), m.rotateSession(), m.rotateSession()])
+               .then(r => m.api('/users/me').then(me => done({rotated: r, me: me.email}))))
+               .catch(e => done({error: String(e)}));",
+            vec![],
+        )
+        .await
+        .expect("rotations");
+    assert_eq!(turns, json!({"rotated": [true, true, true], "me": "ada@example.com"}), "concurrent refreshes keep the session");
+
     // 2. A discount code, checkout with the approving token, the order page turns confirmed
     // by itself, and the invoice downloads.
     fill(&c, "#discount-code", "WELCOME10").await;

@@ -126,20 +126,30 @@ function forget() {
   changed();
 }
 
+/**
+ * One rotation of the session cookie for this page. Every tab of the browser shares the
+ * cookie, and a refresh token presented twice ends the whole login (reuse detection): tabs
+ * take turns through a Web Lock, so each presents the cookie the one before it set.
+ */
+export function rotateSession() {
+  const rotate = async () => {
+    const response = await send('/auth/browser/refresh', { method: 'POST' });
+    if (!response.ok) {
+      if (session.user) forget();
+      session.token = null;
+      return false;
+    }
+    adopt(await response.json());
+    return true;
+  };
+  return navigator.locks ? navigator.locks.request('shop-session', rotate) : rotate();
+}
+
 let refreshing = null;
 /** A new access token from the session cookie; false when there is no session. */
 export function refresh() {
   if (!refreshing) {
-    refreshing = (async () => {
-      const response = await send('/auth/browser/refresh', { method: 'POST' });
-      if (!response.ok) {
-        if (session.user) forget();
-        session.token = null;
-        return false;
-      }
-      adopt(await response.json());
-      return true;
-    })().finally(() => {
+    refreshing = rotateSession().finally(() => {
       refreshing = null;
     });
   }
