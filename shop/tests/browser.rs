@@ -485,7 +485,8 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     fill(&c, "#reset-confirm-new_password", "another long password").await;
     click(&c, "#reset-confirm button[type=submit]").await;
     until(&c, Duration::from_secs(5), "the password is changed", &text_present("Your password is changed")).await;
-    c.goto(&format!("{base}/signin?next=/account")).await.expect("sign-in");
+    // A `next` that names another site is not followed.
+    c.goto(&format!("{base}/signin?next=//evil.example/account")).await.expect("sign-in");
     fill(&c, "#signin-email", "ada@example.com").await;
     fill(&c, "#signin-password", "a long enough password").await;
     click(&c, "#signin button[type=submit]").await;
@@ -498,6 +499,14 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     .await;
     fill(&c, "#signin-password", "another long password").await;
     click(&c, "#signin button[type=submit]").await;
+    until(
+        &c,
+        Duration::from_secs(10),
+        "signed in, home, on this shop",
+        &format!("return location.href === {} && document.body.innerText.includes('Ada Shopper')", json!(format!("{base}/"))),
+    )
+    .await;
+    c.goto(&format!("{base}/account")).await.expect("account");
     until(&c, Duration::from_secs(10), "the account page", "return document.querySelector('#preferences') !== null").await;
     click(&c, "#preferences-marketing_emails").await;
     click(&c, "#preferences button[type=submit]").await;

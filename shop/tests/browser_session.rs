@@ -91,6 +91,13 @@ both_modes!(the_cookie_rotates_and_logout_ends_it, |app: TestApp| async move {
     let (_, cleared) = session_cookie(&out);
     assert!(cleared.starts_with("shop_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
     assert_eq!(refresh(&app, &third, &[CSRF]).await.code(), "invalid_refresh_token", "the session ended");
+    // A second session cookie beside the real one (planted by a neighbouring site): refused,
+    // not guessed between.
+    let (fourth, _) = session_cookie(&browser_login(&app, &[CSRF]).await);
+    let planted = format!("{fourth}; shop_session=01a2.attacker");
+    let tossed = refresh(&app, &planted, &[CSRF]).await;
+    assert_eq!((tossed.status, tossed.code()), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"));
+    assert_eq!(refresh(&app, &fourth, &[CSRF]).await.status, StatusCode::OK, "the real session is untouched");
     let none = app.call(Method::POST, "/api/v1/auth/browser/refresh", None, None, &[CSRF]).await;
     assert_eq!((none.status, none.code()), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"));
 });

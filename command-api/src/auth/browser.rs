@@ -8,7 +8,7 @@
 use aide::axum::routing::post_with;
 use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::Json;
 use http_kit::openapi::SetCookie;
 use http_kit::{ApiError, AppJson, ErrorCode, Problems, RequestMeta, Tenant};
@@ -68,8 +68,13 @@ struct BrowserTokens {
     expires_in: u64,
 }
 
+/// The host the request was sent to: `Host`, or the URI's authority (HTTP/2).
+fn host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> &'a str {
+    headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or_default()
+}
+
 /// Rejects a request that may come from another site's page.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn same_origin(headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
     let rejected = |why: &str| ApiError::new(ErrorCode::CrossSiteRequest, format!("not a request of the shop's own pages: {why}"));
     if headers.get(CSRF_HEADER).is_none() {
         return Err(rejected("the X-Shop-Csrf header is missing"));
@@ -80,7 +85,7 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let host = host(headers, uri);
         let authority = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
         if host.is_empty() || authority != Some(host) {
             return Err(rejected("Origin names another site"));
@@ -90,32 +95,38 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `Secure` everywhere but on a loopback host, where browsers accept plain HTTP.
-fn secure(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+fn secure(headers: &HeaderMap, uri: &Uri) -> bool {
+    let host = host(headers, uri);
     let name = host.rsplit_once(':').map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host });
     !matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
-fn cookie(headers: &HeaderMap, value: &str, max_age_secs: u64) -> Result<HeaderValue, ApiError> {
-    let secure = if secure(headers) { "; Secure" } else { "" };
+fn cookie(headers: &HeaderMap, uri: &Uri, value: &str, max_age_secs: u64) -> Result<HeaderValue, ApiError> {
+    let secure = if secure(headers, uri) { "; Secure" } else { "" };
     HeaderValue::from_str(&format!("{COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{secure}"))
         .map_err(ApiError::internal)
 }
 
-/// The refresh token the browser sent, if any.
-fn presented(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The refresh token the browser sent, if any. Two of them (one planted by a neighbouring
+/// site under a narrower path, say) are refused rather than guessed between.
+fn presented(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_owned())
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::new(ErrorCode::InvalidRefreshToken, "more than one session cookie"));
+    }
+    Ok(first)
 }
 
-fn answer(state: &AppState, headers: &HeaderMap, tokens: TokenResponse) -> Result<SetCookie<Json<BrowserTokens>>, ApiError> {
-    let cookie = cookie(headers, &tokens.refresh_token, state.config.refresh_token_ttl.as_secs())?;
+fn answer(state: &AppState, headers: &HeaderMap, uri: &Uri, tokens: TokenResponse) -> Result<SetCookie<Json<BrowserTokens>>, ApiError> {
+    let cookie = cookie(headers, uri, &tokens.refresh_token, state.config.refresh_token_ttl.as_secs())?;
     Ok(SetCookie(
         cookie,
         Json(BrowserTokens { access_token: tokens.access_token, token_type: tokens.token_type, expires_in: tokens.expires_in }),
@@ -126,34 +137,37 @@ async fn login(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
+    uri: Uri,
     meta: RequestMeta,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<SetCookie<Json<BrowserTokens>>, ApiError> {
-    same_origin(&headers)?;
+    same_origin(&headers, &uri)?;
     let Json(tokens) = sign_in(&state, &tenant, &headers, &meta, req).await?;
-    answer(&state, &headers, tokens)
+    answer(&state, &headers, &uri, tokens)
 }
 
 async fn refresh(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
+    uri: Uri,
     meta: RequestMeta,
 ) -> Result<SetCookie<Json<BrowserTokens>>, ApiError> {
-    same_origin(&headers)?;
-    let token = presented(&headers).ok_or_else(|| ApiError::new(ErrorCode::InvalidRefreshToken, "not signed in"))?;
+    same_origin(&headers, &uri)?;
+    let token = presented(&headers)?.ok_or_else(|| ApiError::new(ErrorCode::InvalidRefreshToken, "not signed in"))?;
     let Json(tokens) = rotate(&state, &tenant, &meta, &token).await?;
-    answer(&state, &headers, tokens)
+    answer(&state, &headers, &uri, tokens)
 }
 
 async fn logout(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
+    uri: Uri,
     meta: RequestMeta,
 ) -> Result<SetCookie<http_kit::Done>, ApiError> {
-    same_origin(&headers)?;
-    if let Some(token) = presented(&headers) {
+    same_origin(&headers, &uri)?;
+    if let Some(token) = presented(&headers)? {
         // An unknown or ended session is signed out already: the cookie goes either way.
         match revoke(&state, &tenant, &meta, &token).await {
             Err(e) if e.code.status().is_client_error() => {
@@ -164,5 +178,5 @@ async fn logout(
             Ok(()) => {}
         }
     }
-    Ok(SetCookie(cookie(&headers, "", 0)?, http_kit::Done))
+    Ok(SetCookie(cookie(&headers, &uri, "", 0)?, http_kit::Done))
 }

@@ -182,8 +182,9 @@ function Products() {
   </div>`;
 }
 
-function ProductEditor({ id }) {
-  const product = useLoad(() => api(`/products/${id}`, { full: true }), [id]);
+function ProductEditor({ id: raw }) {
+  const id = encodeURIComponent(raw);
+  const product = useLoad(() => api(`/products/${id}`, { full: true }), [raw]);
   const [note, setNote] = useState(null);
   if (product.loading && !product.data) return html`<${Loading} />`;
   if (product.error) return html`<${ErrorNote} error=${product.error} />`;
@@ -371,8 +372,9 @@ function Orders({ query }) {
 }
 
 function OrderDetail({ id }) {
-  const order = useLoad(() => api(`/orders/${id}`), [id]);
-  const saga = useLoad(() => api(`/admin/orders/${id}/saga`).catch(() => null), [id]);
+  const oid = encodeURIComponent(id);
+  const order = useLoad(() => api(`/orders/${oid}`), [id]);
+  const saga = useLoad(() => api(`/admin/orders/${oid}/saga`).catch(() => null), [id]);
   const [note, setNote] = useState(null);
   if (order.loading && !order.data) return html`<${Loading} />`;
   if (order.error) return html`<${ErrorNote} error=${order.error} />`;
@@ -394,21 +396,21 @@ function OrderDetail({ id }) {
         { name: 'tracking_number', label: 'Tracking number' },
       ]}
       submit=${async (v) => {
-        await api(`/orders/${id}/ship`, { method: 'POST', body: v });
+        await api(`/orders/${oid}/ship`, { method: 'POST', body: v });
         done('Shipped.');
       }}
     />`}
     ${o.status === 'shipped' &&
-    html`<button onClick=${async () => (await api(`/orders/${id}/deliver`, { method: 'POST', body: {} }), done('Delivered.'))}>Mark delivered</button>`}
+    html`<${Act} label="Mark delivered" action=${async () => (await api(`/orders/${oid}/deliver`, { method: 'POST', body: {} }), done('Delivered.'))} />`}
     ${['placed', 'stock_reserved', 'payment_authorised', 'confirmed'].includes(o.status) &&
-    html`<button class="danger" onClick=${async () => (await api(`/orders/${id}/cancel`, { method: 'POST', body: {} }), done('Cancel asked.'))}>Cancel order</button>`}
+    html`<${Act} label="Cancel order" danger action=${async () => (await api(`/orders/${oid}/cancel`, { method: 'POST', body: {} }), done('Cancel asked.'))} />`}
     ${o.payment_status === 'captured' &&
     html`<${Form}
       id="refund"
       label="Refund"
       fields=${[{ name: 'amount', label: `Amount (${o.total.currency})`, type: 'number' }]}
       submit=${async (v) => {
-        await api(`/payments/${id}/refunds`, { method: 'POST', headers: { 'Idempotency-Key': newKey() }, body: { amount: { amount: Math.round(Number(v.amount) * 100), currency: o.total.currency } } });
+        await api(`/payments/${oid}/refunds`, { method: 'POST', headers: { 'Idempotency-Key': newKey() }, body: { amount: { amount: Math.round(Number(v.amount) * 100), currency: o.total.currency } } });
         done('Refund asked.');
       }}
     />`}
@@ -419,7 +421,7 @@ function OrderDetail({ id }) {
 }
 
 /** A button that runs `action`, shows its problem, and reloads. */
-function Act({ label, action, danger }) {
+function Act({ label, action, danger, what }) {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const run = async () => {
@@ -433,7 +435,7 @@ function Act({ label, action, danger }) {
       setBusy(false);
     }
   };
-  return html`<span><button class=${danger ? 'danger' : 'secondary'} disabled=${busy} onClick=${run}>${label}</button>${error && html` <span class="error" role="alert">${error.message}</span>`}</span>`;
+  return html`<span><button class=${danger ? 'danger' : 'secondary'} disabled=${busy} onClick=${run} aria-label=${what ? `${label}: ${what}` : undefined}>${label}</button>${error && html` <span class="error" role="alert">${error.message}</span>`}</span>`;
 }
 
 function Users() {
@@ -470,9 +472,9 @@ function Users() {
             <td>
               ${u.active &&
               (u.roles.includes('admin')
-                ? html`<${Act} label="Remove admin" action=${() => setRoles(u, false)} />`
-                : html`<${Act} label="Make admin" action=${() => setRoles(u, true)} />`)}
-              ${u.active && html` <${Act} label="Deactivate" danger action=${async () => (await api(`/users/${u.id}/deactivate`, { method: 'POST', body: {} }), load(null))} />`}
+                ? html`<${Act} label="Remove admin" what=${u.email} action=${() => setRoles(u, false)} />`
+                : html`<${Act} label="Make admin" what=${u.email} action=${() => setRoles(u, true)} />`)}
+              ${u.active && html` <${Act} label="Deactivate" what=${u.email} danger action=${async () => (await api(`/users/${u.id}/deactivate`, { method: 'POST', body: {} }), load(null))} />`}
             </td>
           </tr>`,
         )}
@@ -521,7 +523,7 @@ function Codes() {
             <td>${p.kind === 'percentage' ? `${(p.percentage_bp / 100).toFixed(2)}%` : money(p.amount)}</td>
             <td>${p.uses}${p.usage_limit ? ` of ${p.usage_limit}` : ''}</td>
             <td>${p.active ? 'active' : 'inactive'}</td>
-            <td>${p.active && html`<${Act} label="Deactivate" danger action=${async () => (await api(`/promotions/${encodeURIComponent(p.code)}/deactivate`, { method: 'POST', body: {} }), codes.reload())} />`}</td>
+            <td>${p.active && html`<${Act} label="Deactivate" what=${p.code} danger action=${async () => (await api(`/promotions/${encodeURIComponent(p.code)}/deactivate`, { method: 'POST', body: {} }), codes.reload())} />`}</td>
           </tr>`,
         )}
       </tbody>
@@ -562,8 +564,8 @@ function Webhooks() {
             <td><${Link} href=${`/admin/webhooks/${h.id}`}>${h.url}<//></td>
             <td>${h.event_types.join(', ')}</td>
             <td>
-              <${Act} label="Rotate secret" action=${async () => setSecret(await api(`/admin/webhooks/${h.id}/rotate-secret`, { method: 'POST', body: {} }))} />
-              <${Act} label="Delete" danger action=${async () => (await api(`/admin/webhooks/${h.id}`, { method: 'DELETE' }), hooks.reload())} />
+              <${Act} label="Rotate secret" what=${h.url} action=${async () => setSecret(await api(`/admin/webhooks/${h.id}/rotate-secret`, { method: 'POST', body: {} }))} />
+              <${Act} label="Delete" what=${h.url} danger action=${async () => (await api(`/admin/webhooks/${h.id}`, { method: 'DELETE' }), hooks.reload())} />
             </td>
           </tr>`,
         )}
@@ -572,8 +574,9 @@ function Webhooks() {
   </div>`;
 }
 
-function Deliveries({ id }) {
-  const deliveries = useLoad(() => api(`/admin/webhooks/${id}/deliveries`), [id]);
+function Deliveries({ id: raw }) {
+  const id = encodeURIComponent(raw);
+  const deliveries = useLoad(() => api(`/admin/webhooks/${id}/deliveries`), [raw]);
   return html`<div>
     <h1>Deliveries</h1>
     <p><${Link} href="/admin/webhooks">All endpoints<//></p>
@@ -588,7 +591,7 @@ function Deliveries({ id }) {
             <td>${d.status}</td>
             <td>${d.attempts}</td>
             <td>${d.last_error || ''}</td>
-            <td><${Act} label="Redeliver" action=${async () => (await api(`/admin/webhooks/${id}/deliveries/${d.id}/redeliver`, { method: 'POST', body: {} }), deliveries.reload())} /></td>
+            <td><${Act} label="Redeliver" what=${`${d.event_type} ${d.id.slice(0, 8)}`} action=${async () => (await api(`/admin/webhooks/${id}/deliveries/${d.id}/redeliver`, { method: 'POST', body: {} }), deliveries.reload())} /></td>
           </tr>`,
         )}
       </tbody>
@@ -613,7 +616,7 @@ function DeadLetters() {
             <td class="mono">${d.aggregate_id}</td>
             <td>${d.position}</td>
             <td>${d.error}</td>
-            <td><${Act} label="Retry" action=${async () => (await api(`/admin/dead-letters/${d.id}/retry`, { method: 'POST', body: {} }), dead.reload())} /></td>
+            <td><${Act} label="Retry" what=${`${d.projection} ${d.aggregate_id}`} action=${async () => (await api(`/admin/dead-letters/${d.id}/retry`, { method: 'POST', body: {} }), dead.reload())} /></td>
           </tr>`,
         )}
       </tbody>

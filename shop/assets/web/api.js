@@ -5,6 +5,9 @@
 const API = '/api/v1';
 const CART_KEY = 'shop.cart';
 const NAMES_KEY = 'shop.names';
+// Whether this browser holds a session cookie (the cookie itself is out of scripts' reach):
+// a page that opens without it does not ask the refresh route, which counts against limits.
+const SIGNED_IN_KEY = 'shop.signed-in';
 
 // `minPosition`: the log position of this page's last write, sent as `X-Min-Position` so a
 // read shows it (read-your-writes).
@@ -75,7 +78,7 @@ async function send(path, { method = 'GET', body, headers = {}, accept } = {}) {
   const cart = guestCart();
   if (cart && !h['X-Cart-Token']) h['X-Cart-Token'] = cart.token;
   if (path.startsWith('/auth/browser/')) h['X-Shop-Csrf'] = '1';
-  if (method === 'GET' && session.minPosition) h['X-Min-Position'] = String(session.minPosition);
+  if (method === 'GET' && session.minPosition && !h['X-Min-Position']) h['X-Min-Position'] = String(session.minPosition);
   return fetch(API + path, {
     method,
     headers: h,
@@ -91,12 +94,21 @@ async function read(response) {
   return response.blob();
 }
 
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Calls the API; answers the body, or throws a `Problem`. */
 export async function api(path, options = {}) {
   if (session.token && Date.now() > session.expiresAt - 30_000) await refresh();
   let response = await send(path, options);
   if (response.status === 401 && session.token && !path.startsWith('/auth/')) {
     if (await refresh()) response = await send(path, options);
+  }
+  // A view still behind this page's last write: wait as told, then read it as it is.
+  for (let attempt = 0; response.status === 503 && (options.method || 'GET') === 'GET' && attempt < 3; attempt++) {
+    const body = await response.clone().json().catch(() => ({}));
+    if (body.code !== 'projection_behind') break;
+    await pause(Math.min(1000, 1000 * Number(response.headers.get('Retry-After') || 1)));
+    response = await send(path, attempt < 2 ? options : { ...options, headers: { ...options.headers, 'X-Min-Position': '0' } });
   }
   const body = await read(response);
   if (!response.ok) throw new Problem(response.status, body);
@@ -122,6 +134,7 @@ async function loadUser() {
 function forget() {
   session.token = null;
   session.user = null;
+  localStorage.removeItem(SIGNED_IN_KEY);
   clearTimeout(session.timer);
   changed();
 }
@@ -134,11 +147,12 @@ function forget() {
 export function rotateSession() {
   const rotate = async () => {
     const response = await send('/auth/browser/refresh', { method: 'POST' });
-    if (!response.ok) {
-      if (session.user) forget();
-      session.token = null;
+    if (response.status === 401) {
+      forget();
       return false;
     }
+    // Limited or unavailable: the session may well be alive; try again later.
+    if (!response.ok) return false;
     adopt(await response.json());
     return true;
   };
@@ -156,17 +170,23 @@ export function refresh() {
   return refreshing;
 }
 
-/** At start: the session the cookie names, if any. */
+/** At start: the session the cookie names, if this browser has one. */
 export async function restore() {
-  if (await refresh()) await loadUser();
+  if (localStorage.getItem(SIGNED_IN_KEY) && (await refresh())) await loadUser();
 }
 
 export async function signIn(email, password) {
   const tokens = await api('/auth/browser/login', { method: 'POST', body: { email, password } });
-  // The guest cart went into the customer's cart.
-  setGuestCart(null);
+  localStorage.setItem(SIGNED_IN_KEY, '1');
   adopt(tokens);
   await loadUser();
+  // The guest cart went into the customer's; kept while it is still open (a merge that could
+  // not be made is tried again at the next sign-in).
+  const guest = guestCart();
+  if (guest) {
+    const cart = await api(`/carts/${encodeURIComponent(guest.id)}`).catch((e) => (e instanceof Problem && e.status === 404 ? null : { status: 'open' }));
+    if (!cart || cart.status !== 'open') setGuestCart(null);
+  }
 }
 
 export async function register(name, email, password) {
@@ -174,12 +194,10 @@ export async function register(name, email, password) {
   await signIn(email, password);
 }
 
+/** Ends the session; if the shop cannot end it, says so and stays signed in. */
 export async function signOut() {
-  try {
-    await api('/auth/browser/logout', { method: 'POST' });
-  } finally {
-    forget();
-  }
+  await api('/auth/browser/logout', { method: 'POST' });
+  forget();
 }
 
 export function newKey() {

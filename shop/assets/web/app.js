@@ -5,8 +5,16 @@ import { Link, navigate, useLocation } from './ui.js';
 import * as store from './store.js';
 import * as admin from './admin.js';
 
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 function route(path, query) {
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = path.split('/').filter(Boolean).map(decode);
   const [first, second] = parts;
   switch (first) {
     case undefined:
@@ -39,9 +47,16 @@ function route(path, query) {
 }
 
 function Header({ user }) {
+  const [problem, setProblem] = useState(null);
   const out = async () => {
-    await signOut();
-    navigate('/');
+    try {
+      await signOut();
+      setProblem(null);
+      navigate('/');
+    } catch (e) {
+      // Not signed out: the session is still open on the shop's side.
+      setProblem(e);
+    }
   };
   return html`<header class="top">
     <${Link} href="/" class="brand">shop<//>
@@ -55,6 +70,7 @@ function Header({ user }) {
             <button class="link" onClick=${out}>Sign out</button>`
         : html`<${Link} href="/signin">Sign in<//>`}
     </nav>
+    ${problem && html`<p class="error banner" role="alert">Not signed out: ${problem.message}</p>`}
   </header>`;
 }
 
@@ -70,9 +86,12 @@ function App() {
     return off;
   }, []);
   useEffect(() => {
+    // A new page: its title, and focus at its start (not while the shopper types a search).
+    const heading = document.querySelector('main h1');
+    document.title = heading ? `${heading.textContent} · shop` : 'shop';
     const main = document.getElementById('main');
-    if (main) main.focus({ preventScroll: true });
-  }, [location.path]);
+    if (main && document.activeElement?.id !== 'q') main.focus({ preventScroll: true });
+  }, [location.path, location.query.toString(), ready]);
   return html`<${Header} user=${user} />
     <main id="main" tabindex="-1">${ready ? route(location.path, location.query) : html`<p class="muted">Loading…</p>`}</main>
     <footer class="bottom"><span>shop · an event-sourced commerce backend</span> <a href="/docs">API</a></footer>`;

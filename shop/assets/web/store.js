@@ -14,7 +14,7 @@ import {
   register,
   Problem,
 } from './api.js';
-import { Link, navigate, useLoad, Loading, ErrorNote, Form, statusWords, reasonWords } from './ui.js';
+import { Link, navigate, safeNext, useLoad, Loading, ErrorNote, Form, statusWords, reasonWords } from './ui.js';
 
 const PAGE = 12;
 
@@ -216,13 +216,14 @@ async function openCart() {
       return await api('/carts/mine');
     } catch (e) {
       if (!(e instanceof Problem) || e.status !== 404) throw e;
-      return api('/carts', { method: 'POST', body: {} });
+      await api('/carts', { method: 'POST', body: {} });
+      return api('/carts/mine');
     }
   }
   const guest = guestCart();
   if (guest) {
     try {
-      return await api(`/carts/${guest.id}`);
+      return await api(`/carts/${encodeURIComponent(guest.id)}`);
     } catch (e) {
       if (!(e instanceof Problem) || e.status !== 404) throw e;
       setGuestCart(null);
@@ -230,7 +231,7 @@ async function openCart() {
   }
   const created = await api('/carts', { method: 'POST', body: {} });
   setGuestCart({ id: created.id, token: created.token });
-  return api(`/carts/${created.id}`);
+  return api(`/carts/${encodeURIComponent(created.id)}`);
 }
 
 async function currentCart() {
@@ -243,7 +244,7 @@ async function currentCart() {
 }
 
 export function ProductPage({ id }) {
-  const product = useLoad(() => api(`/products/${id}`), [id]);
+  const product = useLoad(() => api(`/products/${encodeURIComponent(id)}`), [id]);
   const stock = useLoad(() => (product.data ? api(`/stock/${encodeURIComponent(product.data.sku)}`) : Promise.resolve(null)), [product.data]);
   const [added, setAdded] = useState(null);
   if (product.loading) return html`<${Loading} />`;
@@ -304,10 +305,15 @@ function Totals({ totals, discount }) {
   </dl>`;
 }
 
-function CartLines({ cart, onChange }) {
+function CartLines({ cart, onChange, onError }) {
   const names = knownProducts();
   const setQuantity = async (sku, quantity) => {
-    onChange(await api(`/carts/${cart.id}/lines/${encodeURIComponent(sku)}`, { method: 'PUT', body: { quantity } }));
+    try {
+      onChange(await api(`/carts/${cart.id}/lines/${encodeURIComponent(sku)}`, { method: 'PUT', body: { quantity } }));
+    } catch (e) {
+      // Refused (not that many in stock, say): say why, and show the cart as it is.
+      onError(e);
+    }
   };
   return html`<table class="lines cart-lines">
     <caption class="visually-hidden">Cart lines</caption>
@@ -334,7 +340,7 @@ function CartLines({ cart, onChange }) {
             />
           </td>
           <td>${money(line.line_total)}</td>
-          <td><button class="link" onClick=${() => setQuantity(line.sku, 0)}>Remove</button></td>
+          <td><button class="link" aria-label=${`Remove ${known ? known.name : line.sku}`} onClick=${() => setQuantity(line.sku, 0)}>Remove</button></td>
         </tr>`;
       })}
     </tbody>
@@ -366,7 +372,7 @@ export function CartPage() {
     <${ErrorNote} error=${error} />
     ${c.lines.length === 0
       ? html`<p>Your cart is empty. <${Link} href="/">Browse the shop<//></p>`
-      : html`<${CartLines} cart=${c} onChange=${guarded(update)} />
+      : html`<${CartLines} cart=${c} onChange=${update} onError=${(e) => (setError(e), cart.reload())} />
           ${cartProblems.map((p) => html`<p><${ProblemText} problem=${p} /></p>`)}
           ${c.discount
             ? html`<p>Code <strong>${c.discount.code}</strong> applied. <button class="link" onClick=${removeCode}>Remove code</button></p>`
@@ -387,6 +393,7 @@ export function Checkout() {
   const cart = useLoad(currentCart, []);
   const [key] = useState(newKey);
   const [changed, setChanged] = useState(false);
+  const [lineError, setLineError] = useState(null);
   if (!currentUser()) {
     navigate('/signin?next=/checkout', { replace: true });
     return null;
@@ -420,7 +427,8 @@ export function Checkout() {
   return html`<div class="checkout">
     <h1>Checkout</h1>
     ${changed && html`<p class="notice" role="alert" id="cart-changed">Your cart changed since you last saw it. Check the prices below, then place the order again.</p>`}
-    <${CartLines} cart=${c} onChange=${(fresh) => cart.set(fresh)} />
+    <${ErrorNote} error=${lineError} />
+    <${CartLines} cart=${c} onChange=${(fresh) => (setLineError(null), cart.set(fresh))} onError=${(e) => (setLineError(e), cart.reload())} />
     <${Totals} totals=${c.totals} discount=${c.discount} />
     <${Form}
       id="checkout"
@@ -448,13 +456,13 @@ export function Checkout() {
 const STEPS = ['placed', 'stock_reserved', 'payment_authorised', 'confirmed', 'shipped', 'delivered'];
 
 export function OrderPage({ id }) {
-  const order = useLoad(() => api(`/orders/${id}`), [id]);
+  const order = useLoad(() => api(`/orders/${encodeURIComponent(id)}`), [id]);
   const [live, setLive] = useState(null);
   const [invoiceError, setInvoiceError] = useState(null);
   useEffect(() => {
     setLive(null);
     let seen = 0;
-    return stream(`/orders/${id}/events`, (type, data) => {
+    return stream(`/orders/${encodeURIComponent(id)}/events`, (type, data) => {
       if (data && data.status) setLive({ status: data.status, detail: data.detail, event: data.event, n: ++seen });
     });
   }, [id]);
@@ -468,7 +476,7 @@ export function OrderPage({ id }) {
   const status = (live && live.status) || o.status;
   const invoice = async () => {
     try {
-      const pdf = await api(`/orders/${id}/invoice?format=pdf`, { accept: 'application/pdf' });
+      const pdf = await api(`/orders/${encodeURIComponent(id)}/invoice?format=pdf`, { accept: 'application/pdf' });
       const url = URL.createObjectURL(pdf);
       const a = document.createElement('a');
       a.href = url;
@@ -482,7 +490,11 @@ export function OrderPage({ id }) {
     }
   };
   const cancel = async () => {
-    await api(`/orders/${id}/cancel`, { method: 'POST', body: {} });
+    try {
+      await api(`/orders/${encodeURIComponent(id)}/cancel`, { method: 'POST', body: {} });
+    } catch (e) {
+      setInvoiceError(e);
+    }
   };
   return html`<div>
     <h1>Order <span class="mono">${o.id.slice(0, 8)}</span></h1>
@@ -526,7 +538,7 @@ export function Orders() {
 }
 
 export function SignIn({ query }) {
-  const next = query.get('next') || '/';
+  const next = safeNext(query.get('next'));
   return html`<div class="narrow">
     <h1>Sign in</h1>
     <${Form}
@@ -547,7 +559,7 @@ export function SignIn({ query }) {
 }
 
 export function Register({ query }) {
-  const next = query.get('next') || '/';
+  const next = safeNext(query.get('next'));
   return html`<div class="narrow">
     <h1>Create an account</h1>
     <${Form}
@@ -568,7 +580,11 @@ export function Register({ query }) {
 }
 
 export function Reset({ query }) {
-  const token = query.get('token');
+  // The mailed token, kept in the page and out of the address bar and history.
+  const [token] = useState(() => query.get('token'));
+  useEffect(() => {
+    if (query.get('token')) history.replaceState(null, '', '/reset?confirm=1');
+  }, []);
   const [sent, setSent] = useState(false);
   const [done, setDone] = useState(false);
   if (token) {

@@ -4,6 +4,11 @@ import { Problem } from './api.js';
 
 const routeListeners = new Set();
 
+/** `next` if it is a path of this shop, else `/` (never another site). */
+export function safeNext(next) {
+  return typeof next === 'string' && /^\/(?![\/\\])/.test(next) ? next : '/';
+}
+
 export function navigate(to, { replace = false } = {}) {
   if (replace) history.replaceState(null, '', to);
   else history.pushState(null, '', to);
@@ -93,7 +98,11 @@ export function Form({ fields, submit, label, busyLabel, children, id }) {
     ${fields.map((f) => {
       const inputId = `${id || 'f'}-${f.name}`;
       const error = names(f.name) ? problem.message : null;
-      const set = (e) => setValues({ ...values, [f.name]: f.type === 'checkbox' ? e.target.checked : e.target.value });
+      const set = (e) => {
+        const value = f.type === 'checkbox' ? e.target.checked : e.target.value;
+        setValues((v) => ({ ...v, [f.name]: value }));
+      };
+      const described = [error && `${inputId}-error`, f.hint && `${inputId}-hint`].filter(Boolean).join(' ') || undefined;
       const input =
         f.type === 'select'
           ? html`<select id=${inputId} name=${f.name} value=${values[f.name]} onChange=${set} aria-invalid=${!!error}>
@@ -108,14 +117,14 @@ export function Form({ fields, submit, label, busyLabel, children, id }) {
               autocomplete=${f.autocomplete || 'off'}
               required=${f.required}
               aria-invalid=${!!error}
-              aria-describedby=${error ? `${inputId}-error` : undefined}
+              aria-describedby=${described}
               onInput=${set}
             />`;
       return html`<div class=${`field ${f.type === 'checkbox' ? 'check' : ''}`}>
         <label for=${inputId}>${f.label}</label>
         ${input}
         ${error && html`<span class="field-error" id=${`${inputId}-error`} role="alert">${error}</span>`}
-        ${f.hint && html`<span class="hint">${f.hint}</span>`}
+        ${f.hint && html`<span class="hint" id=${`${inputId}-hint`}>${f.hint}</span>`}
       </div>`;
     })}
     ${children}
