@@ -564,6 +564,13 @@ fn print_lag(name: &str, lags: &mut [Duration]) {
     );
 }
 
+/// Resident memory of process `pid` in MiB (Linux: `VmRSS` of `/proc/<pid>/status`).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -644,6 +651,11 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let sampler = tokio::spawn(sample_lag(shop.base.clone(), token.clone(), Duration::from_secs(args.seconds)));
     let mix = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(products.clone()), Arc::new(skus.clone())).await;
     let shop_rate = report("shop mix", &mix);
+    // Every role runs in this one `shop serve` process: its resident memory after the mix.
+    match rss_mib(shop.child.id()) {
+        Some(mib) => println!("{:<22} {mib:>9.1} MiB (all roles, one process; target < 150)", "shop serve RSS"),
+        None => println!("{:<22} unknown (no /proc)", "shop serve RSS"),
+    }
     if let Ok(mut lags) = sampler.await {
         // The worst projection at each instant, then each reader on its own.
         let mut relay = lags.remove("relay").unwrap_or_default();
