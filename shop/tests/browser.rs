@@ -240,36 +240,35 @@ async fn check(c: &Client, axe: &str, name: &str, save: bool) {
     }
 }
 
-/// The link starting with `prefix` in a mail of the outbox `dir`.
-async fn mailed_link(dir: &Path, prefix: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Polls directory `dir` every 100 ms for up to `limit` until `find` picks something out of
+/// one of its files.
+async fn in_dir<T>(dir: &Path, limit: Duration, what: &str, find: impl Fn(&Path) -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
-        let found = std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok).find_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            text.split_whitespace().find(|w| w.starts_with(prefix)).map(str::to_owned)
-        });
-        if let Some(link) = found {
-            return link;
+        if let Some(found) = std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok).find_map(|e| find(&e.path())) {
+            return found;
         }
-        assert!(Instant::now() < deadline, "no mail with a link to {prefix}");
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// The link starting with `prefix` in a mail of the outbox `dir`.
+async fn mailed_link(dir: &Path, prefix: &str) -> String {
+    in_dir(dir, Duration::from_secs(10), &format!("a mail with a link to {prefix}"), |path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.split_whitespace().find(|w| w.starts_with(prefix)).map(str::to_owned)
+    })
+    .await
+}
+
 async fn wait_for_file(dir: &Path, limit: Duration) -> PathBuf {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(file) = std::fs::read_dir(dir)
-            .expect("downloads")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "pdf"))
-        {
-            return file;
-        }
-        assert!(Instant::now() < deadline, "no PDF downloaded within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    in_dir(dir, limit, "a downloaded PDF", |path| path.extension().is_some_and(|x| x == "pdf").then(|| path.to_owned())).await
+}
+
+/// Waits up to `limit` until the order page shows `status`.
+async fn order_status(c: &Client, limit: Duration, what: &str, status: &str) {
+    until(c, limit, what, &format!("return document.getElementById('order-status')?.dataset.status === {}", json!(status))).await;
 }
 
 /// The five stories, in one shop: a guest who registers and buys, a declined payment,
@@ -373,13 +372,7 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     until(&c, Duration::from_secs(10), "the order page", "return location.pathname.startsWith('/orders/')").await;
     let first_order = c.current_url().await.expect("url").path().trim_start_matches("/orders/").to_owned();
     let navigations = c.execute("return performance.getEntriesByType('navigation').length", vec![]).await.expect("navs");
-    until(
-        &c,
-        Duration::from_secs(20),
-        "the order turns confirmed without a reload",
-        "return document.getElementById('order-status')?.dataset.status === 'confirmed'",
-    )
-    .await;
+    order_status(&c, Duration::from_secs(20), "the order turns confirmed without a reload", "confirmed").await;
     let reloaded = c.execute("return performance.getEntriesByType('navigation').length", vec![]).await.expect("navs");
     assert_eq!(navigations, reloaded, "no reload");
     click(&c, "#invoice").await;
@@ -395,13 +388,7 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     let select = c.wait().for_element(Locator::Css("#checkout-payment_method")).await.expect("payment select");
     select.select_by_value("tok_decline").await.expect("decline token");
     click(&c, "#checkout button[type=submit]").await;
-    until(
-        &c,
-        Duration::from_secs(20),
-        "the order is cancelled",
-        "return document.getElementById('order-status')?.dataset.status === 'cancelled'",
-    )
-    .await;
+    order_status(&c, Duration::from_secs(20), "the order is cancelled", "cancelled").await;
     until(&c, Duration::from_secs(10), "with the reason in words", &text_present("the payment was declined")).await;
 
     // 4. An admin creates and publishes a product and receives stock; the shopper's browser
@@ -432,18 +419,11 @@ async fn a_shopper_and_an_admin_use_the_shop_in_a_browser() {
     until(&admin, Duration::from_secs(10), "received", &text_present("Received 10.")).await;
     check(&admin, &tools.axe, "the product editor", false).await;
     c.goto(&format!("{base}/orders/{first_order}")).await.expect("the first order");
-    until(&c, Duration::from_secs(10), "the order page", "return document.getElementById('order-status')?.dataset.status === 'confirmed'")
-        .await;
+    order_status(&c, Duration::from_secs(10), "the order page", "confirmed").await;
     admin.goto(&format!("{base}/admin/orders/{first_order}")).await.expect("admin order");
     fill(&admin, "#ship-tracking_number", "TRACK-42").await;
     click(&admin, "#ship button[type=submit]").await;
-    until(
-        &c,
-        Duration::from_secs(10),
-        "the shopper sees it shipped, live",
-        "return document.getElementById('order-status')?.dataset.status === 'shipped'",
-    )
-    .await;
+    order_status(&c, Duration::from_secs(10), "the shopper sees it shipped, live", "shipped").await;
 
     // 5. A price that moves between cart and checkout is shown before any order is placed.
     add_one(&c, &base, &case).await;
