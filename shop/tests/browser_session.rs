@@ -72,13 +72,16 @@ both_modes!(another_site_cannot_sign_in_or_use_the_cookie, |app: TestApp| async 
 });
 
 both_modes!(the_cookie_rotates_and_logout_ends_it, |app: TestApp| async move {
-    assert_eq!(app.register("ada@example.com", "a long enough password").await.status, StatusCode::CREATED);
+    let registered = app.register("ada@example.com", "a long enough password").await;
+    assert_eq!(registered.status, StatusCode::CREATED);
+    // The profile is read from the users' view: it must show the registration first.
+    let position = registered.body["position"].as_i64().expect("position").to_string();
     let (first, _) = session_cookie(&browser_login(&app, &[CSRF]).await);
     let rotated = refresh(&app, &first, &[CSRF]).await;
     assert_eq!(rotated.status, StatusCode::OK, "{:?}", rotated.body);
     let (second, _) = session_cookie(&rotated);
     assert_ne!(first, second, "a new refresh token each time");
-    let me = app.call(Method::GET, "/api/v1/users/me", rotated.body["access_token"].as_str(), None, &[]).await;
+    let me = app.call(Method::GET, "/api/v1/users/me", rotated.body["access_token"].as_str(), None, &[("x-min-position", &position)]).await;
     assert_eq!(me.status, StatusCode::OK);
     // The first cookie again (stolen and replayed): the whole login ends.
     let replayed = refresh(&app, &first, &[CSRF]).await;
