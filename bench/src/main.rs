@@ -107,6 +107,11 @@ fn shop_log(args: &Args, dir: &std::path::Path) -> anyhow::Result<Stdio> {
 }
 
 async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
+    start_role(args, database_url, "serve").await
+}
+
+/// Starts `shop <role>` on the database and waits until it is ready.
+async fn start_role(args: &Args, database_url: &str, role: &str) -> anyhow::Result<Shop> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = std::env::temp_dir().join(format!("shop-bench-{port}"));
     let mut command = Command::new(&args.shop_bin);
@@ -117,7 +122,7 @@ async fn start_shop(args: &Args, database_url: &str) -> anyhow::Result<Shop> {
         command.env("KAFKA_BROKERS", brokers).env("SHOP_KAFKA_TOPIC_PREFIX", format!("bench{}", std::process::id()));
     }
     let child = command
-        .arg("serve")
+        .arg(role)
         .env("DATABASE_URL", database_url)
         .env("SHOP_JWT_SECRET", "bench-secret-bench-secret-bench-secret!")
         .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -310,6 +315,96 @@ async fn search_products(base: &str, clients: usize, seconds: u64, products: usi
         client.get(format!("{base}/api/v1/products/search")).query(&[("q", q.as_str()), ("limit", "10")]).header("x-tenant", "default")
     })
     .await
+}
+
+/// Requests sent at a fixed `rate` for `seconds` whatever the answers (open loop): each
+/// latency runs from the request's scheduled send time, so time spent queueing counts.
+async fn open_loop<F>(rate: u64, seconds: u64, request: F) -> PhaseResult
+where
+    F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder,
+{
+    let client = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap_or_default();
+    let start = Instant::now();
+    let total = rate.max(1) * seconds;
+    let mut answers = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        let due = start + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let sent = request(&client, n).send();
+        answers.push(tokio::spawn(async move {
+            match sent.await {
+                Ok(r) if r.status().is_success() => r.bytes().await.ok().map(|_| due.elapsed()),
+                _ => None,
+            }
+        }));
+    }
+    let mut result = PhaseResult { ok: 0, failed: 0, latencies: Vec::with_capacity(answers.len()), elapsed: Duration::ZERO };
+    for a in answers {
+        match a.await {
+            Ok(Some(latency)) => {
+                result.ok += 1;
+                result.latencies.push(latency);
+            }
+            _ => result.failed += 1,
+        }
+    }
+    result.elapsed = start.elapsed();
+    result.latencies.sort();
+    result
+}
+
+/// The sum of one counter over every series in `base`'s `/metrics`.
+async fn counter(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let Ok(text) = client.get(format!("{base}/metrics")).send().await.and_then(|r| r.error_for_status()) else { return 0.0 };
+    let Ok(text) = text.text().await else { return 0.0 };
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Two `shop command-api` processes on the one database, half the clients each, the mix on
+/// `hot` products: the conflicts between processes are real here.
+async fn two_command_apis(
+    args: &Args,
+    database_url: &str,
+    token: &str,
+    products: &[String],
+    skus: &[String],
+    hot: usize,
+) -> anyhow::Result<()> {
+    let apis = [start_role(args, database_url, "command-api").await?, start_role(args, database_url, "command-api").await?];
+    let bases: Arc<Vec<String>> = Arc::new(apis.iter().map(|a| a.base.clone()).collect());
+    let client = reqwest::Client::new();
+    let conflicts = |bases: Arc<Vec<String>>| {
+        let client = client.clone();
+        async move {
+            let mut sum = 0.0;
+            for b in bases.iter() {
+                sum += counter(&client, b, "shop_append_conflicts_total").await;
+            }
+            sum
+        }
+    };
+    let before = conflicts(Arc::clone(&bases)).await;
+    let (hot_products, hot_skus) = (Arc::new(products[..hot].to_vec()), Arc::new(skus[..hot].to_vec()));
+    let (b, token) = (Arc::clone(&bases), token.to_owned());
+    let clients = args.clients * 2;
+    let r = run_clients(clients, args.seconds, move |client, w, n| {
+        let i = (w * 7919).wrapping_add(n as usize * 31 + 17);
+        let (method, path, body) = pick(n, &hot_products, &hot_skus, i);
+        client.request(method, format!("{}{path}", b[w % b.len()])).bearer_auth(&token).json(&body)
+    })
+    .await;
+    let after = conflicts(bases).await;
+    report(&format!("2 command APIs, {hot} hot"), &r);
+    println!(
+        "{:<22} {:>9.0} conflicts/s between processes; slowest success {:.0} ms; {clients} clients",
+        "",
+        (after - before) / r.elapsed.as_secs_f64(),
+        r.latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+    Ok(())
 }
 
 /// Registers and logs in customer `i`; returns the access token.
@@ -689,6 +784,23 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     report("GET /products/{id}", &reads);
     let searches = search_products(&shop.base, args.clients, args.seconds, args.products).await;
     report("GET /products/search", &searches);
+    // Open loop: a fixed rate, latency from each request's scheduled time (targets: search p99
+    // 5 ms at 1,000/s, a product p99 2 ms at 5,000/s).
+    let n = args.products.max(1) as u64;
+    let base = shop.base.clone();
+    let searches = open_loop(1_000, args.seconds, |client, i| {
+        let q = match i % 3 {
+            0 => format!("product {}", i % n),
+            1 => format!("prodcut {}", i % n),
+            _ => "prod".to_owned(),
+        };
+        client.get(format!("{base}/api/v1/products/search")).query(&[("q", q.as_str()), ("limit", "10")]).header("x-tenant", "default")
+    })
+    .await;
+    report("search at 1,000/s", &searches);
+    let reads =
+        open_loop(5_000, args.seconds, |client, i| client.get(format!("{base}/api/v1/products/{}", products[(i % n) as usize]))).await;
+    report("product at 5,000/s", &reads);
     let mut tokens = Vec::new();
     for i in 0..args.clients {
         tokens.push(customer_token(&shop.base, i).await?);
@@ -713,6 +825,7 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
         idle_streams(&shop.base, &tokens, &skus, &products, args).await?;
     }
     drop(shop);
+    two_command_apis(args, database_url, &token, &products, &skus, 8.min(products.len())).await?;
     let tps = pgbench(args, database_url)?;
     println!("{:<22} {tps:>9.0} appends/s", "pgbench 1-event append");
     println!("ratio shop/pgbench     {:.2}", shop_rate / tps);

@@ -106,7 +106,7 @@ impl ReadModels {
         );
         let search = self.search();
         let mut status =
-            worker_kit::status_at(store, head, search::NAME, search.checkpoint().await?, self.search.last_error(search::NAME)).await?;
+            worker_kit::status_at(store, head, search::NAME, search.visible().await?, self.search.last_error(search::NAME)).await?;
         if search.rebuilding() {
             status.state = ReaderState::Rebuilding;
         }

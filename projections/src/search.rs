@@ -3,10 +3,21 @@
 //! and the catalogue's filters.
 //!
 //! # Exactly once
-//! A batch's documents and the checkpoint reach disk in one tantivy commit: the checkpoint is
-//! the commit payload, so after a crash the index and its checkpoint agree and the uncommitted
-//! batch is simply applied again. Batches without product events move the checkpoint in memory
-//! only (the index is already what it would be), and are written with the next commit.
+//! Documents and the checkpoint reach disk in one tantivy commit: the checkpoint is the commit
+//! payload, so after a crash the index and its checkpoint agree and what was not committed is
+//! simply applied again.
+//!
+//! # Commits on a timer
+//! A commit writes a new segment (and sizes a fresh term table for the next one), reloads the
+//! readers and feeds the merges, so one per batch was most of the projection's cost under
+//! load. A batch's documents go to the writer at once and are committed by the worker's timed
+//! work ([`Consumer::tick`]) once the oldest of them has waited [`COMMIT_INTERVAL`]. Until
+//! then the processed position ([`Consumer::checkpoint`], where the next batch starts) is ahead
+//! of the visible one ([`Consumer::visible`], the last commit, which read-your-writes and the
+//! status pages use), and the documents not yet committed are kept in memory so the next
+//! batch folds onto them. A failed commit drops the writer and its uncommitted documents and
+//! moves the processed position back to the last commit. Batches without product events move
+//! both positions when nothing waits for a commit (the index is already what it would be).
 //!
 //! # Layout on disk
 //! `<dir>/CURRENT` names the live index directory (`index-<uuid>`). `shop replay search` builds a
@@ -18,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -44,6 +55,9 @@ const BUCKETS: [(i64, Option<i64>); 5] =
 /// Commit at least every this many log events, even when none of them touched a product, so a
 /// restart does not re-read much of the log.
 const IDLE_COMMIT_EVENTS: i64 = 100_000;
+
+/// How long documents may wait in the writer for a commit (see the module's documentation).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(40);
 
 fn index_error(e: tantivy::TantivyError) -> ProjectionError {
     ProjectionError::Malformed(format!("search index: {e}"))
@@ -150,10 +164,36 @@ struct Live {
 
 struct WriteState {
     writer: Option<IndexWriter>,
-    /// Where the index is, committed or not.
+    /// Where the index is, committed or not: where the next batch starts.
     checkpoint: Checkpoint,
+    /// Where the last commit left it: what readers see.
+    committed: Checkpoint,
     /// Log events processed since the last commit.
     uncommitted: i64,
+    /// Documents in the writer but not yet committed, and when the first of them came.
+    pending: HashMap<(String, String), Value>,
+    pending_since: Option<Instant>,
+}
+
+impl WriteState {
+    /// What readers see: everything processed while no document waits for a commit.
+    fn visible(&self) -> Checkpoint {
+        if self.pending.is_empty() {
+            self.checkpoint
+        } else {
+            self.committed
+        }
+    }
+
+    /// Forgets what was not committed: the writer's documents (dropping it discards them) and
+    /// the processed position past the last commit.
+    fn discard(&mut self) {
+        self.writer = None;
+        self.pending.clear();
+        self.pending_since = None;
+        self.checkpoint = self.committed;
+        self.uncommitted = 0;
+    }
 }
 
 impl Live {
@@ -173,7 +213,14 @@ impl Live {
             index,
             reader,
             fields,
-            state: Mutex::new(WriteState { writer: None, checkpoint, uncommitted: 0 }),
+            state: Mutex::new(WriteState {
+                writer: None,
+                checkpoint,
+                committed: checkpoint,
+                uncommitted: 0,
+                pending: HashMap::new(),
+                pending_since: None,
+            }),
         })
     }
 
@@ -183,6 +230,10 @@ impl Live {
 
     fn checkpoint(&self) -> Checkpoint {
         self.state().checkpoint
+    }
+
+    fn visible(&self) -> Checkpoint {
+        self.state().visible()
     }
 
     /// The stored document of a product, as of the last commit.
@@ -197,9 +248,11 @@ impl Live {
     }
 
     /// Applies a batch of `count` log events read from `from` and ending at `last`, of which
-    /// `events` holds (at least) the product events: documents are taken from `cache` when it
-    /// has them (a rebuild keeps every document there), else from the index. The batch and the
-    /// new checkpoint are committed together.
+    /// `events` holds (at least) the product events: documents are taken from what waits for a
+    /// commit, else from `cache` when it has them (a rebuild keeps every document there), else
+    /// from the index. The documents go to the writer; they are committed with the new
+    /// checkpoint when `commit_after` has passed since the oldest uncommitted one (at once with
+    /// `Duration::ZERO`), otherwise by a later [`Live::commit_due`].
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
@@ -209,6 +262,7 @@ impl Live {
         mut cache: Option<&mut HashMap<(String, String), Value>>,
         threads: usize,
         fault: bool,
+        commit_after: Duration,
     ) -> Result<(), ProjectionError> {
         let mut state = self.state();
         if state.checkpoint != from {
@@ -217,54 +271,112 @@ impl Live {
         let mut docs = Vec::new();
         let searcher = self.reader.searcher();
         for ((tenant, id), product_events) in by_product(events)? {
-            let stored = match cache.as_deref_mut().and_then(|c| c.remove(&(tenant.clone(), id.clone()))) {
+            let key = (tenant, id);
+            let stored = match state.pending.get(&key).cloned().or_else(|| cache.as_deref_mut().and_then(|c| c.remove(&key))) {
                 Some(doc) => Some(doc),
-                None => self.load(&searcher, &tenant, &id)?,
+                None => self.load(&searcher, &key.0, &key.1)?,
             };
-            if let Some(doc) = fold_all(stored, &id, &product_events)? {
-                docs.push((tenant, id, doc));
+            if let Some(doc) = fold_all(stored, &key.1, &product_events)? {
+                docs.push((key, doc));
             }
         }
         let next = (last, from.map_or(0, |(_, n)| n) + count as i64);
         state.uncommitted += count as i64;
-        if docs.is_empty() && state.uncommitted < IDLE_COMMIT_EVENTS {
+        if docs.is_empty() && !fault {
             state.checkpoint = Some(next);
-            return Ok(());
+            if state.pending.is_empty() {
+                if state.uncommitted < IDLE_COMMIT_EVENTS {
+                    state.committed = state.checkpoint;
+                    return Ok(());
+                }
+            } else {
+                return self.commit_if_due(&mut state, commit_after);
+            }
         }
         if state.writer.is_none() {
-            state.writer = Some(self.index.writer_with_num_threads(threads, 32_000_000 * threads).map_err(index_error)?);
+            state.writer = Some(self.writer(threads)?);
         }
         let Some(writer) = state.writer.as_mut() else {
             return Err(ProjectionError::Malformed("no index writer".into()));
         };
-        let result = (|| {
-            for (tenant, id, doc) in &docs {
+        let added = (|| {
+            for ((tenant, id), doc) in &docs {
                 writer.delete_term(self.fields.key_term(tenant, id));
                 writer.add_document(self.fields.document(tenant, id, doc))?;
             }
             if fault {
                 return Err(tantivy::TantivyError::InternalError("injected fault".into()));
             }
-            let mut commit = writer.prepare_commit()?;
-            commit.set_payload(&encode(next.0, next.1));
-            commit.commit()?;
-            self.reader.reload()
+            Ok(())
         })();
-        if let Err(e) = result {
-            // Dropping the writer discards what it added since its last commit.
-            state.writer = None;
+        if let Err(e) = added {
+            state.discard();
             #[cfg(feature = "faults")]
             if fault {
                 return Err(ProjectionError::Injected);
             }
             return Err(index_error(e));
         }
-        if let Some(cache) = cache {
-            cache.extend(docs.into_iter().map(|(t, i, d)| ((t, i), d)));
+        if !docs.is_empty() {
+            state.pending_since.get_or_insert_with(Instant::now);
+        }
+        match cache {
+            // A rebuild keeps every document in its cache and commits each batch.
+            Some(cache) => cache.extend(docs),
+            None => state.pending.extend(docs),
         }
         state.checkpoint = Some(next);
+        self.commit_if_due(&mut state, commit_after)
+    }
+
+    /// Commits the writer with the processed position once the oldest uncommitted document
+    /// has waited `after` (at once when none waits: the position alone is being recorded).
+    fn commit_if_due(&self, state: &mut WriteState, after: Duration) -> Result<(), ProjectionError> {
+        let due = state.pending_since.is_none_or(|since| since.elapsed() >= after);
+        let Some(next) = state.checkpoint else { return Ok(()) };
+        if !due || state.committed == state.checkpoint {
+            return Ok(());
+        }
+        if state.writer.is_none() {
+            state.writer = Some(self.writer(1)?);
+        }
+        let Some(writer) = state.writer.as_mut() else {
+            return Err(ProjectionError::Malformed("no index writer".into()));
+        };
+        let result = (|| {
+            let mut commit = writer.prepare_commit()?;
+            commit.set_payload(&encode(next.0, next.1));
+            commit.commit()?;
+            self.reader.reload()
+        })();
+        if let Err(e) = result {
+            state.discard();
+            return Err(index_error(e));
+        }
+        state.committed = state.checkpoint;
         state.uncommitted = 0;
+        state.pending.clear();
+        state.pending_since = None;
         Ok(())
+    }
+
+    fn writer(&self, threads: usize) -> Result<IndexWriter, ProjectionError> {
+        self.index.writer_with_num_threads(threads, 32_000_000 * threads).map_err(index_error)
+    }
+
+    /// Whether uncommitted documents have waited `after`.
+    fn commit_is_due(&self, after: Duration) -> bool {
+        self.state().pending_since.is_some_and(|since| since.elapsed() >= after)
+    }
+
+    /// The timed commit: `true` when it committed something.
+    fn commit_due(&self, after: Duration) -> Result<bool, ProjectionError> {
+        let mut state = self.state();
+        if state.pending.is_empty() {
+            return Ok(false);
+        }
+        self.commit_if_due(&mut state, after)?;
+        Ok(state.pending.is_empty())
     }
 
     /// Releases the writer (and its lock), after merges finish.
@@ -444,6 +556,7 @@ pub struct ProductSearch {
     store: EventStore,
     dir: PathBuf,
     live: RwLock<Arc<Live>>,
+    commit_interval: Duration,
     /// Tests: the next batch fails after adding its documents, before its commit.
     #[cfg(feature = "faults")]
     fault: std::sync::atomic::AtomicBool,
@@ -498,9 +611,23 @@ impl ProductSearch {
             store,
             dir: dir.to_owned(),
             live: RwLock::new(Arc::new(live)),
+            commit_interval: COMMIT_INTERVAL,
             #[cfg(feature = "faults")]
             fault: Default::default(),
         })
+    }
+
+    /// How long documents may wait for a commit ([`COMMIT_INTERVAL`] unless set; zero commits
+    /// every batch).
+    pub fn with_commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Commits whatever waits for a commit, now (shutdown, tools, tests).
+    pub async fn flush(&self) -> Result<(), ProjectionError> {
+        let live = self.follow_current()?;
+        blocking(move || live.commit_due(Duration::ZERO).map(drop)).await
     }
 
     /// Tests: makes the next batch fail after its documents are added, before the commit, as a
@@ -566,6 +693,7 @@ impl ProductSearch {
             written.reader.reload().map_err(index_error)?;
             state.writer = Some(writer);
             state.checkpoint = Some((cursor, done));
+            state.committed = state.checkpoint;
             Ok(docs)
         })
         .await?;
@@ -581,7 +709,7 @@ impl ProductSearch {
             docs = blocking(move || {
                 let mut docs = docs;
                 let end = batch.last().map(|e| e.cursor).unwrap_or_default();
-                f.apply(&batch, (end, batch.len()), from, Some(&mut docs), 2, false)?;
+                f.apply(&batch, (end, batch.len()), from, Some(&mut docs), 2, false, Duration::ZERO)?;
                 Ok(docs)
             })
             .await?;
@@ -613,6 +741,19 @@ impl Consumer for ProductSearch {
         Ok(self.follow_current()?.checkpoint())
     }
 
+    async fn visible(&self) -> Result<Checkpoint, ProjectionError> {
+        Ok(self.follow_current()?.visible())
+    }
+
+    async fn tick(&self) -> Result<bool, ProjectionError> {
+        let live = self.live();
+        if !live.commit_is_due(self.commit_interval) {
+            return Ok(false);
+        }
+        let after = self.commit_interval;
+        blocking(move || live.commit_due(after)).await
+    }
+
     async fn consume(&self, from: Checkpoint, events: &[LogEvent]) -> Result<(), ProjectionError> {
         let live = self.follow_current()?;
         #[cfg(feature = "faults")]
@@ -625,7 +766,8 @@ impl Consumer for ProductSearch {
         // Only product events change documents: the rest only move the checkpoint.
         let products: Vec<LogEvent> = events.iter().filter(|e| e.aggregate_type == "product").cloned().collect();
         let count = events.len();
-        blocking(move || live.apply(&products, (last, count), from, None, 1, fault)).await
+        let after = self.commit_interval;
+        blocking(move || live.apply(&products, (last, count), from, None, 1, fault, after)).await
     }
 }
 

@@ -1,9 +1,12 @@
 //! Product search on a real tantivy index on disk, fed from both event stores: relevance
 //! (BM25, typos, prefixes), facets, filters, tenant isolation and visibility; the same index
 //! after a crash between adding documents and committing them; a restart that resumes from
-//! the commit payload; and a rebuild under live writes that loses nothing.
+//! the commit payload; documents that wait for the timed commit (invisible until then, folded
+//! onto by later batches, lost and re-applied on a crash); and a rebuild under live writes that
+//! loses nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use domain::product::ProductCommand;
 use domain::{Money, Price};
@@ -110,9 +113,24 @@ async fn write_items(store: &EventStore) -> i64 {
     last
 }
 
-/// Whether `search` has processed the event at `position`.
+/// Whether searches see the event at `position`.
 async fn reached(search: &ProductSearch, store: &EventStore, position: i64) -> bool {
+    worker_kit::reached(store, search.visible().await.expect("visible"), position).await.expect("reached")
+}
+
+/// Whether `search` has processed the event at `position` (committed or not).
+async fn processed(search: &ProductSearch, store: &EventStore, position: i64) -> bool {
     worker_kit::reached(store, search.checkpoint().await.expect("checkpoint"), position).await.expect("reached")
+}
+
+/// Steps `driver` until the log has nothing more for it.
+async fn drain(driver: &Driver<ProductSearch>) {
+    for _ in 0..1000 {
+        if driver.try_process_next().await.expect("batch") == Outcome::Idle {
+            return;
+        }
+    }
+    panic!("the log never ran dry");
 }
 
 /// Steps the index's worker until it has processed `position`.
@@ -228,8 +246,9 @@ async fn crash_mid_batch_and_restart(t: TestStore) {
     let reference = Arc::new(ProductSearch::open(t.store.clone(), &reference_dir).expect("open"));
     caught_up(&reference, &t.store, last).await;
 
-    // Small batches, and the second fails after adding its documents, before its commit.
-    let search = Arc::new(ProductSearch::open(t.store.clone(), &dir).expect("open"));
+    // Small batches, each committed at once, and the second fails after adding its documents,
+    // before its commit.
+    let search = Arc::new(ProductSearch::open(t.store.clone(), &dir).expect("open").with_commit_interval(Duration::ZERO));
     let driver = Driver::single("projection", t.store.clone(), Arc::clone(&search)).with_batch_size(4);
     assert_eq!(driver.try_process_next().await.expect("first batch"), Outcome::Worked(4));
     let before = search.checkpoint().await.expect("checkpoint");
@@ -301,7 +320,70 @@ async fn rebuild_under_live_writes(t: TestStore) {
     worker.await.expect("worker");
 }
 
-both_backends!(fn relevance, fn crash_mid_batch_and_restart, fn rebuild_under_live_writes);
+/// One stock receipt (an event the index has no use for); its position.
+async fn receive_stock(store: &EventStore) -> i64 {
+    use domain::stock::{Stock, StockCommand};
+    let tenant = domain::TenantId::default();
+    let sku: domain::Sku = "FOREIGN-1".parse().expect("valid");
+    let receive =
+        StockCommand::Receive { tenant: tenant.clone(), sku: sku.clone(), quantity: domain::Quantity::try_from(1).expect("valid") };
+    let stock = store::Repository::<Stock>::new(store.clone(), ());
+    stock.execute(&domain::stream_id(&tenant, &sku), receive, None, &Metadata::default()).await.expect("receive").position
+}
+
+/// The timed commit: documents wait in the writer, invisible to searches and to read-your-
+/// writes; batches that split a product's events fold onto the waiting document; a crash
+/// loses what waited and the restart applies it again; a commit shows it all at once.
+async fn documents_wait_for_the_timed_commit(t: TestStore) {
+    let last = write_items(&t.store).await;
+    let reference = Arc::new(ProductSearch::open(t.store.clone(), &scratch_dir()).expect("open"));
+    caught_up(&reference, &t.store, last).await;
+    let everything = |tenant: &str| SearchRequest { tenant: tenant.into(), admin: true, limit: 100, ..SearchRequest::default() };
+
+    // Two events a batch: each product's three events are split over two batches.
+    let dir = scratch_dir();
+    let open = || ProductSearch::open(t.store.clone(), &dir).expect("open").with_commit_interval(Duration::from_secs(3600));
+    let search = Arc::new(open());
+    let driver = Driver::single("projection", t.store.clone(), Arc::clone(&search)).with_batch_size(2);
+    drain(&driver).await;
+    assert!(processed(&search, &t.store, last).await, "every batch was processed");
+    assert!(!reached(&search, &t.store, last).await, "nothing is visible before the commit");
+    assert_eq!(search.search(everything("default")).await.expect("search").total, 0);
+    assert!(
+        !worker_kit::wait_for(search.as_ref(), &t.store, last, Duration::from_millis(100)).await.expect("wait"),
+        "read-your-writes waits for the commit"
+    );
+
+    // A crash before the commit: the restart starts from the last commit (none) and applies it
+    // all again.
+    drop(driver);
+    drop(search);
+    let search = Arc::new(open());
+    assert_eq!(search.checkpoint().await.expect("checkpoint"), None);
+    let driver = Driver::single("projection", t.store.clone(), Arc::clone(&search)).with_batch_size(2);
+    drain(&driver).await;
+    assert!(!reached(&search, &t.store, last).await);
+    search.flush().await.expect("flush");
+    assert!(reached(&search, &t.store, last).await, "the commit makes it visible");
+    assert_eq!(snapshot(&search).await, snapshot(&reference).await, "documents folded across batches");
+
+    // A batch without product events moves the visible position at once while nothing waits.
+    let later = receive_stock(&t.store).await;
+    drain(&driver).await;
+    assert!(reached(&search, &t.store, later).await);
+
+    // With a short interval the worker's timed work commits by itself.
+    let timed =
+        Arc::new(ProductSearch::open(t.store.clone(), &scratch_dir()).expect("open").with_commit_interval(Duration::from_millis(20)));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(Arc::new(Driver::single("projection", t.store.clone(), Arc::clone(&timed))).run(stopped));
+    assert!(worker_kit::wait_for(timed.as_ref(), &t.store, later, Duration::from_secs(20)).await.expect("wait"), "never committed");
+    assert_eq!(snapshot(&timed).await, snapshot(&reference).await);
+    let _ = stop.send(true);
+    worker.await.expect("worker");
+}
+
+both_backends!(fn relevance, fn crash_mid_batch_and_restart, fn documents_wait_for_the_timed_commit, fn rebuild_under_live_writes);
 
 async fn checkpoint_moves_through_batches_without_product_events(t: TestStore) {
     let search = ProductSearch::open(t.store.clone(), &scratch_dir()).expect("open");

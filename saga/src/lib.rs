@@ -13,7 +13,13 @@
 //! - It reads the store's global log from its own checkpoint (`order_saga` in
 //!   `projection_checkpoints`) and looks at order and payment events only. An order and its
 //!   payment share one stream id, so a batch is grouped by stream id and each order is
-//!   reconciled once per batch; different orders run concurrently.
+//!   reconciled once per batch; different orders run concurrently. The log is the guarantee:
+//!   an order moves on once its batch is read, whatever else happened.
+//! - It does not wait for the log where it need not: [`OrderSaga::follow_commits`] reconciles
+//!   an order as soon as this process commits to its stream (a placed order, a cancellation),
+//!   without waiting for the batch it lands in. One order is reconciled by one task at a time
+//!   in a process (a lock per order), so the log's later look finds it already moved on and
+//!   changes nothing.
 //! - Reconciling reads the order and the payment as they are now and issues the one command
 //!   that moves them on, again and again until the order waits for something or is settled
 //!   (`steps.rs`). It never acts on an event's content, only on current state, so a
@@ -220,6 +226,8 @@ pub struct OrderSaga {
     pub(crate) gateway: Arc<dyn PaymentGateway>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: SagaConfig,
+    /// A lock per order being reconciled in this process.
+    busy: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Steps left before an injected crash (tests).
     #[cfg(feature = "faults")]
     budget: worker_kit::CrashBudget,
@@ -241,8 +249,82 @@ impl OrderSaga {
             gateway,
             clock,
             config,
+            busy: Default::default(),
             #[cfg(feature = "faults")]
             budget: worker_kit::CrashBudget::default(),
+        }
+    }
+
+    /// Reconciles order `id` once no other task of this process does.
+    async fn reconcile_locked(&self, id: &str) -> Result<Outcome, SagaError> {
+        let lock = Arc::clone(self.busy().entry(id.to_owned()).or_default());
+        let result = {
+            let _held = lock.lock().await;
+            self.reconcile(id).await
+        };
+        self.unlock(id, lock);
+        result
+    }
+
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets an order's lock when nobody else holds or waits for it.
+    fn unlock(&self, id: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut busy = self.busy();
+        drop(lock);
+        if busy.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            busy.remove(id);
+        }
+    }
+
+    /// Reconciles each order (and payment) stream this process commits to, at once, until
+    /// `stop`: a placed order does not wait for the log batch it lands in. Streams whose
+    /// reconciliation is already running are left to it (it goes on until the order waits);
+    /// what this misses (a full channel, a failure) the log still brings. Outcomes are
+    /// recorded by the log's look, not here.
+    /// Subscribes at the call, so commits made after it are seen even before the first poll.
+    pub fn follow_commits(
+        self: Arc<Self>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let commits = self.store.commits();
+        self.reconcile_commits(commits, stop)
+    }
+
+    async fn reconcile_commits(
+        self: Arc<Self>,
+        mut commits: tokio::sync::broadcast::Receiver<store::AppendedStream>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => return,
+                next = commits.recv() => next,
+            };
+            let id = match next {
+                Ok(s) if s.aggregate_type == Order::TYPE || s.aggregate_type == Payment::TYPE => s.aggregate_id,
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            if self.busy().contains_key(&id) {
+                continue;
+            }
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+            let saga = Arc::clone(&self);
+            let span = store::trace::span(|| tracing::info_span!("saga.reconcile", order = %id));
+            tokio::spawn(
+                async move {
+                    let _slot = slot;
+                    if let Err(e) = saga.reconcile_locked(&id).await {
+                        tracing::debug!(order = %id, error = %e, "order saga step failed; the log's look retries it");
+                    }
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -279,7 +361,7 @@ impl OrderSaga {
                 let span = store::trace::span(|| tracing::info_span!("saga.reconcile", order = %id));
                 store::trace::continue_from(&span, traces.get(&id).map(String::as_str));
                 async move {
-                    let result = self.reconcile(&id).await;
+                    let result = self.reconcile_locked(&id).await;
                     (id, result)
                 }
                 .instrument(span)

@@ -193,12 +193,15 @@ impl OrderSaga {
                     Err(GatewayError::Timeout) => PaymentCommand::RecordFailed { reason: FailureReason::Timeout },
                     Err(e @ GatewayError::Unavailable(_)) => return Err(unavailable(e)),
                 };
-                self.exec(&self.repos.payments, id, command, "record_authorisation").await?;
+                if matches!(command, PaymentCommand::RecordAuthorised { .. }) {
+                    // The gateway's yes and the order's confirmation: one append.
+                    self.confirm_paid(id, Some(command)).await?;
+                } else {
+                    self.exec(&self.repos.payments, id, command, "record_authorisation").await?;
+                }
             }
-            PaymentStatus::Authorised => {
-                let payment_id = PaymentId::from_uuid(order_id.as_uuid());
-                self.exec(&self.repos.orders, id, OrderCommand::MarkPaymentAuthorised { payment_id }, "mark_paid").await?;
-            }
+            // Recorded by an earlier saga version (which confirmed in two more appends).
+            PaymentStatus::Authorised => self.confirm_paid(id, None).await?,
             PaymentStatus::Failed => {
                 let reason = match payment.failure {
                     Some(FailureReason::Timeout) => CancelReason::PaymentTimeout,
@@ -230,16 +233,18 @@ impl OrderSaga {
                 let reference = payment.reference.clone().unwrap_or_default();
                 self.tick()?;
                 let key = format!("{id}:capture");
-                let command = match self.call(self.gateway.capture(&key, &reference, amount)).await {
-                    Ok(()) => PaymentCommand::RecordCaptured,
-                    Err(GatewayError::Declined(_)) => PaymentCommand::RecordCaptureFailed,
+                match self.call(self.gateway.capture(&key, &reference, amount)).await {
+                    // The capture, the stock leaving and the invoice: one append.
+                    Ok(()) => self.invoice(id, order, true).await?,
+                    Err(GatewayError::Declined(_)) => {
+                        self.exec(&self.repos.payments, id, PaymentCommand::RecordCaptureFailed, "record_capture").await?
+                    }
                     Err(e) => return Err(unavailable(e)),
-                };
-                self.exec(&self.repos.payments, id, command, "record_capture").await?;
+                }
                 Ok(None)
             }
             PaymentStatus::Captured if order.invoice_number.is_none() => {
-                self.invoice(id, order).await?;
+                self.invoice(id, order, false).await?;
                 Ok(None)
             }
             PaymentStatus::Captured => Ok(self.pay_refunds(id).await?.then_some(Outcome { step: SagaStep::Completed, due: None })),
@@ -251,16 +256,62 @@ impl OrderSaga {
         }
     }
 
+    /// The payment is authorised: record it (when `recorded` is given, the gateway's answer)
+    /// and confirm the order, in one append. An order that moved on meanwhile (cancelled) keeps
+    /// only the payment's record, which its compensation then voids.
+    async fn confirm_paid(&self, id: &str, record: Option<PaymentCommand>) -> Result<(), SagaError> {
+        let (tenant, order_id) = parse(id)?;
+        let meta = self.meta(&tenant, &order_id, "confirm_paid");
+        let payment_id = PaymentId::from_uuid(order_id.as_uuid());
+        self.tick()?;
+        retry_on_conflict("order", || async {
+            // The payment, then the order: the saga's one lock order for the two.
+            let mut paid = match &record {
+                Some(command) => {
+                    Some(self.repos.payments.prepare(id, command.clone(), None).await.map_err(|e| e.map_domain(|e| e.to_string()))?)
+                }
+                None => None,
+            };
+            let mut confirmed = match self.repos.orders.prepare(id, OrderCommand::ConfirmPaid { payment_id }, None).await {
+                Ok(p) => Some(p),
+                Err(ExecError::Domain(OrderError::IllegalTransition { .. })) => None,
+                Err(e) => return Err(e.map_domain(|e| e.to_string())),
+            };
+            let mut stages: Vec<&mut dyn store::Stage> = Vec::new();
+            if let Some(p) = paid.as_mut() {
+                stages.push(p);
+            }
+            if let Some(c) = confirmed.as_mut() {
+                stages.push(c);
+            }
+            if stages.is_empty() {
+                return Ok(());
+            }
+            commit(self.repos.orders.store(), &meta, &mut stages).await?;
+            if let Some(p) = paid {
+                p.finish().await;
+            }
+            if let Some(c) = confirmed {
+                c.finish().await;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| refused(Order::TYPE, "confirm_paid", e))
+    }
+
     /// The paid units leave the warehouse, the tenant's invoice book gives the next number and
     /// the order records it: one atomic write, so an order is invoiced exactly when its stock
-    /// is committed, and invoice numbers have no gaps.
-    async fn invoice(&self, id: &str, order: &Order) -> Result<(), SagaError> {
+    /// is committed, and invoice numbers have no gaps. With `captured`, the gateway's capture is
+    /// recorded on the payment in the same write (alone if the order moved on meanwhile).
+    async fn invoice(&self, id: &str, order: &Order, captured: bool) -> Result<(), SagaError> {
         let (tenant, order_id) = parse(id)?;
         let book = stream_id(&tenant, INVOICE_BOOK);
         let meta = self.meta(&tenant, &order_id, "invoice");
         self.tick()?;
         retry_on_conflict("order", || async {
-            // SKUs in sorted order, then the book, then the order: the saga's one lock order.
+            // SKUs in sorted order, then the book, the payment, the order: the saga's one lock
+            // order.
             let mut committed = Vec::new();
             for sku in order.reservations().keys() {
                 let stream = stream_id(&tenant, sku);
@@ -279,20 +330,44 @@ impl OrderSaga {
                 .await
                 .map_err(|e| e.map_domain(|e| e.to_string()))?;
             let number = issued.state().last;
+            let mut capture = match captured {
+                true => Some(
+                    self.repos
+                        .payments
+                        .prepare(id, PaymentCommand::RecordCaptured, None)
+                        .await
+                        .map_err(|e| e.map_domain(|e| e.to_string()))?,
+                ),
+                false => None,
+            };
             let mut invoiced = match self.repos.orders.prepare(id, OrderCommand::AssignInvoice { number }, None).await {
                 Ok(p) => p,
-                // Invoiced already, or cancelled meanwhile: the next look decides.
-                Err(ExecError::Domain(OrderError::AlreadyInvoiced(_) | OrderError::IllegalTransition { .. })) => return Ok(()),
+                // Invoiced already, or cancelled meanwhile: the next look decides (after the
+                // capture is on record).
+                Err(ExecError::Domain(OrderError::AlreadyInvoiced(_) | OrderError::IllegalTransition { .. })) => {
+                    drop((committed, issued));
+                    if let Some(mut capture) = capture {
+                        commit(self.repos.payments.store(), &meta, &mut [&mut capture]).await?;
+                        capture.finish().await;
+                    }
+                    return Ok(());
+                }
                 Err(e) => return Err(e.map_domain(|e| e.to_string())),
             };
             let mut stages: Vec<&mut dyn store::Stage> = committed.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
             stages.push(&mut issued);
+            if let Some(c) = capture.as_mut() {
+                stages.push(c);
+            }
             stages.push(&mut invoiced);
             commit(self.repos.orders.store(), &meta, &mut stages).await?;
             for p in committed {
                 p.finish().await;
             }
             issued.finish().await;
+            if let Some(c) = capture {
+                c.finish().await;
+            }
             invoiced.finish().await;
             Ok(())
         })

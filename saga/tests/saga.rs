@@ -1,5 +1,6 @@
 //! The order saga against real stores (PostgreSQL and SQLite): every path, every compensation,
-//! a crash before each step, expiry with a moved clock, and 1,000 orders racing for 100 units.
+//! a crash before each step, expiry with a moved clock, 1,000 orders racing for 100 units, and
+//! orders reconciled as this process commits them, beside the log's rounds, each step once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -507,4 +508,42 @@ both_backends!(the_saga_moves_past_batches_without_order_events, |t: TestStore| 
     let shop = Shop::new(t).await;
     let saga = shop.saga();
     testkit::moves_past_foreign_events(&shop.t, Arc::clone(&saga.members()[0]), 120).await;
+});
+
+both_backends!(orders_committed_here_settle_without_the_log_and_the_log_repeats_nothing, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("EAGER", 100).await;
+    let driver = shop.saga();
+    let saga = Arc::clone(&driver.members()[0]);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let eager = tokio::spawn(Arc::clone(&saga).follow_commits(stopped));
+
+    // No log round runs: the commit alone moves the order through stock, payment and invoice.
+    let first = shop.place(&[("EAGER", 1)], "tok_approve").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !settled(&shop.order(&first).await, &shop.payment(&first).await) {
+        assert!(Instant::now() < deadline, "never reconciled without the log");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // 40 orders at once with the log's rounds running beside: each order is reconciled by one
+    // task at a time, so no gateway call is made twice and the invoice book has no gaps.
+    let mut ids = futures::future::join_all((0..40).map(|_| shop.place(&[("EAGER", 1)], "tok_approve"))).await;
+    shop.settle(&driver, &ids).await;
+    let _ = stop.send(true);
+    eager.await.expect("eager task");
+    ids.push(first);
+    let totals = shop.ledger.totals();
+    assert_eq!((totals.authorised, totals.captured), (41, 41));
+    assert_eq!(totals.calls, 82, "a gateway call was repeated");
+    let mut numbers = Vec::new();
+    for id in &ids {
+        let order = shop.order(id).await;
+        assert_eq!(order.status, Status::Confirmed);
+        numbers.push(order.invoice_number.expect("invoiced"));
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=41).collect::<Vec<u64>>(), "one number per order, no gaps");
+    let stock = shop.stock("EAGER").await;
+    assert_eq!((stock.on_hand, stock.reservations.len()), (59, 0));
 });

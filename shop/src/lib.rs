@@ -344,8 +344,12 @@ impl Application {
                 promotions: state.promotions.clone(),
                 carts: state.carts.clone(),
             };
-            let saga = saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config), state.clock.clone(), config.saga());
-            workers.push(spawn_driver(Arc::new(Arc::new(saga).driver())));
+            let saga =
+                Arc::new(saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config), state.clock.clone(), config.saga()));
+            // Orders placed in this process are reconciled at once; the log brings the rest.
+            let eager = Arc::clone(&saga);
+            workers.push(Box::new(move |stop| tokio::spawn(eager.follow_commits(stop))));
+            workers.push(spawn_driver(Arc::new(saga.driver())));
         }
 
         if roles.notifier() {

@@ -86,6 +86,16 @@ pub struct EventStore {
     /// Notified after every successful append from this process, so in-process readers of
     /// the log (projections) wake at once instead of on their next poll.
     appended: std::sync::Arc<tokio::sync::Notify>,
+    /// Each stream this process appended to, as its append commits (for in-process wake-ups of
+    /// one stream's reader; lossy: a reader that falls behind still has the log).
+    commits: tokio::sync::broadcast::Sender<AppendedStream>,
+}
+
+/// A stream this process just appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedStream {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
 }
 
 /// (aggregate type, aggregate id, sequence): the key of one event.
@@ -247,12 +257,18 @@ impl EventStore {
 
     fn new(db: Db, batch_workers: usize) -> Self {
         let batcher = Batcher::start(db.clone(), batch_workers);
-        Self { db, batcher, appended: Default::default() }
+        Self { db, batcher, appended: Default::default(), commits: tokio::sync::broadcast::channel(4096).0 }
     }
 
     /// Notified after each successful append made through this store (and its clones).
     pub fn appended(&self) -> std::sync::Arc<tokio::sync::Notify> {
         std::sync::Arc::clone(&self.appended)
+    }
+
+    /// Every stream appended to through this store (and its clones) from now on, as each append
+    /// commits. Lossy ([`tokio::sync::broadcast`]): a receiver that falls behind misses some.
+    pub fn commits(&self) -> tokio::sync::broadcast::Receiver<AppendedStream> {
+        self.commits.subscribe()
     }
 
     /// The database, for tests and tools that need SQL of their own.
@@ -324,6 +340,13 @@ impl EventStore {
         }
         if result.is_ok() {
             self.appended.notify_waiters();
+            if self.commits.receiver_count() > 0 {
+                for a in appends.iter().filter(|a| !a.events.is_empty()) {
+                    let _ = self
+                        .commits
+                        .send(AppendedStream { aggregate_type: a.aggregate_type.clone(), aggregate_id: a.aggregate_id.clone() });
+                }
+            }
         }
         result
     }

@@ -9,7 +9,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::{EventStore, Metadata, NewEvent, StoreError, StoredSnapshot, StreamAppend};
 
 /// How many times a command is re-run against fresh state after losing a race.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub const MAX_ATTEMPTS: u32 = 8;
 
 /// Why a command did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,10 @@ struct Loaded<A> {
 /// this process, so hot aggregates queue instead of failing on conflicts.
 struct Slot<A> {
     loaded: Option<Loaded<A>>,
+    /// Another writer appended after `loaded` (an append conflicted, or its outcome is
+    /// unknown): the next command reads only the events after it, not the whole stream. The
+    /// cached state is always a true prefix of the stream, so catching up is enough.
+    stale: bool,
 }
 
 struct Inner<A: Aggregate> {
@@ -64,8 +68,8 @@ struct Inner<A: Aggregate> {
 /// Runs commands of one aggregate type against the event store.
 ///
 /// State is cached per stream and trusted optimistically: if another process appended in the
-/// meantime, the append conflicts on the (type, id, sequence) key, the entry is dropped and the
-/// command runs again on fresh state.
+/// meantime, the append conflicts on the (type, id, sequence) key, the entry reads the events
+/// that beat it and the command runs again on the state they make.
 pub struct Repository<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
@@ -149,7 +153,7 @@ where
                 slots.remove(&k);
             }
         }
-        let slot = Arc::new(tokio::sync::Mutex::new(Slot { loaded: None }));
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot { loaded: None, stale: false }));
         slots.insert(aggregate_id.to_owned(), Arc::clone(&slot));
         slot
     }
@@ -194,6 +198,7 @@ where
             }
             None => guard.loaded = Some(self.load(aggregate_id).await?),
         }
+        guard.stale = false;
         let loaded = guard.loaded.as_ref().expect("loaded just above");
         Ok((loaded.state.clone(), loaded.version, loaded.position))
     }
@@ -220,10 +225,20 @@ where
         expected_version: Option<u64>,
     ) -> Result<Prepared<A>, ExecError<A::Error>> {
         let mut guard = self.slot(aggregate_id).lock_owned().await;
-        let cached = guard.loaded.is_some();
-        if !cached {
-            guard.loaded = Some(self.load(aggregate_id).await?);
+        let cached = guard.loaded.is_some() && !guard.stale;
+        let slot = &mut *guard;
+        match (slot.loaded.as_mut(), slot.stale) {
+            (None, _) => slot.loaded = Some(self.load(aggregate_id).await?),
+            // The events that beat the last attempt, only.
+            (Some(loaded), true) => {
+                if let Err(e) = self.catch_up(aggregate_id, loaded).await {
+                    slot.loaded = None;
+                    return Err(e.into());
+                }
+            }
+            (Some(_), false) => {}
         }
+        slot.stale = false;
         let (state, events) = loop {
             let loaded = guard.loaded.as_ref().expect("loaded just above");
             if let Some(expected) = expected_version {
@@ -294,7 +309,8 @@ where
 }
 
 /// Runs `attempt` again (with a little jitter) while it fails with a conflict, at most
-/// [`MAX_ATTEMPTS`] times. Each attempt must prepare afresh: a conflict drops the cached state.
+/// [`MAX_ATTEMPTS`] times. Each attempt must prepare afresh: a conflict marks the cached state
+/// stale.
 /// `aggregate` is the type of the command's aggregate, for `shop_command_duration_seconds` and
 /// `shop_commands_total{outcome = ok | rejected | conflict | error}`.
 pub async fn retry_on_conflict<T, E, F, Fut>(aggregate: &'static str, attempt: F) -> Result<T, ExecError<E>>
@@ -324,9 +340,13 @@ where
     loop {
         match attempt().await {
             Err(ExecError::Conflict { .. }) if n < MAX_ATTEMPTS => {
-                let jitter =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()) % 2000);
-                tokio::time::sleep(Duration::from_micros(200 * u64::from(n) + jitter)).await;
+                // Exponential (200 µs, doubling, at most 25.6 ms) plus up to as much again at
+                // random, so writers in different processes stop colliding in step: the
+                // longest a command waits in all is about 100 ms.
+                let base = 200u64 << (n - 1).min(7);
+                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()));
+                let jitter = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                tokio::time::sleep(Duration::from_micros(base + jitter % (base + 1))).await;
                 n += 1;
             }
             other => return other,
@@ -334,8 +354,8 @@ where
     }
 }
 
-/// Appends the events of every stage in one atomic write. On a conflict every stage forgets
-/// its cached state, so the next attempt loads what the other writer wrote.
+/// Appends the events of every stage in one atomic write. On a conflict every stage marks its
+/// cached state stale, so the next attempt reads what the other writer wrote.
 pub async fn commit<E>(store: &EventStore, metadata: &Metadata, stages: &mut [&mut dyn Stage]) -> Result<(), ExecError<E>> {
     let metadata = serde_json::to_value(metadata).map_err(StoreError::from)?;
     let appends = stages.iter().map(|s| s.to_append(&metadata)).collect::<Result<Vec<_>, _>>()?;
@@ -434,6 +454,6 @@ impl<A: Aggregate + Clone> Stage for Prepared<A> {
     }
 
     fn conflicted(&mut self) {
-        self.guard.loaded = None;
+        self.guard.stale = true;
     }
 }

@@ -279,6 +279,17 @@ both_backends!(reservations_from_two_processes_never_oversell, |t: TestStore| as
     assert_eq!((fresh.on_hand, fresh.reserved(), fresh.available()), (100, 100, 0));
 });
 
+both_backends!(reservations_from_four_processes_catching_up_on_conflicts_never_oversell, |t: TestStore| async move {
+    // Each conflict makes the loser read only the events that beat it and run again on them.
+    let store = t.store.clone();
+    let repos: Vec<Repository<Stock>> = (0..4).map(|_| Repository::<Stock>::new(store.clone(), ())).collect();
+    assert_eq!(reserve_200(&repos).await, 100);
+    for repo in &repos {
+        let (seen, version) = repo.read("default:HOT-1").await.expect("read");
+        assert_eq!((seen.reserved(), seen.available(), version), (100, 0, 101), "every process's cache agrees with the log");
+    }
+});
+
 both_backends!(a_stale_cache_is_detected_and_the_command_rerun, |t: TestStore| async move {
     let store = t.store.clone();
     let a = Repository::<Stock>::new(store.clone(), ());

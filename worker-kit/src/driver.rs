@@ -51,6 +51,13 @@ pub trait Consumer: Send + Sync + 'static {
     /// Where it stands.
     async fn checkpoint(&self) -> Result<Checkpoint, Self::Error>;
 
+    /// Up to where its readers see its work (read-your-writes, status pages): the checkpoint,
+    /// unless it holds processed work back to write it out in larger pieces (the search index
+    /// commits on a timer).
+    async fn visible(&self) -> Result<Checkpoint, Self::Error> {
+        self.checkpoint().await
+    }
+
     /// Handles `events`, the log right after `from`, and moves the checkpoint past the last of
     /// them (events it has no use for included): in one transaction with its effects where
     /// they share a store, after them otherwise (at least once).
@@ -345,7 +352,7 @@ impl<C: Consumer> Driver<C> {
             if self.try_process_next().await? == Outcome::Idle {
                 let mut all = true;
                 for member in &self.members {
-                    all &= reached(&self.store, member.checkpoint().await?, head).await?;
+                    all &= reached(&self.store, member.visible().await?, head).await?;
                 }
                 if all {
                     return Ok(());
@@ -371,7 +378,7 @@ pub async fn reached(store: &EventStore, checkpoint: Checkpoint, position: i64) 
 /// Waits up to `timeout` until `consumer` has processed the event at global `position`
 /// (read-your-writes); `false` if it has not by then.
 pub async fn wait_for<C: Consumer>(consumer: &C, store: &EventStore, position: i64, timeout: Duration) -> Result<bool, C::Error> {
-    poll_until(timeout, || async { Ok(reached(store, consumer.checkpoint().await?, position).await?) }).await
+    poll_until(timeout, || async { Ok(reached(store, consumer.visible().await?, position).await?) }).await
 }
 
 /// A reader's progress, for `/admin/projections`.

@@ -167,6 +167,11 @@ impl Aggregate for Order {
                 self.require(&[StockReserved], "authorising payment")?;
                 OrderEvent::PaymentAuthorised { payment_id }
             }
+            OrderCommand::ConfirmPaid { payment_id } => {
+                self.require(&[StockReserved], "authorising payment")?;
+                sink.write(OrderEvent::PaymentAuthorised { payment_id }, self).await;
+                OrderEvent::Confirmed
+            }
             OrderCommand::FailPayment { reason } => {
                 self.require(&[StockReserved], "failing payment")?;
                 OrderEvent::PaymentFailed { reason }
@@ -402,6 +407,10 @@ mod tests {
             .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }, OrderEvent::PaymentAuthorised { payment_id }])
             .when(OrderCommand::Confirm)
             .then_expect_events(vec![OrderEvent::Confirmed]);
+        framework()
+            .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }])
+            .when(OrderCommand::ConfirmPaid { payment_id })
+            .then_expect_events(vec![OrderEvent::PaymentAuthorised { payment_id }, OrderEvent::Confirmed]);
         let sku: crate::Sku = "A".parse().expect("valid");
         framework()
             .given(vec![placed()])
@@ -485,6 +494,7 @@ mod tests {
             (OrderCommand::MarkStockReserved { expires_at: until() }, &[Placed]),
             (OrderCommand::RejectStock { sku: "A".parse().expect("valid") }, &[Placed]),
             (OrderCommand::MarkPaymentAuthorised { payment_id }, &[StockReserved]),
+            (OrderCommand::ConfirmPaid { payment_id }, &[StockReserved]),
             (OrderCommand::FailPayment { reason: CancelReason::PaymentTimeout }, &[StockReserved]),
             (OrderCommand::Confirm, &[PaymentAuthorised]),
             (OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, &[Placed, StockReserved, PaymentAuthorised, Confirmed]),

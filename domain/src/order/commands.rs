@@ -77,6 +77,11 @@ pub enum OrderCommand {
     MarkPaymentAuthorised {
         payment_id: PaymentId,
     },
+    /// The payment is authorised and nothing else stands in the way: `PaymentAuthorised` and
+    /// `Confirmed` in one append (the saga's step after the gateway's yes).
+    ConfirmPaid {
+        payment_id: PaymentId,
+    },
     FailPayment {
         reason: CancelReason,
     },
