@@ -3,7 +3,8 @@
 //! `ON CONFLICT DO NOTHING` keeps the commands independent: a row whose (type, id, sequence) is
 //! taken is simply not inserted, and only its command gets [`StoreError::Conflict`]. A single
 //! row is all of its command, so no command is ever half-written. Nothing waits for a batch to
-//! fill: a worker takes what is queued when it becomes free.
+//! fill: a worker takes what is queued when it becomes free. Rows go in key order, so batches
+//! of two processes never deadlock on each other's keys.
 
 use std::sync::Arc;
 
@@ -70,7 +71,10 @@ async fn work(db: Db, rx: Arc<Mutex<mpsc::Receiver<Request>>>) {
             }
             batch
         };
-        let rows: Vec<Row> = batch.iter().map(|r| r.row.clone()).collect();
+        // In key order: two processes' batches that touch the same streams then take their
+        // locks in the same order, and cannot deadlock each other.
+        let mut rows: Vec<Row> = batch.iter().map(|r| r.row.clone()).collect();
+        rows.sort_by(|a, b| (&a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(&b.aggregate_type, &b.aggregate_id, b.sequence)));
         match insert_rows(&db, &rows, true).await {
             Ok(mut positions) => {
                 for r in batch {

@@ -55,6 +55,10 @@ impl StoreError {
     pub(crate) fn from_write(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            // PostgreSQL aborted the transaction for another writer's sake (a deadlock, a
+            // serialisation failure): nothing of it landed, so, like a taken key, the command
+            // may run again.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")) => StoreError::Conflict,
             _ => StoreError::Database(e),
         }
     }

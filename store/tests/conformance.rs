@@ -82,6 +82,40 @@ both_backends!(concurrent_appends_at_one_version_let_exactly_one_win, |t: TestSt
     assert_eq!((won, conflicted), (1, 19));
 });
 
+both_backends!(two_processes_batching_the_same_streams_in_opposite_orders_only_ever_conflict, |t: TestStore| async move {
+    // Two stores on one database stand for two processes, each with its own group commit. Each
+    // round both append version `round` of the same 16 streams, one in order and one in
+    // reverse, all at once: each key has one winner, and every loser sees a conflict (never a
+    // deadlock or any other error).
+    let other = EventStore::connect(&t.url, 8).await.expect("second process");
+    let streams: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
+    for round in 0..20u64 {
+        let mut tries = Vec::new();
+        for (store, reverse) in [(t.store.clone(), false), (other.clone(), true)] {
+            let mut order = streams.clone();
+            if reverse {
+                order.reverse();
+            }
+            for id in order {
+                let store = store.clone();
+                tries.push(tokio::spawn(async move { store.append(&[append(&id, round, vec![event(round as i64)])]).await }));
+            }
+        }
+        let mut won = 0;
+        for r in futures::future::join_all(tries).await {
+            match r.expect("task ran") {
+                Ok(_) => won += 1,
+                Err(StoreError::Conflict) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(won, 16, "round {round}: one winner per stream");
+    }
+    for id in &streams {
+        assert_eq!(t.store.stream_version("thing", id).await.expect("version"), 20);
+    }
+});
+
 both_backends!(a_multi_stream_append_is_all_or_nothing, |t: TestStore| async move {
     let store = t.store.clone();
     store.append(&[append("taken", 0, vec![event(1)])]).await.expect("setup");
