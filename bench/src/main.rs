@@ -51,6 +51,11 @@ struct Args {
     /// `kafka` feature).
     #[arg(long)]
     kafka: Option<String>,
+    /// Run the relay against librdkafka's mock cluster, started inside the bench (its topics
+    /// created beforehand): the relay's own cost, without a broker's (needs a shop built with
+    /// the `kafka` feature).
+    #[arg(long, conflicts_with = "kafka")]
+    kafka_mock: bool,
     /// Redis for the shop (`REDIS_URL`): product documents are kept there.
     #[arg(long)]
     redis: Option<String>,
@@ -714,9 +719,26 @@ fn pgbench(args: &Args, database_url: &str) -> anyhow::Result<f64> {
     Ok(tps)
 }
 
+/// The topics `shop` publishes to (`<prefix>.<aggregate type>.v1`, the public types).
+const TOPIC_TYPES: [&str; 8] = ["user", "product", "stock", "order", "payment", "cart", "promotion", "tenant_settings"];
+
+/// Starts librdkafka's mock cluster with the shop's topics (its brokers have no admin API).
+fn mock_cluster() -> anyhow::Result<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>> {
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    for t in TOPIC_TYPES {
+        mock.create_topic(&format!("bench{}.{t}.v1", std::process::id()), 3, 1)?;
+    }
+    Ok(mock)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let mock = if args.kafka_mock { Some(mock_cluster()?) } else { None };
+    if let Some(m) = &mock {
+        println!("relay to librdkafka's mock cluster at {}", m.bootstrap_servers());
+        args.kafka = Some(m.bootstrap_servers());
+    }
     let db = format!("shop_bench_{}", std::process::id());
     psql(&args.admin_url, &format!("CREATE DATABASE {db}"))?;
     let database_url = db_url(&args.admin_url, &db);

@@ -65,10 +65,17 @@ impl ConsumerError for RelayError {
     }
 }
 
-/// Creates the topics of every public type that are missing.
+/// Creates the topics of every public type that are missing. The brokers' metadata is asked
+/// first, so topics an operator created (or a broker without the admin API, such as
+/// librdkafka's mock cluster, holds) are left alone.
 pub async fn create_topics(config: &RelayConfig) -> Result<(), RelayError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.brokers).create()?;
-    let names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| config.topic(t)).collect();
+    let mut names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| config.topic(t)).collect();
+    let existing = existing_topics(&config.brokers).await;
+    names.retain(|n| !existing.contains(n));
+    if names.is_empty() {
+        return Ok(());
+    }
     let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10))).operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&topics, &options).await? {
@@ -81,6 +88,23 @@ pub async fn create_topics(config: &RelayConfig) -> Result<(), RelayError> {
         }
     }
     Ok(())
+}
+
+/// The topics the brokers know of (none when they do not answer within a few seconds: then
+/// every topic is asked for, and the brokers say which exist).
+async fn existing_topics(brokers: &str) -> std::collections::HashSet<String> {
+    let Ok(client) = ClientConfig::new().set("bootstrap.servers", brokers).create::<rdkafka::consumer::BaseConsumer>() else {
+        return Default::default();
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        client
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|m| m.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name().to_owned()).collect())
+            .unwrap_or_default()
+    })
+    .await;
+    found.unwrap_or_default()
 }
 
 /// Settings of the relay.
