@@ -307,6 +307,26 @@ async fn sample_lag(base: String, token: String, duration: Duration) -> HashMap<
     lags
 }
 
+/// Waits (up to `limit`) until every reader on `/admin/projections` shows a lag of 0; how long
+/// that took.
+async fn caught_up(base: &str, token: &str, limit: Duration) -> Duration {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let status = client.get(format!("{base}/api/v1/admin/projections")).bearer_auth(token).send().await;
+        if let Ok(Value::Array(readers)) = match status {
+            Ok(r) => r.json::<Value>().await.map_err(|_| ()),
+            Err(_) => Err(()),
+        } {
+            if !readers.is_empty() && readers.iter().all(|p| p["lag_ms"].as_i64() == Some(0)) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
 /// Full-text searches: whole words, a typo, and a prefix, over the products' names.
 async fn search_products(base: &str, clients: usize, seconds: u64, products: usize) -> PhaseResult {
     let base = base.to_owned();
@@ -765,6 +785,9 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("clients {}  seconds {}  cores {cores}", args.clients, args.seconds);
+    // The setup's events first: the lag measured during the mix is the mix's own.
+    let settled = caught_up(&shop.base, &token, Duration::from_secs(60)).await;
+    println!("{:<22} {:>9.2} s until every reader had applied the setup's events", "setup caught up", settled.as_secs_f64());
     let sampler = tokio::spawn(sample_lag(shop.base.clone(), token.clone(), Duration::from_secs(args.seconds)));
     let mix = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(products.clone()), Arc::new(skus.clone())).await;
     let shop_rate = report("shop mix", &mix);
