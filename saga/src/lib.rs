@@ -305,8 +305,8 @@ impl OrderSaga {
                 _ = stop.changed() => return,
                 next = commits.recv() => next,
             };
-            let id = match next {
-                Ok(s) if s.aggregate_type == Order::TYPE || s.aggregate_type == Payment::TYPE => s.aggregate_id,
+            let (id, traceparent) = match next {
+                Ok(s) if s.aggregate_type == Order::TYPE || s.aggregate_type == Payment::TYPE => (s.aggregate_id, s.traceparent),
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
@@ -315,7 +315,9 @@ impl OrderSaga {
             }
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
             let saga = Arc::clone(&self);
+            // Continues the trace of the write that woke it, as the log's look does.
             let span = store::trace::span(|| tracing::info_span!("saga.reconcile", order = %id));
+            store::trace::continue_from(&span, traceparent.as_deref());
             tokio::spawn(
                 async move {
                     let _slot = slot;

@@ -96,6 +96,9 @@ pub struct EventStore {
 pub struct AppendedStream {
     pub aggregate_type: String,
     pub aggregate_id: String,
+    /// The trace context the append's events carry, so a reader woken by it continues the
+    /// writer's trace.
+    pub traceparent: Option<String>,
 }
 
 /// (aggregate type, aggregate id, sequence): the key of one event.
@@ -342,9 +345,11 @@ impl EventStore {
             self.appended.notify_waiters();
             if self.commits.receiver_count() > 0 {
                 for a in appends.iter().filter(|a| !a.events.is_empty()) {
-                    let _ = self
-                        .commits
-                        .send(AppendedStream { aggregate_type: a.aggregate_type.clone(), aggregate_id: a.aggregate_id.clone() });
+                    let _ = self.commits.send(AppendedStream {
+                        aggregate_type: a.aggregate_type.clone(),
+                        aggregate_id: a.aggregate_id.clone(),
+                        traceparent: a.events.first().and_then(|e| crate::trace::of_metadata(&e.metadata)).map(str::to_owned),
+                    });
                 }
             }
         }
