@@ -284,14 +284,12 @@ impl Live {
         state.uncommitted += count as i64;
         if docs.is_empty() && !fault {
             state.checkpoint = Some(next);
-            if state.pending.is_empty() {
-                if state.uncommitted < IDLE_COMMIT_EVENTS {
-                    state.committed = state.checkpoint;
-                    return Ok(());
-                }
-            } else {
-                return self.commit_if_due(&mut state, commit_after);
+            // Nothing waits and nothing changed: the index is already what readers see here.
+            if state.pending.is_empty() && state.uncommitted < IDLE_COMMIT_EVENTS {
+                state.committed = state.checkpoint;
+                return Ok(());
             }
+            return self.commit_if_due(&mut state, commit_after);
         }
         if state.writer.is_none() {
             state.writer = Some(self.writer(threads)?);

@@ -284,7 +284,8 @@ impl OrderSaga {
     /// reconciliation is already running are left to it (it goes on until the order waits);
     /// what this misses (a full channel, a failure) the log still brings. Outcomes are
     /// recorded by the log's look, not here.
-    /// Subscribes at the call, so commits made after it are seen even before the first poll.
+    ///
+    /// It subscribes at the call, so commits made after it are seen even before the first poll.
     pub fn follow_commits(
         self: Arc<Self>,
         stop: tokio::sync::watch::Receiver<bool>,

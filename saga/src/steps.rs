@@ -256,7 +256,7 @@ impl OrderSaga {
         }
     }
 
-    /// The payment is authorised: record it (when `recorded` is given, the gateway's answer)
+    /// The payment is authorised: record it (when `record` is given, the gateway's answer)
     /// and confirm the order, in one append. An order that moved on meanwhile (cancelled) keeps
     /// only the payment's record, which its compensation then voids.
     async fn confirm_paid(&self, id: &str, record: Option<PaymentCommand>) -> Result<(), SagaError> {

@@ -169,6 +169,23 @@ where
         Ok(loaded)
     }
 
+    /// Loads the entry when it is absent, and with `catch_up` reads the events after it; a
+    /// failed read forgets the entry. Either leaves it current.
+    async fn refresh(&self, aggregate_id: &str, slot: &mut Slot<A>, catch_up: bool) -> Result<(), StoreError> {
+        match slot.loaded.as_mut() {
+            None => slot.loaded = Some(self.load(aggregate_id).await?),
+            Some(loaded) if catch_up => {
+                if let Err(e) = self.catch_up(aggregate_id, loaded).await {
+                    slot.loaded = None;
+                    return Err(e);
+                }
+            }
+            Some(_) => return Ok(()),
+        }
+        slot.stale = false;
+        Ok(())
+    }
+
     async fn catch_up(&self, aggregate_id: &str, loaded: &mut Loaded<A>) -> Result<(), StoreError> {
         for e in self.inner.store.load_stream(A::TYPE, aggregate_id, loaded.version).await? {
             loaded.state.apply(serde_json::from_value(e.payload)?);
@@ -189,16 +206,7 @@ where
     pub async fn read_at(&self, aggregate_id: &str) -> Result<(A, u64, i64), StoreError> {
         let slot = self.slot(aggregate_id);
         let mut guard = slot.lock().await;
-        match guard.loaded.as_mut() {
-            Some(loaded) => {
-                if let Err(e) = self.catch_up(aggregate_id, loaded).await {
-                    guard.loaded = None;
-                    return Err(e);
-                }
-            }
-            None => guard.loaded = Some(self.load(aggregate_id).await?),
-        }
-        guard.stale = false;
+        self.refresh(aggregate_id, &mut guard, true).await?;
         let loaded = guard.loaded.as_ref().expect("loaded just above");
         Ok((loaded.state.clone(), loaded.version, loaded.position))
     }
@@ -226,19 +234,9 @@ where
     ) -> Result<Prepared<A>, ExecError<A::Error>> {
         let mut guard = self.slot(aggregate_id).lock_owned().await;
         let cached = guard.loaded.is_some() && !guard.stale;
-        let slot = &mut *guard;
-        match (slot.loaded.as_mut(), slot.stale) {
-            (None, _) => slot.loaded = Some(self.load(aggregate_id).await?),
-            // The events that beat the last attempt, only.
-            (Some(loaded), true) => {
-                if let Err(e) = self.catch_up(aggregate_id, loaded).await {
-                    slot.loaded = None;
-                    return Err(e.into());
-                }
-            }
-            (Some(_), false) => {}
-        }
-        slot.stale = false;
+        // A stale entry reads only the events that beat the last attempt.
+        let stale = guard.stale;
+        self.refresh(aggregate_id, &mut guard, stale).await?;
         let (state, events) = loop {
             let loaded = guard.loaded.as_ref().expect("loaded just above");
             if let Some(expected) = expected_version {
