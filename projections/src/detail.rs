@@ -40,6 +40,9 @@ pub struct ProductDetails {
     /// Whether this worker is rebuilding the documents from the start of the log (Redis came
     /// back empty); mirrored in Redis for readers in other processes.
     rebuilding: std::sync::atomic::AtomicBool,
+    /// The log's head when the rebuild started: every product written before it has its
+    /// document once the worker has passed it.
+    rebuild_target: std::sync::atomic::AtomicI64,
 }
 
 /// Writes the documents and moves the checkpoint, only if the checkpoint is still ARGV[1].
@@ -65,10 +68,6 @@ pub enum Lookup {
     /// started) and they are being rebuilt from the log. Read the SQL catalogue instead.
     Rebuilding,
 }
-
-/// How close to the log's head a rebuild must come before the documents are trusted again:
-/// within one batch.
-const CAUGHT_UP: i64 = 1000;
 
 /// Replaces each document (KEYS[i], ARGV[2i-1]) unless the stored one is at a later version
 /// than ARGV[2i] (the live worker got there first); unreadable documents are replaced.
@@ -194,7 +193,7 @@ impl ProductDetails {
             }
             None => Backend::Memory(Mutex::new((HashMap::new(), None))),
         };
-        Ok(Self { store, backend, rebuilding: Default::default() })
+        Ok(Self { store, backend, rebuilding: Default::default(), rebuild_target: Default::default() })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -323,13 +322,14 @@ impl Consumer for ProductDetails {
     /// Writes the changed documents and the new checkpoint together, only if the checkpoint
     /// is still `stored`; a batch without product events writes the checkpoint alone. A batch
     /// from the start of the log (Redis came back empty, or a first start) marks the documents
-    /// as rebuilding until the worker is within a batch of the log's head.
+    /// as rebuilding until the worker has passed the log's head as it was when the rebuild began.
     async fn consume(&self, stored: Checkpoint, events: &[LogEvent]) -> Result<(), ProjectionError> {
         use std::sync::atomic::Ordering;
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(());
         };
         if stored.is_none() {
+            self.rebuild_target.store(self.store.head_position().await?, Ordering::SeqCst);
             self.rebuilding.store(true, Ordering::SeqCst);
         }
         let processed = stored.map_or(0, |(_, n)| n);
@@ -376,7 +376,10 @@ impl Consumer for ProductDetails {
                 m.1 = decode(&next);
             }
         }
-        if self.rebuilding.load(Ordering::SeqCst) && last.position + CAUGHT_UP >= self.store.head_position().await? {
+        // Trusted again once past the head of the log as the rebuild found it. ("Within a batch
+        // of the head" was not enough: a batch the reader saw end early, behind a transaction
+        // still open, let readers see a product's document missing: a 404.)
+        if self.rebuilding.load(Ordering::SeqCst) && last.position >= self.rebuild_target.load(Ordering::SeqCst) {
             if let Backend::Redis { conn, prefix } = &self.backend {
                 let _: () =
                     redis::cmd("DEL").arg(Self::rebuilding_key(prefix)).query_async(&mut conn.clone()).await.map_err(redis_error)?;
