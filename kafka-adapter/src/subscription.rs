@@ -15,6 +15,7 @@
 //! reached the high watermarks of its topics read after that.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use store::EventStore;
 use tokio::sync::watch;
-use worker_kit::{read_offsets, ExternalSource, Offsets, ReadDb, Sourced, SourcedConsumer, WorkerError};
+use worker_kit::{read_offsets, ExternalSource, Offsets, ReadDb, Sourced, SourcedConsumer, WorkerError, TICK};
 
 use crate::{Envelope, RelayConfig, RelayError, CHECKPOINT, PUBLIC_TYPES};
 
@@ -69,6 +70,17 @@ impl ConsumerContext for SeekOnAssign {
         }
     }
 }
+
+/// How often a member looks for partitions nobody consumes ([`KafkaGroup::stalled`]).
+const STALL_CHECK: Duration = Duration::from_secs(5);
+/// How long a partition's messages may wait, its committed offset unmoved, before the member
+/// takes the group's assignment for stale: longer than a session (30 s), so a dead member's
+/// partitions are first handed on the normal way.
+const STALL: Duration = Duration::from_secs(45);
+
+/// What [`KafkaGroup::stalled`] saw: for each partition held elsewhere that has messages
+/// waiting, its committed offset and since when it stands.
+type Stalls = HashMap<(String, i32), (i64, Instant)>;
 
 /// A consumer group member feeding one reader.
 pub struct KafkaGroup {
@@ -137,8 +149,15 @@ impl KafkaGroup {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
+            // A member that stops answering loses its partitions after this long. Not less:
+            // tansu under load (the relay writing, two saga members reading) took over 6 s to
+            // answer heartbeats, and with 6 s every member kept timing out and rejoining.
+            .set("session.timeout.ms", "30000")
+            // Partition i of every topic goes to one member: an order's events and its
+            // payment's share a key, so the same partition number on their two topics.
             .set("partition.assignment.strategy", "range")
+            // Small fetches: tansu answers large ones too slowly for a reader that is behind.
+            .set("max.partition.fetch.bytes", "262144")
             .create_with_context(SeekOnAssign { starts: Arc::clone(starts) })?)
     }
 
@@ -229,14 +248,51 @@ impl KafkaGroup {
 
     /// Consumes and hands over batches until `stop` turns true. A batch is given again with
     /// backoff until the reader has it; nothing is skipped.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(&self, stop: watch::Receiver<bool>) {
+        let stale = AtomicBool::new(false);
+        tokio::select! {
+            _ = self.consume(stop, &stale) => {}
+            _ = self.watch_assignment(&stale) => {}
+        }
+    }
+
+    /// Looks every [`STALL_CHECK`] for partitions nobody consumes, and sets `stale` when it
+    /// finds one (beside the consuming loop: each look asks the broker several questions).
+    async fn watch_assignment(&self, stale: &AtomicBool) {
+        let mut stalls = Stalls::default();
+        loop {
+            tokio::time::sleep(STALL_CHECK).await;
+            if self.stalled(&self.current(), &mut stalls).await {
+                stalls.clear();
+                stale.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn consume(&self, mut stop: watch::Receiver<bool>, stale: &AtomicBool) {
         // Since when receiving has been failing without a message in between.
         let mut failing_since: Option<Instant> = None;
+        let mut ticked: Option<Instant> = None;
         loop {
+            if stale.swap(false, Ordering::Relaxed) {
+                match self.rejoin().await {
+                    Ok(old) => {
+                        tokio::task::spawn_blocking(move || drop(old));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "kafka source: cannot rejoin yet"),
+                }
+            }
             let consumer = self.current();
+            if ticked.is_none_or(|at| at.elapsed() >= TICK) {
+                self.tick(&consumer).await;
+                ticked = Some(Instant::now());
+            }
             let first = tokio::select! {
                 _ = stop.changed() => return,
-                m = consumer.recv() => m,
+                m = tokio::time::timeout(TICK, consumer.recv()) => match m {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                },
             };
             let mut batch = Vec::new();
             match first {
@@ -294,6 +350,80 @@ impl KafkaGroup {
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
                 tracing::debug!(error = %e, "kafka source: offsets not committed");
             }
+        }
+    }
+
+    /// Whether a partition of the reader's topics that this member does not hold has had
+    /// messages waiting, with the group's committed offset standing still, for longer than
+    /// [`STALL`]: nobody consumes it. A live member moves its offsets batch by batch, and a
+    /// dead one's partitions are handed on when its session ends, so this means the group's
+    /// assignment is stale. tansu 0.6 leaves it so when a member that does not lead the group
+    /// dies: it drops the member but keeps its partitions assigned, and never rebalances.
+    /// The answer is to join again (the caller replaces this member), which makes the group
+    /// assign every partition anew.
+    async fn stalled(&self, consumer: &Arc<StreamConsumer<SeekOnAssign>>, stalls: &mut Stalls) -> bool {
+        let types: Vec<&str> = PUBLIC_TYPES.iter().copied().filter(|t| self.reader.handles(t)).collect();
+        let Ok(assigned) = consumer.assignment() else { return false };
+        let held: std::collections::HashSet<(String, i32)> =
+            assigned.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let marks = match self.watermarks(self.topics(&types)).await {
+            Ok(marks) => marks,
+            Err(e) => {
+                tracing::debug!(error = %e, "kafka source: stall check skipped");
+                return false;
+            }
+        };
+        let others: Vec<((String, i32), i64)> = marks.into_iter().filter(|(k, _)| !held.contains(k)).collect();
+        if held.is_empty() || others.is_empty() {
+            stalls.clear();
+            return false;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), _) in &others {
+            tpl.add_partition(topic, *partition);
+        }
+        let asking = Arc::clone(consumer);
+        let committed = match tokio::task::spawn_blocking(move || asking.committed_offsets(tpl, Duration::from_secs(5))).await {
+            Ok(Ok(committed)) => committed,
+            _ => return false,
+        };
+        let now = Instant::now();
+        let mut stuck = None;
+        for ((topic, partition), high) in others {
+            let at = match committed.find_partition(&topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(n)) => n,
+                _ => 0,
+            };
+            let key = (topic, partition);
+            if high <= at {
+                stalls.remove(&key);
+                continue;
+            }
+            let entry = stalls.entry(key.clone()).or_insert((at, now));
+            if entry.0 != at {
+                *entry = (at, now);
+            } else if now.duration_since(entry.1) >= STALL {
+                stuck = Some((key, at, high));
+            }
+        }
+        let Some(((topic, partition), at, high)) = stuck else { return false };
+        metrics::counter!("shop_kafka_stale_assignments_total", "group" => self.group.clone()).increment(1);
+        tracing::warn!(
+            group = %self.group, topic, partition, committed = at, high,
+            "kafka source: a partition nobody consumes; joining the group again for a new assignment"
+        );
+        true
+    }
+
+    /// The reader's timed work for the partitions assigned to this member now (between
+    /// batches, so never beside one, and never while a rebalance moves them).
+    async fn tick(&self, consumer: &StreamConsumer<SeekOnAssign>) {
+        let assigned: Vec<(String, i32)> = match consumer.assignment() {
+            Ok(tpl) => tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect(),
+            Err(e) => return tracing::debug!(error = %e, "kafka source: assignment unknown"),
+        };
+        if let Err(e) = self.reader.tick_sourced(&assigned).await {
+            tracing::warn!(reader = self.reader.name(), error = %e, "kafka source: timed work failed; trying again");
         }
     }
 

@@ -8,6 +8,7 @@
 //! - `steps.rs`: reconciling one order, step by step.
 //! - `carts.rs`: carts' deadlines (expiry, the customer's reminder), kept the same way.
 //! - [`routes`]: `GET /api/v1/admin/orders/{id}/saga`.
+//! - `gateway.rs`: [`HttpGateway`], a payment provider over HTTP (`SHOP_PAYMENT_GATEWAY=http`).
 //!
 //! # How it is built
 //! - It reads the store's global log from its own checkpoint (`order_saga` in
@@ -15,7 +16,13 @@
 //!   payment share one stream id, so a batch is grouped by stream id and each order is
 //!   reconciled once per batch; different orders run concurrently. The log is the guarantee:
 //!   an order moves on once its batch is read, whatever else happened.
-//! - It does not wait for the log where it need not: [`OrderSaga::follow_commits`] reconciles
+//! - With `SHOP_EVENT_SOURCE=kafka` it is instead a member of consumer group `order-saga` on
+//!   the order, payment and cart topics (the `worker_kit::SourcedConsumer` impl below), and
+//!   scales out like the projections: partition *i* of the order and of the payment topic go
+//!   to one member (an order and its payment share a key), so each order is reconciled by one
+//!   process at a time; a member that dies leaves its partitions, and their orders' deadlines
+//!   (`order_sagas.source_topic`, `source_partition`), to the others.
+//! - It does not wait for the log where it need not (on the log only): [`OrderSaga::follow_commits`] reconciles
 //!   an order as soon as this process commits to its stream (a placed order, a cancellation),
 //!   without waiting for the batch it lands in. One order is reconciled by one task at a time
 //!   in a process (a lock per order), so the log's later look finds it already moved on and
@@ -41,8 +48,11 @@
 //! - `order_sagas` also keeps each order's current step and last error for operators.
 
 mod carts;
+mod gateway;
 pub mod routes;
 mod steps;
+
+pub use gateway::HttpGateway;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -379,45 +389,116 @@ impl OrderSaga {
         Ok(results)
     }
 
-    /// Orders whose deadline has passed by the injected clock.
-    async fn due(&self) -> Result<Vec<String>, SagaError> {
+    /// Orders whose deadline has passed by the injected clock; with `held`, only those a
+    /// consumer group last brought from one of these (topic, partition) pairs.
+    async fn due(&self, held: Option<&[(String, i32)]>) -> Result<Vec<String>, SagaError> {
         let now = self.clock.now().timestamp_millis();
-        let rows =
-            sqlx::query("SELECT order_id FROM order_sagas WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms LIMIT 500")
-                .bind(now)
-                .fetch_all(&self.db.pool)
-                .await?;
+        let filter = match held {
+            None => String::new(),
+            Some([]) => return Ok(Vec::new()),
+            Some(held) => {
+                let pairs: Vec<String> =
+                    (0..held.len()).map(|i| format!("(source_topic = ${} AND source_partition = ${})", i * 2 + 2, i * 2 + 3)).collect();
+                format!(" AND ({})", pairs.join(" OR "))
+            }
+        };
+        let sql = format!(
+            "SELECT order_id FROM order_sagas WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1{filter} ORDER BY due_at_ms LIMIT 500"
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for (topic, partition) in held.unwrap_or_default() {
+            query = query.bind(topic.as_str()).bind(i64::from(*partition));
+        }
+        let rows = query.fetch_all(&self.db.pool).await?;
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(SagaError::from)).collect()
+    }
+
+    /// Reconciles the order and payment streams `events` touch (an order and its payment share
+    /// one stream id, so each once), each continuing the trace of its latest event, and
+    /// records where each stands and the carts' deadlines in `tx`.
+    async fn handle<'e>(
+        &self,
+        events: impl Iterator<Item = &'e LogEvent> + Clone,
+        sources: &Sources,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, SagaError> {
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = events
+            .clone()
+            .filter(|e| e.aggregate_type == Order::TYPE || e.aggregate_type == Payment::TYPE)
+            .filter(|e| seen.insert(e.aggregate_id.as_str()))
+            .map(|e| e.aggregate_id.clone())
+            .collect();
+        let traces: HashMap<String, String> = events
+            .clone()
+            .filter_map(|e| store::trace::of_metadata(&e.metadata).map(|tp| (e.aggregate_id.clone(), tp.to_owned())))
+            .collect();
+        let results = self.reconcile_all(ids, &traces).await?;
+        let mut seen = HashSet::new();
+        let carts: Vec<String> = events
+            .filter(|e| e.aggregate_type == Cart::TYPE && seen.insert(e.aggregate_id.as_str()))
+            .map(|e| e.aggregate_id.clone())
+            .collect();
+        let carts = self.cart_deadlines(&carts).await?;
+        let mut tx = self.db.begin().await?;
+        self.record_all(&mut tx, &results, sources).await?;
+        self.schedule_carts(&mut tx, &carts).await?;
+        Ok(tx)
+    }
+
+    /// Reconciles the orders whose deadline has come (all, or those of the partitions `held`)
+    /// and records where they stand.
+    async fn sweep_due(&self, held: Option<&[(String, i32)]>) -> Result<(), SagaError> {
+        let due = self.due(held).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let results = self.reconcile_all(due, &HashMap::new()).await?;
+        let mut tx = self.db.begin().await?;
+        self.record_all(&mut tx, &results, &Sources::new()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Writes where each order stands (one statement per 200 orders), and each failure with
     /// when to try again.
+    /// `sources` holds the (topic, partition) that brought each order, when a consumer group
+    /// did; an order without one keeps the one it had.
     async fn record_all(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         results: &[(String, Result<Outcome, SagaError>)],
+        sources: &Sources,
     ) -> Result<(), SagaError> {
         let now = self.clock.now().timestamp_millis();
         let done: Vec<(&String, &Outcome)> = results.iter().filter_map(|(id, r)| r.as_ref().ok().map(|o| (id, o))).collect();
-        for chunk in done.chunks(200) {
+        for chunk in done.chunks(100) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${}, 0, NULL, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+                .map(|i| {
+                    let n = |k: usize| i * 7 + k;
+                    format!("(${}, ${}, ${}, ${}, 0, NULL, ${}, ${}, ${})", n(1), n(2), n(3), n(4), n(5), n(6), n(7))
+                })
                 .collect();
             let sql = format!(
-                "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) VALUES {} \
+                "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms, source_topic, \
+                 source_partition) VALUES {} \
                  ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, due_at_ms = excluded.due_at_ms, attempts = 0, \
-                 last_error = NULL, updated_at_ms = excluded.updated_at_ms",
+                 last_error = NULL, updated_at_ms = excluded.updated_at_ms, \
+                 source_topic = COALESCE(excluded.source_topic, order_sagas.source_topic), \
+                 source_partition = COALESCE(excluded.source_partition, order_sagas.source_partition)",
                 rows.join(", ")
             );
             let mut query = sqlx::query(&sql);
             for (id, outcome) in chunk {
                 let tenant = tenant_of(id);
+                let source = sources.get(id.as_str());
                 query = query
                     .bind(id.as_str())
                     .bind(tenant)
                     .bind(outcome.step.as_str())
                     .bind(outcome.due.map(|d| d.timestamp_millis()))
-                    .bind(now);
+                    .bind(now)
+                    .bind(source.map(|(topic, _)| topic.clone()))
+                    .bind(source.map(|(_, partition)| i64::from(*partition)));
             }
             query.execute(&mut **tx).await?;
         }
@@ -504,29 +585,7 @@ impl Consumer for OrderSaga {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let mut seen = HashSet::new();
-        let ids: Vec<String> = events
-            .iter()
-            .filter(|e| e.aggregate_type == Order::TYPE || e.aggregate_type == Payment::TYPE)
-            .filter(|e| seen.insert(e.aggregate_id.as_str()))
-            .map(|e| e.aggregate_id.clone())
-            .collect();
-        // Each order's reconciliation continues the trace of its latest event in the batch.
-        let traces: HashMap<String, String> = events
-            .iter()
-            .filter_map(|e| store::trace::of_metadata(&e.metadata).map(|tp| (e.aggregate_id.clone(), tp.to_owned())))
-            .collect();
-        let results = self.reconcile_all(ids, &traces).await?;
-        let mut seen = HashSet::new();
-        let carts: Vec<String> = events
-            .iter()
-            .filter(|e| e.aggregate_type == Cart::TYPE && seen.insert(e.aggregate_id.as_str()))
-            .map(|e| e.aggregate_id.clone())
-            .collect();
-        let carts = self.cart_deadlines(&carts).await?;
-        let mut tx = self.db.begin().await?;
-        self.record_all(&mut tx, &results).await?;
-        self.schedule_carts(&mut tx, &carts).await?;
+        let mut tx = self.handle(events.iter(), &Sources::new()).await?;
         advance_checkpoint(&mut tx, NAME, from.map(|(c, _)| c), last.cursor, events.len() as i64).await?;
         tx.commit().await?;
         Ok(())
@@ -536,15 +595,51 @@ impl Consumer for OrderSaga {
     /// (expiry, reminder).
     async fn tick(&self) -> Result<bool, SagaError> {
         let carts = self.sweep_carts().await?;
-        let due = self.due().await?;
-        if due.is_empty() {
-            return Ok(carts);
-        }
-        let results = self.reconcile_all(due, &HashMap::new()).await?;
-        let mut tx = self.db.begin().await?;
-        self.record_all(&mut tx, &results).await?;
-        tx.commit().await?;
+        self.sweep_due(None).await?;
         // Swept orders are looked at again only when due again: no reason to hurry back.
-        Ok(false)
+        Ok(carts)
+    }
+}
+
+/// The (topic, partition) that brought each order, by stream id.
+type Sources = HashMap<String, (String, i32)>;
+
+/// The saga as a consumer group member (`SHOP_EVENT_SOURCE=kafka`, group `order-saga`) on the
+/// order, payment and cart topics. Partition *i* of the order topic and of the payment topic
+/// go to one member (range assignment; an order and its payment share a key), so each order is
+/// reconciled by one member at a time, and a member that dies leaves its partitions, and the
+/// orders in them, to the others. The group's committed offsets are where a member starts: a
+/// batch is durable (every order in it reconciled and recorded) before they move, and a batch
+/// given again only repeats reconciliations, which change nothing.
+#[async_trait]
+impl worker_kit::SourcedConsumer for OrderSaga {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn handles(&self, aggregate_type: &str) -> bool {
+        [Order::TYPE, Payment::TYPE, Cart::TYPE].contains(&aggregate_type)
+    }
+
+    async fn start_offsets(&self) -> Result<Option<worker_kit::Offsets>, WorkerError> {
+        Ok(None)
+    }
+
+    async fn consume_sourced(&self, batch: &[worker_kit::Sourced]) -> Result<(), String> {
+        let sources: Sources = batch
+            .iter()
+            .filter(|m| m.event.aggregate_type != Cart::TYPE)
+            .map(|m| (m.event.aggregate_id.clone(), (m.topic.clone(), m.partition)))
+            .collect();
+        let tx = self.handle(batch.iter().map(|m| &m.event), &sources).await.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())
+    }
+
+    /// The deadlines of the orders in the partitions this member holds; carts' deadlines on
+    /// every member (a cart command that is not due any more is refused, so a repeat changes
+    /// nothing).
+    async fn tick_sourced(&self, assigned: &[(String, i32)]) -> Result<(), String> {
+        self.sweep_carts().await.map_err(|e| e.to_string())?;
+        self.sweep_due(Some(assigned)).await.map_err(|e| e.to_string())
     }
 }

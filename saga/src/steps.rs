@@ -235,7 +235,11 @@ impl OrderSaga {
                 let key = format!("{id}:capture");
                 match self.call(self.gateway.capture(&key, &reference, amount)).await {
                     // The capture, the stock leaving and the invoice: one append.
-                    Ok(()) => self.invoice(id, order, true).await?,
+                    Ok(()) => {
+                        if let Err(e) = self.invoice(id, order, true).await {
+                            self.record_capture_alone(id, e).await?;
+                        }
+                    }
                     Err(GatewayError::Declined(_)) => {
                         self.exec(&self.repos.payments, id, PaymentCommand::RecordCaptureFailed, "record_capture").await?
                     }
@@ -253,6 +257,21 @@ impl OrderSaga {
                 Ok(None)
             }
             other => Err(SagaError::Refused { aggregate: Payment::TYPE, action: "settle", reason: format!("payment is {other:?}") }),
+        }
+    }
+
+    /// The invoice after a capture failed with `e` (its book kept changing under writers in
+    /// other processes, the store went away): the capture goes on record alone, so the
+    /// provider's answer is kept and the invoice is retried later without asking it again;
+    /// `e` is returned for that retry. A capture already on record changes nothing.
+    async fn record_capture_alone(&self, id: &str, e: SagaError) -> Result<(), SagaError> {
+        #[cfg(feature = "faults")]
+        if matches!(e, SagaError::Injected) {
+            return Err(e);
+        }
+        match self.exec(&self.repos.payments, id, PaymentCommand::RecordCaptured, "record_capture").await {
+            Ok(()) | Err(SagaError::Refused { .. }) => Err(e),
+            Err(other) => Err(other),
         }
     }
 

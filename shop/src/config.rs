@@ -20,6 +20,9 @@ pub enum EventSource {
 pub enum PaymentGateway {
     /// Test payment methods `tok_approve`, `tok_decline`, `tok_capture_fail`, `tok_timeout`.
     Simulated,
+    /// A provider over HTTP (`saga::HttpGateway`): `SHOP_PAYMENT_GATEWAY_URL` and
+    /// `SHOP_PAYMENT_GATEWAY_KEY`.
+    Http,
 }
 
 /// How logs are written.
@@ -138,10 +141,19 @@ pub struct Config {
     pub cart_reminder_hours: Option<u32>,
 
     /// The payment provider: `simulated` (test payment methods `tok_approve`, `tok_decline`,
-    /// `tok_capture_fail`, `tok_timeout`) is the only one built in; see
-    /// `domain::payment::PaymentGateway` to add a real one.
+    /// `tok_capture_fail`, `tok_timeout`, in process) or `http` (a provider behind
+    /// `SHOP_PAYMENT_GATEWAY_URL`, the protocol of `saga::HttpGateway`); see
+    /// `domain::payment::PaymentGateway` to add another.
     #[arg(long, env = "SHOP_PAYMENT_GATEWAY", value_enum, default_value_t = PaymentGateway::Simulated)]
     pub payment_gateway: PaymentGateway,
+
+    /// Base URL of the payment provider with `SHOP_PAYMENT_GATEWAY=http`.
+    #[arg(long, env = "SHOP_PAYMENT_GATEWAY_URL")]
+    pub payment_gateway_url: Option<String>,
+
+    /// Bearer key of the payment provider with `SHOP_PAYMENT_GATEWAY=http` (no default).
+    #[arg(long, env = "SHOP_PAYMENT_GATEWAY_KEY", hide_env_values = true)]
+    pub payment_gateway_key: Option<Secret>,
 
     /// `smtp://host:port`: mail goes over SMTP; unset, it is written as `.eml` files into
     /// `<data dir>/outbox`.
@@ -268,6 +280,8 @@ impl Config {
             customer_cart_ttl_days: 90,
             cart_reminder_hours: None,
             payment_gateway: PaymentGateway::Simulated,
+            payment_gateway_url: None,
+            payment_gateway_key: None,
             smtp_url: None,
             low_stock_threshold: 5,
             template_dir: None,

@@ -180,10 +180,17 @@ fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
 }
 
 /// The payment provider `SHOP_PAYMENT_GATEWAY` names.
-fn gateway(config: &Config) -> Arc<dyn domain::payment::PaymentGateway> {
-    match config.payment_gateway {
+fn gateway(config: &Config) -> anyhow::Result<Arc<dyn domain::payment::PaymentGateway>> {
+    Ok(match config.payment_gateway {
         PaymentGateway::Simulated => Arc::new(domain::payment::SimulatedGateway::new()),
-    }
+        PaymentGateway::Http => {
+            let Some(url) = &config.payment_gateway_url else { bail!("SHOP_PAYMENT_GATEWAY=http needs SHOP_PAYMENT_GATEWAY_URL") };
+            let Some(key) = &config.payment_gateway_key else { bail!("SHOP_PAYMENT_GATEWAY=http needs SHOP_PAYMENT_GATEWAY_KEY") };
+            // The saga bounds each call by its own timeout; the client's is a backstop.
+            let timeout = config.saga().gateway_timeout + Duration::from_secs(1);
+            Arc::new(saga::HttpGateway::new(url, key.expose(), timeout).map_err(anyhow::Error::msg)?)
+        }
+    })
 }
 
 /// The product search index of this node.
@@ -198,6 +205,9 @@ async fn connect_details(config: &Config, store: &EventStore) -> anyhow::Result<
         .await
         .context("failed to connect to Redis")
 }
+
+/// The consumer group of the order saga with `SHOP_EVENT_SOURCE=kafka`.
+pub const SAGA_GROUP: &str = "order-saga";
 
 /// Which roles a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +289,7 @@ impl Application {
         // the APIs can (the log is the outbox), so for them the brokers are only reported.
         let needs_brokers = match roles {
             Roles::Relay => true,
-            Roles::Projections | Roles::Notifier => config.event_source == EventSource::Kafka,
+            Roles::Projections | Roles::Notifier | Roles::Saga => config.event_source == EventSource::Kafka,
             _ => false,
         };
         if let Some(check) = kafka::broker_check(config, needs_brokers)? {
@@ -345,11 +355,19 @@ impl Application {
                 carts: state.carts.clone(),
             };
             let saga =
-                Arc::new(saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config), state.clock.clone(), config.saga()));
-            // Orders placed in this process are reconciled at once; the log brings the rest.
-            let eager = Arc::clone(&saga);
-            workers.push(Box::new(move |stop| tokio::spawn(eager.follow_commits(stop))));
-            workers.push(spawn_driver(Arc::new(saga.driver())));
+                Arc::new(saga::OrderSaga::new(store.clone(), read_db.clone(), repos, gateway(config)?, state.clock.clone(), config.saga()));
+            let reader = Arc::clone(&saga) as Arc<dyn worker_kit::SourcedConsumer>;
+            match kafka::group(config, reader, SAGA_GROUP, true, &store, &read_db).await? {
+                // A member reconciles only the orders of its partitions: no eager look at
+                // commits of this process, whose orders another member may hold.
+                Some((_, worker)) => workers.extend(worker),
+                None => {
+                    // Orders placed in this process are reconciled at once; the log brings the rest.
+                    let eager = Arc::clone(&saga);
+                    workers.push(Box::new(move |stop| tokio::spawn(eager.follow_commits(stop))));
+                    workers.push(spawn_driver(Arc::new(saga.driver())));
+                }
+            }
         }
 
         if roles.notifier() {
@@ -390,7 +408,11 @@ impl Application {
             cache = "in-process aggregate cache",
             product_detail = details.members()[0].backend_name(),
             search = %config.search_dir().display(),
-            order_saga = if roles.saga() { "running" } else { "off" },
+            order_saga = match (roles.saga(), kafka_fed || config.event_source == EventSource::Kafka) {
+                (false, _) => "off",
+                (true, false) => "running on the log",
+                (true, true) => "running in consumer group order-saga",
+            },
             payment_gateway = ?config.payment_gateway,
             notifier = match (roles.notifier(), &config.smtp_url) {
                 (false, _) => "off",

@@ -229,8 +229,9 @@ async fn projections_fed_by_kafka_read_your_writes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Orders with `SHOP_EVENT_SOURCE=kafka`: the saga works on the log, the orders view is fed
-/// through the broker (order and payment events on two topics), and both settle the same.
+/// Orders with `SHOP_EVENT_SOURCE=kafka`: the saga (group `order-saga`) and the orders view
+/// are both fed through the broker (order and payment events on two topics), and orders settle
+/// as on the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_settle_and_show_through_kafka_fed_read_models() {
     use std::io::Write;

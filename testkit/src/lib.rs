@@ -9,18 +9,21 @@
 //! - `stores.rs`: [`fresh_store`], [`TestStore`], [`Backend`], the PostgreSQL test databases.
 //! - `data.rs`: [`write_events`], [`dump`], [`PlainHasher`], test money and addresses.
 //! - `app.rs`: [`TestApp`] over HTTP, the `shop` binary for process tests.
+//! - `gateway.rs`: [`GatewayServer`], a payment provider over HTTP with a journal of calls.
 //! - `servers.rs`: [`broker`], [`redis`], [`until_ready`], [`free_port`].
 //! - `servers_own.rs`: servers a test owns and restarts ([`own_broker`], [`own_redis`],
 //!   [`RestartablePostgres`]).
 
 mod app;
 mod data;
+mod gateway;
 mod servers;
 mod servers_own;
 mod stores;
 
 pub use app::*;
 pub use data::*;
+pub use gateway::*;
 pub use servers::*;
 pub use servers_own::*;
 pub use stores::*;

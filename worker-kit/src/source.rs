@@ -40,7 +40,17 @@ pub trait SourcedConsumer: Send + Sync + 'static {
     /// Handles `batch` in delivery order. `Ok` once its effects are durable; the caller tries
     /// again (with backoff) until then, and commits the group's offsets after.
     async fn consume_sourced(&self, batch: &[Sourced]) -> Result<(), String>;
+
+    /// Timed work (deadlines) for what this member holds: `assigned` are the (topic,
+    /// partition) pairs assigned to it now. Called between batches and when idle, at most
+    /// every [`TICK`]; nothing by default.
+    async fn tick_sourced(&self, _assigned: &[(String, i32)]) -> Result<(), String> {
+        Ok(())
+    }
 }
+
+/// How often a consumer group member gives its reader [`SourcedConsumer::tick_sourced`].
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// What a query node asks of an external source for read-your-writes and status.
 #[async_trait]

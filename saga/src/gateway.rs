@@ -1,0 +1,132 @@
+//! A payment provider reached over HTTP (`SHOP_PAYMENT_GATEWAY=http`): the shape of every
+//! card provider's API (Stripe, Adyen, …) reduced to four calls, so a provider's sandbox, an
+//! adapter in front of one, or several saga processes sharing one simulated provider (the
+//! consumer-group test) all plug in the same way.
+//!
+//! # The protocol
+//! `POST <base>/v1/{authorise|capture|void|refund}` with a JSON body and:
+//! - `Authorization: Bearer <SHOP_PAYMENT_GATEWAY_KEY>` (never logged);
+//! - `Idempotency-Key: <order>:<step>:<id>`: a provider that sees a key again answers what it
+//!   answered the first time and moves no money twice;
+//! - `User-Agent: shop/<version> (pid <pid>)`: which process asked, for the provider's logs.
+//!
+//! | call        | body                                    | `200` answer             |
+//! |-------------|-----------------------------------------|--------------------------|
+//! | `authorise` | `{"amount": {"amount", "currency"}, "method"}` | `{"reference": "…"}` |
+//! | `capture`   | `{"amount": …, "reference"}`            | `{}`                     |
+//! | `void`      | `{"reference"}`                         | `{}`                     |
+//! | `refund`    | `{"amount": …, "reference"}`            | `{}`                     |
+//!
+//! `402 {"code": "card_declined"}` is a decline (asking again gives the same); `504`, or no
+//! answer in time, is a timeout (an authorisation is then voided under the same key); any
+//! other answer, or none, leaves the call to be retried later under the same key. The saga bounds
+//! every call by its own timeout (`SagaConfig::gateway_timeout`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::payment::{GatewayError, PaymentGateway};
+use domain::Money;
+use serde_json::{json, Value};
+
+/// A provider behind `base` (`https://…`; `http://` for one on this host or a private network
+/// the operator chose).
+pub struct HttpGateway {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    agent: String,
+}
+
+impl std::fmt::Debug for HttpGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpGateway").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl HttpGateway {
+    /// `base` must be an `http(s)` URL without credentials, query or fragment; `key` must not
+    /// be empty.
+    pub fn new(base: &str, key: &str, timeout: Duration) -> Result<Self, String> {
+        let url = reqwest::Url::parse(base).map_err(|e| format!("payment gateway URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err("payment gateway URL: an http(s) URL with a host is needed".to_owned());
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+            return Err("payment gateway URL: no credentials, query or fragment (the key goes in SHOP_PAYMENT_GATEWAY_KEY)".to_owned());
+        }
+        if key.trim().is_empty() {
+            return Err("payment gateway key: SHOP_PAYMENT_GATEWAY_KEY is empty".to_owned());
+        }
+        // The operator's address only: no redirects (an answer could send the key elsewhere)
+        // and no proxy from the environment.
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("payment gateway HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            base: url.as_str().trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+            agent: format!("shop/{} (pid {})", env!("CARGO_PKG_VERSION"), std::process::id()),
+        })
+    }
+
+    async fn call(&self, operation: &str, key: &str, body: Value) -> Result<Value, GatewayError> {
+        let answer = self
+            .client
+            .post(format!("{}/v1/{operation}", self.base))
+            .bearer_auth(&self.key)
+            .header("idempotency-key", key)
+            .header(reqwest::header::USER_AGENT, &self.agent)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| if e.is_timeout() { GatewayError::Timeout } else { GatewayError::Unavailable(without_url(e)) })?;
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        match status.as_u16() {
+            200 => Ok(body),
+            402 => Err(GatewayError::Declined(body["code"].as_str().unwrap_or("declined").to_owned())),
+            // The provider (or a proxy before it) gave up waiting: the outcome is unknown.
+            504 => Err(GatewayError::Timeout),
+            other => Err(GatewayError::Unavailable(format!("{operation} answered {other}"))),
+        }
+    }
+}
+
+/// A transport error without the URL (it names the provider's address, not what went wrong).
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+fn amount(money: Money) -> Value {
+    json!({"amount": money.amount, "currency": money.currency.as_str()})
+}
+
+#[async_trait]
+impl PaymentGateway for HttpGateway {
+    async fn authorise(&self, key: &str, money: Money, method: &str) -> Result<String, GatewayError> {
+        let answer = self.call("authorise", key, json!({"amount": amount(money), "method": method})).await?;
+        answer["reference"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| GatewayError::Unavailable("authorise answered without a reference".to_owned()))
+    }
+
+    async fn capture(&self, key: &str, reference: &str, money: Money) -> Result<(), GatewayError> {
+        self.call("capture", key, json!({"amount": amount(money), "reference": reference})).await.map(|_| ())
+    }
+
+    async fn void(&self, key: &str, reference: &str) -> Result<(), GatewayError> {
+        self.call("void", key, json!({"reference": reference})).await.map(|_| ())
+    }
+
+    async fn refund(&self, key: &str, reference: &str, money: Money) -> Result<(), GatewayError> {
+        self.call("refund", key, json!({"amount": amount(money), "reference": reference})).await.map(|_| ())
+    }
+}
