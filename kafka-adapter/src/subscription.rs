@@ -1,7 +1,7 @@
 //! A consumer group member that feeds a reader from Kafka instead of the log
 //! (`SHOP_EVENT_SOURCE=kafka`): what another team's consumer would do, run by us. The reader
-//! is any [`SourcedConsumer`] (`shop` wires the projections, group `shop-projections`, and
-//! the notifier, group `notifier`).
+//! is any [`SourcedConsumer`] (`shop` wires the projections, group `shop-projections`, the
+//! notifier, group `notifier`, and the order saga, group `order-saga`).
 //!
 //! Where each partition starts: a reader that keeps its offsets with its data (the
 //! projections, in `projection_offsets`, written in each batch's transaction) is started at
@@ -9,6 +9,12 @@
 //! committed. A batch is given to the reader again, with backoff, until it is durable; then
 //! the group's offsets are committed (for a reader with its own offsets, as a hint for lag
 //! tools only).
+//!
+//! A member also gives its reader timed work for the partitions it holds
+//! ([`SourcedConsumer::tick_sourced`]: the saga's deadlines), and watches for partitions that
+//! nobody consumes (messages waiting, the group's offset standing still for 45 s): then the
+//! group's assignment is stale and the member joins again (tansu 0.6 leaves a dead follower's
+//! partitions assigned).
 //!
 //! Read-your-writes ([`ExternalSource`]): the event at position N has been applied when the
 //! relay's checkpoint is past N (so N was delivered) and the reader's stored offsets have

@@ -1,6 +1,7 @@
 //! Kafka wiring, compiled in with the `kafka` feature: rdkafka builds librdkafka from source
 //! with cmake, which the embedded default (`cargo run -p shop -- serve`) must not need. The
-//! Kafka adapter knows no reader; here the projections and the notifier are handed to it.
+//! Kafka adapter knows no reader; here the projections, the notifier and the order saga are
+//! handed to it.
 
 use std::sync::Arc;
 
