@@ -241,6 +241,9 @@ pub struct OrderSaga {
     /// Steps left before an injected crash (tests).
     #[cfg(feature = "faults")]
     budget: worker_kit::CrashBudget,
+    /// Invoice appends still to fail as if writers elsewhere won every attempt (tests).
+    #[cfg(feature = "faults")]
+    lost_invoices: std::sync::atomic::AtomicU32,
 }
 
 impl OrderSaga {
@@ -262,6 +265,8 @@ impl OrderSaga {
             busy: Default::default(),
             #[cfg(feature = "faults")]
             budget: worker_kit::CrashBudget::default(),
+            #[cfg(feature = "faults")]
+            lost_invoices: Default::default(),
         }
     }
 
@@ -352,6 +357,24 @@ impl OrderSaga {
     #[cfg(feature = "faults")]
     pub fn crash_after(&self, steps: u32) {
         self.budget.set(steps);
+    }
+
+    /// The next `n` invoice appends fail as if writers in other processes won every attempt
+    /// at the invoice book.
+    #[cfg(feature = "faults")]
+    pub fn lose_invoices(&self, n: u32) {
+        self.lost_invoices.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this invoice append is one [`OrderSaga::lose_invoices`] asked to fail.
+    pub(crate) fn invoice_lost(&self) -> bool {
+        #[cfg(feature = "faults")]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            return self.lost_invoices.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        }
+        #[cfg(not(feature = "faults"))]
+        false
     }
 
     /// Counts one step against the crash budget (tests); free otherwise.

@@ -328,6 +328,9 @@ impl OrderSaga {
         let book = stream_id(&tenant, INVOICE_BOOK);
         let meta = self.meta(&tenant, &order_id, "invoice");
         self.tick()?;
+        if self.invoice_lost() {
+            return Err(SagaError::Conflict("invoice"));
+        }
         retry_on_conflict("order", || async {
             // SKUs in sorted order, then the book, the payment, the order: the saga's one lock
             // order.

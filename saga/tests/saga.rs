@@ -356,6 +356,29 @@ both_backends!(refunds_are_paid_once_and_never_exceed_the_capture, |t: TestStore
     assert_eq!(shop.ledger.totals().refunded, 1);
 });
 
+/// The invoice after a capture fails (writers in other processes won every attempt at the
+/// tenant's invoice book): the capture goes on record by itself, and the retry invoices the
+/// order without asking the provider again.
+both_backends!(a_capture_whose_invoice_fails_is_kept_and_never_asked_again, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("PHONE", 10).await;
+    let saga = shop.saga();
+    saga.members()[0].lose_invoices(1);
+    let id = shop.place(&[("PHONE", 1)], "tok_approve").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while OrderSaga::state(&shop.db, &id).await.expect("state").is_none_or(|s| s.step != SagaStep::Retrying) {
+        saga.try_process_next().await.expect("round");
+        assert!(Instant::now() < deadline, "the lost invoice was not recorded as a failure");
+    }
+    assert_eq!(shop.payment(&id).await.status, PaymentStatus::Captured, "the capture is on record");
+    assert_eq!(shop.order(&id).await.invoice_number, None, "the invoice is not");
+    shop.clock.advance(chrono::Duration::seconds(5));
+    shop.settle(&saga, std::slice::from_ref(&id)).await;
+    assert_eq!(shop.order(&id).await.invoice_number, Some(1));
+    let totals = shop.ledger.totals();
+    assert_eq!((totals.authorised, totals.captured, totals.calls), (1, 1, 2), "one authorisation and one capture, each asked once");
+});
+
 /// A provider that cannot be reached: the order waits with its stock held.
 struct Unreachable;
 
