@@ -221,7 +221,9 @@ impl Relay {
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // The relay hands a whole batch over at once and waits for every report: lingering
+            // would only delay the batch.
+            .set("linger.ms", "0")
             .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
             .create()?)
     }
