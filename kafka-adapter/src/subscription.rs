@@ -109,6 +109,11 @@ pub struct KafkaGroup {
     marks: tokio::sync::Mutex<Option<(Instant, Offsets)>>,
 }
 
+/// The (topic, partition) pairs assigned to `consumer` now.
+fn assigned(consumer: &StreamConsumer<SeekOnAssign>) -> rdkafka::error::KafkaResult<Vec<(String, i32)>> {
+    Ok(consumer.assignment()?.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect())
+}
+
 /// Whether `e` only says the broker cannot be reached (down, restarting, not resolvable).
 fn unreachable(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure, Resolve};
@@ -176,8 +181,7 @@ impl KafkaGroup {
     }
 
     fn subscribe(&self, consumer: &StreamConsumer<SeekOnAssign>) -> Result<(), RelayError> {
-        let types: Vec<&str> = PUBLIC_TYPES.iter().copied().filter(|t| self.reader.handles(t)).collect();
-        let topics = self.topics(&types);
+        let topics = self.reader_topics();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(())
     }
@@ -200,6 +204,21 @@ impl KafkaGroup {
         Ok(old)
     }
 
+    /// [`KafkaGroup::rejoin`], closing the replaced member off the runtime's threads; false
+    /// when it could not be replaced yet.
+    async fn replace_member(&self) -> bool {
+        match self.rejoin().await {
+            Ok(old) => {
+                tokio::task::spawn_blocking(move || drop(old));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka source: cannot rejoin yet");
+                false
+            }
+        }
+    }
+
     pub fn with_batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self
@@ -208,6 +227,12 @@ impl KafkaGroup {
     /// The topics of aggregate types `types`.
     fn topics(&self, types: &[&str]) -> Vec<String> {
         types.iter().filter_map(|t| self.config.topic(t)).collect()
+    }
+
+    /// The topics the reader is subscribed to.
+    fn reader_topics(&self) -> Vec<String> {
+        let types: Vec<&str> = PUBLIC_TYPES.iter().copied().filter(|t| self.reader.handles(t)).collect();
+        self.topics(&types)
     }
 
     /// High watermarks (next offset to be written) of every partition of `topics`, asked all
@@ -281,12 +306,7 @@ impl KafkaGroup {
         let mut ticked: Option<Instant> = None;
         loop {
             if stale.swap(false, Ordering::Relaxed) {
-                match self.rejoin().await {
-                    Ok(old) => {
-                        tokio::task::spawn_blocking(move || drop(old));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "kafka source: cannot rejoin yet"),
-                }
+                self.replace_member().await;
             }
             let consumer = self.current();
             if ticked.is_none_or(|at| at.elapsed() >= TICK) {
@@ -318,13 +338,9 @@ impl KafkaGroup {
                     tracing::warn!(error = %e, "kafka source: receive failed");
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.config.recreate_after {
-                        match self.rejoin().await {
-                            Ok(old) => {
-                                failing_since = Some(Instant::now());
-                                drop(consumer);
-                                tokio::task::spawn_blocking(move || drop(old));
-                            }
-                            Err(e) => tracing::warn!(error = %e, "kafka source: cannot rejoin yet"),
+                        drop(consumer);
+                        if self.replace_member().await {
+                            failing_since = Some(Instant::now());
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -368,11 +384,9 @@ impl KafkaGroup {
     /// The answer is to join again (the caller replaces this member), which makes the group
     /// assign every partition anew.
     async fn stalled(&self, consumer: &Arc<StreamConsumer<SeekOnAssign>>, stalls: &mut Stalls) -> bool {
-        let types: Vec<&str> = PUBLIC_TYPES.iter().copied().filter(|t| self.reader.handles(t)).collect();
-        let Ok(assigned) = consumer.assignment() else { return false };
-        let held: std::collections::HashSet<(String, i32)> =
-            assigned.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        let marks = match self.watermarks(self.topics(&types)).await {
+        let Ok(held) = assigned(consumer) else { return false };
+        let held: std::collections::HashSet<(String, i32)> = held.into_iter().collect();
+        let marks = match self.watermarks(self.reader_topics()).await {
             Ok(marks) => marks,
             Err(e) => {
                 tracing::debug!(error = %e, "kafka source: stall check skipped");
@@ -424,8 +438,8 @@ impl KafkaGroup {
     /// The reader's timed work for the partitions assigned to this member now (between
     /// batches, so never beside one, and never while a rebalance moves them).
     async fn tick(&self, consumer: &StreamConsumer<SeekOnAssign>) {
-        let assigned: Vec<(String, i32)> = match consumer.assignment() {
-            Ok(tpl) => tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect(),
+        let assigned = match assigned(consumer) {
+            Ok(assigned) => assigned,
             Err(e) => return tracing::debug!(error = %e, "kafka source: assignment unknown"),
         };
         if let Err(e) = self.reader.tick_sourced(&assigned).await {

@@ -27,7 +27,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::payment::{GatewayError, PaymentGateway};
 use domain::Money;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+/// The body of a call (the fields each call sends are in the table above).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewayRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// The body of an answer: `reference` for an authorisation, `code` for a decline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewayAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
 
 /// A provider behind `base` (`https://…`; `http://` for one on this host or a private network
 /// the operator chose).
@@ -75,7 +95,7 @@ impl HttpGateway {
         })
     }
 
-    async fn call(&self, operation: &str, key: &str, body: Value) -> Result<Value, GatewayError> {
+    async fn call(&self, operation: &str, key: &str, body: GatewayRequest) -> Result<GatewayAnswer, GatewayError> {
         let answer = self
             .client
             .post(format!("{}/v1/{operation}", self.base))
@@ -87,10 +107,10 @@ impl HttpGateway {
             .await
             .map_err(|e| if e.is_timeout() { GatewayError::Timeout } else { GatewayError::Unavailable(without_url(e)) })?;
         let status = answer.status();
-        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        let body: GatewayAnswer = answer.json().await.unwrap_or_default();
         match status.as_u16() {
             200 => Ok(body),
-            402 => Err(GatewayError::Declined(body["code"].as_str().unwrap_or("declined").to_owned())),
+            402 => Err(GatewayError::Declined(body.code.unwrap_or_else(|| "declined".to_owned()))),
             // The provider (or a proxy before it) gave up waiting: the outcome is unknown.
             504 => Err(GatewayError::Timeout),
             other => Err(GatewayError::Unavailable(format!("{operation} answered {other}"))),
@@ -103,30 +123,28 @@ fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
 
-fn amount(money: Money) -> Value {
-    json!({"amount": money.amount, "currency": money.currency.as_str()})
-}
-
 #[async_trait]
 impl PaymentGateway for HttpGateway {
-    async fn authorise(&self, key: &str, money: Money, method: &str) -> Result<String, GatewayError> {
-        let answer = self.call("authorise", key, json!({"amount": amount(money), "method": method})).await?;
-        answer["reference"]
-            .as_str()
+    async fn authorise(&self, key: &str, amount: Money, method: &str) -> Result<String, GatewayError> {
+        let request = GatewayRequest { amount: Some(amount), method: Some(method.to_owned()), reference: None };
+        let answer = self.call("authorise", key, request).await?;
+        answer
+            .reference
             .filter(|r| !r.is_empty())
-            .map(str::to_owned)
             .ok_or_else(|| GatewayError::Unavailable("authorise answered without a reference".to_owned()))
     }
 
-    async fn capture(&self, key: &str, reference: &str, money: Money) -> Result<(), GatewayError> {
-        self.call("capture", key, json!({"amount": amount(money), "reference": reference})).await.map(|_| ())
+    async fn capture(&self, key: &str, reference: &str, amount: Money) -> Result<(), GatewayError> {
+        let request = GatewayRequest { amount: Some(amount), reference: Some(reference.to_owned()), method: None };
+        self.call("capture", key, request).await.map(|_| ())
     }
 
     async fn void(&self, key: &str, reference: &str) -> Result<(), GatewayError> {
-        self.call("void", key, json!({"reference": reference})).await.map(|_| ())
+        self.call("void", key, GatewayRequest { reference: Some(reference.to_owned()), ..GatewayRequest::default() }).await.map(|_| ())
     }
 
-    async fn refund(&self, key: &str, reference: &str, money: Money) -> Result<(), GatewayError> {
-        self.call("refund", key, json!({"amount": amount(money), "reference": reference})).await.map(|_| ())
+    async fn refund(&self, key: &str, reference: &str, amount: Money) -> Result<(), GatewayError> {
+        let request = GatewayRequest { amount: Some(amount), reference: Some(reference.to_owned()), method: None };
+        self.call("refund", key, request).await.map(|_| ())
     }
 }

@@ -22,11 +22,11 @@
 //!   to one member (an order and its payment share a key), so each order is reconciled by one
 //!   process at a time; a member that dies leaves its partitions, and their orders' deadlines
 //!   (`order_sagas.source_topic`, `source_partition`), to the others.
-//! - It does not wait for the log where it need not (on the log only): [`OrderSaga::follow_commits`] reconciles
-//!   an order as soon as this process commits to its stream (a placed order, a cancellation),
-//!   without waiting for the batch it lands in. One order is reconciled by one task at a time
-//!   in a process (a lock per order), so the log's later look finds it already moved on and
-//!   changes nothing.
+//! - On the log, it does not wait for the log where it need not:
+//!   [`OrderSaga::follow_commits`] reconciles an order as soon as this process commits to its
+//!   stream (a placed order, a cancellation), without waiting for the batch it lands in. One
+//!   order is reconciled by one task at a time in a process (a lock per order), so the log's
+//!   later look finds it already moved on and changes nothing.
 //! - Reconciling reads the order and the payment as they are now and issues the one command
 //!   that moves them on, again and again until the order waits for something or is settled
 //!   (`steps.rs`). It never acts on an event's content, only on current state, so a
@@ -52,7 +52,7 @@ mod gateway;
 pub mod routes;
 mod steps;
 
-pub use gateway::HttpGateway;
+pub use gateway::{GatewayAnswer, GatewayRequest, HttpGateway};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -482,10 +482,9 @@ impl OrderSaga {
         Ok(())
     }
 
-    /// Writes where each order stands (one statement per 200 orders), and each failure with
-    /// when to try again.
-    /// `sources` holds the (topic, partition) that brought each order, when a consumer group
-    /// did; an order without one keeps the one it had.
+    /// Writes where each order stands (one statement per 100 orders), and each failure with
+    /// when to try again. `sources` holds the (topic, partition) that brought each order, when
+    /// a consumer group did; an order without one keeps the one it had.
     async fn record_all(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,

@@ -356,9 +356,9 @@ both_backends!(refunds_are_paid_once_and_never_exceed_the_capture, |t: TestStore
     assert_eq!(shop.ledger.totals().refunded, 1);
 });
 
-/// The invoice after a capture fails (writers in other processes won every attempt at the
-/// tenant's invoice book): the capture goes on record by itself, and the retry invoices the
-/// order without asking the provider again.
+// The invoice after a capture fails (writers in other processes won every attempt at the
+// tenant's invoice book): the capture goes on record by itself, and the retry invoices the
+// order without asking the provider again.
 both_backends!(a_capture_whose_invoice_fails_is_kept_and_never_asked_again, |t: TestStore| async move {
     let shop = Shop::new(t).await;
     shop.receive("PHONE", 10).await;

@@ -10,8 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use domain::payment::{GatewayError, PaymentGateway, SimulatedGateway};
-use domain::Money;
-use serde_json::{json, Value};
+use saga::{GatewayAnswer, GatewayRequest};
 
 /// One call the provider answered.
 #[derive(Debug, Clone)]
@@ -75,23 +74,24 @@ impl Drop for GatewayServer {
     }
 }
 
-fn money(v: &Value) -> Option<Money> {
-    Some(Money::new(v["amount"].as_i64()?, v["currency"].as_str()?.parse().ok()?))
+/// An answer with only a decline's (or an error's) code.
+fn code(status: StatusCode, code: &str) -> (StatusCode, Json<GatewayAnswer>) {
+    (status, Json(GatewayAnswer { code: Some(code.to_owned()), reference: None }))
 }
 
 async fn answer(
     State(p): State<Provider>,
     Path(operation): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
+    Json(body): Json<GatewayRequest>,
+) -> (StatusCode, Json<GatewayAnswer>) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     if header("authorization") != format!("Bearer {}", p.key) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"code": "unauthorised"})));
+        return code(StatusCode::UNAUTHORIZED, "unauthorised");
     }
     let key = header("idempotency-key");
     if key.is_empty() {
-        return (StatusCode::BAD_REQUEST, Json(json!({"code": "idempotency_key_missing"})));
+        return code(StatusCode::BAD_REQUEST, "idempotency_key_missing");
     }
     p.calls.lock().unwrap_or_else(|e| e.into_inner()).push(GatewayCall {
         operation: operation.clone(),
@@ -99,21 +99,22 @@ async fn answer(
         agent: header("user-agent"),
         at: Instant::now(),
     });
-    let reference = body["reference"].as_str().unwrap_or_default();
-    let amount = money(&body["amount"]);
-    let result = match (operation.as_str(), amount) {
-        ("authorise", Some(amount)) => {
-            p.ledger.authorise(&key, amount, body["method"].as_str().unwrap_or_default()).await.map(|r| json!({"reference": r}))
-        }
-        ("capture", Some(amount)) => p.ledger.capture(&key, reference, amount).await.map(|()| json!({})),
-        ("void", _) => p.ledger.void(&key, reference).await.map(|()| json!({})),
-        ("refund", Some(amount)) => p.ledger.refund(&key, reference, amount).await.map(|()| json!({})),
-        _ => return (StatusCode::BAD_REQUEST, Json(json!({"code": "bad_request"}))),
+    let reference = body.reference.as_deref().unwrap_or_default();
+    let result = match (operation.as_str(), body.amount) {
+        ("authorise", Some(amount)) => p
+            .ledger
+            .authorise(&key, amount, body.method.as_deref().unwrap_or_default())
+            .await
+            .map(|r| GatewayAnswer { reference: Some(r), code: None }),
+        ("capture", Some(amount)) => p.ledger.capture(&key, reference, amount).await.map(|()| GatewayAnswer::default()),
+        ("void", _) => p.ledger.void(&key, reference).await.map(|()| GatewayAnswer::default()),
+        ("refund", Some(amount)) => p.ledger.refund(&key, reference, amount).await.map(|()| GatewayAnswer::default()),
+        _ => return code(StatusCode::BAD_REQUEST, "bad_request"),
     };
     match result {
         Ok(body) => (StatusCode::OK, Json(body)),
-        Err(GatewayError::Declined(code)) => (StatusCode::PAYMENT_REQUIRED, Json(json!({"code": code}))),
-        Err(GatewayError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, Json(json!({"code": "timeout"}))),
-        Err(GatewayError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": "unavailable"}))),
+        Err(GatewayError::Declined(reason)) => code(StatusCode::PAYMENT_REQUIRED, &reason),
+        Err(GatewayError::Timeout) => code(StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        Err(GatewayError::Unavailable(_)) => code(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     }
 }
