@@ -98,6 +98,15 @@ fn text(field: &'static str, value: &str) -> Result<Name, InvalidValue> {
     value.parse().map_err(|_| InvalidValue::new(field, "must be 1-200 characters of text"))
 }
 
+/// A carrier or tracking number: short enough for an SMS ([`domain::order::SHIPMENT_TEXT_MAX`]).
+fn shipment_text(field: &'static str, value: &str) -> Result<Name, InvalidValue> {
+    let max = domain::order::SHIPMENT_TEXT_MAX;
+    text(field, value)
+        .ok()
+        .filter(|t| t.as_str().chars().count() <= max)
+        .ok_or_else(|| InvalidValue::new(field, "must be 1-64 characters of text"))
+}
+
 impl TryFrom<AddressRequest> for ShippingAddress {
     type Error = InvalidValue;
 
@@ -247,8 +256,8 @@ async fn ship(
     meta: RequestMeta,
     AppJson(req): AppJson<ShipRequest>,
 ) -> Result<Accepted<CommandAccepted>, ApiError> {
-    let carrier = text("carrier", &req.carrier)?;
-    let tracking_number = text("tracking_number", &req.tracking_number)?;
+    let carrier = shipment_text("carrier", &req.carrier)?;
+    let tracking_number = shipment_text("tracking_number", &req.tracking_number)?;
     order_command(&state, &admin, id, &meta, OrderCommand::Ship { carrier, tracking_number }).await
 }
 

@@ -9,7 +9,7 @@ use axum::Json;
 use domain::admins::{AdminRoster, AdminRosterCommand, ROSTER};
 use domain::claim::{ClaimCommand, EmailKind};
 use domain::user::{Password, Role, UserCommand, UserEvent};
-use domain::{stream_id, Name, TenantId, UserId};
+use domain::{stream_id, Name, Phone, TenantId, UserId};
 use serde::Deserialize;
 use store::{commit, retry_on_conflict, ExecError, Metadata, Prepared, Stage};
 
@@ -26,13 +26,20 @@ pub fn router() -> ApiRouter<AppState> {
         .api_route(
             "/users/me",
             patch_with(change_profile, |op| {
-                op.describe("change_profile", "users", "Change the caller's name.").problems(&[NotFound, UserDeactivated, VersionConflict])
+                op.describe(
+                    "change_profile",
+                    "users",
+                    "Change the caller's name or phone number (E.164; null removes it). A new number clears the SMS opt-in.",
+                )
+                .problems(&[InvalidValue, NotFound, UserDeactivated, VersionConflict])
             }),
         )
         .api_route(
             "/users/me/preferences",
             put_with(set_preferences, |op| {
-                op.describe("set_preferences", "users", "Turn marketing e-mail on or off for the caller.").problems(&[
+                op.describe("set_preferences", "users", "Turn marketing e-mail or order news by SMS on or off for the caller.").problems(&[
+                    InvalidValue,
+                    NoPhone,
                     NotFound,
                     UserDeactivated,
                     VersionConflict,
@@ -105,10 +112,20 @@ pub async fn register_user(
     Ok(CommandAccepted::new(user_id, &done))
 }
 
+/// `null` and absent differ for `phone`: absent leaves it, `null` removes it.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileRequest {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// E.164 (`+4915112345678`); `null` removes the number.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<String>")]
+    phone: Option<Option<String>>,
 }
 
 async fn change_profile(
@@ -118,25 +135,37 @@ async fn change_profile(
     IfMatch(if_match): IfMatch,
     AppJson(req): AppJson<ProfileRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    let name: Name = req.name.parse()?;
-    run_on(&state, &user, user.user_id, UserCommand::ChangeProfile { name }, if_match, &meta).await
+    if req.name.is_none() && req.phone.is_none() {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "give name, phone or both").with("field", "name"));
+    }
+    let name: Option<Name> = req.name.map(|n| n.parse()).transpose()?;
+    let phone: Option<Option<Phone>> = req.phone.map(|p| p.map(|p| p.parse()).transpose()).transpose()?;
+    run_on(&state, &user, user.user_id, UserCommand::ChangeProfile { name, phone }, if_match, &meta).await
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PreferencesRequest {
-    marketing_emails: bool,
+    #[serde(default)]
+    marketing_emails: Option<bool>,
+    /// Order news (shipped, cancelled) by SMS; needs a phone number on the profile.
+    #[serde(default)]
+    sms: Option<bool>,
 }
 
-/// `PUT /users/me/preferences`: marketing mail on or off (account, order and password-reset
-/// mail always go).
+/// `PUT /users/me/preferences`: marketing mail and order news by SMS on or off (account, order
+/// and password-reset mail always go); a choice not given stays as it is.
 async fn set_preferences(
     State(state): State<AppState>,
     user: AuthUser,
     meta: RequestMeta,
     AppJson(req): AppJson<PreferencesRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
-    run_on(&state, &user, user.user_id, UserCommand::SetMarketingEmails { allowed: req.marketing_emails }, None, &meta).await
+    if req.marketing_emails.is_none() && req.sms.is_none() {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "give marketing_emails, sms or both").with("field", "marketing_emails"));
+    }
+    let command = UserCommand::SetPreferences { marketing_emails: req.marketing_emails, sms: req.sms };
+    run_on(&state, &user, user.user_id, command, None, &meta).await
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

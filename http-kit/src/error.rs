@@ -91,6 +91,8 @@ codes! {
     WrongPassword => CONFLICT, "wrong_password";
     /// A user keeps at least one role.
     NoRoles => CONFLICT, "no_roles";
+    /// SMS was asked for without a phone number on the profile.
+    NoPhone => CONFLICT, "no_phone";
     /// The last active admin of a tenant cannot be demoted or deactivated.
     LastAdmin => CONFLICT, "last_admin";
     /// The product exists already.
@@ -310,6 +312,7 @@ impl From<UserError> for ApiError {
             UserError::WrongPassword => ErrorCode::WrongPassword,
             UserError::ResetTokenInvalid | UserError::ResetTokenExpired => ErrorCode::InvalidResetToken,
             UserError::NoRoles => ErrorCode::NoRoles,
+            UserError::NoPhone => ErrorCode::NoPhone,
             UserError::TooManyResets => ErrorCode::RateLimited,
             UserError::HashingUnavailable => {
                 return ApiError::new(ErrorCode::Unavailable, "too many password operations at once; retry shortly")

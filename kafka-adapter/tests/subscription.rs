@@ -28,7 +28,7 @@ async fn write_all(t: &TestStore) -> i64 {
     let change =
         UserCommand::ChangePassword { current: "correct horse".parse().expect("valid"), new: "battery staple".parse().expect("valid") };
     users.execute(&stream, change, None, &meta).await.expect("password");
-    let rename = UserCommand::ChangeProfile { name: "Ada L.".parse().expect("valid") };
+    let rename = UserCommand::ChangeProfile { name: Some("Ada L.".parse().expect("valid")), phone: None };
     users.execute(&stream, rename, None, &meta).await.expect("profile").position
 }
 

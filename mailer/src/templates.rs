@@ -3,6 +3,12 @@
 //! rest the body; both are minijinja templates over the notification's context. Every
 //! template, built-in or override, is read and compiled once when [`Templates::load`] runs
 //! (at start): a broken override stops the start instead of failing its first mail.
+//!
+//! SMS templates (`mailer/templates/sms/<name>.txt`, overridden by
+//! `<template dir>/<tenant>/sms/<name>.txt`) are the message's text alone, without a subject
+//! line. [`Templates::check_length`] renders each, built-in and every override, over the
+//! longest context its messages can have: a template that could render longer than an SMS
+//! stops the start instead of sending a cut message.
 
 use std::path::Path;
 
@@ -17,12 +23,16 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("low_stock", include_str!("../templates/low_stock.txt")),
     ("new_product", include_str!("../templates/new_product.txt")),
     ("cart_reminder", include_str!("../templates/cart_reminder.txt")),
+    ("sms/order_shipped", include_str!("../templates/sms/order_shipped.txt")),
+    ("sms/order_cancelled", include_str!("../templates/sms/order_cancelled.txt")),
 ];
 
 /// Every template, compiled: built-ins under their name, overrides as `<tenant>/<name>`.
 #[derive(Debug, Clone)]
 pub struct Templates {
     env: minijinja::Environment<'static>,
+    /// Tenants with at least one override.
+    tenants: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +43,8 @@ pub enum TemplateError {
     Render { name: String, source: minijinja::Error },
     #[error("template {name} of tenant {tenant} is unreadable: {source}")]
     Io { name: String, tenant: String, source: std::io::Error },
+    #[error("template {name}{}: renders up to {length} characters, more than the {max} a message takes", .tenant.as_deref().map(|t| format!(" of tenant {t}")).unwrap_or_default())]
+    TooLong { name: String, tenant: Option<String>, length: usize, max: usize },
 }
 
 impl Default for Templates {
@@ -59,8 +71,10 @@ impl Templates {
             Some(Err(source)) => return Err(TemplateError::Io { name: "*".into(), tenant: "*".into(), source }),
             Some(Ok(entries)) => entries.filter_map(Result::ok).filter(|e| e.path().is_dir()).collect(),
         };
+        let mut overridden = Vec::new();
         for tenant_dir in tenants {
             let tenant = tenant_dir.file_name().to_string_lossy().into_owned();
+            overridden.push(tenant.clone());
             for (name, _) in BUILT_IN {
                 let path = tenant_dir.path().join(format!("{name}.txt"));
                 match std::fs::read_to_string(&path) {
@@ -70,16 +84,42 @@ impl Templates {
                 }
             }
         }
-        Ok(Self { env })
+        overridden.sort();
+        Ok(Self { env, tenants: overridden })
+    }
+
+    fn template(&self, tenant: &str, name: &str) -> Result<minijinja::Template<'_, '_>, TemplateError> {
+        match self.env.get_template(&format!("{tenant}/{name}")) {
+            Ok(t) => Ok(t),
+            Err(_) => self.env.get_template(name).map_err(|_| TemplateError::Unknown(name.into())),
+        }
+    }
+
+    /// The whole text of template `name` (an SMS: no subject line) for `tenant` over
+    /// `context`, trimmed.
+    pub fn render_text(&self, tenant: &str, name: &str, context: &serde_json::Value) -> Result<String, TemplateError> {
+        let text = self.template(tenant, name)?.render(context).map_err(|source| TemplateError::Render { name: name.into(), source })?;
+        Ok(text.trim().to_owned())
+    }
+
+    /// Fails unless template `name`, built-in and every tenant's override, renders at most
+    /// `max` characters over `longest` (the longest context its messages can have).
+    pub fn check_length(&self, name: &str, longest: &serde_json::Value, max: usize) -> Result<(), TemplateError> {
+        let tenants = std::iter::once(None).chain(self.tenants.iter().map(|t| Some(t.as_str())));
+        for tenant in tenants {
+            // Without a tenant, the built-in: no tenant directory is named "".
+            let length = self.render_text(tenant.unwrap_or(""), name, longest)?.chars().count();
+            if length > max {
+                return Err(TemplateError::TooLong { name: name.into(), tenant: tenant.map(str::to_owned), length, max });
+            }
+        }
+        Ok(())
     }
 
     /// Subject and body of template `name` for `tenant` over `context`: the tenant's override
     /// if there is one, else the built-in.
     pub fn render(&self, tenant: &str, name: &str, context: &serde_json::Value) -> Result<(String, String), TemplateError> {
-        let template = match self.env.get_template(&format!("{tenant}/{name}")) {
-            Ok(t) => t,
-            Err(_) => self.env.get_template(name).map_err(|_| TemplateError::Unknown(name.into()))?,
-        };
+        let template = self.template(tenant, name)?;
         let render =
             |context: &serde_json::Value| template.render(context).map_err(|source| TemplateError::Render { name: name.into(), source });
         let text = render(context)?;
@@ -165,6 +205,26 @@ mod tests {
         let loaded = Templates::load(Some(&dir));
         let _ = std::fs::remove_dir_all(dir);
         assert!(matches!(loaded, Err(TemplateError::Render { .. })), "{loaded:?}");
+    }
+
+    #[test]
+    fn a_text_that_could_be_too_long_is_found_at_start_in_any_tenant() {
+        let longest = serde_json::json!({"order": {"short_id": "ABCDEFGH"}, "reason": "r".repeat(60)});
+        let templates = Templates::default();
+        assert!(templates.check_length("sms/order_cancelled", &longest, 320).is_ok());
+        assert!(templates.render_text("acme", "sms/order_cancelled", &longest).expect("renders").starts_with("shop: your order ABCDEFGH"));
+
+        let dir = std::env::temp_dir().join(format!("shop-templates-sms-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("acme/sms")).expect("dir");
+        std::fs::write(
+            dir.join("acme/sms/order_cancelled.txt"),
+            "{{ reason }} {{ reason }} {{ reason }} {{ reason }} {{ reason }} {{ reason }}",
+        )
+        .expect("write");
+        let templates = Templates::load(Some(&dir)).expect("compiles");
+        let _ = std::fs::remove_dir_all(dir);
+        let err = templates.check_length("sms/order_cancelled", &longest, 320).expect_err("six reasons are too long");
+        assert!(matches!(&err, TemplateError::TooLong { tenant: Some(t), length: 365, .. } if t == "acme"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   ([`Notifier::driver`]), or of consumer group `notifier` (`SourcedConsumer`); planning each
 //!   event's messages from its typed payload; claiming and sending mail; retries.
 //! - [`webhooks`]: endpoints, signed deliveries and the [`webhooks::Dispatcher`].
-//! - [`routes`]: `/api/v1/admin/webhooks…` and `/api/v1/admin/mail`.
+//! - [`sms`]: text messages and their senders (outbox files, a Twilio-shaped HTTP API).
+//! - [`routes`]: `/api/v1/admin/webhooks…`, `/api/v1/admin/deliveries…` and `/api/v1/admin/mail`.
 //!
 //! # How it is built
 //! - It reads the store's global log from its own checkpoint (`notifier` in
@@ -19,13 +20,19 @@
 //!   the send leaves the row `sending` (shown to operators; never sent twice, at most once in
 //!   effect). Every message carries a stable `Message-ID` made from its key.
 //! - A failed send is kept `failed` with its rendered text and retried with backoff by later
-//!   rounds, then `dead` after `max_attempts`; it never holds the log back.
+//!   rounds, then `dead` after `max_attempts` (or at once when the provider refuses it for
+//!   good); it never holds the log back. Admins list every channel's deliveries and send a
+//!   failed or dead one again (`/api/v1/admin/deliveries`).
+//! - Order shipped and cancelled also go by SMS to customers who gave a phone number and opted
+//!   in (`PATCH /users/me {phone}`, `PUT /users/me/preferences {sms: true}`); the notifier
+//!   keeps both, as it read them from the log, in `notifier_preferences`.
 //! - Templates come from the `mailer` crate: text files with per-tenant overrides, compiled
 //!   once at start.
 //! - Password-reset mail is not here: its token exists only in the request that made it, so
 //!   the command API sends it itself, always.
 
 pub mod routes;
+pub mod sms;
 pub mod targets;
 pub mod webhooks;
 
@@ -39,7 +46,7 @@ use domain::order::{CancelReason, Order, OrderEvent};
 use domain::product::Product;
 use domain::stock::{Stock, StockEvent};
 use domain::user::User;
-use domain::{Email, Name, TenantId};
+use domain::{Email, Name, Phone, TenantId};
 use mailer::{Mail, Mailer, TemplateError, Templates};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -62,6 +69,35 @@ pub struct NotifierConfig {
 impl Default for NotifierConfig {
     fn default() -> Self {
         Self { low_stock_threshold: 5, max_attempts: 8, batch_size: 200 }
+    }
+}
+
+/// A way a message leaves (`notifier_deliveries.channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Webhook];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+impl std::str::FromStr for Channel {
+    type Err = sqlx::Error;
+
+    fn from_str(s: &str) -> Result<Self, sqlx::Error> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| sqlx::Error::Decode(format!("unknown channel {s:?}").into()))
     }
 }
 
@@ -104,7 +140,7 @@ impl ConsumerError for NotifyError {
 }
 
 /// Where one delivery stands (`notifier_deliveries.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Planned (webhooks), not yet claimed by a sender.
@@ -149,6 +185,8 @@ impl std::str::FromStr for DeliveryStatus {
 enum UserFacts {
     Registered { email: Email, name: Name },
     MarketingEmailsSet { allowed: bool },
+    PhoneChanged { phone: Option<Phone> },
+    SmsSet { allowed: bool },
 }
 
 const IDLE: Duration = Duration::from_millis(100);
@@ -157,6 +195,7 @@ const GATHER: Duration = Duration::from_millis(10);
 /// One message to send.
 #[derive(Debug, Clone, PartialEq)]
 struct Notification {
+    channel: Channel,
     template: &'static str,
     tenant: String,
     to: String,
@@ -167,6 +206,8 @@ pub struct Notifier {
     store: EventStore,
     db: ReadDb,
     mailer: Arc<dyn Mailer>,
+    /// Without one, no SMS is planned.
+    sms: Option<Arc<dyn sms::SmsSender>>,
     templates: Arc<Templates>,
     orders: Repository<Order>,
     products: Repository<Product>,
@@ -202,6 +243,7 @@ impl Notifier {
             store,
             db,
             mailer,
+            sms: None,
             templates,
             orders,
             products,
@@ -209,6 +251,12 @@ impl Notifier {
             #[cfg(feature = "faults")]
             budget: worker_kit::CrashBudget::default(),
         }
+    }
+
+    /// Order news also go by SMS, through `sender`, to customers who opted in.
+    pub fn with_sms(mut self, sender: Arc<dyn sms::SmsSender>) -> Self {
+        self.sms = Some(sender);
+        self
     }
 
     /// The notifier on the consumer driver, with its batch size.
@@ -256,10 +304,12 @@ impl Notifier {
         let Ok(domain::StreamId { tenant, key }) = domain::StreamId::parse(&e.aggregate_id) else {
             return Ok(Vec::new());
         };
-        let one = |template, to: String, context| Ok(vec![Notification { template, tenant: tenant.to_owned(), to, context }]);
+        let one = |template, to: String, context| {
+            Ok(vec![Notification { channel: Channel::Email, template, tenant: tenant.to_owned(), to, context }])
+        };
         let typed = |what: &str, e: &LogEvent| format!("{what} {}: payload does not read", e.event_type);
         match e.aggregate_type.as_str() {
-            User::TYPE if matches!(e.event_type.as_str(), "registered" | "marketing_emails_set") => {
+            User::TYPE if matches!(e.event_type.as_str(), "registered" | "marketing_emails_set" | "phone_changed" | "sms_set") => {
                 match UserFacts::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("user", e))))? {
                     UserFacts::MarketingEmailsSet { allowed } => {
                         sqlx::query(
@@ -269,6 +319,31 @@ impl Notifier {
                         .bind(tenant)
                         .bind(key)
                         .bind(i64::from(!allowed))
+                        .execute(&self.db.pool)
+                        .await?;
+                        Ok(Vec::new())
+                    }
+                    // A new number (or none) clears the opt-in, as it does on the aggregate.
+                    UserFacts::PhoneChanged { phone } => {
+                        sqlx::query(
+                            "INSERT INTO notifier_preferences (tenant, user_id, marketing_opt_out, phone, sms) VALUES ($1, $2, 0, $3, 0) \
+                             ON CONFLICT (tenant, user_id) DO UPDATE SET phone = excluded.phone, sms = 0",
+                        )
+                        .bind(tenant)
+                        .bind(key)
+                        .bind(phone.map(String::from))
+                        .execute(&self.db.pool)
+                        .await?;
+                        Ok(Vec::new())
+                    }
+                    UserFacts::SmsSet { allowed } => {
+                        sqlx::query(
+                            "INSERT INTO notifier_preferences (tenant, user_id, marketing_opt_out, sms) VALUES ($1, $2, 0, $3) \
+                             ON CONFLICT (tenant, user_id) DO UPDATE SET sms = excluded.sms",
+                        )
+                        .bind(tenant)
+                        .bind(key)
+                        .bind(i64::from(allowed))
                         .execute(&self.db.pool)
                         .await?;
                         Ok(Vec::new())
@@ -290,6 +365,7 @@ impl Notifier {
                     .await?
                     .into_iter()
                     .map(|(to, name)| Notification {
+                        channel: Channel::Email,
                         template: "new_product",
                         tenant: tenant.to_owned(),
                         context: json!({"user": {"name": name, "email": to}, "product": product}),
@@ -299,6 +375,7 @@ impl Notifier {
             }
             Order::TYPE => {
                 let event = OrderEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("order", e))))?;
+                // The e-mail template, and the SMS one where the news goes by SMS too.
                 let (template, extra) = match event {
                     OrderEvent::Confirmed => ("order_confirmed", None),
                     OrderEvent::Shipped { carrier, tracking_number } => {
@@ -330,7 +407,26 @@ impl Notifier {
                 if let Some((field, value)) = extra {
                     context[field] = value;
                 }
-                one(template, email, context)
+                let text = match template {
+                    "order_shipped" => Some("sms/order_shipped"),
+                    "order_cancelled" => Some("sms/order_cancelled"),
+                    _ => None,
+                };
+                let phone = match text {
+                    Some(_) if self.sms.is_some() => self.sms_number(tenant, &customer.to_string()).await?,
+                    _ => None,
+                };
+                let mut out = vec![Notification {
+                    channel: Channel::Email,
+                    template,
+                    tenant: tenant.to_owned(),
+                    to: email,
+                    context: context.clone(),
+                }];
+                if let (Some(template), Some(to)) = (text, phone) {
+                    out.push(Notification { channel: Channel::Sms, template, tenant: tenant.to_owned(), to, context });
+                }
+                Ok(out)
             }
             Cart::TYPE if e.event_type == "reminder_due" => {
                 let CartEvent::ReminderDue { customer, .. } =
@@ -371,7 +467,13 @@ impl Notifier {
                     .admins(tenant)
                     .await?
                     .into_iter()
-                    .map(|to| Notification { template: "low_stock", tenant: tenant.to_owned(), to, context: context.clone() })
+                    .map(|to| Notification {
+                        channel: Channel::Email,
+                        template: "low_stock",
+                        tenant: tenant.to_owned(),
+                        to,
+                        context: context.clone(),
+                    })
                     .collect())
             }
             _ => Ok(Vec::new()),
@@ -387,6 +489,19 @@ impl Notifier {
             .await?
             .ok_or_else(|| NotifyError::NotYet(format!("user {user_id} of {tenant} in the users view")))?;
         Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// The phone number of an active user who takes order news by SMS.
+    async fn sms_number(&self, tenant: &str, user_id: &str) -> Result<Option<String>, NotifyError> {
+        let row = sqlx::query(
+            "SELECT p.phone FROM notifier_preferences p JOIN rm_users u ON u.tenant = p.tenant AND u.user_id = p.user_id \
+             WHERE p.tenant = $1 AND p.user_id = $2 AND p.sms = 1 AND u.active = 1",
+        )
+        .bind(tenant)
+        .bind(user_id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get::<Option<String>, _>(0)).transpose()?.flatten())
     }
 
     /// Whether the user is active and takes marketing mail.
@@ -475,42 +590,75 @@ impl Notifier {
 
     /// Claims, renders and sends one message, once.
     async fn deliver(&self, e: &LogEvent, n: Notification) -> Result<(), NotifyError> {
-        let id = format!("{}:email:{}:{}", e.cursor.position, n.to, n.template);
-        let (subject, body) = self.templates.render(&n.tenant, n.template, &n.context)?;
+        let id = format!("{}:{}:{}:{}", e.cursor.position, n.channel.as_str(), n.to, n.template);
+        let (subject, body) = match n.channel {
+            Channel::Sms => (String::new(), self.templates.render_text(&n.tenant, n.template, &n.context)?),
+            _ => self.templates.render(&n.tenant, n.template, &n.context)?,
+        };
+        // Checked at start over the longest context; an event older than the limits it
+        // assumed can still exceed them: such a message is dead, never cut.
+        let too_long = n.channel == Channel::Sms && body.chars().count() > sms::MAX_LENGTH;
+        let (status, attempts, error) = match too_long {
+            true => {
+                (DeliveryStatus::Dead, 0, Some(format!("renders to {} characters, more than {}", body.chars().count(), sms::MAX_LENGTH)))
+            }
+            false => (DeliveryStatus::Sending, 1, None),
+        };
         let now = now_ms();
         let claimed = sqlx::query(
             "INSERT INTO notifier_deliveries (id, tenant, channel, recipient, template, event_position, subject, body, status, \
              attempts, last_error, next_attempt_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, 'email', $3, $4, $5, $6, $7, 'sending', 1, NULL, NULL, $8, $8) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $12) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
         .bind(&n.tenant)
+        .bind(n.channel.as_str())
         .bind(&n.to)
         .bind(n.template)
         .bind(e.cursor.position)
         .bind(&subject)
         .bind(&body)
+        .bind(status.as_str())
+        .bind(attempts)
+        .bind(&error)
         .bind(now)
         .execute(&self.db.pool)
         .await?
         .rows_affected();
-        if claimed == 0 {
+        if claimed == 0 || too_long {
+            if claimed == 1 {
+                tracing::warn!(delivery = %id, error = error.as_deref().unwrap_or_default(), "sms not sent");
+                delivered(n.channel.as_str(), DeliveryStatus::Dead);
+            }
             return Ok(());
         }
-        self.send(&id, &n.to, subject, body, 1).await
+        self.send(n.channel, &id, &n.to, subject, body, 1).await
     }
 
-    async fn send(&self, id: &str, to: &str, subject: String, body: String, attempts: i64) -> Result<(), NotifyError> {
+    async fn send(&self, channel: Channel, id: &str, to: &str, subject: String, body: String, attempts: i64) -> Result<(), NotifyError> {
         self.tick()?;
-        let message_id = format!("{}@shop.invalid", id.replace(['@', ':'], "."));
-        let mail = Mail { to: to.to_owned(), subject, body, message_id: Some(message_id) };
-        let (status, error, next) = match self.mailer.send(mail).await {
+        // (error, whether trying again could help)
+        let outcome: Result<(), (String, bool)> = match channel {
+            Channel::Sms => match &self.sms {
+                Some(sender) => sender
+                    .send(&sms::Sms { id: id.to_owned(), to: to.to_owned(), body })
+                    .await
+                    .map_err(|e| (e.to_string(), matches!(e, sms::SmsError::Transient(_)))),
+                None => Err(("no SMS sender is configured".to_owned(), true)),
+            },
+            _ => {
+                let message_id = format!("{}@shop.invalid", id.replace(['@', ':', '+'], "."));
+                let mail = Mail { to: to.to_owned(), subject, body, message_id: Some(message_id) };
+                self.mailer.send(mail).await.map_err(|e| (e.to_string(), true))
+            }
+        };
+        let (status, error, next) = match outcome {
             Ok(()) => (DeliveryStatus::Sent, None, None),
-            Err(e) => {
-                let dead = attempts >= self.config.max_attempts;
-                tracing::warn!(delivery = id, attempts, error = %e, dead, "mail not sent");
+            Err((e, again)) => {
+                let dead = !again || attempts >= self.config.max_attempts;
+                tracing::warn!(delivery = id, channel = channel.as_str(), attempts, error = %e, dead, "message not sent");
                 let backoff = 1_000 * (1i64 << attempts.min(10));
-                (if dead { DeliveryStatus::Dead } else { DeliveryStatus::Failed }, Some(e.to_string()), (!dead).then(|| now_ms() + backoff))
+                (if dead { DeliveryStatus::Dead } else { DeliveryStatus::Failed }, Some(e), (!dead).then(|| now_ms() + backoff))
             }
         };
         sqlx::query("UPDATE notifier_deliveries SET status = $1, last_error = $2, next_attempt_ms = $3, updated_at_ms = $4 WHERE id = $5")
@@ -521,23 +669,23 @@ impl Notifier {
             .bind(id)
             .execute(&self.db.pool)
             .await?;
-        delivered("email", status);
+        delivered(channel.as_str(), status);
         Ok(())
     }
 
-    /// Sends again the failed messages that are due, each claimed first so two notifiers
-    /// never both send one.
+    /// Sends again the failed messages (mail and SMS) that are due, each claimed first so two
+    /// notifiers never both send one.
     pub async fn retry_failed(&self) -> Result<(), NotifyError> {
         let rows = sqlx::query(
-            "SELECT id, recipient, subject, body, attempts FROM notifier_deliveries \
-             WHERE channel = 'email' AND status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
+            "SELECT id, channel, recipient, subject, body, attempts FROM notifier_deliveries \
+             WHERE channel IN ('email', 'sms') AND status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
         )
         .bind(now_ms())
         .fetch_all(&self.db.pool)
         .await?;
         for r in rows {
-            let (id, to, subject, body, attempts): (String, String, String, String, i64) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
+            let (id, channel, to, subject, body, attempts): (String, String, String, String, String, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
             let claimed = sqlx::query(
                 "UPDATE notifier_deliveries SET status = 'sending', attempts = attempts + 1, updated_at_ms = $1 WHERE id = $2 AND status = 'failed'",
             )
@@ -547,46 +695,153 @@ impl Notifier {
             .await?
             .rows_affected();
             if claimed == 1 {
-                self.send(&id, &to, subject, body, attempts + 1).await?;
+                self.send(channel.parse()?, &id, &to, subject, body, attempts + 1).await?;
             }
         }
         Ok(())
     }
 }
 
+/// The longest context an SMS template can be rendered over: every value at the longest it
+/// can be (a Name of 200 characters, a shipment's texts at their limit, the longest reason).
+pub fn longest_sms_context() -> Value {
+    let longest_reason = [
+        CancelReason::OutOfStock,
+        CancelReason::PaymentDeclined,
+        CancelReason::PaymentTimeout,
+        CancelReason::ReservationExpired,
+        CancelReason::CancelledByCustomer,
+    ]
+    .into_iter()
+    .map(reason_in_words)
+    .max_by_key(|r| r.chars().count())
+    .unwrap_or_default();
+    let shipment_text = "W".repeat(domain::order::SHIPMENT_TEXT_MAX);
+    json!({
+        "user": {"name": "W".repeat(200), "email": format!("{}@{}.example", "w".repeat(64), "w".repeat(180))},
+        "order": {
+            "id": "W".repeat(64),
+            "short_id": "WWWWWWWW",
+            "total": "9999999999999.99 EUR",
+            "lines": [{"sku": "W".repeat(64), "quantity": 1_000_000, "unit_price": "9999999999999.99 EUR"}],
+        },
+        "shipment": {"carrier": shipment_text, "tracking_number": shipment_text},
+        "reason": longest_reason,
+    })
+}
+
+/// Every SMS template, built-in and each tenant's override, fits [`sms::MAX_LENGTH`] over
+/// [`longest_sms_context`]; called at start.
+pub fn check_sms_templates(templates: &Templates) -> Result<(), TemplateError> {
+    for name in ["sms/order_shipped", "sms/order_cancelled"] {
+        templates.check_length(name, &longest_sms_context(), sms::MAX_LENGTH)?;
+    }
+    Ok(())
+}
+
 /// A delivery as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Delivery {
     pub id: String,
+    pub channel: Channel,
+    /// An e-mail address, a webhook endpoint's id, or a phone number with all but its first
+    /// and last two digits hidden.
     pub recipient: String,
+    /// The template, or a webhook's event type.
     pub template: String,
     pub status: DeliveryStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// When a failed delivery is tried again (ms since the epoch).
+    pub next_attempt_ms: Option<i64>,
+    pub created_at_ms: i64,
 }
 
-/// The e-mail deliveries of `tenant`, newest first (at most `limit`).
-pub async fn deliveries(db: &ReadDb, tenant: &TenantId, limit: i64) -> Result<Vec<Delivery>, NotifyError> {
+/// Which deliveries to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeliveryFilter {
+    pub channel: Option<Channel>,
+    pub status: Option<DeliveryStatus>,
+}
+
+/// The deliveries of `tenant` that `filter` takes, newest first (at most `limit`); phone
+/// numbers masked. The ids of a delivery name its recipient, so the listed id is masked too.
+pub async fn deliveries(db: &ReadDb, tenant: &TenantId, filter: DeliveryFilter, limit: i64) -> Result<Vec<Delivery>, NotifyError> {
     let rows = sqlx::query(
-        "SELECT id, recipient, template, status, attempts, last_error FROM notifier_deliveries WHERE tenant = $1 \
-         AND channel = 'email' ORDER BY event_position DESC, id LIMIT $2",
+        "SELECT id, channel, recipient, template, status, attempts, last_error, next_attempt_ms, created_at_ms \
+         FROM notifier_deliveries WHERE tenant = $1 AND ($2 = '' OR channel = $2) AND ($3 = '' OR status = $3) \
+         ORDER BY event_position DESC, id LIMIT $4",
     )
     .bind(tenant.as_str())
+    .bind(filter.channel.map_or("", Channel::as_str))
+    .bind(filter.status.map_or("", DeliveryStatus::as_str))
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
     rows.iter()
         .map(|r| {
+            let channel: Channel = r.try_get::<String, _>(1)?.parse()?;
+            let (id, recipient): (String, String) = (r.try_get(0)?, r.try_get(2)?);
+            let (id, recipient) = match channel {
+                Channel::Sms => (id.replace(&recipient, &domain::mask_phone(&recipient)), domain::mask_phone(&recipient)),
+                _ => (id, recipient),
+            };
             Ok(Delivery {
-                id: r.try_get(0)?,
-                recipient: r.try_get(1)?,
-                template: r.try_get(2)?,
-                status: r.try_get::<String, _>(3)?.parse()?,
-                attempts: r.try_get(4)?,
-                last_error: r.try_get(5)?,
+                id,
+                channel,
+                recipient,
+                template: r.try_get(3)?,
+                status: r.try_get::<String, _>(4)?.parse()?,
+                attempts: r.try_get(5)?,
+                last_error: r.try_get(6)?,
+                next_attempt_ms: r.try_get(7)?,
+                created_at_ms: r.try_get(8)?,
             })
         })
         .collect()
+}
+
+/// Queues a failed or dead delivery of `tenant` to be sent again now, with its attempts
+/// counted afresh; `id` as [`deliveries`] lists it. False if there is no such delivery in
+/// either state (a sent one is not sent twice by this).
+pub async fn redeliver(db: &ReadDb, tenant: &TenantId, id: &str) -> Result<bool, NotifyError> {
+    // Listed ids of SMS hide the number: compare each candidate of that event as listed.
+    let Some(position) = id.split(':').next().and_then(|p| p.parse::<i64>().ok()) else {
+        return Ok(false);
+    };
+    let stored = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM notifier_deliveries WHERE tenant = $1 AND event_position = $2 AND status IN ('failed', 'dead')",
+    )
+    .bind(tenant.as_str())
+    .bind(position)
+    .fetch_all(&db.pool)
+    .await?
+    .into_iter()
+    .find(|stored| mask_id(stored) == id);
+    let Some(stored) = stored else {
+        return Ok(false);
+    };
+    // Webhooks go back to their dispatcher as pending; mail and SMS to the notifier's retries.
+    let done = sqlx::query(
+        "UPDATE notifier_deliveries SET status = CASE WHEN channel = 'webhook' THEN 'pending' ELSE 'failed' END, \
+         attempts = 0, next_attempt_ms = $1, updated_at_ms = $1 WHERE id = $2 AND tenant = $3 AND status IN ('failed', 'dead')",
+    )
+    .bind(now_ms())
+    .bind(&stored)
+    .bind(tenant.as_str())
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// An SMS delivery's id as listed: `<position>:sms:<masked number>:<template>`.
+fn mask_id(id: &str) -> String {
+    let parts: Vec<&str> = id.splitn(4, ':').collect();
+    match parts.as_slice() {
+        [position, "sms", number, template] => format!("{position}:sms:{}:{template}", domain::mask_phone(number)),
+        _ => id.to_owned(),
+    }
 }
 
 #[async_trait]

@@ -1,10 +1,11 @@
-//! Webhook administration under `/api/v1/admin/webhooks` (admins of the tenant only).
+//! Webhook administration under `/api/v1/admin/webhooks`, and every channel's deliveries
+//! under `/api/v1/admin/deliveries` (admins of the tenant only).
 
 use aide::axum::routing::{delete_with, get_with, post_with};
 use aide::axum::ApiRouter;
 use axum::extract::{FromRef, Path, State};
 use axum::Json;
-use http_kit::{Admin, ApiError, AppJson, Created, Done, ErrorCode, JwtKeys, Problems, Queued};
+use http_kit::{Admin, ApiError, AppJson, AppQuery, Created, Done, ErrorCode, JwtKeys, Problems, Queued};
 use serde::Deserialize;
 use worker_kit::ReadDb;
 
@@ -59,13 +60,63 @@ pub fn router(state: WebhookApi) -> ApiRouter {
             post_with(redeliver, |op| op.describe("redeliver_webhook", "webhooks", "Send a webhook delivery again.").problems(&[NotFound])),
         )
         .api_route("/admin/mail", get_with(mail, |op| op.describe("list_mail", "admin", "The tenant's last 100 e-mail deliveries.")))
+        .api_route(
+            "/admin/deliveries",
+            get_with(all_deliveries, |op| {
+                op.describe(
+                    "list_deliveries",
+                    "admin",
+                    "The tenant's deliveries of every channel (e-mail, SMS, webhook), newest first; phone numbers masked.",
+                )
+                .problems(&[ErrorCode::InvalidValue])
+            }),
+        )
+        .api_route(
+            "/admin/deliveries/{id}/redeliver",
+            post_with(redeliver_any, |op| {
+                op.describe("redeliver", "admin", "Send a failed or dead delivery of any channel again, with its attempts counted afresh.")
+                    .problems(&[NotFound])
+            }),
+        )
         .with_state(state)
 }
 
 /// `GET /admin/mail`: the tenant's last 100 e-mail deliveries (`sending` after a crash means
 /// the message may not have gone out; it is not sent again by itself).
 async fn mail(State(state): State<WebhookApi>, Admin(admin): Admin) -> Result<Json<Vec<crate::Delivery>>, ApiError> {
-    Ok(Json(crate::deliveries(&state.db, &admin.tenant, 100).await.map_err(internal)?))
+    let email = crate::DeliveryFilter { channel: Some(crate::Channel::Email), status: None };
+    Ok(Json(crate::deliveries(&state.db, &admin.tenant, email, 100).await.map_err(internal)?))
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    channel: Option<crate::Channel>,
+    status: Option<crate::DeliveryStatus>,
+    /// 1 to 500; 100 when not given.
+    limit: Option<i64>,
+}
+
+/// `GET /admin/deliveries?channel=&status=&limit=`.
+async fn all_deliveries(
+    State(state): State<WebhookApi>,
+    Admin(admin): Admin,
+    AppQuery(q): AppQuery<DeliveriesQuery>,
+) -> Result<Json<Vec<crate::Delivery>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(ErrorCode::InvalidValue, "limit must be 1-500").with("field", "limit"));
+    }
+    let filter = crate::DeliveryFilter { channel: q.channel, status: q.status };
+    Ok(Json(crate::deliveries(&state.db, &admin.tenant, filter, limit).await.map_err(internal)?))
+}
+
+/// `POST /admin/deliveries/{id}/redeliver`: 202; 404 unless the delivery is failed or dead.
+async fn redeliver_any(State(state): State<WebhookApi>, Admin(admin): Admin, Path(id): Path<String>) -> Result<Queued, ApiError> {
+    match crate::redeliver(&state.db, &admin.tenant, &id).await.map_err(internal)? {
+        true => Ok(Queued),
+        false => Err(ApiError::not_found("delivery")),
+    }
 }
 
 fn internal(e: NotifyError) -> ApiError {

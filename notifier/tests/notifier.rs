@@ -2,11 +2,12 @@
 //! spoken to by lettre over TCP): each template reaches the right people, once, also when the
 //! notifier dies part-way and when events are delivered again.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use domain::order::{CancelReason, Order, OrderCommand, PricedLine};
+use domain::order::{CancelReason, Order, OrderCommand};
 use domain::stock::{Stock, StockCommand};
 use domain::user::{Role, User, UserCommand, UserServices};
 use domain::{stream_id, Money, OrderId, PaymentId, Price, Quantity, QuantityDelta, TenantId, UserId};
@@ -18,8 +19,8 @@ use store::{Metadata, Repository};
 use testkit::both_backends;
 use testkit::{PlainHasher, TestStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use worker_kit::Driver;
 use worker_kit::ReadDb;
-use worker_kit::{Driver, Outcome};
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]
@@ -120,7 +121,10 @@ async fn write_shop(t: &TestStore) {
     let ada = register(t, 2, "ada@example.com", false).await;
     // Ada says no to marketing mail: her order mail still comes.
     let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
-    users.execute(&stream_id(&tenant(), ada), UserCommand::SetMarketingEmails { allowed: false }, None, &meta).await.expect("opt out");
+    users
+        .execute(&stream_id(&tenant(), ada), UserCommand::SetPreferences { marketing_emails: Some(false), sms: None }, None, &meta)
+        .await
+        .expect("opt out");
     let stock = Repository::<Stock>::new(t.store.clone(), ());
     let sku: domain::Sku = "LAMP-1".parse().expect("valid");
     let stream = stream_id(&tenant(), &sku);
@@ -144,22 +148,8 @@ async fn write_shop(t: &TestStore) {
         stock.execute(&stream, command, None, &meta).await.expect("adjust");
     }
     let orders = Repository::<Order>::new(t.store.clone(), ());
-    let place = |n: u128| OrderCommand::Place {
-        tenant: tenant(),
-        order_id: OrderId::from_uuid(uuid::Uuid::from_u128(n)),
-        customer: ada,
-        lines: vec![PricedLine {
-            sku: sku.clone(),
-            quantity: Quantity::try_from(2).expect("valid"),
-            unit_price: Price::try_from(eur(1_000)).expect("valid"),
-            name: None,
-        }],
-        discount: None,
-        tax_rate_bp: 2000,
-        shipping: eur(0),
-        shipping_address: testkit::address(),
-        payment_method: "tok_approve".into(),
-    };
+    let place =
+        |n: u128| testkit::placement(&tenant(), OrderId::from_uuid(uuid::Uuid::from_u128(n)), ada, &[("LAMP-1", 2)], 0, "tok_approve");
     let paid = stream_id(&tenant(), OrderId::from_uuid(uuid::Uuid::from_u128(100)));
     let until = Utc::now() + chrono::Duration::minutes(15);
     for command in [
@@ -214,24 +204,7 @@ fn notifier(t: &TestStore, s: &Setup) -> Driver<Notifier> {
 /// Runs the users view and the notifier until the notifier has passed the whole log (or
 /// crashed).
 async fn drive(t: &TestStore, s: &Setup, n: &Driver<Notifier>) -> Result<(), NotifyError> {
-    let head = t.store.head_position().await.expect("head");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        s.runner.catch_up().await.expect("users view");
-        match n.try_process_next().await {
-            Ok(Outcome::Idle) => {
-                let mut conn = s.db.pool.acquire().await.expect("conn");
-                let at = worker_kit::read_checkpoint(&mut conn, notifier::NAME).await.expect("checkpoint").map_or(0, |(c, _)| c.position);
-                if at >= head {
-                    return Ok(());
-                }
-            }
-            Ok(_) | Err(NotifyError::NotYet(_)) => {}
-            Err(e) => return Err(e),
-        }
-        assert!(Instant::now() < deadline, "the notifier did not pass the log; {} messages", s.inbox.lock().expect("inbox").len());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::drive(t, &s.db, &s.runner, n).await
 }
 
 /// (recipient, subject) of every message, sorted.
@@ -275,7 +248,7 @@ both_backends!(every_template_reaches_the_right_people_once, |t: TestStore| asyn
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = 'notifier'").execute(&s.db.pool).await.expect("reset");
     drive(&t, &s, &n).await.expect("again");
     assert_eq!(mails(&s.inbox).len(), EXPECTED, "a re-delivered event sends nothing new");
-    let rows = notifier::deliveries(&s.db, &tenant(), 100).await.expect("deliveries");
+    let rows = notifier::deliveries(&s.db, &tenant(), notifier::DeliveryFilter::default(), 100).await.expect("deliveries");
     assert_eq!(rows.len(), EXPECTED);
     assert!(rows.iter().all(|d| d.status == DeliveryStatus::Sent), "{rows:?}");
 });
@@ -301,7 +274,7 @@ both_backends!(a_notifier_killed_mid_batch_sends_no_duplicate, |t: TestStore| as
     assert!(crashes >= 3, "the crash points were reached ({crashes})");
     // Each crash lands between a claim and its send: that message is never sent (at most
     // once), and the operators see it as `sending`.
-    let rows = notifier::deliveries(&s.db, &tenant(), 100).await.expect("deliveries");
+    let rows = notifier::deliveries(&s.db, &tenant(), notifier::DeliveryFilter::default(), 100).await.expect("deliveries");
     let sending = rows.iter().filter(|d| d.status == DeliveryStatus::Sending).count();
     assert_eq!(rows.len(), EXPECTED);
     assert_eq!(got.len() + sending, EXPECTED, "{rows:?}");
@@ -319,7 +292,10 @@ both_backends!(a_cart_reminder_reaches_only_customers_who_take_marketing_mail, |
     let ada = register(&t, 2, "ada@example.com", false).await;
     let bob = register(&t, 3, "bob@example.com", false).await;
     let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
-    users.execute(&stream_id(&tenant(), bob), UserCommand::SetMarketingEmails { allowed: false }, None, &meta).await.expect("opt out");
+    users
+        .execute(&stream_id(&tenant(), bob), UserCommand::SetPreferences { marketing_emails: Some(false), sms: None }, None, &meta)
+        .await
+        .expect("opt out");
     let carts = Repository::<Cart>::new(t.store.clone(), ());
     let now = Utc::now();
     let offer = Offer::Priced { unit_price: Price::try_from(eur(1_250)).expect("valid"), available: 5 };

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use domain::user::Role;
-use domain::{Email, Name};
+use domain::{Email, Name, Phone};
 use serde::Deserialize;
 use sqlx::{Any, Row as _, Transaction};
 use store::LogEvent;
@@ -29,6 +29,8 @@ enum UserFact {
     RoleRevoked { role: Role },
     Deactivated,
     MarketingEmailsSet { allowed: bool },
+    PhoneChanged { phone: Option<Phone> },
+    SmsSet { allowed: bool },
 }
 
 const SKIPPED: &[&str] = &["password_changed", "password_reset_requested", "password_reset_completed"];
@@ -46,6 +48,10 @@ struct Change {
     deactivated: bool,
     /// Whether the user takes marketing mail, when it changed in this batch.
     marketing: Option<bool>,
+    /// The phone number (or none), when it changed in this batch.
+    phone: Option<Option<String>>,
+    /// Whether order news go by SMS, when it changed in this batch.
+    sms: Option<bool>,
     version: i64,
 }
 
@@ -95,17 +101,22 @@ impl Projection for Users {
                 }
                 UserFact::Deactivated => change.deactivated = true,
                 UserFact::MarketingEmailsSet { allowed } => change.marketing = Some(allowed),
+                UserFact::PhoneChanged { phone } => {
+                    change.phone = Some(phone.map(String::from));
+                    change.sms = Some(false);
+                }
+                UserFact::SmsSet { allowed } => change.sms = Some(allowed),
             }
             change.version = e.sequence;
         }
         let (registered, changed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, c)| c.registered.is_some());
-        for chunk in registered.chunks(rows_per_statement(9)) {
+        for chunk in registered.chunks(rows_per_statement(11)) {
             let sql = format!(
-                "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version, marketing_emails) VALUES {} \
-                 ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
+                "INSERT INTO {table} (tenant, user_id, email, name, roles, active, registered_at, version, marketing_emails, phone, sms) \
+                 VALUES {} ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
                  roles = excluded.roles, active = excluded.active, registered_at = excluded.registered_at, version = excluded.version, \
-                 marketing_emails = excluded.marketing_emails",
-                values(chunk.len(), 9)
+                 marketing_emails = excluded.marketing_emails, phone = excluded.phone, sms = excluded.sms",
+                values(chunk.len(), 11)
             );
             let mut query = sqlx::query(&sql);
             for ((tenant, id), c) in chunk {
@@ -119,7 +130,9 @@ impl Projection for Users {
                     .bind(i64::from(!c.deactivated))
                     .bind(registered_at)
                     .bind(c.version)
-                    .bind(i64::from(c.marketing.unwrap_or(true)));
+                    .bind(i64::from(c.marketing.unwrap_or(true)))
+                    .bind(c.phone.clone().flatten())
+                    .bind(i64::from(c.sms.unwrap_or(false)));
             }
             query.execute(&mut **tx).await?;
         }
@@ -156,6 +169,14 @@ impl Projection for Users {
             }
             if let Some(allowed) = c.marketing {
                 sets.push(format!("marketing_emails = {}", i64::from(allowed)));
+            }
+            if let Some(allowed) = c.sms {
+                sets.push(format!("sms = {}", i64::from(allowed)));
+            }
+            let mut values: Vec<Option<String>> = values.into_iter().map(Some).collect();
+            if let Some(phone) = c.phone {
+                values.push(phone);
+                sets.push(format!("phone = ${}", 3 + values.len()));
             }
             let sql = format!("UPDATE {table} SET {} WHERE tenant = $2 AND user_id = $3", sets.join(", "));
             let mut query = sqlx::query(&sql).bind(c.version).bind(tenant).bind(id);

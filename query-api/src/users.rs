@@ -47,6 +47,10 @@ struct UserView {
     active: bool,
     /// Whether the user takes marketing mail (new products); `PUT /users/me/preferences`.
     marketing_emails: bool,
+    /// E.164; `PATCH /users/me {phone}`.
+    phone: Option<String>,
+    /// Whether order news (shipped, cancelled) go by SMS to `phone`.
+    sms: bool,
     registered_at: String,
     version: i64,
 }
@@ -63,13 +67,15 @@ impl TryFrom<AnyRow> for UserView {
             roles: roles.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             active: r.try_get::<i64, _>("active")? == 1,
             marketing_emails: r.try_get::<i64, _>("marketing_emails")? == 1,
+            phone: r.try_get("phone")?,
+            sms: r.try_get::<i64, _>("sms")? == 1,
             registered_at: r.try_get("registered_at")?,
             version: r.try_get("version")?,
         })
     }
 }
 
-const COLUMNS: &str = "user_id, email, name, roles, active, marketing_emails, registered_at, version";
+const COLUMNS: &str = "user_id, email, name, roles, active, marketing_emails, phone, sms, registered_at, version";
 
 async fn me(
     State(state): State<QueryState>,

@@ -68,30 +68,15 @@ impl HttpGateway {
     /// `base` must be an `http(s)` URL without credentials, query or fragment; `key` must not
     /// be empty.
     pub fn new(base: &str, key: &str, timeout: Duration) -> Result<Self, String> {
-        let url = reqwest::Url::parse(base).map_err(|e| format!("payment gateway URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err("payment gateway URL: an http(s) URL with a host is needed".to_owned());
-        }
-        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
-            return Err("payment gateway URL: no credentials, query or fragment (the key goes in SHOP_PAYMENT_GATEWAY_KEY)".to_owned());
-        }
+        let url = worker_kit::service::service_url("payment gateway", base)?;
         if key.trim().is_empty() {
             return Err("payment gateway key: SHOP_PAYMENT_GATEWAY_KEY is empty".to_owned());
         }
-        // The operator's address only: no redirects (an answer could send the key elsewhere)
-        // and no proxy from the environment.
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("payment gateway HTTP client: {e}"))?;
         Ok(Self {
-            client,
+            client: worker_kit::service::service_client("payment gateway", timeout)?,
             base: url.as_str().trim_end_matches('/').to_owned(),
             key: key.to_owned(),
-            agent: format!("shop/{} (pid {})", env!("CARGO_PKG_VERSION"), std::process::id()),
+            agent: worker_kit::service::user_agent(),
         })
     }
 
@@ -105,7 +90,9 @@ impl HttpGateway {
             .json(&body)
             .send()
             .await
-            .map_err(|e| if e.is_timeout() { GatewayError::Timeout } else { GatewayError::Unavailable(without_url(e)) })?;
+            .map_err(
+                |e| if e.is_timeout() { GatewayError::Timeout } else { GatewayError::Unavailable(worker_kit::service::without_url(e)) },
+            )?;
         let status = answer.status();
         let body: GatewayAnswer = answer.json().await.unwrap_or_default();
         match status.as_u16() {
@@ -116,11 +103,6 @@ impl HttpGateway {
             other => Err(GatewayError::Unavailable(format!("{operation} answered {other}"))),
         }
     }
-}
-
-/// A transport error without the URL (it names the provider's address, not what went wrong).
-fn without_url(e: reqwest::Error) -> String {
-    e.without_url().to_string()
 }
 
 #[async_trait]

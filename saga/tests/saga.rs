@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use domain::order::{CancelReason, Order, OrderCommand, PricedLine, ShippingAddress, Status};
+use domain::order::{CancelReason, Order, OrderCommand, Status};
 use domain::payment::{GatewayError, Payment, PaymentCommand, PaymentGateway, PaymentStatus, SimulatedGateway};
 use domain::stock::{Stock, StockCommand};
-use domain::{stream_id, Clock, ManualClock, Money, OrderId, Price, Quantity, Sku, TenantId, UserId};
+use domain::{stream_id, Clock, ManualClock, Money, OrderId, Quantity, Sku, TenantId, UserId};
 use saga::{OrderSaga, Repos, SagaConfig, SagaError, SagaStep};
 use store::{Metadata, Repository};
 use testkit::both_backends;
@@ -27,10 +27,6 @@ fn eur(n: i64) -> Money {
 
 fn sku(s: &str) -> Sku {
     s.parse().expect("valid sku")
-}
-
-fn address() -> ShippingAddress {
-    testkit::address()
 }
 
 struct Shop {
@@ -136,26 +132,7 @@ impl Shop {
 async fn place_with(orders: &Repository<Order>, lines: &[(&str, i64)], method: &str) -> String {
     let order_id = OrderId::new();
     let id = stream_id(&tenant(), order_id);
-    let lines = lines
-        .iter()
-        .map(|(s, q)| PricedLine {
-            sku: sku(s),
-            quantity: Quantity::try_from(*q).expect("valid"),
-            unit_price: Price::try_from(eur(1_000)).expect("valid"),
-            name: None,
-        })
-        .collect();
-    let command = OrderCommand::Place {
-        tenant: tenant(),
-        order_id,
-        customer: UserId::from_uuid(uuid::Uuid::from_u128(1)),
-        lines,
-        discount: None,
-        tax_rate_bp: 2000,
-        shipping: eur(500),
-        shipping_address: address(),
-        payment_method: method.into(),
-    };
+    let command = testkit::placement(&tenant(), order_id, UserId::from_uuid(uuid::Uuid::from_u128(1)), lines, 500, method);
     orders.execute(&id, command, None, &Metadata::default()).await.expect("place");
     id
 }

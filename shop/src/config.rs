@@ -160,6 +160,23 @@ pub struct Config {
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<Secret>,
 
+    /// The Messages endpoint of a Twilio-shaped SMS API (`https://…/Accounts/<sid>/Messages.json`):
+    /// order news go there by SMS; unset, each SMS is a JSON file in `<data dir>/outbox/sms`.
+    #[arg(long, env = "SHOP_SMS_URL")]
+    pub sms_url: Option<String>,
+
+    /// The SMS provider's account (basic-auth user) with `SHOP_SMS_URL`.
+    #[arg(long, env = "SHOP_SMS_ACCOUNT")]
+    pub sms_account: Option<String>,
+
+    /// The SMS provider's auth token with `SHOP_SMS_URL` (no default; never printed).
+    #[arg(long, env = "SHOP_SMS_TOKEN", hide_env_values = true)]
+    pub sms_token: Option<Secret>,
+
+    /// The sender of SMS with `SHOP_SMS_URL`: an E.164 number or a sender id the provider knows.
+    #[arg(long, env = "SHOP_SMS_FROM")]
+    pub sms_from: Option<String>,
+
     /// Admins are told when a SKU's available units fall below this.
     #[arg(long, env = "SHOP_LOW_STOCK_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub low_stock_threshold: i64,
@@ -283,6 +300,10 @@ impl Config {
             payment_gateway_url: None,
             payment_gateway_key: None,
             smtp_url: None,
+            sms_url: None,
+            sms_account: None,
+            sms_token: None,
+            sms_from: None,
             low_stock_threshold: 5,
             template_dir: None,
             webhook_max_attempts: 8,
@@ -418,8 +439,9 @@ mod tests {
         config.database_url = Some(Secret::new("postgres://shop:db-password@db/shop"));
         config.redis_url = Some(Secret::new("redis://:redis-password@cache"));
         config.smtp_url = Some(Secret::new("smtp://mail-user:mail-password@mail"));
+        config.sms_token = Some(Secret::new("sms-token-0123"));
         let printed = format!("{config:?}");
-        for secret in ["jwt-secret", "db-password", "redis-password", "mail-password"] {
+        for secret in ["jwt-secret", "db-password", "redis-password", "mail-password", "sms-token"] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
         }
     }

@@ -161,6 +161,7 @@ fn restrict_data_dir(config: &Config) -> anyhow::Result<()> {
 /// The message templates: built-ins and `SHOP_TEMPLATE_DIR` overrides, compiled once.
 fn templates(config: &Config) -> anyhow::Result<Arc<Templates>> {
     let templates = Templates::load(config.template_dir.as_deref()).context("SHOP_TEMPLATE_DIR: a template does not compile")?;
+    notifier::check_sms_templates(&templates).context("SHOP_TEMPLATE_DIR: an SMS template does not fit")?;
     Ok(Arc::new(templates))
 }
 
@@ -177,6 +178,24 @@ fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
         Some(url) => Arc::new(SmtpMailer::new(url.expose()).map_err(|e| anyhow::anyhow!("SMTP_URL: {e}"))?),
         None => Arc::new(OutboxMailer::new(mailer::default_outbox(&config.data_dir))),
     })
+}
+
+/// The SMS provider at `SHOP_SMS_URL`, else the outbox directory.
+fn sms(config: &Config) -> anyhow::Result<Arc<dyn notifier::sms::SmsSender>> {
+    let Some(url) = &config.sms_url else {
+        if config.sms_account.is_some() || config.sms_token.is_some() || config.sms_from.is_some() {
+            bail!("SHOP_SMS_ACCOUNT, SHOP_SMS_TOKEN and SHOP_SMS_FROM need SHOP_SMS_URL");
+        }
+        return Ok(Arc::new(notifier::sms::OutboxSms::new(notifier::sms::default_outbox(&config.data_dir))));
+    };
+    let sms = notifier::sms::HttpSms::new(notifier::sms::HttpSmsConfig {
+        url: url.clone(),
+        account: config.sms_account.clone().unwrap_or_default(),
+        token: config.sms_token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default(),
+        from: config.sms_from.clone().unwrap_or_default(),
+        timeout: Duration::from_secs(10),
+    });
+    Ok(Arc::new(sms.map_err(anyhow::Error::msg)?))
 }
 
 /// The payment provider `SHOP_PAYMENT_GATEWAY` names.
@@ -370,14 +389,18 @@ impl Application {
             }
         }
 
+        let sms = sms(config)?;
         if roles.notifier() {
-            let notifier = Arc::new(notifier::Notifier::new(
-                store.clone(),
-                read_db.clone(),
-                mailer(config)?,
-                Arc::clone(&state.templates),
-                notifier::NotifierConfig { low_stock_threshold: config.low_stock_threshold, ..notifier::NotifierConfig::default() },
-            ));
+            let notifier = Arc::new(
+                notifier::Notifier::new(
+                    store.clone(),
+                    read_db.clone(),
+                    mailer(config)?,
+                    Arc::clone(&state.templates),
+                    notifier::NotifierConfig { low_stock_threshold: config.low_stock_threshold, ..notifier::NotifierConfig::default() },
+                )
+                .with_sms(Arc::clone(&sms)),
+            );
             let reader = Arc::clone(&notifier) as Arc<dyn worker_kit::SourcedConsumer>;
             match kafka::group(config, reader, "notifier", true, &store, &read_db).await? {
                 Some((_, worker)) => workers.extend(worker),
@@ -414,6 +437,7 @@ impl Application {
                 (true, true) => "running in consumer group order-saga",
             },
             payment_gateway = ?config.payment_gateway,
+            sms = %sms.describe(),
             notifier = match (roles.notifier(), &config.smtp_url) {
                 (false, _) => "off",
                 (true, Some(_)) => "running (smtp)",

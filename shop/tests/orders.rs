@@ -280,3 +280,107 @@ both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, 
     assert_eq!(app.client.get(&url).bearer_auth(&bob).send().await.expect("answers").status(), StatusCode::NOT_FOUND);
     assert_eq!(app.client.get(&url).send().await.expect("answers").status(), StatusCode::UNAUTHORIZED);
 });
+
+/// The SMS messages in the outbox (`<data dir>/outbox/sms/*.json`), parsed.
+fn sms_outbox(app: &TestApp) -> Vec<Value> {
+    let dir = app.data_dir.join("outbox/sms");
+    let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "json"));
+    files.sort();
+    files.iter().filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()).collect()
+}
+
+both_modes!(a_customer_with_a_phone_who_opted_in_hears_of_the_shipment_by_sms, |app: TestApp| async move {
+    let admin = app.admin_token().await;
+    app.stocked(&admin, "PHONE-1", 19_900, 5).await;
+    let ada = app.customer_token("ada@example.com").await;
+    let patch = |body: Value| app.call(Method::PATCH, "/api/v1/users/me", Some(&ada), Some(body), &[]);
+    let prefs = |body: Value| app.call(Method::PUT, "/api/v1/users/me/preferences", Some(&ada), Some(body), &[]);
+
+    // Bad input is a 4xx problem with nothing written.
+    for bad in [json!({"phone": "0151 1234567"}), json!({"phone": "+49 151 x"}), json!({"phone": 4915112345678_i64}), json!({})] {
+        let answer = patch(bad.clone()).await;
+        assert!(answer.status.is_client_error(), "{bad}: {:?}", answer.body);
+        assert!(!answer.code().is_empty(), "a problem body for {bad}");
+    }
+    let no_phone = prefs(json!({"sms": true})).await;
+    assert_eq!((no_phone.status, no_phone.code()), (StatusCode::CONFLICT, "no_phone"));
+    assert_eq!(prefs(json!({})).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert_eq!(patch(json!({"phone": "+49 151 1234-5678"})).await.status, StatusCode::OK);
+    assert_eq!(prefs(json!({"sms": true})).await.status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut me = get(&app, "/api/v1/users/me", &ada).await.body;
+    while me["sms"] != true {
+        assert!(Instant::now() < deadline, "the profile never showed the opt-in: {me:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        me = get(&app, "/api/v1/users/me", &ada).await.body;
+    }
+    assert_eq!((me["phone"].as_str(), me["marketing_emails"].as_bool()), (Some("+4915112345678"), Some(true)), "{me:?}");
+
+    let id = place(&app, &ada, json!([{"sku": "PHONE-1", "quantity": 1}]), "tok_approve").await;
+    assert_eq!(until(&app, &ada, &id, settled).await["status"], "confirmed");
+    let long = json!({"carrier": "DHL", "tracking_number": "J".repeat(65)});
+    let refused = app.post(&format!("/api/v1/orders/{id}/ship"), Some(&admin), long).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
+        "a tracking number too long for an SMS"
+    );
+    let ship = json!({"carrier": "DHL", "tracking_number": "JD0001"});
+    assert_eq!(app.post(&format!("/api/v1/orders/{id}/ship"), Some(&admin), ship).await.status, StatusCode::ACCEPTED);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sms = loop {
+        let sms = sms_outbox(&app);
+        if !sms.is_empty() {
+            break sms;
+        }
+        assert!(Instant::now() < deadline, "no SMS in the outbox");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sms.len(), 1, "{sms:?}");
+    assert_eq!(sms[0]["to"], "+4915112345678");
+    let short = &id[id.len() - 8..];
+    assert_eq!(sms[0]["body"], format!("shop: your order {short} has shipped with DHL. Tracking number: JD0001"));
+
+    // One view of deliveries: the SMS masked, beside the mail; customers may not look.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = app.call(Method::GET, "/api/v1/admin/deliveries?channel=sms", Some(&admin), None, &[]).await;
+        assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+        let items = listed.body.as_array().cloned().unwrap_or_default();
+        if items.iter().any(|d| d["status"] == "sent") {
+            assert_eq!(items.len(), 1, "{items:?}");
+            assert_eq!(
+                (items[0]["recipient"].as_str(), items[0]["template"].as_str()),
+                (Some("+49*********78"), Some("sms/order_shipped"))
+            );
+            assert!(!listed.body.to_string().contains("+4915112345678"), "the number is masked everywhere: {}", listed.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SMS was never listed as sent: {:?}", listed.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = app.call(Method::GET, "/api/v1/admin/deliveries", Some(&admin), None, &[]).await.body;
+    assert!(all.as_array().is_some_and(|a| a.iter().any(|d| d["channel"] == "email")), "{all:?}");
+    assert_eq!(app.call(Method::GET, "/api/v1/admin/deliveries", Some(&ada), None, &[]).await.status, StatusCode::FORBIDDEN);
+    let bad_filter = app.call(Method::GET, "/api/v1/admin/deliveries?channel=fax", Some(&admin), None, &[]).await;
+    assert_eq!(bad_filter.status, StatusCode::BAD_REQUEST, "{:?}", bad_filter.body);
+    let sent_again = app.post("/api/v1/admin/deliveries/1:sms:x:y/redeliver", Some(&admin), json!({})).await;
+    assert_eq!(sent_again.status, StatusCode::NOT_FOUND);
+
+    // A new number clears the opt-in.
+    assert_eq!(patch(json!({"phone": "+4915199999999"})).await.status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let me = get(&app, "/api/v1/users/me", &ada).await.body;
+        if me["phone"] == "+4915199999999" {
+            assert_eq!(me["sms"], false, "{me:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{me:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(patch(json!({"phone": null})).await.status, StatusCode::OK);
+});

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use domain::order::{Order, OrderCommand, PricedLine};
+use domain::order::Order;
 use domain::stock::{Stock, StockCommand};
-use domain::{stream_id, Money, OrderId, Price, Quantity, Sku, TenantId, UserId};
+use domain::{stream_id, OrderId, Quantity, Sku, TenantId, UserId};
 use futures::StreamExt;
 use sqlx::Row as _;
 use store::{Metadata, Repository};
@@ -77,29 +77,12 @@ fn sku(i: usize) -> Sku {
     format!("SG-{i}").parse().expect("valid sku")
 }
 
-fn eur(n: i64) -> Money {
-    Money::new(n, "EUR".parse().expect("valid"))
-}
-
 async fn place(orders: &Repository<Order>, i: usize) -> String {
     let order_id = OrderId::new();
     let id = stream_id(&tenant(), order_id);
-    let command = OrderCommand::Place {
-        tenant: tenant(),
-        order_id,
-        customer: UserId::from_uuid(uuid::Uuid::from_u128(i as u128 + 1)),
-        lines: vec![PricedLine {
-            sku: sku(i % SKUS),
-            quantity: Quantity::try_from(1).expect("valid"),
-            unit_price: Price::try_from(eur(1_000)).expect("valid"),
-            name: None,
-        }],
-        discount: None,
-        tax_rate_bp: 2000,
-        shipping: eur(500),
-        shipping_address: testkit::address(),
-        payment_method: "tok_approve".into(),
-    };
+    let sku = sku(i % SKUS).to_string();
+    let customer = UserId::from_uuid(uuid::Uuid::from_u128(i as u128 + 1));
+    let command = testkit::placement(&tenant(), order_id, customer, &[(sku.as_str(), 1)], 500, "tok_approve");
     orders.execute(&id, command, None, &Metadata::default()).await.expect("place");
     id
 }

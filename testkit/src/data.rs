@@ -185,3 +185,35 @@ pub async fn moves_past_foreign_events<C: worker_kit::Consumer>(t: &TestStore, c
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// An order of `lines` (SKU, units) at 10.00 EUR a unit, 20% tax, `shipping_minor` EUR cents of
+/// shipping, to [`address`], paid with `method` (`tok_approve`, `tok_decline`, …).
+pub fn placement(
+    tenant: &domain::TenantId,
+    order_id: domain::OrderId,
+    customer: domain::UserId,
+    lines: &[(&str, i64)],
+    shipping_minor: i64,
+    method: &str,
+) -> domain::order::OrderCommand {
+    let eur = |minor| domain::Money::new(minor, "EUR".parse().expect("valid"));
+    domain::order::OrderCommand::Place {
+        tenant: tenant.clone(),
+        order_id,
+        customer,
+        lines: lines
+            .iter()
+            .map(|(sku, units)| domain::order::PricedLine {
+                sku: sku.parse().expect("valid"),
+                quantity: domain::Quantity::try_from(*units).expect("valid"),
+                unit_price: domain::Price::try_from(eur(1_000)).expect("valid"),
+                name: None,
+            })
+            .collect(),
+        discount: None,
+        tax_rate_bp: 2000,
+        shipping: eur(shipping_minor),
+        shipping_address: address(),
+        payment_method: method.into(),
+    }
+}

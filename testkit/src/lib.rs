@@ -19,6 +19,7 @@ mod data;
 mod gateway;
 mod servers;
 mod servers_own;
+mod sms;
 mod stores;
 
 pub use app::*;
@@ -26,6 +27,7 @@ pub use data::*;
 pub use gateway::*;
 pub use servers::*;
 pub use servers_own::*;
+pub use sms::*;
 pub use stores::*;
 
 /// `both_backends!(name, |t: TestStore| async move { … })` declares module `name` with a test

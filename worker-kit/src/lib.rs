@@ -24,6 +24,7 @@ pub mod envelope;
 #[cfg(feature = "faults")]
 mod faults;
 mod health;
+pub mod service;
 mod source;
 
 pub use checkpoint::*;

@@ -67,6 +67,12 @@ parsed_string!(
     PromotionCode
 );
 parsed_string!(
+    /// A phone number in E.164 form: `+`, a country code that does not start with 0, and at
+    /// most 15 digits in all (`+4915112345678`). Spaces, `-`, `.` and `(`/`)` as people type
+    /// them are dropped; nothing else is guessed (no national numbers without `+`).
+    Phone
+);
+parsed_string!(
     /// An ISO 3166-1 alpha-2 country code such as `DE`, upper-cased (`de` is read as `DE`).
     CountryCode
 );
@@ -101,6 +107,44 @@ impl FromStr for Email {
         }
         Ok(Self(e))
     }
+}
+
+impl FromStr for Phone {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidValue::new("phone", "must be an E.164 number such as +4915112345678");
+        let rest = s.trim().strip_prefix('+').ok_or_else(bad)?;
+        let mut digits = String::with_capacity(15);
+        for c in rest.chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                ' ' | '-' | '.' | '(' | ')' => {}
+                _ => return Err(bad()),
+            }
+        }
+        // The shortest numbers in use have 7 digits with their country code (+290 xxxx).
+        if !(7..=15).contains(&digits.len()) || digits.starts_with('0') {
+            return Err(bad());
+        }
+        Ok(Self(format!("+{digits}")))
+    }
+}
+
+impl Phone {
+    /// The number with all but its country-code start and last two digits hidden
+    /// (`+49*********78`), for lists an operator reads.
+    pub fn masked(&self) -> String {
+        mask_phone(&self.0)
+    }
+}
+
+/// `+49*********78`: the first two digits and the last two of a phone number, the rest as `*`
+/// (also for stored text that is not a valid number any more).
+pub fn mask_phone(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let keep_start = if number.starts_with('+') { 3 } else { 2 };
+    chars.iter().enumerate().map(|(i, c)| if i < keep_start || i + 2 >= chars.len() { *c } else { '*' }).collect()
 }
 
 impl FromStr for Sku {
@@ -194,6 +238,18 @@ mod tests {
         for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "a@b@c.com"] {
             assert!(bad.parse::<Email>().is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn phones_are_e164() {
+        assert_eq!("+49 151 1234-5678".parse::<Phone>().map(|p| p.to_string()), Ok("+4915112345678".into()));
+        assert_eq!("+1 (415) 555.0100".parse::<Phone>().map(|p| p.to_string()), Ok("+14155550100".into()));
+        for bad in ["", "+", "015112345678", "+0151123456", "+49 151 x", "+1234567890123456", "+123456", "++4915112345678", "+49\n151"] {
+            assert!(bad.parse::<Phone>().is_err(), "{bad:?} should be rejected");
+        }
+        let phone: Phone = "+4915112345678".parse().expect("valid");
+        assert_eq!(phone.masked(), "+49*********78");
+        assert_eq!(mask_phone("12"), "12");
     }
 
     #[test]

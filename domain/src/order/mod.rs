@@ -14,3 +14,7 @@ pub use commands::*;
 pub use error::*;
 pub use events::*;
 pub use invoice::*;
+
+/// The longest carrier name or tracking number a shipment takes (characters), so that the
+/// shipped SMS fits its 320 characters (the API's message says 64 too).
+pub const SHIPMENT_TEXT_MAX: usize = 64;

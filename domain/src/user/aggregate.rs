@@ -6,7 +6,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use super::{PasswordHash, Role, TokenHash, UserCommand, UserError, UserEvent, UserServices};
-use crate::{Email, Name, TenantId, UserId};
+use crate::{Email, Name, Phone, TenantId, UserId};
 
 /// A pending password reset: only its hash and deadline are known.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,12 @@ pub struct User {
     /// The user said no to marketing mail.
     #[serde(default)]
     pub marketing_opt_out: bool,
+    /// For order news by SMS, once opted in (`sms`).
+    #[serde(default)]
+    pub phone: Option<Phone>,
+    /// Order news go by SMS to `phone`: given explicitly, cleared when the number changes.
+    #[serde(default)]
+    pub sms: bool,
     /// Moves on with every password change or reset, deactivation and role change: sessions
     /// and access tokens of an earlier epoch are no longer honoured.
     #[serde(default)]
@@ -99,16 +105,25 @@ impl Aggregate for User {
                 let event = UserEvent::Registered { tenant, user_id, email, name, password_hash, roles };
                 sink.write(event, self).await;
             }
-            UserCommand::ChangeProfile { name } => {
+            UserCommand::ChangeProfile { name, phone } => {
                 self.ensure_active()?;
-                if self.name.as_ref() != Some(&name) {
+                if let Some(name) = name.filter(|n| self.name.as_ref() != Some(n)) {
                     sink.write(UserEvent::ProfileChanged { name }, self).await;
                 }
+                if let Some(phone) = phone.filter(|p| *p != self.phone) {
+                    sink.write(UserEvent::PhoneChanged { phone }, self).await;
+                }
             }
-            UserCommand::SetMarketingEmails { allowed } => {
+            UserCommand::SetPreferences { marketing_emails, sms } => {
                 self.ensure_active()?;
-                if self.marketing_opt_out == allowed {
+                if sms == Some(true) && self.phone.is_none() {
+                    return Err(UserError::NoPhone);
+                }
+                if let Some(allowed) = marketing_emails.filter(|allowed| self.marketing_opt_out == *allowed) {
                     sink.write(UserEvent::MarketingEmailsSet { allowed }, self).await;
+                }
+                if let Some(allowed) = sms.filter(|allowed| self.sms != *allowed) {
+                    sink.write(UserEvent::SmsSet { allowed }, self).await;
                 }
             }
             UserCommand::ChangePassword { current, new } => {
@@ -183,6 +198,11 @@ impl Aggregate for User {
             }
             UserEvent::ProfileChanged { name } => self.name = Some(name),
             UserEvent::MarketingEmailsSet { allowed } => self.marketing_opt_out = !allowed,
+            UserEvent::PhoneChanged { phone } => {
+                self.phone = phone;
+                self.sms = false;
+            }
+            UserEvent::SmsSet { allowed } => self.sms = allowed,
             UserEvent::PasswordChanged { password_hash } => {
                 self.password_hash = Some(password_hash);
                 // A reset token mailed before the change must not undo it.
@@ -379,15 +399,43 @@ mod tests {
         let name: Name = "Ada Lovelace".parse().expect("valid");
         framework()
             .given(vec![registered()])
-            .when(UserCommand::ChangeProfile { name: name.clone() })
+            .when(UserCommand::ChangeProfile { name: Some(name.clone()), phone: None })
             .then_expect_events(vec![UserEvent::ProfileChanged { name }]);
+    }
+
+    fn phone(p: &str) -> Phone {
+        p.parse().expect("valid")
+    }
+
+    #[test]
+    fn sms_needs_a_phone_and_a_new_number_clears_the_opt_in() {
+        let sms_on = || UserCommand::SetPreferences { marketing_emails: None, sms: Some(true) };
+        framework().given(vec![registered()]).when(sms_on()).then_expect_error(UserError::NoPhone);
+        let with_phone = vec![registered(), UserEvent::PhoneChanged { phone: Some(phone("+4915112345678")) }];
+        framework().given(with_phone.clone()).when(sms_on()).then_expect_events(vec![UserEvent::SmsSet { allowed: true }]);
+        let mut opted_in = with_phone;
+        opted_in.push(UserEvent::SmsSet { allowed: true });
+        framework().given(opted_in.clone()).when(sms_on()).then_expect_events(vec![]);
+        framework()
+            .given(opted_in.clone())
+            .when(UserCommand::ChangeProfile { name: None, phone: Some(Some(phone("+4915112345678"))) })
+            .then_expect_events(vec![]);
+        framework()
+            .given(opted_in.clone())
+            .when(UserCommand::ChangeProfile { name: None, phone: Some(Some(phone("+4915199999999"))) })
+            .then_expect_events(vec![UserEvent::PhoneChanged { phone: Some(phone("+4915199999999")) }]);
+        let mut user = User::default();
+        for e in opted_in.into_iter().chain([UserEvent::PhoneChanged { phone: None }]) {
+            user.apply(e);
+        }
+        assert_eq!((user.phone, user.sms), (None, false), "a removed number takes the opt-in with it");
     }
 
     #[test]
     fn an_unchanged_profile_records_nothing() {
         framework()
             .given(vec![registered()])
-            .when(UserCommand::ChangeProfile { name: "Ada".parse().expect("valid") })
+            .when(UserCommand::ChangeProfile { name: Some("Ada".parse().expect("valid")), phone: None })
             .then_expect_events(vec![]);
     }
 
@@ -395,7 +443,7 @@ mod tests {
     fn changing_an_unknown_users_profile_is_rejected() {
         framework()
             .given_no_previous_events()
-            .when(UserCommand::ChangeProfile { name: "Ada".parse().expect("valid") })
+            .when(UserCommand::ChangeProfile { name: Some("Ada".parse().expect("valid")), phone: None })
             .then_expect_error(UserError::NotFound);
     }
 

@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::{Password, Role, TokenHash};
-use crate::{Email, Name, TenantId, UserId};
+use crate::{Email, Name, Phone, TenantId, UserId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
@@ -16,12 +16,17 @@ pub enum UserCommand {
         password: Password,
         roles: BTreeSet<Role>,
     },
+    /// Change what is given (`None` leaves it); `phone: Some(None)` removes the number. A new
+    /// or removed number clears the SMS opt-in until it is given again.
     ChangeProfile {
-        name: Name,
+        name: Option<Name>,
+        phone: Option<Option<Phone>>,
     },
-    /// Whether the user takes marketing mail (new products); account and order mail always go.
-    SetMarketingEmails {
-        allowed: bool,
+    /// Whether the user takes marketing mail (new products; account and order mail always go)
+    /// and order news by SMS (only with a phone number); `None` leaves a choice as it is.
+    SetPreferences {
+        marketing_emails: Option<bool>,
+        sms: Option<bool>,
     },
     /// Requires the current password, so a stolen access token alone cannot take the account.
     ChangePassword {

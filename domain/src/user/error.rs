@@ -16,6 +16,8 @@ pub enum UserError {
     NoRoles,
     #[error("too many password resets requested in the last hour")]
     TooManyResets,
+    #[error("SMS needs a phone number on the profile first")]
+    NoPhone,
     #[error("password hashing is unavailable")]
     HashingUnavailable,
 }

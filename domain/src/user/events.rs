@@ -7,7 +7,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::{PasswordHash, TokenHash};
-use crate::{Email, InvalidValue, Name, TenantId, UserId};
+use crate::{Email, InvalidValue, Name, Phone, TenantId, UserId};
 
 /// What a user may do. Roles are per tenant, because users are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -54,6 +54,14 @@ pub enum UserEvent {
     MarketingEmailsSet {
         allowed: bool,
     },
+    /// A new phone number, or none; the SMS opt-in is cleared with it.
+    PhoneChanged {
+        phone: Option<Phone>,
+    },
+    /// Whether order news go by SMS to the user's phone number.
+    SmsSet {
+        allowed: bool,
+    },
     PasswordChanged {
         password_hash: PasswordHash,
     },
@@ -81,6 +89,8 @@ impl DomainEvent for UserEvent {
             UserEvent::Registered { .. } => "registered",
             UserEvent::ProfileChanged { .. } => "profile_changed",
             UserEvent::MarketingEmailsSet { .. } => "marketing_emails_set",
+            UserEvent::PhoneChanged { .. } => "phone_changed",
+            UserEvent::SmsSet { .. } => "sms_set",
             UserEvent::PasswordChanged { .. } => "password_changed",
             UserEvent::PasswordResetRequested { .. } => "password_reset_requested",
             UserEvent::PasswordResetCompleted { .. } => "password_reset_completed",

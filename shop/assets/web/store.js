@@ -635,9 +635,18 @@ export function Account() {
     <${Form}
       id="preferences"
       label="Save preferences"
-      fields=${[{ name: 'marketing_emails', label: 'Send me news of new products', type: 'checkbox', value: !!u.marketing_emails }]}
+      fields=${[
+        { name: 'marketing_emails', label: 'Send me news of new products', type: 'checkbox', value: !!u.marketing_emails },
+        { name: 'phone', label: 'Mobile number (with country code, e.g. +49 151 1234567)', type: 'tel', autocomplete: 'tel', required: false, value: u.phone || '' },
+        { name: 'sms', label: 'Text me when an order ships or is cancelled', type: 'checkbox', value: !!u.sms },
+      ]}
       submit=${async (v) => {
-        await api('/users/me/preferences', { method: 'PUT', body: { marketing_emails: !!v.marketing_emails } });
+        const phone = (v.phone || '').trim();
+        // A new number clears the SMS opt-in, so it is saved before the preferences.
+        if (phone !== (u.phone || '')) {
+          await api('/users/me', { method: 'PATCH', body: { phone: phone || null } });
+        }
+        await api('/users/me/preferences', { method: 'PUT', body: { marketing_emails: !!v.marketing_emails, sms: !!v.sms && !!phone } });
         setSaved(true);
       }}
     />
