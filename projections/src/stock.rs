@@ -18,6 +18,8 @@ struct Level {
     on_hand: Option<i64>,
     available: i64,
     version: i64,
+    /// The log position of the last event applied (live low-stock alerts follow it).
+    position: i64,
 }
 
 #[async_trait]
@@ -39,7 +41,7 @@ impl Projection for StockLevels {
         let mut levels: BTreeMap<(&str, &str), Level> = BTreeMap::new();
         for e in events {
             let key = split_stream_id(&e.aggregate_id)?;
-            let level = levels.entry(key).or_insert(Level { on_hand: None, available: 0, version: 0 });
+            let level = levels.entry(key).or_insert(Level { on_hand: None, available: 0, version: 0, position: 0 });
             match crate::projection::payload(e)? {
                 StockEvent::Received { on_hand, available, .. }
                 | StockEvent::Adjusted { on_hand, available, .. }
@@ -50,30 +52,39 @@ impl Projection for StockLevels {
                 StockEvent::Reserved { available, .. } | StockEvent::Released { available, .. } => level.available = available,
             }
             level.version = e.sequence;
+            level.position = e.cursor.position;
         }
         let (full, partial): (Vec<_>, Vec<_>) = levels.into_iter().partition(|(_, l)| l.on_hand.is_some());
-        for chunk in full.chunks(rows_per_statement(6)) {
+        for chunk in full.chunks(rows_per_statement(7)) {
             let sql = format!(
-                "INSERT INTO {table} (tenant, sku, on_hand, reserved, available, version) VALUES {} \
+                "INSERT INTO {table} (tenant, sku, on_hand, reserved, available, version, position) VALUES {} \
                  ON CONFLICT (tenant, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
-                 available = excluded.available, version = excluded.version",
-                values(chunk.len(), 6)
+                 available = excluded.available, version = excluded.version, position = excluded.position",
+                values(chunk.len(), 7)
             );
             let mut query = sqlx::query(&sql);
             for ((tenant, sku), l) in chunk {
                 let on_hand = l.on_hand.unwrap_or_default();
-                query = query.bind(*tenant).bind(*sku).bind(on_hand).bind(on_hand - l.available).bind(l.available).bind(l.version);
+                query = query
+                    .bind(*tenant)
+                    .bind(*sku)
+                    .bind(on_hand)
+                    .bind(on_hand - l.available)
+                    .bind(l.available)
+                    .bind(l.version)
+                    .bind(l.position);
             }
             query.execute(&mut **tx).await?;
         }
         for ((tenant, sku), l) in partial {
             sqlx::query(&format!(
-                "UPDATE {table} SET available = $1, reserved = on_hand - $1, version = $2 WHERE tenant = $3 AND sku = $4"
+                "UPDATE {table} SET available = $1, reserved = on_hand - $1, version = $2, position = $5 WHERE tenant = $3 AND sku = $4"
             ))
             .bind(l.available)
             .bind(l.version)
             .bind(tenant)
             .bind(sku)
+            .bind(l.position)
             .execute(&mut **tx)
             .await?;
         }

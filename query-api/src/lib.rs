@@ -25,6 +25,7 @@ mod orders;
 mod products;
 mod stock;
 mod users;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +89,9 @@ pub fn router(state: QueryState) -> ApiRouter {
         .merge(stock::router())
         .merge(users::router())
         .merge(orders::router())
-        .merge(carts::router());
+        .merge(carts::router())
+        // A WebSocket (its protocol is in `ws`, not in the OpenAPI document).
+        .route("/ws", axum::routing::get(ws::upgrade));
     ApiRouter::new().nest("/api/v1", api).with_state(state)
 }
 

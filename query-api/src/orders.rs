@@ -137,7 +137,7 @@ struct Shipment {
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
-struct TimelineEntry {
+pub(crate) struct TimelineEntry {
     /// The event type; payment events are prefixed `payment_` (`payment_captured`).
     event: String,
     /// `order` or `payment`: the order's `payment_authorised` and the payment's
@@ -475,19 +475,19 @@ async fn timeline_after(state: &QueryState, tenant: &TenantId, order_id: &str, a
     .fetch_all(state.pool())
     .await
     .map_err(crate::db_error)?;
-    rows.into_iter()
-        .map(|r| {
-            let entry = TimelineEntry {
-                source: r.try_get("source")?,
-                event: r.try_get("event")?,
-                status: r.try_get("status")?,
-                detail: json_column(&r, "detail")?,
-                at: rfc3339(r.try_get("at_ms")?),
-            };
-            Ok((r.try_get("position")?, entry))
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(crate::db_error)
+    rows.iter().map(timeline_entry).collect::<Result<Vec<_>, sqlx::Error>>().map_err(crate::db_error)
+}
+
+/// (position, entry) of a timeline row (`position, source, event, status, detail, at_ms`).
+pub(crate) fn timeline_entry(r: &AnyRow) -> Result<(i64, TimelineEntry), sqlx::Error> {
+    let entry = TimelineEntry {
+        source: r.try_get("source")?,
+        event: r.try_get("event")?,
+        status: r.try_get("status")?,
+        detail: json_column(r, "detail")?,
+        at: rfc3339(r.try_get("at_ms")?),
+    };
+    Ok((r.try_get("position")?, entry))
 }
 
 /// After an order's final entry (`delivered` or `cancelled`), its stream stays open this long

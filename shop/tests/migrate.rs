@@ -60,7 +60,11 @@ async fn migrate_creates_every_table_once(t: TestStore) {
     }
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&db).await.expect("versions");
-    assert_eq!(versions, vec![1, 2, 1001, 1002, 1003, 1004, 1005, 1006], "the event store's and the read side's migrations, each recorded");
+    assert_eq!(
+        versions,
+        vec![1, 2, 1001, 1002, 1003, 1004, 1005, 1006, 1007],
+        "the event store's and the read side's migrations, each recorded"
+    );
     run();
     assert_eq!(tables(&db, sqlite).await, found, "a second run changes nothing");
     db.close().await;
