@@ -4,6 +4,9 @@
 //! template, built-in or override, is read and compiled once when [`Templates::load`] runs
 //! (at start): a broken override stops the start instead of failing its first mail.
 //!
+//! Push templates (`mailer/templates/push/<name>.txt`) are like mail's: the first line is the
+//! notification's title, the rest its text.
+//!
 //! SMS templates (`mailer/templates/sms/<name>.txt`, overridden by
 //! `<template dir>/<tenant>/sms/<name>.txt`) are the message's text alone, without a subject
 //! line. [`Templates::check_length`] renders each, built-in and every override, over the
@@ -25,6 +28,9 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("cart_reminder", include_str!("../templates/cart_reminder.txt")),
     ("sms/order_shipped", include_str!("../templates/sms/order_shipped.txt")),
     ("sms/order_cancelled", include_str!("../templates/sms/order_cancelled.txt")),
+    ("push/order_confirmed", include_str!("../templates/push/order_confirmed.txt")),
+    ("push/order_shipped", include_str!("../templates/push/order_shipped.txt")),
+    ("push/order_cancelled", include_str!("../templates/push/order_cancelled.txt")),
 ];
 
 /// Every template, compiled: built-ins under their name, overrides as `<tenant>/<name>`.

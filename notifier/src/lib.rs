@@ -8,6 +8,7 @@
 //!   event's messages from its typed payload; claiming and sending mail; retries.
 //! - [`webhooks`]: endpoints, signed deliveries and the [`webhooks::Dispatcher`].
 //! - [`sms`]: text messages and their senders (outbox files, a Twilio-shaped HTTP API).
+//! - [`push`]: web push subscriptions, the VAPID key and the encrypted sends.
 //! - [`routes`]: `/api/v1/admin/webhooks…`, `/api/v1/admin/deliveries…` and `/api/v1/admin/mail`.
 //!
 //! # How it is built
@@ -26,11 +27,15 @@
 //! - Order shipped and cancelled also go by SMS to customers who gave a phone number and opted
 //!   in (`PATCH /users/me {phone}`, `PUT /users/me/preferences {sms: true}`); the notifier
 //!   keeps both, as it read them from the log, in `notifier_preferences`.
+//! - Order confirmed, shipped and cancelled are pushed to each of the customer's browsers that
+//!   subscribed (`POST /users/me/push-subscriptions`); a subscription the push service says
+//!   is gone is removed.
 //! - Templates come from the `mailer` crate: text files with per-tenant overrides, compiled
 //!   once at start.
 //! - Password-reset mail is not here: its token exists only in the request that made it, so
 //!   the command API sends it itself, always.
 
+pub mod push;
 pub mod routes;
 pub mod sms;
 pub mod targets;
@@ -78,16 +83,18 @@ impl Default for NotifierConfig {
 pub enum Channel {
     Email,
     Sms,
+    Push,
     Webhook,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Webhook];
+    pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Webhook];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
             Channel::Sms => "sms",
+            Channel::Push => "push",
             Channel::Webhook => "webhook",
         }
     }
@@ -208,6 +215,8 @@ pub struct Notifier {
     mailer: Arc<dyn Mailer>,
     /// Without one, no SMS is planned.
     sms: Option<Arc<dyn sms::SmsSender>>,
+    /// Without it, nothing is pushed.
+    push: Option<Arc<push::WebPush>>,
     templates: Arc<Templates>,
     orders: Repository<Order>,
     products: Repository<Product>,
@@ -244,6 +253,7 @@ impl Notifier {
             db,
             mailer,
             sms: None,
+            push: None,
             templates,
             orders,
             products,
@@ -256,6 +266,12 @@ impl Notifier {
     /// Order news also go by SMS, through `sender`, to customers who opted in.
     pub fn with_sms(mut self, sender: Arc<dyn sms::SmsSender>) -> Self {
         self.sms = Some(sender);
+        self
+    }
+
+    /// Order news are also pushed, with `sender`, to the customers' subscribed browsers.
+    pub fn with_push(mut self, sender: Arc<push::WebPush>) -> Self {
+        self.push = Some(sender);
         self
     }
 
@@ -424,7 +440,25 @@ impl Notifier {
                     context: context.clone(),
                 }];
                 if let (Some(template), Some(to)) = (text, phone) {
-                    out.push(Notification { channel: Channel::Sms, template, tenant: tenant.to_owned(), to, context });
+                    out.push(Notification { channel: Channel::Sms, template, tenant: tenant.to_owned(), to, context: context.clone() });
+                }
+                let pushed = match template {
+                    "order_confirmed" => Some("push/order_confirmed"),
+                    "order_shipped" => Some("push/order_shipped"),
+                    "order_cancelled" => Some("push/order_cancelled"),
+                    _ => None,
+                };
+                if let (Some(template), Some(_)) = (pushed, &self.push) {
+                    for device in push::subscriptions(&self.db, tenant, &customer.to_string()).await? {
+                        let to = device.id;
+                        out.push(Notification {
+                            channel: Channel::Push,
+                            template,
+                            tenant: tenant.to_owned(),
+                            to,
+                            context: context.clone(),
+                        });
+                    }
                 }
                 Ok(out)
             }
@@ -593,6 +627,13 @@ impl Notifier {
         let id = format!("{}:{}:{}:{}", e.cursor.position, n.channel.as_str(), n.to, n.template);
         let (subject, body) = match n.channel {
             Channel::Sms => (String::new(), self.templates.render_text(&n.tenant, n.template, &n.context)?),
+            // What the service worker shows: title, text, and the page to open.
+            Channel::Push => {
+                let (title, text) = self.templates.render(&n.tenant, n.template, &n.context)?;
+                let url = n.context["order"]["id"].as_str().map(|id| format!("/orders/{id}"));
+                let payload = json!({"title": title, "body": text.trim(), "url": url, "tag": e.aggregate_id});
+                (title, payload.to_string())
+            }
             _ => self.templates.render(&n.tenant, n.template, &n.context)?,
         };
         // Checked at start over the longest context; an event older than the limits it
@@ -646,6 +687,13 @@ impl Notifier {
                     .map_err(|e| (e.to_string(), matches!(e, sms::SmsError::Transient(_)))),
                 None => Err(("no SMS sender is configured".to_owned(), true)),
             },
+            Channel::Push => match &self.push {
+                Some(sender) => sender.send(&self.db, to, body.as_bytes()).await.map_err(|e| {
+                    let again = matches!(e, push::PushError::Transient(_));
+                    (e.to_string(), again)
+                }),
+                None => Err(("web push is not configured".to_owned(), true)),
+            },
             _ => {
                 let message_id = format!("{}@shop.invalid", id.replace(['@', ':', '+'], "."));
                 let mail = Mail { to: to.to_owned(), subject, body, message_id: Some(message_id) };
@@ -678,7 +726,7 @@ impl Notifier {
     pub async fn retry_failed(&self) -> Result<(), NotifyError> {
         let rows = sqlx::query(
             "SELECT id, channel, recipient, subject, body, attempts FROM notifier_deliveries \
-             WHERE channel IN ('email', 'sms') AND status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
+             WHERE channel IN ('email', 'sms', 'push') AND status = 'failed' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 50",
         )
         .bind(now_ms())
         .fetch_all(&self.db.pool)
@@ -782,10 +830,7 @@ pub async fn deliveries(db: &ReadDb, tenant: &TenantId, filter: DeliveryFilter, 
         .map(|r| {
             let channel: Channel = r.try_get::<String, _>(1)?.parse()?;
             let (id, recipient): (String, String) = (r.try_get(0)?, r.try_get(2)?);
-            let (id, recipient) = match channel {
-                Channel::Sms => (id.replace(&recipient, &domain::mask_phone(&recipient)), domain::mask_phone(&recipient)),
-                _ => (id, recipient),
-            };
+            let (id, recipient) = (mask_id(&id), mask_recipient(channel, &recipient));
             Ok(Delivery {
                 id,
                 channel,
@@ -835,12 +880,28 @@ pub async fn redeliver(db: &ReadDb, tenant: &TenantId, id: &str) -> Result<bool,
     Ok(done == 1)
 }
 
-/// An SMS delivery's id as listed: `<position>:sms:<masked number>:<template>`.
+/// A delivery's id as listed: `<position>:<channel>:<masked recipient>:<template>`.
 fn mask_id(id: &str) -> String {
     let parts: Vec<&str> = id.splitn(4, ':').collect();
     match parts.as_slice() {
-        [position, "sms", number, template] => format!("{position}:sms:{}:{template}", domain::mask_phone(number)),
+        [position, channel, recipient, template] => match channel.parse::<Channel>() {
+            Ok(c @ (Channel::Sms | Channel::Push)) => format!("{position}:{channel}:{}:{template}", mask_recipient(c, recipient)),
+            _ => id.to_owned(),
+        },
         _ => id.to_owned(),
+    }
+}
+
+/// A recipient as operators see it: phone numbers and push subscriptions (which stand for a
+/// person's device) masked.
+fn mask_recipient(channel: Channel, recipient: &str) -> String {
+    match channel {
+        Channel::Sms => domain::mask_phone(recipient),
+        Channel::Push => {
+            let tail: String = recipient.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            format!("device …{tail}")
+        }
+        _ => recipient.to_owned(),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Webhook administration under `/api/v1/admin/webhooks`, and every channel's deliveries
-//! under `/api/v1/admin/deliveries` (admins of the tenant only).
+//! under `/api/v1/admin/deliveries` (admins of the tenant only); each user's web push
+//! subscriptions under `/api/v1/users/me/push-subscriptions`.
 
 use aide::axum::routing::{delete_with, get_with, post_with};
 use aide::axum::ApiRouter;
 use axum::extract::{FromRef, Path, State};
 use axum::Json;
-use http_kit::{Admin, ApiError, AppJson, AppQuery, Created, Done, ErrorCode, JwtKeys, Problems, Queued};
+use http_kit::{Admin, ApiError, AppJson, AppQuery, AuthUser, Created, Done, ErrorCode, JwtKeys, Problems, Queued};
 use serde::Deserialize;
 use worker_kit::ReadDb;
 
@@ -18,6 +19,8 @@ pub struct WebhookApi {
     pub jwt: JwtKeys,
     /// Which targets and how many endpoints registration allows.
     pub rules: webhooks::RegistrationRules,
+    /// The VAPID public key when web push is on.
+    pub push_key: Option<String>,
 }
 
 impl FromRef<WebhookApi> for JwtKeys {
@@ -66,7 +69,7 @@ pub fn router(state: WebhookApi) -> ApiRouter {
                 op.describe(
                     "list_deliveries",
                     "admin",
-                    "The tenant's deliveries of every channel (e-mail, SMS, webhook), newest first; phone numbers masked.",
+                    "The tenant's deliveries of every channel (e-mail, SMS, push, webhook), newest first; phone numbers and devices masked.",
                 )
                 .problems(&[ErrorCode::InvalidValue])
             }),
@@ -78,7 +81,88 @@ pub fn router(state: WebhookApi) -> ApiRouter {
                     .problems(&[NotFound])
             }),
         )
+        .api_route(
+            "/push/vapid-public-key",
+            get_with(vapid_key, |op| {
+                op.describe("vapid_public_key", "push", "The shop's VAPID public key, for PushManager.subscribe (applicationServerKey).")
+                    .problems(&[NotFound])
+            }),
+        )
+        .api_route(
+            "/users/me/push-subscriptions",
+            post_with(push_subscribe, |op| {
+                op.describe(
+                    "subscribe_push",
+                    "push",
+                    "Register this browser's push subscription (endpoint and keys); the same endpoint again replaces its keys.",
+                )
+                .problems(&[ErrorCode::InvalidValue, ErrorCode::LimitReached, NotFound])
+            })
+            .get_with(push_list, |op| op.describe("list_push_subscriptions", "push", "The caller's push subscriptions.")),
+        )
+        .api_route(
+            "/users/me/push-subscriptions/{id}",
+            delete_with(push_unsubscribe, |op| {
+                op.describe("unsubscribe_push", "push", "Remove one of the caller's push subscriptions.").problems(&[NotFound])
+            }),
+        )
         .with_state(state)
+}
+
+/// The public key as `{public_key}` (base64url, uncompressed point).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct VapidKeyView {
+    public_key: String,
+}
+
+async fn vapid_key(State(state): State<WebhookApi>) -> Result<Json<VapidKeyView>, ApiError> {
+    let key = state.push_key.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "web push is not configured here"))?;
+    Ok(Json(VapidKeyView { public_key: key }))
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PushSubscriptionRequest")]
+struct PushSubscribeRequest {
+    endpoint: String,
+    keys: crate::push::SubscriptionKeys,
+    /// `PushSubscription.toJSON()` sends it (mostly `null`); not used.
+    #[serde(default, rename = "expirationTime")]
+    #[allow(dead_code)]
+    expiration_time: Option<i64>,
+}
+
+/// `POST /users/me/push-subscriptions`: 201 with the subscription.
+async fn push_subscribe(
+    State(state): State<WebhookApi>,
+    user: AuthUser,
+    AppJson(req): AppJson<PushSubscribeRequest>,
+) -> Result<Created<crate::push::Subscription>, ApiError> {
+    if state.push_key.is_none() {
+        return Err(ApiError::new(ErrorCode::NotFound, "web push is not configured here"));
+    }
+    let (tenant, id) = (user.tenant.to_string(), user.user_id.to_string());
+    let policy = state.rules.policy;
+    match crate::push::subscribe(&state.db, &tenant, &id, &req.endpoint, &req.keys, policy).await.map_err(internal)? {
+        Ok(subscription) => Ok(Created(subscription)),
+        Err(e @ crate::push::InvalidSubscription::TooMany(_)) => Err(ApiError::new(ErrorCode::LimitReached, e.to_string())),
+        Err(e @ crate::push::InvalidSubscription::Endpoint(_)) => {
+            Err(ApiError::new(ErrorCode::InvalidValue, e.to_string()).with("field", "endpoint"))
+        }
+        Err(e) => Err(ApiError::new(ErrorCode::InvalidValue, e.to_string()).with("field", "keys")),
+    }
+}
+
+async fn push_list(State(state): State<WebhookApi>, user: AuthUser) -> Result<Json<Vec<crate::push::Subscription>>, ApiError> {
+    let list = crate::push::subscriptions(&state.db, user.tenant.as_str(), &user.user_id.to_string()).await.map_err(internal)?;
+    Ok(Json(list))
+}
+
+async fn push_unsubscribe(State(state): State<WebhookApi>, user: AuthUser, Path(id): Path<String>) -> Result<Done, ApiError> {
+    match crate::push::unsubscribe(&state.db, user.tenant.as_str(), &user.user_id.to_string(), &id).await.map_err(internal)? {
+        true => Ok(Done),
+        false => Err(ApiError::not_found("push subscription")),
+    }
 }
 
 /// `GET /admin/mail`: the tenant's last 100 e-mail deliveries (`sending` after a crash means

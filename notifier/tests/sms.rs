@@ -10,38 +10,22 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use domain::order::{CancelReason, Order, OrderCommand};
-use domain::user::{Role, User, UserCommand, UserServices};
+use domain::user::UserCommand;
 use domain::{stream_id, OrderId, PaymentId, TenantId, UserId};
 use mailer::{OutboxMailer, Templates};
 use notifier::sms::{HttpSms, HttpSmsConfig, OutboxSms, SmsSender};
 use notifier::{Channel, DeliveryFilter, DeliveryStatus, Notifier, NotifierConfig};
 use projections::Runner;
 use store::{Metadata, Repository};
-use testkit::{both_backends, PlainHasher, SmsServer, TestStore};
+use testkit::{both_backends, SmsServer, TestStore};
 use worker_kit::{Driver, ReadDb};
 
 fn tenant() -> TenantId {
     "acme".parse().expect("valid")
 }
 
-fn users(t: &TestStore) -> Repository<User> {
-    Repository::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) })
-}
-
 async fn user(t: &TestStore, n: u128, commands: Vec<UserCommand>) -> UserId {
-    let id = UserId::from_uuid(uuid::Uuid::from_u128(n));
-    let register = UserCommand::Register {
-        tenant: tenant(),
-        user_id: id,
-        email: format!("user{n}@example.com").parse().expect("valid"),
-        name: format!("User {n}").parse().expect("valid"),
-        password: "correct horse".parse().expect("valid"),
-        roles: [Role::Customer].into_iter().collect(),
-    };
-    for command in std::iter::once(register).chain(commands) {
-        users(t).execute(&stream_id(&tenant(), id), command, None, &Metadata::default()).await.expect("user command");
-    }
-    id
+    common::customer(t, n, commands).await
 }
 
 fn phone(number: &str) -> UserCommand {

@@ -177,6 +177,16 @@ pub struct Config {
     #[arg(long, env = "SHOP_SMS_FROM")]
     pub sms_from: Option<String>,
 
+    /// The VAPID private key of web push: the 32-byte P-256 private scalar, base64url (no
+    /// default; never printed). Unset, embedded mode generates one into
+    /// `<data dir>/vapid-private-key` and production sends no push.
+    #[arg(long, env = "SHOP_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    pub vapid_private_key: Option<Secret>,
+
+    /// The contact push services may write to about this shop's pushes (`mailto:` or `https:`).
+    #[arg(long, env = "SHOP_VAPID_SUBJECT", default_value = "mailto:operator@shop.invalid")]
+    pub vapid_subject: String,
+
     /// Admins are told when a SKU's available units fall below this.
     #[arg(long, env = "SHOP_LOW_STOCK_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub low_stock_threshold: i64,
@@ -304,6 +314,8 @@ impl Config {
             sms_account: None,
             sms_token: None,
             sms_from: None,
+            vapid_private_key: None,
+            vapid_subject: "mailto:operator@shop.invalid".to_owned(),
             low_stock_threshold: 5,
             template_dir: None,
             webhook_max_attempts: 8,
@@ -440,8 +452,9 @@ mod tests {
         config.redis_url = Some(Secret::new("redis://:redis-password@cache"));
         config.smtp_url = Some(Secret::new("smtp://mail-user:mail-password@mail"));
         config.sms_token = Some(Secret::new("sms-token-0123"));
+        config.vapid_private_key = Some(Secret::new("vapid-private-0123"));
         let printed = format!("{config:?}");
-        for secret in ["jwt-secret", "db-password", "redis-password", "mail-password", "sms-token"] {
+        for secret in ["jwt-secret", "db-password", "redis-password", "mail-password", "sms-token", "vapid-private"] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
         }
     }

@@ -151,7 +151,7 @@ fn restrict_data_dir(config: &Config) -> anyhow::Result<()> {
             _ => Ok(()),
         };
         set(&config.data_dir, 0o700)?;
-        for file in ["shop.db", "shop.db-wal", "shop.db-shm", "jwt-secret"] {
+        for file in ["shop.db", "shop.db-wal", "shop.db-shm", "jwt-secret", "vapid-private-key"] {
             set(&config.data_dir.join(file), 0o600)?;
         }
     }
@@ -196,6 +196,22 @@ fn sms(config: &Config) -> anyhow::Result<Arc<dyn notifier::sms::SmsSender>> {
         timeout: Duration::from_secs(10),
     });
     Ok(Arc::new(sms.map_err(anyhow::Error::msg)?))
+}
+
+/// Web push with `SHOP_VAPID_PRIVATE_KEY`, or in embedded mode with a key generated once into
+/// the data directory; `None` in production without a key.
+fn web_push(config: &Config) -> anyhow::Result<Option<Arc<notifier::push::WebPush>>> {
+    let key = match &config.vapid_private_key {
+        Some(key) => notifier::push::VapidKey::from_private(key.expose(), &config.vapid_subject)
+            .map_err(|e| anyhow::anyhow!("SHOP_VAPID_PRIVATE_KEY: {e}"))?,
+        None if config.is_embedded() => {
+            notifier::push::VapidKey::load_or_generate(&config.data_dir.join("vapid-private-key"), &config.vapid_subject)
+                .map_err(|e| anyhow::anyhow!("the VAPID key: {e}"))?
+        }
+        None => return Ok(None),
+    };
+    let push = notifier::push::WebPush::new(key, config.webhook_policy(), Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(push)))
 }
 
 /// The payment provider `SHOP_PAYMENT_GATEWAY` names.
@@ -282,6 +298,8 @@ pub struct Application {
     cors: Option<tower_http::cors::CorsLayer>,
     /// What webhook registration allows.
     webhook_rules: notifier::webhooks::RegistrationRules,
+    /// The VAPID public key when web push is on.
+    push_key: Option<String>,
     /// The feed and limits of the live order streams.
     live: Arc<query_api::live::LiveFeed>,
     /// What this process runs beside its HTTP server.
@@ -390,17 +408,20 @@ impl Application {
         }
 
         let sms = sms(config)?;
+        let push = web_push(config)?;
         if roles.notifier() {
-            let notifier = Arc::new(
-                notifier::Notifier::new(
-                    store.clone(),
-                    read_db.clone(),
-                    mailer(config)?,
-                    Arc::clone(&state.templates),
-                    notifier::NotifierConfig { low_stock_threshold: config.low_stock_threshold, ..notifier::NotifierConfig::default() },
-                )
-                .with_sms(Arc::clone(&sms)),
-            );
+            let mut notifier = notifier::Notifier::new(
+                store.clone(),
+                read_db.clone(),
+                mailer(config)?,
+                Arc::clone(&state.templates),
+                notifier::NotifierConfig { low_stock_threshold: config.low_stock_threshold, ..notifier::NotifierConfig::default() },
+            )
+            .with_sms(Arc::clone(&sms));
+            if let Some(push) = &push {
+                notifier = notifier.with_push(Arc::clone(push));
+            }
+            let notifier = Arc::new(notifier);
             let reader = Arc::clone(&notifier) as Arc<dyn worker_kit::SourcedConsumer>;
             match kafka::group(config, reader, "notifier", true, &store, &read_db).await? {
                 Some((_, worker)) => workers.extend(worker),
@@ -438,6 +459,7 @@ impl Application {
             },
             payment_gateway = ?config.payment_gateway,
             sms = %sms.describe(),
+            push = if push.is_some() { "web push (VAPID)" } else { "off (no SHOP_VAPID_PRIVATE_KEY)" },
             notifier = match (roles.notifier(), &config.smtp_url) {
                 (false, _) => "off",
                 (true, Some(_)) => "running (smtp)",
@@ -456,6 +478,7 @@ impl Application {
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             cors: http_kit::cors(&config.cors_origins()?),
             webhook_rules: config.webhook_rules(),
+            push_key: push.as_ref().map(|p| p.public_key()),
             live: if roles.serves_queries() {
                 query_api::live::LiveFeed::start(
                     read_db.clone(),
@@ -503,7 +526,12 @@ impl Application {
         let webhooks = || {
             ApiRouter::new().nest(
                 "/api/v1",
-                notifier::routes::router(notifier::routes::WebhookApi { db: db.clone(), jwt: jwt.clone(), rules: self.webhook_rules }),
+                notifier::routes::router(notifier::routes::WebhookApi {
+                    db: db.clone(),
+                    jwt: jwt.clone(),
+                    rules: self.webhook_rules,
+                    push_key: self.push_key.clone(),
+                }),
             )
         };
         let saga = || ApiRouter::new().nest("/api/v1", saga::routes::router(saga::routes::SagaApi { db: db.clone(), jwt: jwt.clone() }));

@@ -17,6 +17,7 @@
 mod app;
 mod data;
 mod gateway;
+mod push;
 mod servers;
 mod servers_own;
 mod sms;
@@ -25,6 +26,7 @@ mod stores;
 pub use app::*;
 pub use data::*;
 pub use gateway::*;
+pub use push::*;
 pub use servers::*;
 pub use servers_own::*;
 pub use sms::*;

@@ -1,10 +1,15 @@
 //! What the notifier's test files share.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use domain::user::{Role, User, UserCommand, UserServices};
+use domain::{stream_id, UserId};
+use store::{Metadata, Repository};
 
 use notifier::{Notifier, NotifyError};
 use projections::Runner;
-use testkit::TestStore;
+use testkit::{PlainHasher, TestStore};
 use worker_kit::{Driver, Outcome, ReadDb};
 
 /// Runs the users view and the notifier until the notifier has passed the whole log (or
@@ -28,4 +33,25 @@ pub async fn drive(t: &TestStore, db: &ReadDb, runner: &Runner, n: &Driver<Notif
         assert!(Instant::now() < deadline, "the notifier did not pass the log");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+// Not every test file registers users.
+#[allow(dead_code)]
+/// Customer `n` of tenant `acme` (`user<n>@example.com`), registered, then `commands` run on it.
+pub async fn customer(t: &TestStore, n: u128, commands: Vec<UserCommand>) -> UserId {
+    let tenant: domain::TenantId = "acme".parse().expect("valid");
+    let id = UserId::from_uuid(uuid::Uuid::from_u128(n));
+    let register = UserCommand::Register {
+        tenant: tenant.clone(),
+        user_id: id,
+        email: format!("user{n}@example.com").parse().expect("valid"),
+        name: format!("User {n}").parse().expect("valid"),
+        password: "correct horse".parse().expect("valid"),
+        roles: [Role::Customer].into_iter().collect(),
+    };
+    let users = Repository::<User>::new(t.store.clone(), UserServices { hasher: Arc::new(PlainHasher) });
+    for command in std::iter::once(register).chain(commands) {
+        users.execute(&stream_id(&tenant, id), command, None, &Metadata::default()).await.expect("user command");
+    }
+    id
 }
