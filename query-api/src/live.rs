@@ -31,11 +31,13 @@ pub const SAFETY_POLL: Duration = Duration::from_secs(15);
 pub struct StreamLimits {
     pub per_user: usize,
     pub total: usize,
+    /// How often the live socket pings; a socket silent for three of these is dropped.
+    pub ping_every: Duration,
 }
 
 impl Default for StreamLimits {
     fn default() -> Self {
-        Self { per_user: 5, total: 2_000 }
+        Self { per_user: 5, total: 2_000, ping_every: Duration::from_secs(20) }
     }
 }
 
@@ -106,6 +108,10 @@ impl LiveFeed {
         open.0 += 1;
         open.1.insert(user, mine + 1);
         Some(StreamPermit { feed: Arc::clone(self), user })
+    }
+
+    pub fn limits(&self) -> StreamLimits {
+        self.limits
     }
 
     /// Streams open now.

@@ -16,8 +16,8 @@
 //!    rise; a client that reconnects with the last position it saw per topic gets what it
 //!    missed, and nothing twice.
 //!
-//! The server pings every [`PING_EVERY`] and closes a socket it has not heard from for
-//! [`SILENT_LIMIT`]. The socket closes (4401) when the access token expires, unless the client
+//! The server pings every `SHOP_LIVE_PING_SECS` (20) and closes a socket it has not heard
+//! from for three of them (ping, pong or anything else). The socket closes (4401) when the access token expires, unless the client
 //! sends a fresh token of the same user first (`{"type": "auth", ...}` again; its roles then
 //! apply). Sockets count toward the same per-user and per-process limits as the order event
 //! streams ([`crate::live`]); beyond them the server answers `rate_limited` and closes (1013).
@@ -40,13 +40,13 @@ use crate::QueryState;
 
 /// How long a new socket has to authenticate.
 pub const AUTH_WITHIN: Duration = Duration::from_secs(5);
-pub const PING_EVERY: Duration = Duration::from_secs(20);
-pub const SILENT_LIMIT: Duration = Duration::from_secs(60);
 pub const ADMIN_POLL: Duration = Duration::from_secs(1);
 /// `admin.low_stock` without `below`: the same default as `GET /admin/stock/low`.
 pub const LOW_STOCK_BELOW: i64 = 5;
 /// Entries per topic and look; more follow at once.
 const PAGE: i64 = 200;
+/// How long a closing socket waits for the client's close frame.
+const CLOSING: Duration = Duration::from_secs(2);
 /// Largest message a client may send.
 const MAX_MESSAGE: usize = 16 * 1024;
 
@@ -115,8 +115,21 @@ fn error(code: &str, detail: &str) -> Message {
     text(json!({"type": "error", "code": code, "detail": detail}))
 }
 
+/// Sends a close frame and waits (briefly) for the client's, reading what it still sends: a
+/// connection dropped with unread data would be reset, and the client could lose the close
+/// frame and the message before it.
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    if socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSING, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// When `user`'s token expires, as an instant of this process.
@@ -162,7 +175,9 @@ async fn session(state: QueryState, mut socket: WebSocket) {
     let mut topics: BTreeMap<Topic, i64> = BTreeMap::new();
     let mut below = LOW_STOCK_BELOW;
     let mut heard = Instant::now();
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let ping_every = state.live.limits().ping_every;
+    let silent_limit = ping_every * 3;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut admin_poll = tokio::time::interval(ADMIN_POLL);
     let mut orders_poll = tokio::time::interval(crate::live::SAFETY_POLL);
     // Which topics to look at now.
@@ -232,7 +247,7 @@ async fn session(state: QueryState, mut socket: WebSocket) {
                 return;
             }
             _ = ping.tick() => {
-                if heard.elapsed() > SILENT_LIMIT {
+                if heard.elapsed() > silent_limit {
                     close(&mut socket, 1001, "no answer to pings").await;
                     return;
                 }

@@ -265,6 +265,11 @@ pub struct Config {
     #[arg(long, env = "SHOP_LIVE_STREAMS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub live_streams_per_user: u64,
 
+    /// Seconds between the live socket's pings (`GET /api/v1/ws`); a socket silent for three
+    /// of them is dropped.
+    #[arg(long, env = "SHOP_LIVE_PING_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub live_ping_secs: u64,
+
     /// Live order streams a process keeps open in all.
     #[arg(long, env = "SHOP_LIVE_STREAMS_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub live_streams_max: u64,
@@ -288,6 +293,7 @@ impl Config {
             cors_origins: Vec::new(),
             live_streams_per_user: 5,
             live_streams_max: 2000,
+            live_ping_secs: 20,
             read_wait_ms: 2000,
             kafka_brokers: None,
             redis_url: None,
@@ -399,7 +405,11 @@ impl Config {
     }
 
     pub fn live_limits(&self) -> query_api::live::StreamLimits {
-        query_api::live::StreamLimits { per_user: self.live_streams_per_user as usize, total: self.live_streams_max as usize }
+        query_api::live::StreamLimits {
+            per_user: self.live_streams_per_user as usize,
+            total: self.live_streams_max as usize,
+            ping_every: Duration::from_secs(self.live_ping_secs),
+        }
     }
 
     pub fn webhook_policy(&self) -> notifier::targets::TargetPolicy {

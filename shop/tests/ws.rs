@@ -142,6 +142,34 @@ both_modes!(a_socket_authenticates_first_and_each_caller_sees_only_its_own, |app
     let low = events_until(&mut admin_socket, "admin.low_stock", |s| s.iter().any(|e| e["data"]["available"] == 4)).await;
     assert_eq!(low.last().map(|e| e["data"]["sku"].clone()), Some(json!("LAMP-1")));
 
+    // A projection parks an event of this tenant, and one of another tenant: the admin hears
+    // of this tenant's only.
+    let db = worker_kit::ReadDb::connect(&app.url, 1).await.expect("read db");
+    let head = app.state.store.head_position().await.expect("head");
+    for (id, stream) in [("orders:ws-1", format!("default:{order}")), ("orders:ws-2", format!("globex:{order}"))] {
+        sqlx::query(
+            "INSERT INTO projection_dead_letters (id, projection, aggregate_id, tx, position, error, parked_at_ms) \
+             VALUES ($1, 'orders', $2, 0, $3, 'injected by the test', 0)",
+        )
+        .bind(id)
+        .bind(stream)
+        .bind(head + 1)
+        .execute(&db.pool)
+        .await
+        .expect("park");
+    }
+    let parked = events_until(&mut admin_socket, "admin.dead_letters", |s| !s.is_empty()).await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0]["data"]["id"], "orders:ws-1");
+    assert_eq!(
+        next(&mut admin_socket, Duration::from_millis(1_500)).await.and_then(|g| match g {
+            Got::Json(v) if v["topic"] == "admin.dead_letters" => Some(v),
+            _ => None,
+        }),
+        None,
+        "not the other tenant's"
+    );
+
     // Bob's socket stays quiet: Ada's order is not his.
     assert_eq!(next(&mut bob_socket, Duration::from_millis(800)).await, None, "nothing for Bob");
 });
@@ -214,5 +242,37 @@ both_modes!(
         assert_eq!(json(&mut kept).await["type"], "ready");
         assert_eq!(next(&mut lapsed, Duration::from_secs(5)).await, Some(Got::Closed(Some(4401))), "closed at the expiry");
         assert_eq!(next(&mut kept, Duration::from_millis(500)).await, None, "still open");
+    }
+);
+
+both_modes!(
+    the_server_pings_and_drops_a_socket_that_never_answers,
+    configure = |c: &mut shop::Config| c.live_ping_secs = 1,
+    |app: TestApp| async move {
+        let ada = app.customer_token("ada@example.com").await;
+        let (mut answering, _) = open(&app, &ada, json!({"type": "subscribe", "topics": ["orders"]})).await;
+        let (mut silent, _) = open(&app, &ada, json!({"type": "subscribe", "topics": ["orders"]})).await;
+        // Reading answers each ping with a pong (tungstenite does): the socket stays open.
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(frame) = tokio::time::timeout_at(until, answering.next()).await {
+            match frame {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(Message::Text(_))) => {}
+                other => panic!("the answering socket ended: {other:?}"),
+            }
+        }
+        assert!(pings >= 3, "pinged every second: {pings}");
+        // The other one read nothing for those 5 s, so it never answered: the server ended it
+        // (with 1001, going away, if the close frame is still readable: the server stopped
+        // waiting for this client's answer long ago).
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(5), silent.next()).await.expect("the server ended the silent socket") {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break None,
+            }
+        };
+        assert!(ended.is_none_or(|code| code == 1001), "{ended:?}");
     }
 );

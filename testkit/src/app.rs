@@ -22,6 +22,8 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     pub state: AppState,
     pub backend: Backend,
+    /// The database the shop runs on (the store and the read models).
+    pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -65,7 +67,7 @@ impl TestApp {
         let mut config = Config::embedded(data_dir.clone());
         config.jwt_secret = Some(http_kit::Secret::new(JWT_SECRET));
         if backend == Backend::Postgres {
-            config.database_url = Some(http_kit::Secret::new(url));
+            config.database_url = Some(http_kit::Secret::new(url.clone()));
         }
         configure(&mut config);
         let app = Application::build(&config).await.expect("shop builds");
@@ -75,7 +77,7 @@ impl TestApp {
         tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Self { base, client: reqwest::Client::new(), data_dir, state, backend, stop: Some(stop) }
+        Self { base, client: reqwest::Client::new(), data_dir, state, backend, url, stop: Some(stop) }
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {
