@@ -362,6 +362,9 @@ both_modes!(a_customer_with_a_phone_who_opted_in_hears_of_the_shipment_by_sms, |
         assert!(Instant::now() < deadline, "the SMS was never listed as sent: {:?}", listed.body);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `/metrics` counts deliveries per channel and status.
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l.starts_with("shop_notifier_deliveries_total{channel=\"sms\",status=\"sent\"}")), "{metrics}");
     let all = app.call(Method::GET, "/api/v1/admin/deliveries", Some(&admin), None, &[]).await.body;
     assert!(all.as_array().is_some_and(|a| a.iter().any(|d| d["channel"] == "email")), "{all:?}");
     assert_eq!(app.call(Method::GET, "/api/v1/admin/deliveries", Some(&ada), None, &[]).await.status, StatusCode::FORBIDDEN);
