@@ -12,7 +12,7 @@ const SECTIONS = [
   ['codes', 'Discount codes'],
   ['webhooks', 'Webhooks'],
   ['dead-letters', 'Dead letters'],
-  ['mail', 'Mail'],
+  ['mail', 'Deliveries'],
 ];
 
 export function Admin({ section, rest, query }) {
@@ -625,14 +625,40 @@ function DeadLetters() {
 }
 
 function MailLog() {
-  const mail = useLoad(() => api('/admin/mail'), []);
+  const [channel, setChannel] = useState('');
+  const list = useLoad(() => api(`/admin/deliveries${channel ? `?channel=${channel}` : ''}`), [channel]);
   return html`<div>
-    <h1>Mail</h1>
-    <${ErrorNote} error=${mail.error} />
-    ${mail.data &&
+    <h1>Deliveries</h1>
+    <form class="filters" onSubmit=${(e) => e.preventDefault()} aria-label="Filter deliveries">
+      <div class="field">
+        <label for="channel-filter">Channel</label>
+        <select id="channel-filter" name="channel" value=${channel} onChange=${(e) => setChannel(e.target.value)}>
+          <option value="">All</option>
+          <option value="email">E-mail</option>
+          <option value="sms">SMS</option>
+          <option value="push">Push</option>
+          <option value="webhook">Webhook</option>
+        </select>
+      </div>
+    </form>
+    <${ErrorNote} error=${list.error} />
+    ${list.data &&
     html`<table class="lines">
-      <thead><tr><th scope="col">To</th><th scope="col">Template</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col">Last error</th></tr></thead>
-      <tbody>${mail.data.map((m) => html`<tr><td>${m.recipient}</td><td>${m.template}</td><td>${m.status}</td><td>${m.attempts}</td><td>${m.last_error || ''}</td></tr>`)}</tbody>
+      <thead><tr><th scope="col">Channel</th><th scope="col">To</th><th scope="col">Template</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+      <tbody>
+        ${list.data.map(
+          (d) => html`<tr>
+            <td>${d.channel}</td>
+            <td>${d.recipient}</td>
+            <td>${d.template}</td>
+            <td>${d.status}</td>
+            <td>${d.attempts}</td>
+            <td>${d.last_error || ''}</td>
+            <td>${(d.status === 'failed' || d.status === 'dead') &&
+            html`<${Act} label="Redeliver" what=${`${d.channel} ${d.template}`} action=${async () => (await api(`/admin/deliveries/${encodeURIComponent(d.id)}/redeliver`, { method: 'POST', body: {} }), list.reload())} />`}</td>
+          </tr>`,
+        )}
+      </tbody>
     </table>`}
   </div>`;
 }
