@@ -40,30 +40,35 @@ impl OutboxMailer {
 #[async_trait]
 impl Mailer for OutboxMailer {
     async fn send(&self, mail: Mail) -> std::io::Result<()> {
-        tokio::fs::create_dir_all(&self.dir).await?;
         let name = format!("{}.eml", uuid::Uuid::now_v7());
         let message_id = mail.message_id.clone().unwrap_or_else(|| format!("{}@shop.invalid", uuid::Uuid::now_v7()));
         let text = format!(
             "To: {}\r\nFrom: {FROM}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
             mail.to, mail.subject, mail.body
         );
-        // Write then rename, so a reader never sees half a message; mail is personal data, so
-        // the outbox and its files are for the owner only.
-        #[cfg(unix)]
-        tokio::fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await?;
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut options = tokio::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let mut file = options.open(&tmp).await?;
-        tokio::io::AsyncWriteExt::write_all(&mut file, text.as_bytes()).await?;
-        tokio::io::AsyncWriteExt::flush(&mut file).await?;
-        drop(file);
-        tokio::fs::rename(&tmp, self.dir.join(&name)).await?;
+        write_outbox_file(&self.dir, &name, text.as_bytes()).await?;
         tracing::info!(file = %name, subject = %mail.subject, "mail written to outbox");
         Ok(())
     }
+}
+
+/// Writes `contents` as file `name` of outbox `dir` (made if missing): written then renamed,
+/// so a reader never sees half a message; messages are personal data, so the directory and
+/// its files are for the owner only.
+pub async fn write_outbox_file(dir: &std::path::Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    #[cfg(unix)]
+    tokio::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, contents).await?;
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    drop(file);
+    tokio::fs::rename(&tmp, dir.join(name)).await
 }
 
 /// The sender of every message.

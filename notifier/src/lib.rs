@@ -196,6 +196,13 @@ enum UserFacts {
     SmsSet { allowed: bool },
 }
 
+/// Order news that also go by SMS or push: (mail template, SMS template, push template).
+const ORDER_NEWS: [(&str, Option<&str>, Option<&str>); 3] = [
+    ("order_confirmed", None, Some("push/order_confirmed")),
+    ("order_shipped", Some("sms/order_shipped"), Some("push/order_shipped")),
+    ("order_cancelled", Some("sms/order_cancelled"), Some("push/order_cancelled")),
+];
+
 const IDLE: Duration = Duration::from_millis(100);
 const GATHER: Duration = Duration::from_millis(10);
 
@@ -391,7 +398,6 @@ impl Notifier {
             }
             Order::TYPE => {
                 let event = OrderEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("order", e))))?;
-                // The e-mail template, and the SMS one where the news goes by SMS too.
                 let (template, extra) = match event {
                     OrderEvent::Confirmed => ("order_confirmed", None),
                     OrderEvent::Shipped { carrier, tracking_number } => {
@@ -423,11 +429,7 @@ impl Notifier {
                 if let Some((field, value)) = extra {
                     context[field] = value;
                 }
-                let text = match template {
-                    "order_shipped" => Some("sms/order_shipped"),
-                    "order_cancelled" => Some("sms/order_cancelled"),
-                    _ => None,
-                };
+                let (_, text, pushed) = ORDER_NEWS.iter().copied().find(|(mail, ..)| *mail == template).unwrap_or((template, None, None));
                 let phone = match text {
                     Some(_) if self.sms.is_some() => self.sms_number(tenant, &customer.to_string()).await?,
                     _ => None,
@@ -442,12 +444,6 @@ impl Notifier {
                 if let (Some(template), Some(to)) = (text, phone) {
                     out.push(Notification { channel: Channel::Sms, template, tenant: tenant.to_owned(), to, context: context.clone() });
                 }
-                let pushed = match template {
-                    "order_confirmed" => Some("push/order_confirmed"),
-                    "order_shipped" => Some("push/order_shipped"),
-                    "order_cancelled" => Some("push/order_cancelled"),
-                    _ => None,
-                };
                 if let (Some(template), Some(_)) = (pushed, &self.push) {
                     for device in push::subscriptions(&self.db, tenant, &customer.to_string()).await? {
                         let to = device.id;
@@ -666,11 +662,12 @@ impl Notifier {
         .execute(&self.db.pool)
         .await?
         .rows_affected();
-        if claimed == 0 || too_long {
-            if claimed == 1 {
-                tracing::warn!(delivery = %id, error = error.as_deref().unwrap_or_default(), "sms not sent");
-                delivered(n.channel.as_str(), DeliveryStatus::Dead);
-            }
+        if claimed == 0 {
+            return Ok(());
+        }
+        if too_long {
+            tracing::warn!(delivery = %id, error = error.as_deref().unwrap_or_default(), "sms not sent");
+            delivered(n.channel.as_str(), DeliveryStatus::Dead);
             return Ok(());
         }
         self.send(n.channel, &id, &n.to, subject, body, 1).await
@@ -721,7 +718,7 @@ impl Notifier {
         Ok(())
     }
 
-    /// Sends again the failed messages (mail and SMS) that are due, each claimed first so two
+    /// Sends again the failed messages (mail, SMS and push) that are due, each claimed first so two
     /// notifiers never both send one.
     pub async fn retry_failed(&self) -> Result<(), NotifyError> {
         let rows = sqlx::query(
@@ -781,7 +778,7 @@ pub fn longest_sms_context() -> Value {
 /// Every SMS template, built-in and each tenant's override, fits [`sms::MAX_LENGTH`] over
 /// [`longest_sms_context`]; called at start.
 pub fn check_sms_templates(templates: &Templates) -> Result<(), TemplateError> {
-    for name in ["sms/order_shipped", "sms/order_cancelled"] {
+    for name in ORDER_NEWS.iter().filter_map(|(_, sms, _)| *sms) {
         templates.check_length(name, &longest_sms_context(), sms::MAX_LENGTH)?;
     }
     Ok(())
@@ -792,8 +789,8 @@ pub fn check_sms_templates(templates: &Templates) -> Result<(), TemplateError> {
 pub struct Delivery {
     pub id: String,
     pub channel: Channel,
-    /// An e-mail address, a webhook endpoint's id, or a phone number with all but its first
-    /// and last two digits hidden.
+    /// An e-mail address, a webhook endpoint's id, a phone number with all but its first and
+    /// last two digits hidden, or a push device by the end of its id.
     pub recipient: String,
     /// The template, or a webhook's event type.
     pub template: String,
@@ -813,7 +810,7 @@ pub struct DeliveryFilter {
 }
 
 /// The deliveries of `tenant` that `filter` takes, newest first (at most `limit`); phone
-/// numbers masked. The ids of a delivery name its recipient, so the listed id is masked too.
+/// numbers and devices masked. The ids of a delivery name its recipient, so the listed id is masked too.
 pub async fn deliveries(db: &ReadDb, tenant: &TenantId, filter: DeliveryFilter, limit: i64) -> Result<Vec<Delivery>, NotifyError> {
     let rows = sqlx::query(
         "SELECT id, channel, recipient, template, status, attempts, last_error, next_attempt_ms, created_at_ms \
@@ -850,7 +847,8 @@ pub async fn deliveries(db: &ReadDb, tenant: &TenantId, filter: DeliveryFilter, 
 /// counted afresh; `id` as [`deliveries`] lists it. False if there is no such delivery in
 /// either state (a sent one is not sent twice by this).
 pub async fn redeliver(db: &ReadDb, tenant: &TenantId, id: &str) -> Result<bool, NotifyError> {
-    // Listed ids of SMS hide the number: compare each candidate of that event as listed.
+    // Listed ids of SMS and push hide the recipient: compare each candidate of that event as
+    // listed.
     let Some(position) = id.split(':').next().and_then(|p| p.parse::<i64>().ok()) else {
         return Ok(false);
     };
@@ -866,7 +864,8 @@ pub async fn redeliver(db: &ReadDb, tenant: &TenantId, id: &str) -> Result<bool,
     let Some(stored) = stored else {
         return Ok(false);
     };
-    // Webhooks go back to their dispatcher as pending; mail and SMS to the notifier's retries.
+    // Webhooks go back to their dispatcher as pending; mail, SMS and push to the notifier's
+    // retries.
     let done = sqlx::query(
         "UPDATE notifier_deliveries SET status = CASE WHEN channel = 'webhook' THEN 'pending' ELSE 'failed' END, \
          attempts = 0, next_attempt_ms = $1, updated_at_ms = $1 WHERE id = $2 AND tenant = $3 AND status IN ('failed', 'dead')",
@@ -897,10 +896,8 @@ fn mask_id(id: &str) -> String {
 fn mask_recipient(channel: Channel, recipient: &str) -> String {
     match channel {
         Channel::Sms => domain::mask_phone(recipient),
-        Channel::Push => {
-            let tail: String = recipient.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-            format!("device …{tail}")
-        }
+        // Subscription ids are ASCII (uuids).
+        Channel::Push => format!("device …{}", recipient.get(recipient.len().saturating_sub(4)..).unwrap_or(recipient)),
         _ => recipient.to_owned(),
     }
 }

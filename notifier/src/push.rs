@@ -307,12 +307,8 @@ impl WebPush {
     /// `policy`: which endpoints may be reached (the webhooks' policy).
     pub fn new(key: VapidKey, policy: TargetPolicy, timeout: Duration) -> Result<Self, String> {
         // Only checked addresses, no redirects, no proxy.
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(timeout)
+        let client = worker_kit::service::client_builder(timeout)
             .dns_resolver(CheckedResolver::arc(policy))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .build()
             .map_err(|e| format!("push HTTP client: {e}"))?;
         Ok(Self { client, key, policy })

@@ -109,6 +109,10 @@ pub fn router(state: WebhookApi) -> ApiRouter {
         .with_state(state)
 }
 
+fn push_off() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "web push is not configured here")
+}
+
 /// The public key as `{public_key}` (base64url, uncompressed point).
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 struct VapidKeyView {
@@ -116,7 +120,7 @@ struct VapidKeyView {
 }
 
 async fn vapid_key(State(state): State<WebhookApi>) -> Result<Json<VapidKeyView>, ApiError> {
-    let key = state.push_key.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "web push is not configured here"))?;
+    let key = state.push_key.ok_or_else(push_off)?;
     Ok(Json(VapidKeyView { public_key: key }))
 }
 
@@ -139,7 +143,7 @@ async fn push_subscribe(
     AppJson(req): AppJson<PushSubscribeRequest>,
 ) -> Result<Created<crate::push::Subscription>, ApiError> {
     if state.push_key.is_none() {
-        return Err(ApiError::new(ErrorCode::NotFound, "web push is not configured here"));
+        return Err(push_off());
     }
     let (tenant, id) = (user.tenant.to_string(), user.user_id.to_string());
     let policy = state.rules.policy;

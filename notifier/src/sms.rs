@@ -66,22 +66,8 @@ impl SmsSender for OutboxSms {
     async fn send(&self, sms: &Sms) -> Result<(), SmsError> {
         let io = |e: std::io::Error| SmsError::Transient(format!("sms outbox {}: {e}", self.dir.display()));
         let text = serde_json::json!({"id": sms.id, "to": sms.to, "body": sms.body}).to_string();
-        tokio::fs::create_dir_all(&self.dir).await.map_err(io)?;
-        // Phone numbers are personal data: the directory and its files are the owner's only.
-        #[cfg(unix)]
-        tokio::fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await.map_err(io)?;
         let name = format!("{}.json", uuid::Uuid::now_v7());
-        // Write then rename, so a reader never sees half a message.
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut options = tokio::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let mut file = options.open(&tmp).await.map_err(io)?;
-        tokio::io::AsyncWriteExt::write_all(&mut file, text.as_bytes()).await.map_err(io)?;
-        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(io)?;
-        drop(file);
-        tokio::fs::rename(&tmp, self.dir.join(&name)).await.map_err(io)?;
+        mailer::write_outbox_file(&self.dir, &name, text.as_bytes()).await.map_err(io)?;
         tracing::info!(file = %name, delivery = %sms.id, "sms written to outbox");
         Ok(())
     }

@@ -324,12 +324,7 @@ impl Dispatcher {
     pub fn new(db: ReadDb, config: DispatchConfig) -> Result<Self, NotifyError> {
         // Only checked addresses, no redirects (a public endpoint could send us inside), no proxy
         // from the environment.
-        let mut client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .dns_resolver(CheckedResolver::arc(config.policy))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
+        let mut client = worker_kit::service::client_builder(config.timeout).dns_resolver(CheckedResolver::arc(config.policy));
         if let Some(pem) = &config.extra_roots_pem {
             let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| NotifyError::Config(format!("webhook CA file: {e}")))?;
             if roots.is_empty() {

@@ -111,6 +111,11 @@ fn text(value: Value) -> Message {
     Message::Text(value.to_string().into())
 }
 
+/// `{"type": "ready", …}`: who the socket now serves, and until when.
+fn ready(user: &AuthUser) -> Message {
+    text(json!({"type": "ready", "user_id": user.user_id.to_string(), "admin": user.is_admin(), "expires_at": user.expires_at}))
+}
+
 fn error(code: &str, detail: &str) -> Message {
     text(json!({"type": "error", "code": code, "detail": detail}))
 }
@@ -166,8 +171,7 @@ async fn session(state: QueryState, mut socket: WebSocket) {
     // Subscribed before the first read: nothing written after it goes unsignalled.
     let mut changes = state.live.subscribe();
     let mut expires = expiry(&user);
-    let ready = json!({"type": "ready", "user_id": user.user_id.to_string(), "admin": user.is_admin(), "expires_at": user.expires_at});
-    if socket.send(text(ready)).await.is_err() {
+    if socket.send(ready(&user)).await.is_err() {
         return;
     }
     let tenant_prefix = format!("{}/", user.tenant);
@@ -203,8 +207,7 @@ async fn session(state: QueryState, mut socket: WebSocket) {
                             if !user.is_admin() {
                                 topics.retain(|t, _| !t.admin());
                             }
-                            let renewed = json!({"type": "ready", "user_id": user.user_id.to_string(), "admin": user.is_admin(), "expires_at": user.expires_at});
-                            if socket.send(text(renewed)).await.is_err() {
+                            if socket.send(ready(&user)).await.is_err() {
                                 return;
                             }
                         }

@@ -25,13 +25,13 @@ pub fn service_url(what: &str, url: &str) -> Result<reqwest::Url, String> {
 /// A client for a configured service: rustls, each call bounded by `timeout`, no redirects,
 /// no proxy.
 pub fn service_client(what: &str, timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|e| format!("{what} HTTP client: {e}"))
+    client_builder(timeout).build().map_err(|e| format!("{what} HTTP client: {e}"))
+}
+
+/// What every outbound client starts from (webhooks and push add their checked resolver):
+/// rustls, each call bounded by `timeout`, no redirects, no proxy from the environment.
+pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().use_rustls_tls().timeout(timeout).redirect(reqwest::redirect::Policy::none()).no_proxy()
 }
 
 /// `User-Agent` of every call: which program and process asked, for the service's logs.
