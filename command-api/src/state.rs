@@ -4,7 +4,7 @@ use std::time::Duration;
 use domain::admins::AdminRoster;
 use domain::cart::{Cart, CustomerCarts};
 use domain::claim::{EmailClaim, SkuClaim};
-use domain::order::Order;
+use domain::order::{Order, OrderEvent};
 use domain::payment::Payment;
 use domain::product::Product;
 use domain::promotion::Promotion;
@@ -142,6 +142,34 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Orders as they commit in this process (placed by the command API, confirmed or cancelled
+/// by the saga): `shop_orders_placed_total`, `shop_orders_confirmed_total`,
+/// `shop_orders_cancelled_total`, and `shop_order_revenue_minor_total{currency}` (the totals of
+/// confirmed orders, in minor units).
+fn count_orders(order: &Order, events: &[OrderEvent]) {
+    for event in events {
+        match event {
+            OrderEvent::Placed { .. } => metrics::counter!("shop_orders_placed_total").increment(1),
+            OrderEvent::Confirmed => {
+                metrics::counter!("shop_orders_confirmed_total").increment(1);
+                if let Some(total) = order.total.filter(|t| t.amount > 0) {
+                    metrics::counter!("shop_order_revenue_minor_total", "currency" => total.currency.to_string())
+                        .increment(total.amount as u64);
+                }
+            }
+            OrderEvent::Cancelled { .. } => metrics::counter!("shop_orders_cancelled_total").increment(1),
+            _ => {}
+        }
+    }
+}
+
+/// The order counters exist from the start, so that the first order shows as an increase.
+fn register_order_counters() {
+    for name in ["shop_orders_placed_total", "shop_orders_confirmed_total", "shop_orders_cancelled_total"] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 impl AppState {
     pub fn new(
         store: EventStore,
@@ -151,6 +179,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         config: ApiConfig,
     ) -> Self {
+        register_order_counters();
         let hasher = Argon2Hasher::owasp();
         let user_services = UserServices { hasher: Arc::new(hasher.clone()) };
         Self(Arc::new(Services {
@@ -161,7 +190,7 @@ impl AppState {
             stock: Repository::new(store.clone(), ()).with_snapshots(config.stock_snapshot_every),
             sessions: Repository::new(store.clone(), ()),
             admins: Repository::new(store.clone(), ()),
-            orders: Repository::new(store.clone(), ()),
+            orders: Repository::new(store.clone(), ()).with_observer(count_orders),
             payments: Repository::new(store.clone(), ()),
             carts: Repository::new(store.clone(), ()),
             customer_carts: Repository::new(store.clone(), ()),

@@ -2,6 +2,8 @@
 //! answers too (the event store, the read-model database of a query node, the Kafka brokers of
 //! the relay and of Kafka-fed workers). Dependencies the role can do without (the brokers of
 //! `shop serve`, whose relay catches up later) are reported but do not make it unready.
+//! `/metrics` asks the same checks at each scrape (`shop_ready`, `shop_dependency_up`) and runs
+//! the [`Scrape`]s a role registered: gauges of state kept elsewhere (a reader's lag, a pool).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,33 +37,65 @@ impl ReadyCheck {
     }
 }
 
-/// What `/ready` checks in this process, in order.
+/// Sets gauges of this process's state when `/metrics` is scraped (errors are logged, not
+/// raised: a scrape answers with what it could read).
+pub type Scrape = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long a check or a scrape may take before it counts as failed (or is left out).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `/ready` checks in this process, in order, and what `/metrics` reads at each scrape.
 #[derive(Default)]
 pub struct Readiness {
     /// The event store's backend (`sqlite`, `postgresql`), reported in the answer.
     store: Option<&'static str>,
     checks: RwLock<Vec<ReadyCheck>>,
+    scrapes: RwLock<Vec<Scrape>>,
 }
 
 impl Readiness {
     pub fn new(store: Option<&'static str>) -> Self {
-        Self { store, checks: RwLock::default() }
+        Self { store, ..Self::default() }
     }
 
     pub fn add(&self, check: ReadyCheck) {
         self.checks.write().unwrap_or_else(|p| p.into_inner()).push(check);
     }
 
+    /// Runs `scrape` before each `/metrics` answer.
+    pub fn on_scrape(&self, scrape: impl Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static) {
+        self.scrapes.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(scrape));
+    }
+
+    fn checks(&self) -> Vec<ReadyCheck> {
+        self.checks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Before a scrape: `shop_ready` (1 when `/ready` would answer 200), `shop_dependency_up`
+    /// per check, and every registered [`Scrape`], side by side, each bounded.
+    pub async fn scrape(&self) {
+        let checks = self.checks();
+        let results = futures::future::join_all(checks.iter().map(run)).await;
+        let mut ready = true;
+        for (c, result) in checks.iter().zip(results) {
+            ready &= result.is_ok() || !c.required;
+            metrics::gauge!("shop_dependency_up", "dependency" => c.name).set(if result.is_ok() { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("shop_ready").set(if ready { 1.0 } else { 0.0 });
+        let scrapes: Vec<Scrape> = self.scrapes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        futures::future::join_all(scrapes.iter().map(|s| async move {
+            if tokio::time::timeout(CHECK_TIMEOUT, s()).await.is_err() {
+                tracing::warn!("a metrics scrape took longer than {CHECK_TIMEOUT:?}; its gauges keep their last values");
+            }
+        }))
+        .await;
+    }
+
     /// The report of every check; `Err` at the first required one that fails.
     pub async fn check(&self) -> Result<Value, ApiError> {
-        let checks: Vec<ReadyCheck> = self.checks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut report = Map::new();
-        for c in checks {
-            let result = match tokio::time::timeout(Duration::from_secs(3), (c.check)()).await {
-                Ok(r) => r,
-                Err(_) => Err("no answer within 3 s".to_owned()),
-            };
-            match result {
+        for c in self.checks() {
+            match run(&c).await {
                 Ok(()) => {
                     report.insert(c.name.to_owned(), json!("ok"));
                 }
@@ -80,6 +114,14 @@ impl Readiness {
             body["store"] = json!(store);
         }
         Ok(body)
+    }
+}
+
+/// One check, bounded by [`CHECK_TIMEOUT`].
+async fn run(c: &ReadyCheck) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, (c.check)()).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
     }
 }
 

@@ -4,16 +4,17 @@
 //! Names are `shop_*`; durations are histograms in seconds. What each role adds (commands,
 //! projections, relay, notifier) is listed in the README.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::LoggedCause;
+use crate::health::Readiness;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -28,6 +29,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &BUCKETS).ok()?;
             match builder.install_recorder() {
                 Ok(handle) => {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let _ = STARTED.set(now.as_secs_f64());
                     // Histogram samples are kept raw until drained: drain them every few
                     // seconds, scraped or not, so memory stays bounded.
                     let upkeep = handle.clone();
@@ -50,11 +53,41 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 }
 
 /// `GET /metrics`: the text exposition format, or 503 when this process has no recorder.
-pub async fn render() -> Exposition {
-    Exposition(install().map(|handle| {
-        handle.run_upkeep();
-        handle.render()
-    }))
+/// The readiness checks, the process's own figures and the role's [`crate::health::Scrape`]s
+/// are read first.
+pub async fn render(State(readiness): State<Arc<Readiness>>) -> Exposition {
+    let Some(handle) = install() else { return Exposition(None) };
+    readiness.scrape().await;
+    process_gauges();
+    handle.run_upkeep();
+    Exposition(Some(handle.render()))
+}
+
+/// When this process installed its recorder, as Unix time: `shop_process_start_time_seconds`
+/// (a restart changes it).
+static STARTED: OnceLock<f64> = OnceLock::new();
+
+/// `shop_build_info{version, role}` = 1: which build runs which role.
+pub fn build_info(version: &'static str, role: &'static str) {
+    metrics::gauge!("shop_build_info", "version" => version, "role" => role).set(1.0);
+}
+
+/// `shop_process_start_time_seconds`, and from `/proc/self/status` (Linux)
+/// `shop_process_resident_memory_bytes` and `shop_process_threads`.
+fn process_gauges() {
+    if let Some(started) = STARTED.get() {
+        metrics::gauge!("shop_process_start_time_seconds").set(*started);
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
+    for line in status.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(key), Some(value)) = (fields.next(), fields.next().and_then(|v| v.parse::<f64>().ok())) else { continue };
+        match key {
+            "VmRSS:" => metrics::gauge!("shop_process_resident_memory_bytes").set(value * 1024.0),
+            "Threads:" => metrics::gauge!("shop_process_threads").set(value),
+            _ => {}
+        }
+    }
 }
 
 /// The answer of `/metrics`.

@@ -58,12 +58,14 @@ ensure_redis() {
     redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis did not start"; exit 1; }
 }
 
-# rdkafka builds librdkafka from source (Debian's is too old to link against).
+# rdkafka builds librdkafka from source (Debian's is too old to link against), with OpenSSL.
 ensure_build_deps() {
     local missing=()
     command -v cmake >/dev/null 2>&1 || missing+=(cmake)
     dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
     dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+    # librdkafka's TLS and SASL/SCRAM (MSK) link against OpenSSL.
+    dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing build dependencies: ${missing[*]}"
         apt_install "${missing[@]}"
@@ -94,22 +96,42 @@ ensure_kafka() {
     exit 1
 }
 
-# Python tools from PyPI in a virtualenv of the cache: kubernetes-validate (the manifests
-# against the Kubernetes schemas), PyYAML (the compose file) and schemathesis (the HTTP API
-# against its OpenAPI document).
+# Python tools from PyPI in virtualenvs of the cache: kubernetes-validate (the manifests
+# against the Kubernetes schemas), PyYAML (the compose file and the alert rules), schemathesis
+# (the HTTP API against its OpenAPI document) and python-hcl2 (the Terraform files); checkov in
+# one of its own (its fork of the HCL parser installs into the same `hcl2` package).
 ensure_python_tools() {
     local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}"
     VENV="$cache/venv"
-    if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys
-want = {"kubernetes-validate": "1.37.0", "pyyaml": "6.0.4", "schemathesis": "4.32.5"}
-sys.exit(0 if all(m.version(k) == v for k, v in want.items()) else 1)' 2>/dev/null; then
-        if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    CHECKOV_VENV="$cache/venv-checkov"
+    python_venv "$VENV" kubernetes-validate==1.37.0 pyyaml==6.0.4 schemathesis==4.32.5 python-hcl2==8.1.4
+    python_venv "$CHECKOV_VENV" checkov==3.3.30
+}
+
+# A virtualenv at $1 holding exactly the pinned packages $2…; made or completed once.
+python_venv() {
+    local venv=$1
+    shift
+    if ! "$venv/bin/python" - "$@" 2>/dev/null <<'PY'
+import importlib.metadata as m, sys
+sys.exit(0 if all(m.version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+PY
+    then
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
             log "installing python3-venv"
             apt_install python3-venv python3-pip
-            python3 -m venv "$VENV"
+            python3 -m venv "$venv"
         fi
-        log "installing kubernetes-validate, PyYAML and schemathesis into $VENV"
-        "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 pyyaml==6.0.4 schemathesis==4.32.5
+        log "installing $* into $venv"
+        "$venv/bin/pip" install -q "$@"
+    fi
+}
+
+# promtool, from Debian's prometheus package: the alert rules and their unit tests.
+ensure_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        log "installing prometheus (for promtool)"
+        apt_install prometheus
     fi
 }
 
@@ -119,6 +141,11 @@ check_deployment_files() {
     log "validating infra/k8s and docker-compose.yml"
     "$VENV/bin/kubernetes-validate" --kubernetes-version 1.37.0 --strict --quiet infra/k8s/*.yaml
     "$VENV/bin/python" infra/scripts/check_deploy.py
+    log "checking the alert rules and their tests (promtool)"
+    PYTHON="$VENV/bin/python" infra/scripts/check_alerts.sh
+    log "checking infra/terraform (python-hcl2, checkov) and the aws overlay"
+    PYTHON="$VENV/bin/python" CHECKOV="$CHECKOV_VENV/bin/checkov" KUBERNETES_VALIDATE="$VENV/bin/kubernetes-validate" \
+        infra/scripts/check_terraform.sh
 }
 
 # The Swagger UI files in shop/assets/swagger-ui are swagger-ui-dist from npm, unchanged.
@@ -213,6 +240,7 @@ ensure_redis
 ensure_build_deps
 ensure_kafka
 ensure_python_tools
+ensure_promtool
 ensure_browser
 check_deployment_files
 

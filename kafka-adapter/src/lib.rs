@@ -69,14 +69,15 @@ impl ConsumerError for RelayError {
 /// first, so topics an operator created (or a broker without the admin API, such as
 /// librdkafka's mock cluster, holds) are left alone.
 pub async fn create_topics(config: &RelayConfig) -> Result<(), RelayError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let mut names: Vec<String> = PUBLIC_TYPES.iter().filter_map(|t| config.topic(t)).collect();
-    let existing = existing_topics(&config.brokers).await;
+    let existing = existing_topics(config).await;
     names.retain(|n| !existing.contains(n));
     if names.is_empty() {
         return Ok(());
     }
-    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(1))).collect();
+    let topics: Vec<NewTopic> =
+        names.iter().map(|n| NewTopic::new(n, config.partitions, TopicReplication::Fixed(config.replication))).collect();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10))).operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&topics, &options).await? {
         match result {
@@ -92,8 +93,8 @@ pub async fn create_topics(config: &RelayConfig) -> Result<(), RelayError> {
 
 /// The topics the brokers know of (none when they do not answer within a few seconds: then
 /// every topic is asked for, and the brokers say which exist).
-async fn existing_topics(brokers: &str) -> std::collections::HashSet<String> {
-    let Ok(client) = ClientConfig::new().set("bootstrap.servers", brokers).create::<rdkafka::consumer::BaseConsumer>() else {
+async fn existing_topics(config: &RelayConfig) -> std::collections::HashSet<String> {
+    let Ok(client) = config.client().create::<rdkafka::consumer::BaseConsumer>() else {
         return Default::default();
     };
     let found = tokio::task::spawn_blocking(move || {
@@ -107,6 +108,18 @@ async fn existing_topics(brokers: &str) -> std::collections::HashSet<String> {
     found.unwrap_or_default()
 }
 
+/// librdkafka properties for TLS and SASL (`security.protocol`, `sasl.mechanisms`,
+/// `sasl.username`, `sasl.password`, `ssl.ca.location`), set on every client. `{:?}` does not
+/// print the values (a password is among them).
+#[derive(Clone, Default)]
+pub struct ClientSecurity(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(key, _)| key)).finish()
+    }
+}
+
 /// Settings of the relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -116,8 +129,12 @@ pub struct RelayConfig {
     pub topic_prefix: String,
     /// Partitions of topics the relay creates.
     pub partitions: i32,
+    /// Copies of each partition in topics the relay creates.
+    pub replication: i32,
     /// Log events per batch.
     pub batch_size: u32,
+    /// TLS and SASL settings of every client (producer, consumers, admin, probe).
+    pub security: ClientSecurity,
     /// How long delivery may keep failing before the producer is thrown away and a new one
     /// publishes again from the checkpoint (an idempotent producer can stay wedged after an
     /// outage; a fatal error replaces it at once).
@@ -132,10 +149,22 @@ impl RelayConfig {
             brokers: brokers.into(),
             topic_prefix: "shop".to_owned(),
             partitions: 3,
+            replication: 1,
             batch_size: 500,
+            security: ClientSecurity::default(),
             recreate_after: Duration::from_secs(15),
             message_timeout: Duration::from_secs(15),
         }
+    }
+
+    /// A client configuration for these brokers, with the security settings.
+    pub fn client(&self) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.security.0 {
+            client.set(key, value);
+        }
+        client
     }
 
     /// The topic of an aggregate type, if its events are published.
@@ -154,8 +183,8 @@ pub struct BrokerProbe {
 }
 
 impl BrokerProbe {
-    pub fn new(brokers: &str) -> Result<Self, RelayError> {
-        let client: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    pub fn new(config: &RelayConfig) -> Result<Self, RelayError> {
+        let client: rdkafka::consumer::BaseConsumer = config.client().create()?;
         Ok(Self { client: std::sync::Arc::new(client), last: tokio::sync::Mutex::new(None) })
     }
 
@@ -198,6 +227,8 @@ pub struct Relay {
 impl Relay {
     pub fn new(store: EventStore, db: ReadDb, config: RelayConfig) -> Result<Self, RelayError> {
         let producer = Self::producer(&config)?;
+        metrics::counter!("shop_relay_messages_total").increment(0);
+        metrics::counter!("shop_relay_producer_recreated_total").increment(0);
         Ok(Self {
             store,
             db,
@@ -217,8 +248,8 @@ impl Relay {
     /// An idempotent producer (`acks=all`): a message the broker took once is stored once,
     /// however often the client retried it.
     fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
-        Ok(ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        Ok(config
+            .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // The relay hands a whole batch over at once and waits for every report: lingering

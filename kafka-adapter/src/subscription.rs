@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
@@ -137,6 +136,8 @@ impl KafkaGroup {
         db: ReadDb,
     ) -> Result<Self, RelayError> {
         crate::create_topics(&config).await?;
+        metrics::counter!("shop_kafka_consumer_rejoined_total", "group" => group.to_owned()).increment(0);
+        metrics::counter!("shop_kafka_stale_assignments_total", "group" => group.to_owned()).increment(0);
         let starts: Starts = Arc::new(Mutex::new(reader.start_offsets().await?));
         let source = Self {
             consumer: std::sync::RwLock::new(Arc::new(Self::member(&config, group, &starts)?)),
@@ -155,8 +156,8 @@ impl KafkaGroup {
     }
 
     fn member(config: &RelayConfig, group: &str, starts: &Starts) -> Result<StreamConsumer<SeekOnAssign>, RelayError> {
-        Ok(ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        Ok(config
+            .client()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

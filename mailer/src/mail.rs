@@ -74,26 +74,22 @@ pub async fn write_outbox_file(dir: &std::path::Path, name: &str, contents: &[u8
 /// The sender of every message.
 pub const FROM: &str = "shop <no-reply@shop.invalid>";
 
-/// Sends over SMTP (`SMTP_URL=smtp://host:port`, plain; `smtps://…` for TLS on connect is not
-/// built in). Each message is one SMTP transaction.
+/// Sends over SMTP. Each message is one SMTP transaction.
 pub struct SmtpMailer {
     transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
 }
 
 impl SmtpMailer {
-    /// `smtp://host[:port]` (port 25 by default).
+    /// `SMTP_URL`: `smtp://[user:password@]host[:port]` (plain, port 25),
+    /// `smtp://…?tls=required` (STARTTLS, port 587) or `smtps://…` (TLS from the start, port
+    /// 465); certificates are checked against the web's root CAs. An error never repeats the
+    /// URL, which may carry a password.
     pub fn new(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("smtp://").ok_or_else(|| format!("SMTP_URL must start with smtp://, got {url:?}"))?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port in SMTP_URL {url:?}"))?),
-            None => (rest, 25),
-        };
-        if host.is_empty() {
-            return Err(format!("no host in SMTP_URL {url:?}"));
+        if !url.starts_with("smtp://") && !url.starts_with("smtps://") {
+            return Err("must start with smtp:// or smtps://".to_owned());
         }
-        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
-            .port(port)
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+            .map_err(|e| format!("not a usable SMTP URL ({e})"))?
             .timeout(Some(std::time::Duration::from_secs(10)))
             .build();
         Ok(Self { transport })
@@ -117,5 +113,23 @@ impl Mailer for SmtpMailer {
         self.transport.send(message).await.map_err(|e| std::io::Error::other(e.to_string()))?;
         tracing::info!(subject = %mail.subject, "mail sent over smtp");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SmtpMailer;
+
+    #[tokio::test]
+    async fn smtp_urls_plain_starttls_and_tls_are_taken_and_errors_never_repeat_a_password() {
+        for url in
+            ["smtp://127.0.0.1:1025", "smtp://user:pw@mail.example.com?tls=required", "smtps://user:pw@email-smtp.eu-west-1.amazonaws.com"]
+        {
+            assert!(SmtpMailer::new(url).is_ok(), "{url}");
+        }
+        for url in ["http://user:s3cr3t-pw@mail.example.com", "smtp://user:s3cr3t-pw@mail.example.com?tls=sometimes"] {
+            let error = SmtpMailer::new(url).err().unwrap_or_else(|| panic!("{url} is refused"));
+            assert!(!error.contains("s3cr3t-pw"), "{error}");
+        }
     }
 }

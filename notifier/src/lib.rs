@@ -251,6 +251,13 @@ pub fn reason_in_words(reason: CancelReason) -> &'static str {
 
 impl Notifier {
     pub fn new(store: EventStore, db: ReadDb, mailer: Arc<dyn Mailer>, templates: Arc<Templates>, config: NotifierConfig) -> Self {
+        // Every outcome of every channel exists from the start (the first dead one is an increase).
+        for channel in Channel::ALL {
+            for status in [DeliveryStatus::Sent, DeliveryStatus::Failed, DeliveryStatus::Dead] {
+                metrics::counter!("shop_notifier_deliveries_total", "channel" => channel.as_str(), "status" => status.as_str())
+                    .increment(0);
+            }
+        }
         let orders = Repository::new(store.clone(), ());
         let products = Repository::new(store.clone(), ());
         let carts = Repository::new(store.clone(), ());
@@ -954,10 +961,13 @@ impl SourcedConsumer for Notifier {
     }
 
     async fn consume_sourced(&self, batch: &[Sourced]) -> Result<(), String> {
-        let endpoints = webhooks::all_endpoints(&self.db).await.map_err(|e| e.to_string())?;
-        for m in batch {
-            self.handle_with(&m.event, &endpoints).await.map_err(|e| format!("event at position {}: {e}", m.event.cursor.position))?;
-        }
-        self.retry_failed().await.map_err(|e| e.to_string())
+        worker_kit::observed_sourced("notifier", NAME, batch, async {
+            let endpoints = webhooks::all_endpoints(&self.db).await.map_err(|e| e.to_string())?;
+            for m in batch {
+                self.handle_with(&m.event, &endpoints).await.map_err(|e| format!("event at position {}: {e}", m.event.cursor.position))?;
+            }
+            self.retry_failed().await.map_err(|e| e.to_string())
+        })
+        .await
     }
 }

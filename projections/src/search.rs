@@ -555,6 +555,9 @@ pub struct ProductSearch {
     dir: PathBuf,
     live: RwLock<Arc<Live>>,
     commit_interval: Duration,
+    /// Queries running at once, one per core: a burst of searches waits here, not in new
+    /// threads of the blocking pool (each with its stack and heap arenas).
+    queries: tokio::sync::Semaphore,
     /// Tests: the next batch fails after adding its documents, before its commit.
     #[cfg(feature = "faults")]
     fault: std::sync::atomic::AtomicBool,
@@ -610,6 +613,7 @@ impl ProductSearch {
             dir: dir.to_owned(),
             live: RwLock::new(Arc::new(live)),
             commit_interval: COMMIT_INTERVAL,
+            queries: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             #[cfg(feature = "faults")]
             fault: Default::default(),
         })
@@ -666,6 +670,7 @@ impl ProductSearch {
 
     pub async fn search(&self, request: SearchRequest) -> Result<SearchResults, ProjectionError> {
         let live = self.live();
+        let _running = self.queries.acquire().await.map_err(|e| ProjectionError::Malformed(format!("search queue: {e}")))?;
         blocking(move || live.search(&request)).await
     }
 

@@ -653,8 +653,11 @@ impl worker_kit::SourcedConsumer for OrderSaga {
             .filter(|m| m.event.aggregate_type != Cart::TYPE)
             .map(|m| (m.event.aggregate_id.clone(), (m.topic.clone(), m.partition)))
             .collect();
-        let tx = self.handle(batch.iter().map(|m| &m.event), &sources).await.map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())
+        worker_kit::observed_sourced("saga", NAME, batch, async {
+            let tx = self.handle(batch.iter().map(|m| &m.event), &sources).await.map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// The deadlines of the orders in the partitions this member holds; carts' deadlines on

@@ -15,6 +15,30 @@ pub enum EventSource {
     Kafka,
 }
 
+/// How the Kafka clients talk to the brokers (`security.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSecurity {
+    Plaintext,
+    /// TLS (the brokers' certificates checked against the system's CAs or `KAFKA_SSL_CA_LOCATION`).
+    Ssl,
+    #[value(name = "sasl_plaintext")]
+    SaslPlaintext,
+    /// TLS and SASL: MSK with SCRAM.
+    #[value(name = "sasl_ssl")]
+    SaslSsl,
+}
+
+/// The SASL mechanism (`sasl.mechanisms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
 /// The payment provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PaymentGateway {
@@ -76,9 +100,34 @@ pub struct Config {
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
+    /// How the Kafka clients connect: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t = KafkaSecurity::Plaintext)]
+    pub kafka_security_protocol: KafkaSecurity,
+
+    /// With `sasl_*`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum)]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+
+    /// With `sasl_*`: the user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// With `sasl_*`: the password.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<Secret>,
+
+    /// With `ssl` or `sasl_ssl`: a PEM file of the CAs that sign the brokers' certificates
+    /// (default: the system's).
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<PathBuf>,
+
     /// Topics are `<prefix>.<aggregate type>.v1`.
     #[arg(long, env = "SHOP_KAFKA_TOPIC_PREFIX", default_value = "shop")]
     pub kafka_topic_prefix: String,
+
+    /// Copies of each partition of the topics the relay creates (at most the brokers' number).
+    #[arg(long, env = "SHOP_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=5))]
+    pub kafka_replication: i32,
 
     /// Partitions of the topics the relay creates.
     #[arg(long, env = "SHOP_KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
@@ -299,7 +348,13 @@ impl Config {
             redis_url: None,
             redis_prefix: "shop".to_owned(),
             kafka_topic_prefix: "shop".to_owned(),
+            kafka_security_protocol: KafkaSecurity::Plaintext,
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_location: None,
             kafka_partitions: 3,
+            kafka_replication: 1,
             search_dir: None,
             event_source: EventSource::Log,
             kafka_group: "shop-projections".to_owned(),
@@ -341,6 +396,42 @@ impl Config {
             Some(url) => url.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("shop.db").display()),
         }
+    }
+
+    /// The librdkafka properties of `KAFKA_SECURITY_PROTOCOL` and its companions. SASL needs
+    /// a mechanism, a user and a password, and nothing of SASL or TLS is accepted without the
+    /// protocol that uses it: a half-made setting stops the start, naming the variable.
+    pub fn kafka_security(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let (tls, sasl) = match self.kafka_security_protocol {
+            KafkaSecurity::Plaintext => (false, false),
+            KafkaSecurity::Ssl => (true, false),
+            KafkaSecurity::SaslPlaintext => (false, true),
+            KafkaSecurity::SaslSsl => (true, true),
+        };
+        let protocol = self.kafka_security_protocol.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+        let mut out = vec![("security.protocol".to_owned(), protocol.clone())];
+        let sasl_given = [self.kafka_sasl_mechanism.is_some(), self.kafka_sasl_username.is_some(), self.kafka_sasl_password.is_some()];
+        if sasl {
+            let (Some(mechanism), Some(user), Some(password)) =
+                (self.kafka_sasl_mechanism, &self.kafka_sasl_username, &self.kafka_sasl_password)
+            else {
+                anyhow::bail!("KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD");
+            };
+            let mechanism = mechanism.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+            out.push(("sasl.mechanisms".to_owned(), mechanism));
+            out.push(("sasl.username".to_owned(), user.clone()));
+            out.push(("sasl.password".to_owned(), password.expose().to_owned()));
+        } else if sasl_given.contains(&true) {
+            anyhow::bail!("KAFKA_SASL_* is set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL (sasl_ssl or sasl_plaintext)");
+        }
+        match (&self.kafka_ssl_ca_location, tls) {
+            (Some(ca), true) => out.push(("ssl.ca.location".to_owned(), ca.display().to_string())),
+            (Some(_), false) => {
+                anyhow::bail!("KAFKA_SSL_CA_LOCATION is set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS (ssl or sasl_ssl)")
+            }
+            (None, _) => {}
+        }
+        Ok(out)
     }
 
     /// `SHOP_CORS_ORIGINS` as header values; an origin with a path, a wildcard or no scheme is

@@ -15,13 +15,17 @@ use worker_kit::{ReadDb, SourcedConsumer};
 
 use crate::{Config, EventSource, Spawn};
 
+/// The relay's and the consumers' settings, when `KAFKA_BROKERS` is set.
 #[cfg(feature = "kafka")]
-fn relay_config(config: &Config) -> Option<kafka_adapter::RelayConfig> {
-    config.kafka_brokers.as_ref().map(|brokers| kafka_adapter::RelayConfig {
+pub fn relay_config(config: &Config) -> anyhow::Result<Option<kafka_adapter::RelayConfig>> {
+    let Some(brokers) = &config.kafka_brokers else { return Ok(None) };
+    Ok(Some(kafka_adapter::RelayConfig {
         topic_prefix: config.kafka_topic_prefix.clone(),
         partitions: config.kafka_partitions,
+        replication: config.kafka_replication,
+        security: kafka_adapter::ClientSecurity(config.kafka_security()?),
         ..kafka_adapter::RelayConfig::new(brokers.clone())
-    })
+    }))
 }
 
 #[cfg(not(feature = "kafka"))]
@@ -45,7 +49,7 @@ pub async fn group(
     }
     #[cfg(feature = "kafka")]
     {
-        let Some(relay_config) = relay_config(config) else { bail!("SHOP_EVENT_SOURCE=kafka needs KAFKA_BROKERS") };
+        let Some(relay_config) = relay_config(config)? else { bail!("SHOP_EVENT_SOURCE=kafka needs KAFKA_BROKERS") };
         let member = kafka_adapter::subscription::KafkaGroup::new(reader, relay_config, group, consume, store.clone(), db.clone())
             .await
             .with_context(|| format!("failed to join Kafka consumer group {group}"))?;
@@ -68,7 +72,7 @@ pub async fn group(
 pub fn relay(config: &Config, store: &EventStore, db: &ReadDb) -> anyhow::Result<Option<Spawn>> {
     #[cfg(feature = "kafka")]
     {
-        let Some(relay_config) = relay_config(config) else {
+        let Some(relay_config) = relay_config(config)? else {
             return Ok(None);
         };
         let relay = kafka_adapter::Relay::new(store.clone(), db.clone(), relay_config).context("failed to create the Kafka producer")?;
@@ -90,10 +94,10 @@ pub fn relay(config: &Config, store: &EventStore, db: &ReadDb) -> anyhow::Result
 pub fn broker_check(config: &Config, required: bool) -> anyhow::Result<Option<ReadyCheck>> {
     #[cfg(feature = "kafka")]
     {
-        let Some(brokers) = &config.kafka_brokers else {
+        let Some(relay_config) = relay_config(config)? else {
             return Ok(None);
         };
-        let probe = Arc::new(kafka_adapter::BrokerProbe::new(brokers).context("failed to create the Kafka probe")?);
+        let probe = Arc::new(kafka_adapter::BrokerProbe::new(&relay_config).context("failed to create the Kafka probe")?);
         Ok(Some(ReadyCheck::new("kafka", required, move || {
             let probe = Arc::clone(&probe);
             Box::pin(async move { probe.check(std::time::Duration::from_secs(2)).await })
@@ -112,7 +116,7 @@ pub async fn republish(config: &Config, from: i64) -> anyhow::Result<()> {
     {
         let store = crate::connect_store(config).await?;
         let db = crate::connect_read_db(config, 2).await?;
-        let Some(relay_config) = relay_config(config) else { bail!("shop relay needs KAFKA_BROKERS") };
+        let Some(relay_config) = relay_config(config)? else { bail!("shop relay needs KAFKA_BROKERS") };
         let relay = kafka_adapter::Relay::new(store.clone(), db, relay_config).context("failed to create the Kafka producer")?;
         relay.republish_from(from).await.context("failed to move the relay checkpoint")?;
         tracing::info!(from, "relay will publish again from this position");

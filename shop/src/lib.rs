@@ -10,11 +10,13 @@
 //! - [`Application`] (this file): connects and migrates the store and the read side, builds the
 //!   APIs and the workers for the chosen [`Roles`], binds, serves until SIGTERM or Ctrl-C.
 //! - `kafka.rs`: the relay and the consumer groups (feature `kafka`).
+//! - `gauges.rs`: what `/metrics` reads at each scrape (pools, readers' progress, dead letters).
 //! - `openapi.rs`: `/openapi.json` and `/docs`.
 //! - `telemetry.rs`: logs and OTLP traces.
 //! - [`replay`], [`migrate`], [`create_user`]: the operator commands.
 
 mod config;
+mod gauges;
 pub mod kafka;
 pub mod openapi;
 pub mod telemetry;
@@ -44,7 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use worker_kit::{Driver, ReadDb};
 
-pub use config::{Config, EventSource, LogFormat, PaymentGateway};
+pub use config::{Config, EventSource, KafkaSecurity, LogFormat, PaymentGateway, SaslMechanism};
 
 /// A worker of this process, started by [`Application::run_until`] with the stop signal.
 pub type Spawn = Box<dyn FnOnce(watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
@@ -262,6 +264,19 @@ pub enum Roles {
 }
 
 impl Roles {
+    /// The command that runs these roles (`shop_build_info{role}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Roles::All => "serve",
+            Roles::CommandApi => "command-api",
+            Roles::QueryApi => "query-api",
+            Roles::Projections => "project",
+            Roles::Relay => "relay",
+            Roles::Saga => "saga",
+            Roles::Notifier => "notify",
+        }
+    }
+
     fn projections(self) -> bool {
         matches!(self, Roles::All | Roles::Projections)
     }
@@ -468,10 +483,17 @@ impl Application {
             addr = %listener.local_addr().map_or("none".to_owned(), |a| a.to_string()),
             "shop started"
         );
+        http_kit::metrics::build_info(env!("CARGO_PKG_VERSION"), roles.name());
+        gauges::pools(&readiness, &store, &read_db);
+        let read = ReadModels { sql: runner, details, search };
+        // The index (and, without Redis, the documents) is kept by the node that serves it.
+        if roles.serves_queries() {
+            gauges::readers(&readiness, &read);
+        }
         Ok(Self {
             listener,
             state,
-            read: ReadModels { sql: runner, details, search },
+            read,
             readiness,
             roles,
             read_wait: Duration::from_millis(config.read_wait_ms),

@@ -298,3 +298,47 @@ async fn a_view_that_is_behind_answers_503_after_the_wait() {
     commands.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// With `sslmode=require` in `DATABASE_URL` (RDS with `rds.force_ssl`), the event store and
+/// the read-model database talk to PostgreSQL over TLS: the server says so for each connection.
+#[tokio::test]
+async fn the_store_and_the_read_models_connect_over_tls_when_the_url_asks_for_it() {
+    let Some(t) = testkit::fresh_store(testkit::Backend::Postgres).await else { return };
+    let url = format!("{}{}sslmode=require", t.url, if t.url.contains('?') { '&' } else { '?' });
+    let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let store = store::EventStore::connect(&url, 2).await.expect("the store connects with sslmode=require");
+    let store::Db::Postgres(pool) = store.db() else { panic!("a PostgreSQL store") };
+    let encrypted: bool = sqlx::query_scalar(ssl).fetch_one(pool).await.expect("pg_stat_ssl");
+    assert!(encrypted, "the store's connection is encrypted");
+    let read = worker_kit::ReadDb::connect(&url, 2).await.expect("the read side connects with sslmode=require");
+    let encrypted: bool = sqlx::query_scalar(ssl).fetch_one(&read.pool).await.expect("pg_stat_ssl");
+    assert!(encrypted, "the read side's connection is encrypted");
+    // And without it, where the server allows, it does not pretend.
+    let plain = format!("{}{}sslmode=disable", t.url, if t.url.contains('?') { '&' } else { '?' });
+    let read = worker_kit::ReadDb::connect(&plain, 1).await.expect("connects without TLS");
+    assert!(!sqlx::query_scalar::<_, bool>(ssl).fetch_one(&read.pool).await.expect("pg_stat_ssl"));
+}
+
+/// MSK's SASL/SCRAM over TLS: librdkafka is built with TLS and SCRAM, and the settings reach
+/// every client (a client of a build without them refuses `sasl_ssl` when it is created).
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_clients_take_sasl_scram_over_tls() {
+    let mut config = Config::embedded(testkit::scratch_dir());
+    config.kafka_brokers = Some("b-1.example.kafka.eu-west-1.amazonaws.com:9096".to_owned());
+    config.kafka_security_protocol = shop::KafkaSecurity::SaslSsl;
+    config.kafka_sasl_mechanism = Some(shop::SaslMechanism::ScramSha512);
+    config.kafka_sasl_username = Some("shop".to_owned());
+    config.kafka_sasl_password = Some(http_kit::Secret::new("scram-pw-1d2c"));
+    let relay = shop::kafka::relay_config(&config).expect("a complete setting").expect("brokers are set");
+    assert!(!format!("{relay:?}").contains("scram-pw-1d2c"), "the password does not print");
+    let client = relay.client();
+    assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+    assert_eq!(client.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+    let created: Result<rdkafka::consumer::BaseConsumer, _> = client.create();
+    assert!(created.is_ok(), "librdkafka takes SASL_SSL with SCRAM: {:?}", created.err());
+    // Half a setting is refused at start.
+    config.kafka_sasl_username = None;
+    let refused = shop::kafka::relay_config(&config).expect_err("no user");
+    assert!(refused.to_string().contains("KAFKA_SASL_USERNAME"), "{refused}");
+}

@@ -25,7 +25,14 @@ fn a_bad_setting_stops_the_process_naming_the_variable() {
         ("SHOP_EVENT_SOURCE", "carrier-pigeon"),
         ("SHOP_WEBHOOK_MAX_ATTEMPTS", "-1"),
         ("SHOP_WEBHOOK_CA_FILE", "/nonexistent/ca.pem"),
+        ("KAFKA_SECURITY_PROTOCOL", "tls13"),
+        ("KAFKA_SASL_MECHANISM", "GSSAPI"),
     ];
+    // SASL without its user: the start stops naming what is missing (and prints no password).
+    let mut sasl = shop(&dir, free_port());
+    sasl.env("KAFKA_BROKERS", "127.0.0.1:9").env("KAFKA_SECURITY_PROTOCOL", "sasl_ssl").env("KAFKA_SASL_PASSWORD", "kafka-pw-6f1e");
+    let stderr = refused(sasl.arg("serve"), "KAFKA_SECURITY_PROTOCOL");
+    assert!(stderr.contains("KAFKA_SASL_USERNAME") && !stderr.contains("kafka-pw-6f1e"), "{stderr}");
     let mut otlp = shop(&dir, free_port());
     otlp.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318").env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
     let runs = cases.iter().map(|(variable, value)| {

@@ -306,6 +306,20 @@ impl EventStore {
         Ok(())
     }
 
+    /// The connections of the store's pools (both of SQLite's, added up): (open, idle, the limit).
+    pub fn pool_usage(&self) -> (u32, u32, u32) {
+        fn usage<D: sqlx::Database>(pool: &sqlx::Pool<D>) -> (u32, u32, u32) {
+            (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+        }
+        match &self.db {
+            Db::Postgres(pool) => usage(pool),
+            Db::Sqlite { read, write } => {
+                let (r, w) = (usage(read), usage(write));
+                (r.0 + w.0, r.1 + w.1, r.2 + w.2)
+            }
+        }
+    }
+
     /// One cheap query: is the store reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(&self.db, read, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?);

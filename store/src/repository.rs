@@ -66,6 +66,8 @@ struct Inner<A: Aggregate> {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot<A>>>>>,
     capacity: usize,
     snapshot_every: Option<u64>,
+    /// Told of every committed command (see [`Repository::with_observer`]).
+    observe: Option<fn(&A, &[A::Event])>,
 }
 
 /// Runs commands of one aggregate type against the event store.
@@ -117,7 +119,18 @@ where
     A::Command: Clone,
 {
     pub fn new(store: EventStore, services: A::Services) -> Self {
-        Self { inner: Arc::new(Inner { store, services, slots: Mutex::new(HashMap::new()), capacity: 50_000, snapshot_every: None }) }
+        // The conflict counter exists from the start, so that the first conflict is an increase.
+        metrics::counter!("shop_append_conflicts_total", "aggregate" => A::TYPE).increment(0);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                services,
+                slots: Mutex::new(HashMap::new()),
+                capacity: 50_000,
+                snapshot_every: None,
+                observe: None,
+            }),
+        }
     }
 
     /// Saves a snapshot every `n` events, so long streams (hot SKUs) load quickly.
@@ -128,6 +141,14 @@ where
     }
 
     /// At most `n` streams are cached; idle ones are dropped beyond that.
+    /// Calls `observe` with the state and the new events of every command once its events
+    /// are committed (metrics of what happened: orders placed, revenue confirmed).
+    pub fn with_observer(self, observe: fn(&A, &[A::Event])) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("configure before sharing"));
+        inner.observe = Some(observe);
+        Self { inner: Arc::new(inner) }
+    }
+
     pub fn with_capacity(self, n: usize) -> Self {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("configure before sharing"));
         inner.capacity = n.max(1);
@@ -404,6 +425,9 @@ impl<A: Aggregate + Clone> Prepared<A> {
             if !self.events.is_empty() && version / every > self.version_before / every {
                 self.save_snapshot(version, position).await;
             }
+        }
+        if let (Some(observe), false) = (self.inner.observe, self.events.is_empty()) {
+            observe(&self.state, &self.events);
         }
         Committed { version, position, events: self.events, state: self.state }
     }

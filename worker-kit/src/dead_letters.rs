@@ -55,6 +55,12 @@ pub async fn parked_aggregates(conn: &mut sqlx::AnyConnection, projection: &str)
     Ok(ids.into_iter().collect())
 }
 
+/// How many events each projection has parked, every tenant together (for `shop_dead_letters`).
+pub async fn parked_counts(db: &ReadDb) -> Result<Vec<(String, i64)>, WorkerError> {
+    let rows = sqlx::query("SELECT projection, COUNT(*) AS n FROM projection_dead_letters GROUP BY projection").fetch_all(&db.pool).await?;
+    Ok(rows.into_iter().map(|r| Ok::<_, sqlx::Error>((r.try_get("projection")?, r.try_get("n")?))).collect::<Result<_, _>>()?)
+}
+
 /// Parked events of tenant `tenant`, oldest first.
 pub async fn dead_letters(db: &ReadDb, tenant: &str) -> Result<Vec<DeadLetter>, WorkerError> {
     let rows = sqlx::query(

@@ -134,6 +134,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl<C: Consumer> Driver<C> {
     pub fn new(kind: &'static str, store: EventStore, members: Vec<Arc<C>>) -> Self {
+        // Failure counters exist from the start, so that the first failure shows as an increase.
+        for member in &members {
+            metrics::counter!(format!("shop_{kind}_failures_total"), "name" => member.name()).increment(0);
+        }
         Self {
             kind,
             store,
@@ -445,6 +449,27 @@ pub fn observe_batch(kind: &str, name: &str, oldest: Option<chrono::DateTime<chr
     if let Some(at) = oldest {
         let lag = (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!(format!("shop_{kind}_lag_seconds"), "name" => name).record(lag);
+    }
+}
+
+/// Handles one batch from a consumer group with the metrics of a log reader of `kind`: the
+/// batch's figures when `handle` succeeds ([`observe_batch`]), `shop_<kind>_failures_total`
+/// when it fails.
+pub async fn observed_sourced<F>(kind: &str, name: &str, batch: &[crate::Sourced], handle: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    let failures = metrics::counter!(format!("shop_{kind}_failures_total"), "name" => name.to_owned());
+    match handle.await {
+        Ok(()) => {
+            observe_batch(kind, name, batch.iter().map(|m| m.event.recorded_at).min(), batch.len(), started);
+            Ok(())
+        }
+        Err(e) => {
+            failures.increment(1);
+            Err(e)
+        }
     }
 }
 

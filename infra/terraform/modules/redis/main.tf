@@ -1,0 +1,97 @@
+# ElastiCache for Redis OSS: a primary and replicas over the zones with automatic failover,
+# TLS in transit with an AUTH token, encryption at rest with a customer-managed KMS key, the slow
+# log and engine log in CloudWatch Logs, and admitted only from the EKS nodes' security group.
+data "aws_region" "current" {}
+
+locals {
+  port = 6379
+}
+
+module "key" {
+  source                 = "../kms"
+  name                   = "${var.name}-redis"
+  description            = "Data at rest and logs of ElastiCache replication group ${var.name}"
+  cloudwatch_logs_region = data.aws_region.current.name
+  tags                   = var.tags
+}
+
+resource "aws_elasticache_subnet_group" "this" {
+  name        = var.name
+  description = "Data subnets of ${var.name}"
+  subnet_ids  = var.subnet_ids
+  tags        = var.tags
+}
+
+resource "aws_security_group" "this" {
+  name        = "${var.name}-redis"
+  description = "Redis of ${var.name}: the EKS nodes only"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-redis" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "from_clients" {
+  security_group_id            = aws_security_group.this.id
+  description                  = "Redis from the EKS nodes"
+  referenced_security_group_id = var.client_security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = local.port
+  to_port                      = local.port
+}
+
+resource "aws_vpc_security_group_egress_rule" "clients_to_redis" {
+  security_group_id            = var.client_security_group_id
+  description                  = "Redis of ${var.name}"
+  referenced_security_group_id = aws_security_group.this.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.port
+  to_port                      = local.port
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  for_each          = toset(["slow-log", "engine-log"])
+  name              = "/aws/elasticache/${var.name}/${each.value}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = module.key.key_arn
+  tags              = var.tags
+}
+
+resource "aws_elasticache_replication_group" "this" {
+  replication_group_id = var.name
+  description          = "Product documents and other caches of ${var.name}"
+  engine               = "redis"
+  engine_version       = var.engine_version
+  node_type            = var.node_type
+  port                 = local.port
+  num_cache_clusters   = 1 + var.replicas
+
+  multi_az_enabled           = true
+  automatic_failover_enabled = true
+
+  subnet_group_name  = aws_elasticache_subnet_group.this.name
+  security_group_ids = [aws_security_group.this.id]
+
+  at_rest_encryption_enabled = true
+  kms_key_id                 = module.key.key_arn
+  transit_encryption_enabled = true
+  transit_encryption_mode    = "required"
+  auth_token                 = var.auth_token
+  auth_token_update_strategy = "ROTATE"
+
+  snapshot_retention_limit   = var.snapshot_retention_days
+  snapshot_window            = "01:00-02:00"
+  maintenance_window         = "sun:04:30-sun:05:30"
+  auto_minor_version_upgrade = true
+  apply_immediately          = false
+
+  dynamic "log_delivery_configuration" {
+    for_each = aws_cloudwatch_log_group.this
+    content {
+      destination      = log_delivery_configuration.value.name
+      destination_type = "cloudwatch-logs"
+      log_format       = "json"
+      log_type         = log_delivery_configuration.key
+    }
+  }
+
+  tags = var.tags
+}
