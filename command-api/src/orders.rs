@@ -68,7 +68,13 @@ struct LineRequest {
 pub(crate) struct AddressRequest {
     name: String,
     line1: String,
+    /// A second line (flat, floor, c/o).
+    #[serde(default)]
+    line2: Option<String>,
     city: String,
+    /// State, province or county.
+    #[serde(default)]
+    region: Option<String>,
     postal_code: String,
     country: String,
 }
@@ -118,7 +124,9 @@ impl TryFrom<AddressRequest> for ShippingAddress {
         Ok(ShippingAddress {
             name: text("shipping_address.name", &a.name)?,
             line1: text("shipping_address.line1", &a.line1)?,
+            line2: a.line2.as_deref().map(|l| text("shipping_address.line2", l)).transpose()?,
             city: text("shipping_address.city", &a.city)?,
+            region: a.region.as_deref().map(|r| text("shipping_address.region", r)).transpose()?,
             postal_code: text("shipping_address.postal_code", &a.postal_code)?,
             country,
         })

@@ -20,6 +20,10 @@
 //! - [`payment`]: authorisation, capture, void, refunds; the `PaymentGateway` service and its
 //!   simulated provider.
 //!
+//! - [`history`]: an aggregate's state folded up to any point; every aggregate type by name.
+//! - [`upcast`]: the versions of event shapes and the steps that bring old ones to the current
+//!   shape, applied by the store to every event it reads.
+//!
 //! Each aggregate folder has the same files: `aggregate.rs`, `commands.rs`, `events.rs`,
 //! `error.rs` and, where it calls out, `services.rs`.
 
@@ -27,6 +31,7 @@ pub mod admins;
 pub mod cart;
 pub mod claim;
 pub mod common;
+pub mod history;
 pub mod order;
 pub mod payment;
 pub mod product;
@@ -34,6 +39,7 @@ pub mod promotion;
 pub mod session;
 pub mod settings;
 pub mod stock;
+pub mod upcast;
 pub mod user;
 
 pub use common::*;

@@ -124,7 +124,7 @@ struct OrderRow {
     invoiced_at_ms: Option<i64>,
     carrier: Option<String>,
     tracking_number: Option<String>,
-    /// JSON: `{name, line1, city, postal_code, country}`.
+    /// JSON: `{name, line1, line2, city, region, postal_code, country}` (`line2`, `region` may be null).
     shipping_address: String,
     /// JSON: `[{sku, quantity, unit_price: {amount, currency}, name?}]`.
     lines: String,

@@ -136,7 +136,13 @@ pub(crate) fn render(invoice: &Invoice) -> Vec<u8> {
     layout.gap(12.0);
     let to = &invoice.bill_to;
     layout.row(10.0, vec![bold(left(MARGIN, "Bill to"))]);
-    for line in [to.name.clone(), to.line1.clone(), format!("{} {}", to.postal_code, to.city), to.country.clone()] {
+    let city = match &to.region {
+        Some(region) => format!("{} {}, {region}", to.postal_code, to.city),
+        None => format!("{} {}", to.postal_code, to.city),
+    };
+    for line in
+        [Some(to.name.clone()), Some(to.line1.clone()), to.line2.clone(), Some(city), Some(to.country.clone())].into_iter().flatten()
+    {
         layout.row(10.0, vec![left(MARGIN, line)]);
     }
     layout.gap(12.0);
@@ -241,7 +247,9 @@ mod tests {
             bill_to: Address {
                 name: "Zoë Müller (Büro)".into(),
                 line1: "1 Main St".into(),
+                line2: Some("Hinterhaus, 3. OG".into()),
                 city: "Berlin".into(),
+                region: None,
                 postal_code: "10115".into(),
                 country: "DE".parse().expect("valid"),
             },

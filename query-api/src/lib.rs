@@ -13,12 +13,15 @@
 //! - `orders.rs`: `/orders`, `/orders/{id}`, `/orders/{id}/invoice`, `/payments/{id}`,
 //!   `/admin/orders`, `/admin/analytics/sales`; `invoice_pdf.rs`: the invoice as a PDF.
 //! - `carts.rs`: `/admin/carts`, `/promotions` (admins).
+//! - `history.rs`: `/admin/history/{type}/{id}` (events with who, why, when) and `…/state`
+//!   (the state at a log position or a time), folded from the store.
 //! - [`QueryState`] (this file): the read models and read-your-writes; paging and cursors.
 //!
 //! The extractors and the error type come from `http-kit`; every route is documented from its
 //! handler's types (aide).
 
 mod carts;
+mod history;
 mod invoice_pdf;
 pub mod live;
 mod orders;
@@ -90,6 +93,7 @@ pub fn router(state: QueryState) -> ApiRouter {
         .merge(users::router())
         .merge(orders::router())
         .merge(carts::router())
+        .merge(history::router())
         // A WebSocket (its protocol is in `ws`, not in the OpenAPI document).
         .route("/ws", axum::routing::get(ws::upgrade));
     ApiRouter::new().nest("/api/v1", api).with_state(state)

@@ -96,7 +96,13 @@ fn rfc3339(ms: i64) -> String {
 pub(crate) struct Address {
     pub(crate) name: String,
     pub(crate) line1: String,
+    /// A second line (flat, floor, c/o), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) line2: Option<String>,
     pub(crate) city: String,
+    /// State, province or county, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) region: Option<String>,
     pub(crate) postal_code: String,
     pub(crate) country: String,
 }

@@ -392,14 +392,20 @@ impl EventStore {
         Ok(out)
     }
 
-    /// The events of one stream after `after_sequence`, in order.
+    /// The events of one stream after `after_sequence`, in order, in their current shape.
     pub async fn load_stream(&self, aggregate_type: &str, aggregate_id: &str, after_sequence: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = "SELECT sequence, global_position, payload FROM events \
+        let sql = "SELECT sequence, global_position, event_type, event_version, payload FROM events \
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
-        let rows: Vec<(i64, i64, Json<serde_json::Value>)> = on_pool!(&self.db, read, |pool| {
+        let rows: Vec<(i64, i64, String, String, Json<serde_json::Value>)> = on_pool!(&self.db, read, |pool| {
             sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).bind(after_sequence as i64).fetch_all(pool).await?
         });
-        Ok(rows.into_iter().map(|(s, p, Json(payload))| StoredEvent { sequence: s as u64, position: p, payload }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(s, p, event_type, mut version, Json(mut payload))| {
+                domain::upcast::upcast(aggregate_type, &event_type, &mut version, &mut payload);
+                StoredEvent { sequence: s as u64, position: p, payload }
+            })
+            .collect())
     }
 
     /// The current version (last sequence) of a stream; 0 if it has no events.
@@ -513,65 +519,104 @@ impl EventStore {
     pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
         match &self.db {
             Db::Postgres(pool) => {
-                let rows = sqlx::query(
-                    "SELECT transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id, \
-                            sequence, event_type, event_version, payload, metadata, recorded_at \
-                     FROM events \
+                let rows = sqlx::query(&format!(
+                    "SELECT {PG_LOG_COLUMNS} FROM events \
                      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                      ORDER BY transaction_id, global_position \
-                     LIMIT $3",
-                )
+                     LIMIT $3"
+                ))
                 .bind(after.transaction_id.to_string())
                 .bind(after.position)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?;
-                rows.into_iter()
-                    .map(|r| {
-                        Ok(LogEvent {
-                            cursor: LogCursor { transaction_id: r.try_get("tx")?, position: r.try_get("global_position")? },
-                            aggregate_type: r.try_get("aggregate_type")?,
-                            aggregate_id: r.try_get("aggregate_id")?,
-                            sequence: r.try_get("sequence")?,
-                            event_type: r.try_get("event_type")?,
-                            event_version: r.try_get("event_version")?,
-                            payload: r.try_get("payload")?,
-                            metadata: r.try_get("metadata")?,
-                            recorded_at: r.try_get("recorded_at")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(pg_log_event).collect()
             }
             Db::Sqlite { read, .. } => {
-                let rows = sqlx::query(
-                    "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                            payload, metadata, recorded_at \
-                     FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
-                )
+                let rows = sqlx::query(&format!(
+                    "SELECT {SQLITE_LOG_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+                ))
                 .bind(after.position)
                 .bind(i64::from(limit))
                 .fetch_all(read)
                 .await?;
-                rows.into_iter()
-                    .map(|r| {
-                        let payload: String = r.try_get("payload")?;
-                        let metadata: String = r.try_get("metadata")?;
-                        let recorded_at: DateTime<Utc> = r.try_get("recorded_at")?;
-                        Ok(LogEvent {
-                            cursor: LogCursor { transaction_id: 0, position: r.try_get("global_position")? },
-                            aggregate_type: r.try_get("aggregate_type")?,
-                            aggregate_id: r.try_get("aggregate_id")?,
-                            sequence: r.try_get("sequence")?,
-                            event_type: r.try_get("event_type")?,
-                            event_version: r.try_get("event_version")?,
-                            payload: serde_json::from_str(&payload)?,
-                            metadata: serde_json::from_str(&metadata)?,
-                            recorded_at,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(sqlite_log_event).collect()
             }
         }
     }
+
+    /// Up to `limit` events of one stream after `after_sequence`, in stream order, with their
+    /// log positions, metadata and times (for history; aggregates load with [`Self::load_stream`]).
+    pub async fn stream_log(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+        limit: u32,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        let filter = "WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4";
+        match &self.db {
+            Db::Postgres(pool) => {
+                let rows = sqlx::query(&format!("SELECT {PG_LOG_COLUMNS} FROM events {filter}"))
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(after_sequence)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(pg_log_event).collect()
+            }
+            Db::Sqlite { read, .. } => {
+                let rows = sqlx::query(&format!("SELECT {SQLITE_LOG_COLUMNS} FROM events {filter}"))
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(after_sequence)
+                    .bind(i64::from(limit))
+                    .fetch_all(read)
+                    .await?;
+                rows.iter().map(sqlite_log_event).collect()
+            }
+        }
+    }
+}
+
+/// The columns of a [`LogEvent`] on PostgreSQL (`jsonb` payloads, the writer's transaction).
+const PG_LOG_COLUMNS: &str = "transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id, \
+                              sequence, event_type, event_version, payload, metadata, recorded_at";
+
+/// The columns of a [`LogEvent`] on SQLite (text payloads; one writer, so no transaction id).
+const SQLITE_LOG_COLUMNS: &str =
+    "global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
+
+fn pg_log_event(r: &sqlx::postgres::PgRow) -> Result<LogEvent, StoreError> {
+    Ok(LogEvent {
+        cursor: LogCursor { transaction_id: r.try_get("tx")?, position: r.try_get("global_position")? },
+        aggregate_type: r.try_get("aggregate_type")?,
+        aggregate_id: r.try_get("aggregate_id")?,
+        sequence: r.try_get("sequence")?,
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        payload: r.try_get("payload")?,
+        metadata: r.try_get("metadata")?,
+        recorded_at: r.try_get("recorded_at")?,
+    }
+    .upcast())
+}
+
+fn sqlite_log_event(r: &sqlx::sqlite::SqliteRow) -> Result<LogEvent, StoreError> {
+    let payload: String = r.try_get("payload")?;
+    let metadata: String = r.try_get("metadata")?;
+    Ok(LogEvent {
+        cursor: LogCursor { transaction_id: 0, position: r.try_get("global_position")? },
+        aggregate_type: r.try_get("aggregate_type")?,
+        aggregate_id: r.try_get("aggregate_id")?,
+        sequence: r.try_get("sequence")?,
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        payload: serde_json::from_str(&payload)?,
+        metadata: serde_json::from_str(&metadata)?,
+        recorded_at: r.try_get::<DateTime<Utc>, _>("recorded_at")?,
+    }
+    .upcast())
 }

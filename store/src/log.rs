@@ -10,7 +10,8 @@ pub struct LogCursor {
     pub position: i64,
 }
 
-/// One event of the global log, as stored.
+/// One event of the global log: as stored, its payload brought to the current shape of its
+/// type ([`domain::upcast`]) when read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEvent {
     pub cursor: LogCursor,
@@ -22,4 +23,12 @@ pub struct LogEvent {
     pub payload: serde_json::Value,
     pub metadata: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl LogEvent {
+    /// Brings the payload (and `event_version`) to the current shape of its type.
+    pub fn upcast(mut self) -> Self {
+        domain::upcast::upcast(&self.aggregate_type, &self.event_type, &mut self.event_version, &mut self.payload);
+        self
+    }
 }

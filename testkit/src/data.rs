@@ -22,7 +22,9 @@ pub fn address() -> domain::order::ShippingAddress {
     domain::order::ShippingAddress {
         name: "Ada".parse().expect("valid"),
         line1: "1 Main St".parse().expect("valid"),
+        line2: None,
         city: "Berlin".parse().expect("valid"),
+        region: None,
         postal_code: "10115".parse().expect("valid"),
         country: "DE".parse().expect("valid"),
     }

@@ -50,28 +50,50 @@ struct Body<'a> {
     data: Value,
 }
 
+/// What the contract shows of a stored payload: the event's fields (stored payloads are
+/// externally tagged, `{"price_changed": {...}}`, or `"published"` for events without fields),
+/// without secrets (even hashed) and with payment methods masked.
+pub fn public_data(payload: &Value) -> Value {
+    let mut data = match payload {
+        Value::Object(map) if map.len() == 1 => map.values().next().cloned().unwrap_or(Value::Null),
+        Value::String(_) => json!({}),
+        other => other.clone(),
+    };
+    if let Value::Object(fields) = &mut data {
+        hide(fields);
+    }
+    data
+}
+
+/// Removes [`REDACTED`] fields and masks [`MASKED`] ones of one JSON object.
+fn hide(fields: &mut serde_json::Map<String, Value>) {
+    for secret in REDACTED {
+        fields.remove(*secret);
+    }
+    for field in MASKED {
+        if let Some(Value::String(raw)) = fields.get_mut(*field) {
+            *raw = domain::payment::masked_method(raw);
+        }
+    }
+}
+
+/// [`hide`] at every depth of `value` (an aggregate's state keeps its secrets in nested places).
+pub fn hide_everywhere(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            hide(fields);
+            fields.values_mut().for_each(hide_everywhere);
+        }
+        Value::Array(items) => items.iter_mut().for_each(hide_everywhere),
+        _ => {}
+    }
+}
+
 impl Envelope {
     pub fn from_event(e: &LogEvent) -> Result<Self, String> {
         let domain::StreamId { tenant, key: aggregate_id } =
             domain::StreamId::parse(&e.aggregate_id).map_err(|err| format!("{}: {err}", e.aggregate_id))?;
-        // Stored payloads are externally tagged (`{"price_changed": {...}}`, or `"published"`
-        // for events without fields); the contract's `data` is the inner object.
-        let mut data = match &e.payload {
-            Value::Object(map) if map.len() == 1 => map.values().next().cloned().unwrap_or(Value::Null),
-            Value::String(_) => json!({}),
-            other => other.clone(),
-        };
-        // Secrets never leave the store, even hashed.
-        if let Value::Object(fields) = &mut data {
-            for secret in REDACTED {
-                fields.remove(*secret);
-            }
-            for field in MASKED {
-                if let Some(Value::String(raw)) = fields.get_mut(*field) {
-                    *raw = domain::payment::masked_method(raw);
-                }
-            }
-        }
+        let data = public_data(&e.payload);
         let id = format!("{}/{}/{}", e.aggregate_type, e.aggregate_id, e.sequence);
         let event_type = format!("{}.{}", e.aggregate_type, e.event_type);
         let time = e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -112,8 +134,9 @@ impl Envelope {
         })
     }
 
-    /// The event a published envelope carries, in the stored form (hashes the relay strips stay
-    /// absent; the log's transaction id is not published and reads as 0).
+    /// The event a published envelope carries, in the stored form and the current shape of its
+    /// type (hashes the relay strips stay absent; the log's transaction id is not published and
+    /// reads as 0).
     pub fn parse(value: &[u8]) -> Result<LogEvent, String> {
         let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
         let text = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| format!("envelope without {k}"));
@@ -148,7 +171,9 @@ impl Envelope {
             payload,
             metadata,
             recorded_at,
-        })
+        }
+        // A message published before the shape of its type changed reads as the current shape.
+        .upcast())
     }
 
     /// CloudEvents (Kafka binding) attributes, position and sequence, and W3C trace context.

@@ -299,7 +299,9 @@ mod tests {
         ShippingAddress {
             name: "Ada".parse().expect("valid"),
             line1: "1 Main St".parse().expect("valid"),
+            line2: None,
             city: "Berlin".parse().expect("valid"),
+            region: None,
             postal_code: "10115".parse().expect("valid"),
             country: country.parse().expect("valid country"),
         }

@@ -28,7 +28,13 @@ pub struct PricedLine {
 pub struct ShippingAddress {
     pub name: Name,
     pub line1: Name,
+    /// A second line (flat, floor, c/o); since `order.placed` version 2.
+    #[serde(default)]
+    pub line2: Option<Name>,
     pub city: Name,
+    /// State, province or county, where the country uses one; since version 2.
+    #[serde(default)]
+    pub region: Option<Name>,
     pub postal_code: Name,
     pub country: CountryCode,
 }

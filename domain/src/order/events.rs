@@ -81,6 +81,6 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version("order", &self.event_type()).to_owned()
     }
 }

@@ -404,7 +404,15 @@ export function Checkout() {
   if (c.lines.length === 0) return html`<p>Your cart is empty. <${Link} href="/">Browse the shop<//></p>`;
   const submit = async (v) => {
     const body = {
-      shipping_address: { name: v.name, line1: v.line1, city: v.city, postal_code: v.postal_code, country: v.country },
+      shipping_address: {
+        name: v.name,
+        line1: v.line1,
+        line2: v.line2 || undefined,
+        city: v.city,
+        region: v.region || undefined,
+        postal_code: v.postal_code,
+        country: v.country,
+      },
       payment_method: v.payment_method,
     };
     try {
@@ -437,7 +445,9 @@ export function Checkout() {
       fields=${[
         { name: 'name', label: 'Full name', autocomplete: 'name', value: currentUser().name || '' },
         { name: 'line1', label: 'Address', autocomplete: 'address-line1' },
+        { name: 'line2', label: 'Address line 2 (optional)', autocomplete: 'address-line2' },
         { name: 'city', label: 'City', autocomplete: 'address-level2' },
+        { name: 'region', label: 'State or region (optional)', autocomplete: 'address-level1' },
         { name: 'postal_code', label: 'Postal code', autocomplete: 'postal-code' },
         { name: 'country', label: 'Country (two letters)', autocomplete: 'country', value: 'DE' },
         { name: 'payment_method', label: 'Payment', type: 'select', options: TOKENS, value: 'tok_approve' },

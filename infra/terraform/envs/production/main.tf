@@ -85,7 +85,7 @@ module "rds" {
   max_allocated_storage_gib = var.db_max_allocated_storage_gib
   database_name             = var.db_name
   master_username           = module.secrets.database_username
-  master_password           = module.secrets.database_password
+  master_password           = module.secrets.passwords["database"]
   max_connections           = var.db_max_connections
 }
 
@@ -96,7 +96,7 @@ module "redis" {
   subnet_ids               = module.network.data_subnet_ids
   client_security_group_id = module.eks.node_security_group_id
   node_type                = var.redis_node_type
-  auth_token               = module.secrets.redis_auth_token
+  auth_token               = module.secrets.passwords["redis"]
 }
 
 module "kafka" {

@@ -3,19 +3,19 @@
 
 output "database_url" {
   description = "DATABASE_URL (shop-secrets): the RDS primary over TLS."
-  value       = "postgres://${module.secrets.database_username}:${module.secrets.database_password}@${module.rds.address}:${module.rds.port}/${module.rds.database_name}?sslmode=require"
+  value       = "postgres://${module.secrets.database_username}:${module.secrets.passwords["database"]}@${module.rds.address}:${module.rds.port}/${module.rds.database_name}?sslmode=require"
   sensitive   = true
 }
 
 output "redis_url" {
   description = "REDIS_URL (shop-secrets): the ElastiCache primary over TLS with the AUTH token."
-  value       = "rediss://:${module.secrets.redis_auth_token}@${module.redis.primary_endpoint_address}:${module.redis.port}"
+  value       = "rediss://:${module.secrets.passwords["redis"]}@${module.redis.primary_endpoint_address}:${module.redis.port}"
   sensitive   = true
 }
 
 output "jwt_secret" {
   description = "SHOP_JWT_SECRET (shop-secrets)."
-  value       = module.secrets.jwt_secret
+  value       = module.secrets.passwords["jwt"]
   sensitive   = true
 }
 
@@ -38,7 +38,7 @@ output "kafka_sasl_username" {
 
 output "kafka_sasl_password" {
   description = "KAFKA_SASL_PASSWORD (shop-secrets): the password of that SASL/SCRAM user."
-  value       = module.secrets.kafka_password
+  value       = module.secrets.passwords["kafka"]
   sensitive   = true
 }
 

@@ -2,7 +2,6 @@
 # Kubernetes secrets envelope-encrypted with a customer-managed KMS key, a managed node group in
 # the private subnets (IMDSv2 only, encrypted root volumes), an OIDC provider for IAM roles for
 # service accounts and the role of the shop pods.
-data "aws_region" "current" {}
 data "aws_partition" "current" {}
 
 locals {
@@ -18,45 +17,18 @@ locals {
   }
 }
 
+# The key also encrypts the log group of the control-plane logs, made before the cluster so that
+# EKS does not make it unencrypted and without retention.
 module "key" {
-  source                 = "../kms"
-  name                   = "${var.name}-eks"
-  description            = "Kubernetes secrets and control-plane logs of EKS cluster ${var.name}"
-  cloudwatch_logs_region = data.aws_region.current.name
-  tags                   = var.tags
-}
-
-# Created before the cluster so that EKS does not create it unencrypted and without retention.
-resource "aws_cloudwatch_log_group" "cluster" {
-  name              = "/aws/eks/${var.name}/cluster"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = module.key.key_arn
-  tags              = var.tags
-}
-
-# --- IAM: the cluster and the nodes ---------------------------------------------------------
-
-data "aws_iam_policy_document" "cluster_assume" {
-  statement {
-    actions = ["sts:AssumeRole", "sts:TagSession"]
-    principals {
-      type        = "Service"
-      identifiers = ["eks.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "cluster" {
-  name               = "${var.name}-cluster"
-  assume_role_policy = data.aws_iam_policy_document.cluster_assume.json
+  source             = "../kms"
+  name               = "${var.name}-eks"
+  description        = "Kubernetes secrets and control-plane logs of EKS cluster ${var.name}"
+  log_groups         = { cluster = "/aws/eks/${var.name}/cluster" }
+  log_retention_days = var.log_retention_days
   tags               = var.tags
 }
 
-resource "aws_iam_role_policy_attachment" "cluster" {
-  for_each   = toset(["AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController"])
-  role       = aws_iam_role.cluster.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
-}
+# --- IAM: the cluster and the nodes ---------------------------------------------------------
 
 # Envelope encryption of the Kubernetes secrets: the control plane uses the key as this role.
 data "aws_iam_policy_document" "cluster_encryption" {
@@ -66,38 +38,30 @@ data "aws_iam_policy_document" "cluster_encryption" {
   }
 }
 
-resource "aws_iam_role_policy" "cluster_encryption" {
-  name   = "secrets-encryption"
-  role   = aws_iam_role.cluster.id
-  policy = data.aws_iam_policy_document.cluster_encryption.json
-}
-
-data "aws_iam_policy_document" "node_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "node" {
-  name               = "${var.name}-node"
-  assume_role_policy = data.aws_iam_policy_document.node_assume.json
-  tags               = var.tags
+module "cluster_role" {
+  source               = "../service_role"
+  name                 = "${var.name}-cluster"
+  description          = "Control plane of EKS cluster ${var.name}"
+  service              = "eks.amazonaws.com"
+  assume_actions       = ["sts:AssumeRole", "sts:TagSession"]
+  aws_managed_policies = ["AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController"]
+  policies             = { secrets-encryption = data.aws_iam_policy_document.cluster_encryption.json }
+  tags                 = var.tags
 }
 
 # AmazonSSMManagedInstanceCore: shell access through Session Manager instead of SSH keys.
-resource "aws_iam_role_policy_attachment" "node" {
-  for_each = toset([
+module "node_role" {
+  source      = "../service_role"
+  name        = "${var.name}-node"
+  description = "Nodes of EKS cluster ${var.name}"
+  service     = "ec2.amazonaws.com"
+  aws_managed_policies = [
     "AmazonEKSWorkerNodePolicy",
     "AmazonEKS_CNI_Policy",
     "AmazonEC2ContainerRegistryReadOnly",
     "AmazonSSMManagedInstanceCore",
-  ])
-  role       = aws_iam_role.node.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
+  ]
+  tags = var.tags
 }
 
 # --- Security groups --------------------------------------------------------------------------
@@ -198,7 +162,7 @@ resource "aws_vpc_security_group_egress_rule" "node_to_internet" {
 resource "aws_eks_cluster" "this" {
   name                      = var.name
   version                   = var.kubernetes_version
-  role_arn                  = aws_iam_role.cluster.arn
+  role_arn                  = module.cluster_role.arn
   enabled_cluster_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
   vpc_config {
@@ -222,11 +186,8 @@ resource "aws_eks_cluster" "this" {
 
   tags = var.tags
 
-  depends_on = [
-    aws_cloudwatch_log_group.cluster,
-    aws_iam_role_policy_attachment.cluster,
-    aws_iam_role_policy.cluster_encryption,
-  ]
+  # The log group first (module.key); the role's policies come with module.cluster_role.arn.
+  depends_on = [module.key]
 }
 
 resource "aws_eks_access_entry" "admin" {
@@ -295,7 +256,7 @@ resource "aws_launch_template" "node" {
 resource "aws_eks_node_group" "default" {
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = "${var.name}-default"
-  node_role_arn   = aws_iam_role.node.arn
+  node_role_arn   = module.node_role.arn
   subnet_ids      = var.subnet_ids
   ami_type        = "AL2023_x86_64_STANDARD"
   capacity_type   = "ON_DEMAND"
@@ -321,8 +282,6 @@ resource "aws_eks_node_group" "default" {
   lifecycle {
     ignore_changes = [scaling_config[0].desired_size]
   }
-
-  depends_on = [aws_iam_role_policy_attachment.node]
 }
 
 # --- IAM roles for service accounts -----------------------------------------------------------

@@ -2,8 +2,6 @@
 # clients authenticated with SASL/SCRAM (secret in Secrets Manager) or IAM (never
 # unauthenticated), data encrypted at rest with a customer-managed KMS key, broker logs in
 # CloudWatch Logs, and admitted only from the EKS nodes' security group.
-data "aws_region" "current" {}
-
 locals {
   ports = {
     sasl_scram = 9096
@@ -14,46 +12,24 @@ locals {
   min_insync_replicas = max(1, local.replication_factor - 1)
 }
 
+# The key also encrypts the log group of the broker logs.
 module "key" {
-  source                 = "../kms"
-  name                   = "${var.name}-msk"
-  description            = "Data at rest and broker logs of MSK cluster ${var.name}"
-  cloudwatch_logs_region = data.aws_region.current.name
-  tags                   = var.tags
+  source             = "../kms"
+  name               = "${var.name}-msk"
+  description        = "Data at rest and broker logs of MSK cluster ${var.name}"
+  log_groups         = { brokers = "/aws/msk/${var.name}/brokers" }
+  log_retention_days = var.log_retention_days
+  tags               = var.tags
 }
 
-resource "aws_security_group" "this" {
-  name        = "${var.name}-msk"
-  description = "Kafka of ${var.name}: the EKS nodes only"
-  vpc_id      = var.vpc_id
-  tags        = merge(var.tags, { Name = "${var.name}-msk" })
-}
-
-resource "aws_vpc_security_group_ingress_rule" "from_clients" {
-  for_each                     = local.ports
-  security_group_id            = aws_security_group.this.id
-  description                  = "Kafka (${each.key}) from the EKS nodes"
-  referenced_security_group_id = var.client_security_group_id
-  ip_protocol                  = "tcp"
-  from_port                    = each.value
-  to_port                      = each.value
-}
-
-resource "aws_vpc_security_group_egress_rule" "clients_to_kafka" {
-  for_each                     = local.ports
-  security_group_id            = var.client_security_group_id
-  description                  = "Kafka (${each.key}) of ${var.name}"
-  referenced_security_group_id = aws_security_group.this.id
-  ip_protocol                  = "tcp"
-  from_port                    = each.value
-  to_port                      = each.value
-}
-
-resource "aws_cloudwatch_log_group" "brokers" {
-  name              = "/aws/msk/${var.name}/brokers"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = module.key.key_arn
-  tags              = var.tags
+module "security_group" {
+  source                   = "../service_security_group"
+  name                     = "${var.name}-msk"
+  service                  = "Kafka of ${var.name}"
+  vpc_id                   = var.vpc_id
+  client_security_group_id = var.client_security_group_id
+  ports                    = local.ports
+  tags                     = var.tags
 }
 
 resource "aws_msk_configuration" "this" {
@@ -82,7 +58,7 @@ resource "aws_msk_cluster" "this" {
   broker_node_group_info {
     instance_type   = var.broker_instance_type
     client_subnets  = var.subnet_ids
-    security_groups = [aws_security_group.this.id]
+    security_groups = [module.security_group.id]
 
     storage_info {
       ebs_storage_info {
@@ -124,7 +100,7 @@ resource "aws_msk_cluster" "this" {
     broker_logs {
       cloudwatch_logs {
         enabled   = true
-        log_group = aws_cloudwatch_log_group.brokers.name
+        log_group = module.key.log_group_names["brokers"]
       }
     }
   }

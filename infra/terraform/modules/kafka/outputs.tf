@@ -15,7 +15,7 @@ output "bootstrap_brokers_sasl_iam" {
 
 output "security_group_id" {
   description = "Security group of the brokers."
-  value       = aws_security_group.this.id
+  value       = module.security_group.id
 }
 
 output "replication_factor" {

@@ -8,10 +8,16 @@ variable "description" {
   description = "What the key encrypts; shown in the KMS console."
 }
 
-variable "cloudwatch_logs_region" {
-  type        = string
-  description = "Region whose CloudWatch Logs service may use the key for the account's log groups; null when no log group uses it."
-  default     = null
+variable "log_groups" {
+  type        = map(string)
+  description = "CloudWatch Logs log groups to make, encrypted with this key: log group name by a key of the caller's choosing (e.g. a log type). Empty: no log group, and CloudWatch Logs may not use the key."
+  default     = {}
+}
+
+variable "log_retention_days" {
+  type        = number
+  description = "Days the log groups keep their events."
+  default     = 365
 }
 
 variable "deletion_window_in_days" {
@@ -27,6 +33,6 @@ variable "deletion_window_in_days" {
 
 variable "tags" {
   type        = map(string)
-  description = "Tags added to the key."
+  description = "Tags added to the key and the log groups."
   default     = {}
 }

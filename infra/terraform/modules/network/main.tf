@@ -143,46 +143,23 @@ resource "aws_vpc_endpoint" "s3" {
 }
 
 # Flow logs: every accepted and rejected flow, to an encrypted log group.
-module "flow_log_key" {
-  source                 = "../kms"
-  name                   = "${var.name}-flow-logs"
-  description            = "VPC flow logs of ${var.name}"
-  cloudwatch_logs_region = data.aws_region.current.name
-  tags                   = var.tags
-}
-
-resource "aws_cloudwatch_log_group" "flow_logs" {
-  name              = "/aws/vpc/${var.name}/flow-logs"
-  retention_in_days = var.flow_log_retention_days
-  kms_key_id        = module.flow_log_key.key_arn
-  tags              = var.tags
-}
-
-data "aws_iam_policy_document" "flow_logs_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["vpc-flow-logs.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [data.aws_caller_identity.current.account_id]
-    }
-  }
-}
-
-resource "aws_iam_role" "flow_logs" {
+module "flow_logs_key" {
+  source             = "../kms"
   name               = "${var.name}-flow-logs"
-  assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
+  description        = "VPC flow logs of ${var.name}"
+  log_groups         = { flow_logs = "/aws/vpc/${var.name}/flow-logs" }
+  log_retention_days = var.flow_log_retention_days
   tags               = var.tags
+}
+
+locals {
+  flow_log_group_arn = module.flow_logs_key.log_group_arns["flow_logs"]
 }
 
 data "aws_iam_policy_document" "flow_logs" {
   statement {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-    resources = ["${aws_cloudwatch_log_group.flow_logs.arn}:*"]
+    resources = ["${local.flow_log_group_arn}:*"]
   }
 
   statement {
@@ -191,18 +168,22 @@ data "aws_iam_policy_document" "flow_logs" {
   }
 }
 
-resource "aws_iam_role_policy" "flow_logs" {
-  name   = "write-flow-logs"
-  role   = aws_iam_role.flow_logs.id
-  policy = data.aws_iam_policy_document.flow_logs.json
+module "flow_logs_role" {
+  source                 = "../service_role"
+  name                   = "${var.name}-flow-logs"
+  description            = "VPC flow logs of ${var.name}"
+  service                = "vpc-flow-logs.amazonaws.com"
+  require_source_account = true
+  policies               = { write-flow-logs = data.aws_iam_policy_document.flow_logs.json }
+  tags                   = var.tags
 }
 
 resource "aws_flow_log" "this" {
   vpc_id                   = aws_vpc.this.id
   traffic_type             = "ALL"
   log_destination_type     = "cloud-watch-logs"
-  log_destination          = aws_cloudwatch_log_group.flow_logs.arn
-  iam_role_arn             = aws_iam_role.flow_logs.arn
+  log_destination          = local.flow_log_group_arn
+  iam_role_arn             = module.flow_logs_role.arn
   max_aggregation_interval = 60
   tags                     = var.tags
 }

@@ -2,19 +2,21 @@
 # nodes' security group), encrypted with a customer-managed KMS key, TLS enforced, IAM
 # authentication on, automated backups, deletion protection, Performance Insights, enhanced
 # monitoring and the server logs in CloudWatch Logs.
-data "aws_region" "current" {}
-data "aws_partition" "current" {}
-
 locals {
   port = 5432
+  # The server logs exported to CloudWatch Logs, each to its own log group.
+  log_exports = ["postgresql", "upgrade"]
 }
 
+# The key also encrypts the log groups RDS exports the logs to, made here first so that they are
+# encrypted and expire.
 module "key" {
-  source                 = "../kms"
-  name                   = "${var.name}-rds"
-  description            = "Storage, Performance Insights and logs of RDS instance ${var.name}"
-  cloudwatch_logs_region = data.aws_region.current.name
-  tags                   = var.tags
+  source             = "../kms"
+  name               = "${var.name}-rds"
+  description        = "Storage, Performance Insights and logs of RDS instance ${var.name}"
+  log_groups         = { for log in local.log_exports : log => "/aws/rds/instance/${var.name}/${log}" }
+  log_retention_days = var.log_retention_days
+  tags               = var.tags
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -24,29 +26,14 @@ resource "aws_db_subnet_group" "this" {
   tags        = var.tags
 }
 
-resource "aws_security_group" "this" {
-  name        = "${var.name}-rds"
-  description = "PostgreSQL of ${var.name}: the EKS nodes only"
-  vpc_id      = var.vpc_id
-  tags        = merge(var.tags, { Name = "${var.name}-rds" })
-}
-
-resource "aws_vpc_security_group_ingress_rule" "from_clients" {
-  security_group_id            = aws_security_group.this.id
-  description                  = "PostgreSQL from the EKS nodes"
-  referenced_security_group_id = var.client_security_group_id
-  ip_protocol                  = "tcp"
-  from_port                    = local.port
-  to_port                      = local.port
-}
-
-resource "aws_vpc_security_group_egress_rule" "clients_to_db" {
-  security_group_id            = var.client_security_group_id
-  description                  = "PostgreSQL of ${var.name}"
-  referenced_security_group_id = aws_security_group.this.id
-  ip_protocol                  = "tcp"
-  from_port                    = local.port
-  to_port                      = local.port
+module "security_group" {
+  source                   = "../service_security_group"
+  name                     = "${var.name}-rds"
+  service                  = "PostgreSQL of ${var.name}"
+  vpc_id                   = var.vpc_id
+  client_security_group_id = var.client_security_group_id
+  ports                    = { postgresql = local.port }
+  tags                     = var.tags
 }
 
 # What an event store needs besides the defaults. Static parameters apply at the next reboot.
@@ -137,34 +124,13 @@ resource "aws_db_parameter_group" "this" {
 }
 
 # Enhanced monitoring (OS metrics every 15 s).
-data "aws_iam_policy_document" "monitoring_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["monitoring.rds.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "monitoring" {
-  name               = "${var.name}-rds-monitoring"
-  assume_role_policy = data.aws_iam_policy_document.monitoring_assume.json
-  tags               = var.tags
-}
-
-resource "aws_iam_role_policy_attachment" "monitoring" {
-  role       = aws_iam_role.monitoring.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
-}
-
-# RDS writes the exported logs here; made first so that they are encrypted and expire.
-resource "aws_cloudwatch_log_group" "this" {
-  for_each          = toset(["postgresql", "upgrade"])
-  name              = "/aws/rds/instance/${var.name}/${each.value}"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = module.key.key_arn
-  tags              = var.tags
+module "monitoring_role" {
+  source               = "../service_role"
+  name                 = "${var.name}-rds-monitoring"
+  description          = "Enhanced monitoring of RDS instance ${var.name}"
+  service              = "monitoring.rds.amazonaws.com"
+  aws_managed_policies = ["service-role/AmazonRDSEnhancedMonitoringRole"]
+  tags                 = var.tags
 }
 
 resource "aws_db_instance" "this" {
@@ -186,7 +152,7 @@ resource "aws_db_instance" "this" {
 
   multi_az               = true
   db_subnet_group_name   = aws_db_subnet_group.this.name
-  vpc_security_group_ids = [aws_security_group.this.id]
+  vpc_security_group_ids = [module.security_group.id]
   publicly_accessible    = false
   ca_cert_identifier     = "rds-ca-rsa2048-g1"
 
@@ -210,10 +176,11 @@ resource "aws_db_instance" "this" {
   performance_insights_kms_key_id       = module.key.key_arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 15
-  monitoring_role_arn                   = aws_iam_role.monitoring.arn
-  enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
+  monitoring_role_arn                   = module.monitoring_role.arn
+  enabled_cloudwatch_logs_exports       = local.log_exports
 
   tags = var.tags
 
-  depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy_attachment.monitoring]
+  # The log groups exist before RDS would make them itself.
+  depends_on = [module.key]
 }

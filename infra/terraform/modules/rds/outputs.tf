@@ -15,7 +15,7 @@ output "database_name" {
 
 output "security_group_id" {
   description = "Security group of the database."
-  value       = aws_security_group.this.id
+  value       = module.security_group.id
 }
 
 output "instance_resource_id" {

@@ -1,18 +1,18 @@
 # ElastiCache for Redis OSS: a primary and replicas over the zones with automatic failover,
 # TLS in transit with an AUTH token, encryption at rest with a customer-managed KMS key, the slow
 # log and engine log in CloudWatch Logs, and admitted only from the EKS nodes' security group.
-data "aws_region" "current" {}
-
 locals {
   port = 6379
 }
 
+# The key also encrypts the log groups of the slow log and the engine log.
 module "key" {
-  source                 = "../kms"
-  name                   = "${var.name}-redis"
-  description            = "Data at rest and logs of ElastiCache replication group ${var.name}"
-  cloudwatch_logs_region = data.aws_region.current.name
-  tags                   = var.tags
+  source             = "../kms"
+  name               = "${var.name}-redis"
+  description        = "Data at rest and logs of ElastiCache replication group ${var.name}"
+  log_groups         = { for log in ["slow-log", "engine-log"] : log => "/aws/elasticache/${var.name}/${log}" }
+  log_retention_days = var.log_retention_days
+  tags               = var.tags
 }
 
 resource "aws_elasticache_subnet_group" "this" {
@@ -22,37 +22,14 @@ resource "aws_elasticache_subnet_group" "this" {
   tags        = var.tags
 }
 
-resource "aws_security_group" "this" {
-  name        = "${var.name}-redis"
-  description = "Redis of ${var.name}: the EKS nodes only"
-  vpc_id      = var.vpc_id
-  tags        = merge(var.tags, { Name = "${var.name}-redis" })
-}
-
-resource "aws_vpc_security_group_ingress_rule" "from_clients" {
-  security_group_id            = aws_security_group.this.id
-  description                  = "Redis from the EKS nodes"
-  referenced_security_group_id = var.client_security_group_id
-  ip_protocol                  = "tcp"
-  from_port                    = local.port
-  to_port                      = local.port
-}
-
-resource "aws_vpc_security_group_egress_rule" "clients_to_redis" {
-  security_group_id            = var.client_security_group_id
-  description                  = "Redis of ${var.name}"
-  referenced_security_group_id = aws_security_group.this.id
-  ip_protocol                  = "tcp"
-  from_port                    = local.port
-  to_port                      = local.port
-}
-
-resource "aws_cloudwatch_log_group" "this" {
-  for_each          = toset(["slow-log", "engine-log"])
-  name              = "/aws/elasticache/${var.name}/${each.value}"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = module.key.key_arn
-  tags              = var.tags
+module "security_group" {
+  source                   = "../service_security_group"
+  name                     = "${var.name}-redis"
+  service                  = "Redis of ${var.name}"
+  vpc_id                   = var.vpc_id
+  client_security_group_id = var.client_security_group_id
+  ports                    = { redis = local.port }
+  tags                     = var.tags
 }
 
 resource "aws_elasticache_replication_group" "this" {
@@ -68,7 +45,7 @@ resource "aws_elasticache_replication_group" "this" {
   automatic_failover_enabled = true
 
   subnet_group_name  = aws_elasticache_subnet_group.this.name
-  security_group_ids = [aws_security_group.this.id]
+  security_group_ids = [module.security_group.id]
 
   at_rest_encryption_enabled = true
   kms_key_id                 = module.key.key_arn
@@ -84,9 +61,9 @@ resource "aws_elasticache_replication_group" "this" {
   apply_immediately          = false
 
   dynamic "log_delivery_configuration" {
-    for_each = aws_cloudwatch_log_group.this
+    for_each = module.key.log_group_names
     content {
-      destination      = log_delivery_configuration.value.name
+      destination      = log_delivery_configuration.value
       destination_type = "cloudwatch-logs"
       log_format       = "json"
       log_type         = log_delivery_configuration.key

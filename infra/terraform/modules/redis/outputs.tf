@@ -10,5 +10,5 @@ output "port" {
 
 output "security_group_id" {
   description = "Security group of the cache."
-  value       = aws_security_group.this.id
+  value       = module.security_group.id
 }

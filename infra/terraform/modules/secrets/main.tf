@@ -13,89 +13,70 @@ module "key" {
   tags        = var.tags
 }
 
-# SHOP_JWT_SECRET: the HS256 key, at least 32 bytes (64 characters here).
-resource "random_password" "jwt" {
-  length  = 64
-  special = false
+locals {
+  # Each secret by purpose: its name and description, and the length of its generated password.
+  secrets = {
+    # SHOP_JWT_SECRET: the HS256 key, at least 32 bytes (64 characters here).
+    jwt = {
+      name        = "${var.name}/jwt-secret"
+      description = "SHOP_JWT_SECRET of ${var.name}: HS256 key of the access tokens"
+      length      = 64
+    }
+    database = {
+      name        = "${var.name}/database"
+      description = "PostgreSQL master credentials of ${var.name}"
+      length      = 40
+    }
+    redis = {
+      name        = "${var.name}/redis-auth-token"
+      description = "AUTH token of the ElastiCache replication group of ${var.name}"
+      length      = 64
+    }
+    # MSK reads SASL/SCRAM users from secrets named AmazonMSK_... under a customer-managed key.
+    kafka = {
+      name        = "AmazonMSK_${var.name}"
+      description = "SASL/SCRAM user of the shop on the MSK cluster of ${var.name}"
+      length      = 40
+    }
+  }
+
+  # What each secret holds: the password alone, or JSON with the user name where the reader
+  # (RDS's conventions, MSK) wants both.
+  secret_strings = {
+    jwt = random_password.this["jwt"].result
+    database = jsonencode({
+      engine   = "postgres"
+      username = var.database_username
+      password = random_password.this["database"].result
+    })
+    redis = random_password.this["redis"].result
+    kafka = jsonencode({
+      username = var.kafka_username
+      password = random_password.this["kafka"].result
+    })
+  }
 }
 
-resource "random_password" "database" {
-  length  = 40
-  special = false
-}
-
-resource "random_password" "redis" {
-  length  = 64
-  special = false
-}
-
-resource "random_password" "kafka" {
-  length  = 40
-  special = false
+resource "random_password" "this" {
+  for_each = local.secrets
+  length   = each.value.length
+  special  = false
 }
 
 # Rotation: the shop reads these at start from the Kubernetes secret (see the README), so a
-# rotation is a rollout, done by hand: taint the random_password, apply, render the overlay again.
-resource "aws_secretsmanager_secret" "jwt" {
-  #checkov:skip=CKV2_AWS_57:The shop holds one HS256 key and reads it at start; an automatic rotation would log every user out and needs a rollout. Rotated by hand (see README).
-  name                    = "${var.name}/jwt-secret"
-  description             = "SHOP_JWT_SECRET of ${var.name}: HS256 key of the access tokens"
+# rotation is a rollout, done by hand: replace the random_password, apply, render the overlay again.
+resource "aws_secretsmanager_secret" "this" {
+  #checkov:skip=CKV2_AWS_57:The shop reads every one at start, so a rotation is a rollout: one HS256 key (rotating it logs every user out), the database password (would need a rotation Lambda), the ElastiCache AUTH token (changes through auth_token_update_strategy ROTATE), the SCRAM user MSK reads. Rotated by hand (see README).
+  for_each                = local.secrets
+  name                    = each.value.name
+  description             = each.value.description
   kms_key_id              = module.key.key_arn
   recovery_window_in_days = var.recovery_window_in_days
   tags                    = var.tags
 }
 
-resource "aws_secretsmanager_secret_version" "jwt" {
-  secret_id     = aws_secretsmanager_secret.jwt.id
-  secret_string = random_password.jwt.result
-}
-
-resource "aws_secretsmanager_secret" "database" {
-  #checkov:skip=CKV2_AWS_57:The shop reads DATABASE_URL at start; rotating the password needs a rotation Lambda and a rollout of every role. Rotated by hand (see README).
-  name                    = "${var.name}/database"
-  description             = "PostgreSQL master credentials of ${var.name}"
-  kms_key_id              = module.key.key_arn
-  recovery_window_in_days = var.recovery_window_in_days
-  tags                    = var.tags
-}
-
-resource "aws_secretsmanager_secret_version" "database" {
-  secret_id = aws_secretsmanager_secret.database.id
-  secret_string = jsonencode({
-    engine   = "postgres"
-    username = var.database_username
-    password = random_password.database.result
-  })
-}
-
-resource "aws_secretsmanager_secret" "redis" {
-  #checkov:skip=CKV2_AWS_57:ElastiCache's AUTH token changes through Terraform (auth_token_update_strategy ROTATE) and a rollout, not a rotation Lambda. Rotated by hand (see README).
-  name                    = "${var.name}/redis-auth-token"
-  description             = "AUTH token of the ElastiCache replication group of ${var.name}"
-  kms_key_id              = module.key.key_arn
-  recovery_window_in_days = var.recovery_window_in_days
-  tags                    = var.tags
-}
-
-resource "aws_secretsmanager_secret_version" "redis" {
-  secret_id     = aws_secretsmanager_secret.redis.id
-  secret_string = random_password.redis.result
-}
-
-# MSK reads SASL/SCRAM users from secrets named AmazonMSK_... under a customer-managed key.
-resource "aws_secretsmanager_secret" "kafka" {
-  #checkov:skip=CKV2_AWS_57:MSK reads the SCRAM user from this secret; a rotation needs the shop's clients rolled out with the new password. Rotated by hand (see README).
-  name                    = "AmazonMSK_${var.name}"
-  description             = "SASL/SCRAM user of the shop on the MSK cluster of ${var.name}"
-  kms_key_id              = module.key.key_arn
-  recovery_window_in_days = var.recovery_window_in_days
-  tags                    = var.tags
-}
-
-resource "aws_secretsmanager_secret_version" "kafka" {
-  secret_id = aws_secretsmanager_secret.kafka.id
-  secret_string = jsonencode({
-    username = var.kafka_username
-    password = random_password.kafka.result
-  })
+resource "aws_secretsmanager_secret_version" "this" {
+  for_each      = aws_secretsmanager_secret.this
+  secret_id     = each.value.id
+  secret_string = local.secret_strings[each.key]
 }
