@@ -44,6 +44,26 @@ pub fn for_type<W: ForAggregate>(aggregate_type: &str, work: W) -> Option<W::Out
     })
 }
 
+/// Every aggregate type's stored name: the names [`for_type`] and
+/// [`crate::schema::event_schema`] know (`tests/schemas.rs` checks that all three agree, and
+/// with the fixtures' directories).
+pub const AGGREGATE_TYPES: &[&str] = &[
+    User::TYPE,
+    AdminRoster::TYPE,
+    InvoiceBook::TYPE,
+    Order::TYPE,
+    EmailClaim::TYPE,
+    SkuClaim::TYPE,
+    Payment::TYPE,
+    TenantSettings::TYPE,
+    Session::TYPE,
+    Cart::TYPE,
+    CustomerCarts::TYPE,
+    Product::TYPE,
+    Stock::TYPE,
+    Promotion::TYPE,
+];
+
 /// The state of an aggregate of `aggregate_type` after `events` (payloads in the current
 /// shape, in stream order), starting from `from` (a snapshot's state) or from nothing; as
 /// JSON, the way snapshots store it.

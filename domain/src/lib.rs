@@ -21,6 +21,8 @@
 //!   simulated provider.
 //!
 //! - [`history`]: an aggregate's state folded up to any point; every aggregate type by name.
+//! - [`schema`]: the JSON Schema of every aggregate type's events, the Kafka topics' contract
+//!   (every event enum and every type in it implements `schemars::JsonSchema`).
 //! - [`upcast`]: the versions of event shapes and the steps that bring old ones to the current
 //!   shape, applied by the store to every event it reads.
 //!
@@ -36,6 +38,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod promotion;
+pub mod schema;
 pub mod session;
 pub mod settings;
 pub mod stock;

@@ -127,6 +127,22 @@ PY
     fi
 }
 
+# The AsyncAPI initiative's parser (npm, pinned by infra/scripts/asyncapi/package-lock.json),
+# installed once into the cache: it checks the topic contract, worker-kit/contract/asyncapi.json.
+ensure_asyncapi_parser() {
+    local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}" dir
+    dir="$cache/asyncapi-$(sha256sum infra/scripts/asyncapi/package-lock.json | cut -c1-12)"
+    ASYNCAPI_MODULES="$dir/node_modules"
+    if [ ! -f "$dir/installed" ]; then
+        log "installing @asyncapi/parser from npm into $dir"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        cp infra/scripts/asyncapi/package.json infra/scripts/asyncapi/package-lock.json "$dir/"
+        (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null) || { log "cannot install @asyncapi/parser"; exit 1; }
+        touch "$dir/installed"
+    fi
+}
+
 # promtool, from Debian's prometheus package: the alert rules and their unit tests.
 ensure_promtool() {
     if ! command -v promtool >/dev/null 2>&1; then
@@ -143,6 +159,8 @@ check_deployment_files() {
     "$VENV/bin/python" infra/scripts/check_deploy.py
     log "checking the alert rules and their tests (promtool)"
     PYTHON="$VENV/bin/python" infra/scripts/check_alerts.sh
+    log "checking the topic contract (worker-kit/contract/asyncapi.json) with @asyncapi/parser"
+    NODE_PATH="$ASYNCAPI_MODULES" node infra/scripts/asyncapi/check.cjs worker-kit/contract/asyncapi.json
     log "checking infra/terraform (python-hcl2, checkov) and the aws overlay"
     PYTHON="$VENV/bin/python" CHECKOV="$CHECKOV_VENV/bin/checkov" KUBERNETES_VALIDATE="$VENV/bin/kubernetes-validate" \
         infra/scripts/check_terraform.sh
@@ -241,6 +259,7 @@ ensure_build_deps
 ensure_kafka
 ensure_python_tools
 ensure_promtool
+ensure_asyncapi_parser
 ensure_browser
 check_deployment_files
 

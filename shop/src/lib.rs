@@ -319,6 +319,8 @@ pub struct Application {
     live: Arc<query_api::live::LiveFeed>,
     /// What this process runs beside its HTTP server.
     workers: Vec<Spawn>,
+    /// Topics are `<prefix>.<type>.v1` (the contract at `/asyncapi.json` says so).
+    topic_prefix: String,
 }
 
 impl Application {
@@ -511,6 +513,7 @@ impl Application {
                 query_api::live::LiveFeed::manual(config.live_limits())
             },
             workers,
+            topic_prefix: config.kafka_topic_prefix.clone(),
         })
     }
 
@@ -566,7 +569,7 @@ impl Application {
             Roles::Projections | Roles::Relay | Roles::Saga | Roles::Notifier => return health.into(),
         };
         let web = matches!(self.roles, Roles::All | Roles::QueryApi);
-        let router = openapi::finish(api.merge(health));
+        let router = openapi::finish(api.merge(health), &self.topic_prefix);
         if web {
             router.merge(web::router())
         } else {

@@ -3,7 +3,7 @@
 //! see `http_kit::openapi`), and Swagger UI at `GET /docs`, its assets vendored from npm's
 //! `swagger-ui-dist` (`shop/assets/swagger-ui/`) and embedded in the binary: the page loads
 //! nothing from another origin. The test command runs schemathesis against the served
-//! document.
+//! document. `GET /asyncapi.json` is the topics' contract (`worker_kit::contract`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,11 +22,20 @@ use serde_json::Value;
 type Document = Arc<OnceLock<Value>>;
 
 /// Finishes `routes` (every route this process serves, documented) into a plain router, with
-/// `/openapi.json` serving their document and `/docs` the page.
-pub fn finish(routes: ApiRouter) -> Router {
+/// `/openapi.json` serving their document, `/docs` the page, and `/asyncapi.json` the topic
+/// contract (topics `<topic_prefix>.<type>.v1`).
+pub fn finish(routes: ApiRouter, topic_prefix: &str) -> Router {
     let document: Document = Arc::default();
     let served = Arc::clone(&document);
+    let contract = Arc::new(worker_kit::contract::document(topic_prefix));
     let routes = routes
+        .api_route(
+            "/asyncapi.json",
+            get_with(
+                move || async move { Json((*contract).clone()) },
+                |op| op.describe("asyncapi_document", "operations", "The Kafka topics' contract: an AsyncAPI 3.0 document."),
+            ),
+        )
         .api_route(
             "/openapi.json",
             get_with(

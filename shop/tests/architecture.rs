@@ -9,7 +9,7 @@ use serde_json::Value;
 const ROLES: [&str; 5] = ["command-api", "query-api", "saga", "notifier", "kafka-adapter"];
 
 /// What `domain` may depend on: no database, network, runtime or HTTP crate.
-const DOMAIN_MAY_USE: [&str; 7] = ["async-trait", "chrono", "cqrs-es", "serde", "serde_json", "thiserror", "uuid"];
+const DOMAIN_MAY_USE: [&str; 8] = ["async-trait", "chrono", "cqrs-es", "schemars", "serde", "serde_json", "thiserror", "uuid"];
 
 /// Every workspace crate with its normal (not dev, not build) dependencies.
 fn normal_dependencies() -> BTreeMap<String, BTreeSet<String>> {

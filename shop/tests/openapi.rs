@@ -113,3 +113,13 @@ both_modes!(the_docs_page_loads_only_from_this_shop, |app: TestApp| async move {
         assert!(!answer.bytes().await.expect("bytes").is_empty(), "{asset}");
     }
 });
+
+both_modes!(the_topic_contract_is_served_as_checked_in, |app: TestApp| async move {
+    let served = app.call(Method::GET, "/asyncapi.json", None, None, &[]).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let checked_in: Value =
+        serde_json::from_str(include_str!("../../worker-kit/contract/asyncapi.json")).expect("worker-kit/contract/asyncapi.json");
+    assert_eq!(served.body, checked_in, "/asyncapi.json is the checked-in contract (the default topic prefix)");
+    assert_eq!(served.body["asyncapi"], "3.0.0");
+    assert_eq!(served.body["channels"]["order"]["address"], "shop.order.v1");
+});

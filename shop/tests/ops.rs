@@ -37,8 +37,11 @@ both_modes!(metrics_count_requests_commands_projections_and_mail, |app: TestApp|
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = metrics(&app).await;
-        let ready = sample(&text, "shop_projection_lag_seconds_count{name=\"users\"}").is_some()
-            && sample(&text, "shop_notifier_deliveries_total{channel=\"email\",status=\"sent\"}").is_some();
+        // Counters with known labels start at 0 (for alerts): wait for them to count.
+        let counted = |prefix: &str| sample(&text, prefix).is_some_and(|v| v >= 1.0);
+        let ready = counted("shop_projection_lag_seconds_count{name=\"users\"}")
+            && counted("shop_notifier_deliveries_total{channel=\"email\",status=\"sent\"}")
+            && counted("shop_notifier_lag_seconds_count{name=\"notifier\"}");
         if ready {
             break text;
         }

@@ -14,9 +14,12 @@
 //!   [`ExternalSource`]), met by the Kafka adapter.
 //! - [`envelope`]: the published shape of an event (Kafka value and headers, webhook body),
 //!   documented by `contract/envelope.schema.json`.
+//! - [`contract`]: the topic contract made from the event types: the AsyncAPI document
+//!   (`contract/asyncapi.json`, `/asyncapi.json`) and the envelope's schema.
 //! - `faults.rs` (feature `faults`, tests only): [`CrashBudget`].
 
 mod checkpoint;
+pub mod contract;
 mod db;
 mod dead_letters;
 mod driver;

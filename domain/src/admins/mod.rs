@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::UserId;
@@ -30,7 +31,7 @@ pub enum AdminRosterCommand {
     Remove { user: UserId, actor: UserId },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminRosterEvent {
     Enrolled { user: UserId },

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CartCommand, CartError, CartEvent, MergedLine, Offer, Pricing, MAX_LINES, MAX_QUANTITY};
@@ -26,7 +27,7 @@ pub enum CartStatus {
 }
 
 /// Where a line's unit price came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PriceSource {
     #[default]

@@ -1,5 +1,6 @@
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::CartId;
@@ -17,7 +18,7 @@ pub enum CustomerCartsCommand {
     Open { cart_id: CartId },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CustomerCartsEvent {
     Opened { cart_id: CartId },

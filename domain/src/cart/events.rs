@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::PriceSource;
@@ -7,7 +8,7 @@ use crate::user::TokenHash;
 use crate::{CartId, Money, OrderId, PromotionCode, Sku, TenantId, UserId};
 
 /// A line as merged into another cart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MergedLine {
     pub sku: Sku,
     /// Units added to the line.
@@ -17,7 +18,7 @@ pub struct MergedLine {
     pub unit_price: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CartEvent {
     /// `token_hash` (guests only) is never published.

@@ -1,11 +1,13 @@
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ClaimKind;
 use crate::TenantId;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(bound = "", rename_all = "snake_case")]
+#[schemars(rename = "{K}Event")]
 pub enum ClaimEvent<K: ClaimKind> {
     Claimed { tenant: TenantId, key: K::Key, owner: K::Owner },
 }

@@ -16,22 +16,25 @@ pub use commands::*;
 pub use error::*;
 pub use events::*;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
 
 use crate::{Email, ProductId, Sku, UserId};
 
-/// What is being claimed and who owns it once claimed.
-pub trait ClaimKind: Clone + Debug + Default + PartialEq + Send + Sync + 'static {
+/// What is being claimed and who owns it once claimed. Its `JsonSchema` only names the kind's
+/// events (`EmailClaimEvent`, `SkuClaimEvent`): a kind itself is never written.
+pub trait ClaimKind: Clone + Debug + Default + PartialEq + JsonSchema + Send + Sync + 'static {
     /// The aggregate type name in the event store.
     const TYPE: &'static str;
-    type Key: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
-    type Owner: Clone + Copy + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
+    type Key: Clone + Debug + PartialEq + Serialize + DeserializeOwned + JsonSchema + Send + Sync;
+    type Owner: Clone + Copy + Debug + PartialEq + Serialize + DeserializeOwned + JsonSchema + Send + Sync;
 }
 
 /// E-mail addresses, owned by users.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
+#[schemars(rename = "EmailClaim")]
 pub struct EmailKind;
 
 impl ClaimKind for EmailKind {
@@ -41,7 +44,8 @@ impl ClaimKind for EmailKind {
 }
 
 /// SKUs, owned by products.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
+#[schemars(rename = "SkuClaim")]
 pub struct SkuKind;
 
 impl ClaimKind for SkuKind {

@@ -1,15 +1,21 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::InvalidValue;
 
 /// Declares a UUIDv7 id newtype with `Display`, `FromStr` and serde as a string.
+///
+/// Its JSON Schema is written here rather than derived: serde writes the bare uuid
+/// (`transparent`), and a derived schema would be `Uuid`'s, named after it and without this
+/// type's doc comment; this one is a `uuid`-format string named and described as the id.
 macro_rules! typed_id {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
-        $(#[$doc])*
+    ($(#[doc = $doc:literal])* $name:ident, $field:literal) => {
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(Uuid);
@@ -50,6 +56,24 @@ macro_rules! typed_id {
                     .map_err(|_| InvalidValue::new($field, "not a uuid"))
             }
         }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn schema_id() -> Cow<'static, str> {
+                concat!(module_path!(), "::", stringify!($name)).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "format": "uuid",
+                    "description": concat!($($doc, "\n"),*).trim(),
+                })
+            }
+        }
     };
 }
 
@@ -79,8 +103,9 @@ typed_id!(
 );
 
 /// A tenant: every aggregate and read-model row belongs to exactly one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(extend("pattern" = "^[a-z0-9][a-z0-9-]{0,62}$"))]
 pub struct TenantId(String);
 
 impl TenantId {

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::InvalidValue;
@@ -164,9 +165,10 @@ const CURRENCIES: &[(&str, u8)] = &[
 ];
 
 /// An ISO 4217 currency code in use today.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
-pub struct Currency([u8; 3]);
+#[schemars(extend("pattern" = "^[A-Z]{3}$"))]
+pub struct Currency(#[schemars(with = "String")] [u8; 3]);
 
 impl Currency {
     pub fn as_str(&self) -> &str {
@@ -215,7 +217,7 @@ impl fmt::Display for Currency {
 }
 
 /// An amount in integer minor units (cents, pence, yen) of one currency. Never a float.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Money {
     /// Minor units; may be negative for refunds and adjustments, never for a price.
     pub amount: i64,
@@ -248,8 +250,14 @@ impl fmt::Display for Money {
 }
 
 /// A product price: money that is never negative.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "Money", into = "Money")]
+#[schemars(
+    extend("properties" = { "amount": { "minimum": 0 } }),
+    // `Money` as `allOf` rather than a `$ref` beside other keywords, which draft 7 (and so
+    // AsyncAPI's schema format) ignores.
+    transform = schemars::transform::RemoveRefSiblings::default()
+)]
 pub struct Price(Money);
 
 impl Price {

@@ -1,11 +1,13 @@
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::InvalidValue;
 
 /// A positive number of units, at most one million per command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "i64", into = "i64")]
-pub struct Quantity(u32);
+#[schemars(extend("minimum" = 1, "maximum" = Quantity::MAX))]
+pub struct Quantity(#[schemars(with = "i64")] u32);
 
 impl Quantity {
     pub const MAX: i64 = 1_000_000;
@@ -35,8 +37,9 @@ impl From<Quantity> for i64 {
 }
 
 /// A non-zero change of stock on hand, at most one million either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "i64", into = "i64")]
+#[schemars(extend("minimum" = -Quantity::MAX, "maximum" = Quantity::MAX, "not" = { "const": 0 }))]
 pub struct QuantityDelta(i64);
 
 impl QuantityDelta {

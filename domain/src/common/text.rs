@@ -1,16 +1,19 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::InvalidValue;
 
 /// Declares a string newtype that can only be built through `FromStr` (its parser), with serde
-/// going through the same parser so a stored or received value is always valid.
+/// going through the same parser so a stored or received value is always valid. Its JSON Schema
+/// is a string described by its doc comment; a `#[schemars(extend(...))]` among its attributes
+/// adds what the parser asks of it (a pattern, lengths) where JSON Schema can say it.
 macro_rules! parsed_string {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    ($(#[$attr:meta])* $name:ident) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        $(#[$attr])*
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -43,37 +46,49 @@ macro_rules! parsed_string {
 
 parsed_string!(
     /// An e-mail address, normalised (trimmed, lower-cased) so that one mailbox has one claim.
+    #[schemars(extend("pattern" = r"^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$", "maxLength" = 254))]
     Email
 );
 parsed_string!(
     /// A stock-keeping unit: upper-case letters, digits, `-`, `_` and `.`, 1 to 64 characters.
+    #[schemars(extend("pattern" = "^[A-Z0-9._-]{1,64}$"))]
     Sku
 );
 parsed_string!(
     /// A category path such as `electronics/phones`: lower-case segments joined by `/`.
+    #[schemars(extend("pattern" = "^[a-z0-9-]{1,64}(/[a-z0-9-]{1,64}){0,7}$"))]
     CategoryPath
 );
 parsed_string!(
     /// A non-empty, trimmed line of text of at most 200 characters (names, titles).
+    #[schemars(extend(
+        "minLength" = 1,
+        "maxLength" = 200,
+        "pattern" = r"^[^\s\u0000-\u001f\u007f-\u009f]([^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f])?$",
+    ))]
     Name
 );
 parsed_string!(
     /// Free text of at most 10,000 characters (may be empty).
+    #[schemars(extend("maxLength" = 10_000))]
     Description
 );
 parsed_string!(
     /// A discount code as shoppers type it: 3 to 32 letters, digits, `-` or `_`, upper-cased
     /// (`summer-10` is read as `SUMMER-10`), so one code is one promotion per tenant.
+    #[schemars(extend("pattern" = "^[A-Z0-9_-]{3,32}$"))]
     PromotionCode
 );
 parsed_string!(
     /// A phone number in E.164 form: `+`, a country code that does not start with 0, and at
     /// most 15 digits in all (`+4915112345678`). Spaces, `-`, `.` and `(`/`)` as people type
     /// them are dropped; nothing else is guessed (no national numbers without `+`).
+    #[schemars(extend("pattern" = r"^\+[1-9][0-9]{6,14}$"))]
     Phone
 );
 parsed_string!(
     /// An ISO 3166-1 alpha-2 country code such as `DE`, upper-cased (`de` is read as `DE`).
+    #[schemars(extend("pattern" = "^[A-Z]{2}$"))]
     CountryCode
 );
 

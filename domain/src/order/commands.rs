@@ -1,10 +1,11 @@
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{CountryCode, Money, Name, OrderId, PaymentId, Price, PromotionCode, Quantity, Sku, TenantId, UserId};
 
 /// One line as placed: the unit price is the catalogue's at placement, recorded for good.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     pub sku: Sku,
     pub quantity: i64,
@@ -24,7 +25,7 @@ pub struct PricedLine {
     pub name: Option<Name>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShippingAddress {
     pub name: Name,
     pub line1: Name,
@@ -40,14 +41,14 @@ pub struct ShippingAddress {
 }
 
 /// A discount code's reduction, as redeemed for the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderDiscount {
     pub code: PromotionCode,
     pub amount: Money,
 }
 
 /// Why an order was cancelled: the codes the saga and customers use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     OutOfStock,

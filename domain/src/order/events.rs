@@ -1,12 +1,13 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CancelReason, OrderDiscount, OrderLine, ShippingAddress};
 use crate::{Money, Name, OrderId, PaymentId, Sku, TenantId, UserId};
 
 /// Every event carries what a view needs, so none recomputes prices or totals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderEvent {
     Placed {

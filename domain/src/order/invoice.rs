@@ -5,6 +5,7 @@
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::OrderId;
@@ -14,7 +15,7 @@ pub enum InvoiceCommand {
     Issue { order_id: OrderId },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceEvent {
     Issued { number: u64, order_id: OrderId },

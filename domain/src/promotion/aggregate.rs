@@ -3,13 +3,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{PromotionCommand, PromotionError, PromotionEvent};
 use crate::{Money, OrderId, PromotionCode, TenantId, UserId};
 
 /// How much a code takes off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DiscountKind {
     /// A share of the subtotal in basis points (1000 = 10%), rounded half up.
@@ -19,7 +20,7 @@ pub enum DiscountKind {
 }
 
 /// What a code promises, whoever uses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Terms {
     #[serde(flatten)]
     pub kind: DiscountKind,

@@ -6,6 +6,7 @@
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{CountryCode, Currency, Money, Name, TenantId};
@@ -13,7 +14,7 @@ use crate::{CountryCode, Currency, Money, Name, TenantId};
 /// The stream id of a tenant's settings, within the tenant.
 pub const SETTINGS: &str = "settings";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SellerAddress {
     pub line1: Name,
     pub city: Name,
@@ -22,7 +23,7 @@ pub struct SellerAddress {
 }
 
 /// Everything a tenant sets, replaced as a whole by each update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SellerSettings {
     pub legal_name: Name,
     pub address: SellerAddress,
@@ -56,7 +57,7 @@ pub enum SettingsCommand {
     Update { tenant: TenantId, settings: SellerSettings },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SettingsEvent {
     Updated {

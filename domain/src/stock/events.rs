@@ -1,11 +1,12 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Name, OrderId, Sku, TenantId};
 
 /// Every event carries the resulting figures, so a view never recomputes them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StockEvent {
     Received { tenant: TenantId, sku: Sku, quantity: i64, on_hand: i64, available: i64 },

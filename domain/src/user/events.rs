@@ -4,13 +4,14 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{PasswordHash, TokenHash};
 use crate::{Email, InvalidValue, Name, Phone, TenantId, UserId};
 
 /// What a user may do. Roles are per tenant, because users are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Customer,
@@ -37,7 +38,7 @@ impl fmt::Display for Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserEvent {
     Registered {

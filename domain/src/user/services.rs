@@ -1,7 +1,9 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::InvalidValue;
@@ -36,10 +38,37 @@ impl FromStr for Password {
     }
 }
 
-/// A PHC-format password hash (`$argon2id$v=19$...`).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PasswordHash(pub String);
+/// Declares a `#[serde(transparent)]` string newtype with a JSON Schema of its own: a string
+/// named and described (by its doc comment) as the type. A derived one would be `String`'s,
+/// unnamed and undescribed, since serde writes the bare string.
+macro_rules! transparent_string {
+    ($(#[doc = $doc:literal])* #[derive($($derive:path),*)] pub struct $name:ident(pub String);) => {
+        $(#[doc = $doc])*
+        #[derive($($derive),*)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn schema_id() -> Cow<'static, str> {
+                concat!(module_path!(), "::", stringify!($name)).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                schemars::json_schema!({ "type": "string", "description": concat!($($doc, "\n"),*).trim() })
+            }
+        }
+    };
+}
+
+transparent_string! {
+    /// A PHC-format password hash (`$argon2id$v=19$...`).
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PasswordHash(pub String);
+}
 
 impl fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,11 +76,12 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
-/// The SHA-256 (hex) of a single-use secret such as a password-reset token. Only hashes are
-/// kept in events, so the log never holds a usable secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TokenHash(pub String);
+transparent_string! {
+    /// The SHA-256 (hex) of a single-use secret such as a password-reset token. Only hashes are
+    /// kept in events, so the log never holds a usable secret.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TokenHash(pub String);
+}
 
 /// Why a password could not be hashed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
