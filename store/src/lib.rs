@@ -18,6 +18,8 @@
 //! - [`LogCursor`], [`LogEvent`] (`log.rs`): the global log, read in commit order.
 //! - [`Idempotency`] (`idempotency.rs`): stored answers for retried requests.
 //! - [`trace`]: trace context carried in event metadata and Kafka headers.
+//! - [`personal`]: personal data sealed with a data key per person, and where the keys live
+//!   ([`personal::KeyStore`]), so that deleting a key erases the data (crypto-shredding).
 
 mod backend;
 mod batch;
@@ -25,6 +27,7 @@ mod error;
 mod idempotency;
 mod log;
 mod metadata;
+pub mod personal;
 mod repository;
 pub mod trace;
 
