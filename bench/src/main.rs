@@ -684,6 +684,34 @@ fn print_lag(name: &str, lags: &mut [Duration]) {
     );
 }
 
+/// The highest resident memory of a process since the last [`PeakRss::report`], sampled every
+/// 50 ms on a thread of its own (a peak between two phases' ends would be missed otherwise).
+struct PeakRss {
+    pid: u32,
+    peak_kib: Arc<AtomicU64>,
+}
+
+impl PeakRss {
+    fn start(pid: u32) -> Self {
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let peak = Arc::clone(&peak_kib);
+        std::thread::spawn(move || {
+            while let Some(mib) = rss_mib(pid) {
+                peak.fetch_max((mib * 1024.0) as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Self { pid, peak_kib }
+    }
+
+    /// Prints the peak since the last report (and the RSS now), and starts a new one.
+    fn report(&self, phase: &str) {
+        let peak = self.peak_kib.swap(0, Ordering::Relaxed) as f64 / 1024.0;
+        let now = rss_mib(self.pid).unwrap_or(0.0);
+        println!("{:<22} {peak:>9.1} MiB peak, {now:.1} MiB after (target < 150)", format!("  RSS {phase}"));
+    }
+}
+
 /// Resident memory of process `pid` in MiB (Linux: `VmRSS` of `/proc/<pid>/status`).
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -769,6 +797,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let shop = start_shop(args, database_url).await?;
+    let rss = PeakRss::start(shop.child.id());
     let token = admin_token(args, database_url, &shop).await?;
     if !args.outage.is_empty() {
         return outages::run(&shop.base, &token, &args.outage).await;
@@ -791,6 +820,7 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let sampler = tokio::spawn(sample_lag(shop.base.clone(), token.clone(), Duration::from_secs(args.seconds)));
     let mix = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(products.clone()), Arc::new(skus.clone())).await;
     let shop_rate = report("shop mix", &mix);
+    rss.report("mix");
     // Every role runs in this one `shop serve` process: its resident memory after the mix.
     match rss_mib(shop.child.id()) {
         Some(mib) => println!("{:<22} {mib:>9.1} MiB (all roles, one process; target < 150)", "shop serve RSS"),
@@ -825,10 +855,13 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     let hot_products: Vec<String> = products.iter().take(args.hot).cloned().collect();
     let hot = drive(&shop.base, &token, args.clients, args.seconds, Arc::new(hot_products), Arc::new(hot_skus)).await;
     report(&format!("shop hot ({} aggregates)", args.hot), &hot);
+    rss.report("hot");
     let reads = read_products(&shop.base, args.clients, args.seconds, Arc::new(products.clone())).await;
     report("GET /products/{id}", &reads);
+    rss.report("product reads");
     let searches = search_products(&shop.base, args.clients, args.seconds, args.products).await;
     report("GET /products/search", &searches);
+    rss.report("searches");
     // Open loop: a fixed rate, latency from each request's scheduled time (targets: search p99
     // 5 ms at 1,000/s, a product p99 2 ms at 5,000/s).
     let n = args.products.max(1) as u64;
@@ -843,9 +876,11 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     })
     .await;
     report("search at 1,000/s", &searches);
+    rss.report("search at 1,000/s");
     let reads =
         open_loop(5_000, args.seconds, |client, i| client.get(format!("{base}/api/v1/products/{}", products[(i % n) as usize]))).await;
     report("product at 5,000/s", &reads);
+    rss.report("product at 5,000/s");
     let mut tokens = Vec::new();
     for i in 0..args.clients {
         tokens.push(customer_token(&shop.base, i).await?);
@@ -861,6 +896,7 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
     report("orders end to end", &orders);
+    rss.report("orders");
     // A shop from before carts (an old build driven for comparison) has no shopping phase.
     if let Err(e) = shopping(&shop.base, &token, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await {
         println!("shopping flows         skipped: {e}");

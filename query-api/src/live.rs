@@ -124,7 +124,7 @@ async fn listen(feed: std::sync::Weak<LiveFeed>, url: String) {
     let mut failing = false;
     loop {
         let listener = async {
-            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            let mut listener = sqlx::postgres::PgListener::connect(&store::plain_unless_asked(&url)).await?;
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };

@@ -316,10 +316,15 @@ async fn the_store_and_the_read_models_connect_over_tls_when_the_url_asks_for_it
     let read = worker_kit::ReadDb::connect(&url, 2).await.expect("the read side connects with sslmode=require");
     let encrypted: bool = sqlx::query_scalar(ssl).fetch_one(&read.pool).await.expect("pg_stat_ssl");
     assert!(encrypted, "the read side's connection is encrypted");
-    // And without it, where the server allows, it does not pretend.
-    let plain = format!("{}{}sslmode=disable", t.url, if t.url.contains('?') { '&' } else { '?' });
-    let read = worker_kit::ReadDb::connect(&plain, 1).await.expect("connects without TLS");
-    assert!(!sqlx::query_scalar::<_, bool>(ssl).fetch_one(&read.pool).await.expect("pg_stat_ssl"));
+    // Without sslmode (or with `disable`) the connection is plain, though the server offers TLS.
+    let disabled = format!("{}{}sslmode=disable", t.url, if t.url.contains('?') { '&' } else { '?' });
+    for plain in [t.url.as_str(), disabled.as_str()] {
+        let read = worker_kit::ReadDb::connect(plain, 1).await.expect("connects without TLS");
+        assert!(!sqlx::query_scalar::<_, bool>(ssl).fetch_one(&read.pool).await.expect("pg_stat_ssl"), "{plain}");
+        let store = store::EventStore::connect(plain, 1).await.expect("connects without TLS");
+        let store::Db::Postgres(pool) = store.db() else { panic!("a PostgreSQL store") };
+        assert!(!sqlx::query_scalar::<_, bool>(ssl).fetch_one(pool).await.expect("pg_stat_ssl"), "{plain}");
+    }
 }
 
 /// MSK's SASL/SCRAM over TLS: librdkafka is built with TLS and SCRAM, and the settings reach

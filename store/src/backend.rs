@@ -241,7 +241,8 @@ impl EventStore {
     /// Connects to `postgres://…` or `sqlite://<path>` (the file is created if missing).
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+            let url = plain_unless_asked(url);
+            let pool = PgPoolOptions::new().max_connections(pool_size).acquire_timeout(Duration::from_secs(5)).connect(&url).await?;
             Ok(Self::new(Db::Postgres(pool), 4))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
@@ -619,4 +620,17 @@ fn sqlite_log_event(r: &sqlx::sqlite::SqliteRow) -> Result<LogEvent, StoreError>
         recorded_at: r.try_get::<DateTime<Utc>, _>("recorded_at")?,
     }
     .upcast())
+}
+
+/// A PostgreSQL URL without `sslmode` speaks plain TCP, as builds without TLS did: sqlx's
+/// default (`prefer`) would encrypt every connection the server allows, costing CPU on every
+/// query, and verify nothing. TLS is what the URL asks for:
+/// `sslmode=require`, `verify-ca` or `verify-full` (RDS with `rds.force_ssl`). Other URLs pass.
+pub fn plain_unless_asked(url: &str) -> std::borrow::Cow<'_, str> {
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    if !postgres || query.split('&').any(|p| p.starts_with("sslmode=")) {
+        return url.into();
+    }
+    format!("{url}{}sslmode=disable", if url.contains('?') { '&' } else { '?' }).into()
 }

@@ -20,7 +20,7 @@ impl ReadDb {
     /// Connects to the same kind of URL as the event store (`postgres://` or `sqlite://`).
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, WorkerError> {
         sqlx::any::install_default_drivers();
-        let options = AnyConnectOptions::from_str(url)?;
+        let options = AnyConnectOptions::from_str(&store::plain_unless_asked(url))?;
         let pool = AnyPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(5))
