@@ -29,6 +29,27 @@
 //! Each aggregate folder has the same files: `aggregate.rs`, `commands.rs`, `events.rs`,
 //! `error.rs` and, where it calls out, `services.rs`.
 
+/// The JSON Schema of a newtype serde writes as a bare string (`transparent`): a string named
+/// and described (by the type's doc comments) as the type, plus any `"key": "value"` given (a
+/// `format`). A derived one would be the inner type's, named after it and undescribed.
+macro_rules! string_schema {
+    ($name:ident, [$($doc:literal),*] $(, $key:literal : $value:literal)*) => {
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn schema_id() -> std::borrow::Cow<'static, str> {
+                concat!(module_path!(), "::", stringify!($name)).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", $($key: $value,)* "description": concat!($($doc, "\n"),*).trim() })
+            }
+        }
+    };
+}
+
 pub mod admins;
 pub mod cart;
 pub mod claim;

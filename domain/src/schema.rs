@@ -58,3 +58,29 @@ pub fn event_schema(aggregate_type: &str) -> Option<Schema> {
 pub fn event_schemas() -> Vec<(&'static str, Schema)> {
     AGGREGATE_TYPES.iter().map(|&t| (t, event_schema(t).unwrap_or_else(|| panic!("no event schema for {t:?}")))).collect()
 }
+
+/// The variants of an event enum, from its root schema ([`event_schema`]): each variant's name
+/// (the stored event type, its serde tag) and the schema of its fields, `None` for a variant
+/// without fields (stored as a bare string). Every variant the enum has is here, so a reader of
+/// this list cannot forget one.
+pub fn variants(enum_schema: &serde_json::Value) -> Vec<(String, Option<serde_json::Value>)> {
+    let alternatives = enum_schema
+        .get("oneOf")
+        .or_else(|| enum_schema.get("anyOf"))
+        .and_then(serde_json::Value::as_array)
+        .map_or_else(|| vec![enum_schema], |a| a.iter().collect());
+    let mut out = Vec::new();
+    for variant in alternatives {
+        let bare: Vec<&serde_json::Value> =
+            variant.get("enum").and_then(serde_json::Value::as_array).map(|n| n.iter().collect()).unwrap_or_default();
+        let constant = variant.get("const");
+        for name in bare.into_iter().chain(constant).filter_map(serde_json::Value::as_str) {
+            out.push((name.to_owned(), None));
+        }
+        if let Some(serde_json::Value::Object(properties)) = variant.get("properties") {
+            out.extend(properties.iter().map(|(name, fields)| (name.clone(), Some(fields.clone()))));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

@@ -12,6 +12,22 @@ use crate::batch::Batcher;
 use crate::idempotency::{Effect, PendingKey};
 use crate::{LogCursor, LogEvent, StoreError};
 
+/// The columns of a [`LogEvent`] on PostgreSQL (`jsonb` payloads, the writer's transaction),
+/// as a literal so that each query is one constant string.
+macro_rules! pg_log_columns {
+    () => {
+        "transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id, \
+         sequence, event_type, event_version, payload, metadata, recorded_at"
+    };
+}
+
+/// The columns of a [`LogEvent`] on SQLite (text payloads; one writer, so no transaction id).
+macro_rules! sqlite_log_columns {
+    () => {
+        "global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at"
+    };
+}
+
 /// Events to add to one stream, which must be at `expected_version` when they land.
 #[derive(Debug, Clone)]
 pub struct StreamAppend {
@@ -520,8 +536,10 @@ impl EventStore {
     pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
         match &self.db {
             Db::Postgres(pool) => {
-                let rows = sqlx::query(&format!(
-                    "SELECT {PG_LOG_COLUMNS} FROM events \
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    pg_log_columns!(),
+                    " FROM events \
                      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                      ORDER BY transaction_id, global_position \
@@ -535,8 +553,10 @@ impl EventStore {
                 rows.iter().map(pg_log_event).collect()
             }
             Db::Sqlite { read, .. } => {
-                let rows = sqlx::query(&format!(
-                    "SELECT {SQLITE_LOG_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    sqlite_log_columns!(),
+                    " FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
                 ))
                 .bind(after.position)
                 .bind(i64::from(limit))
@@ -556,10 +576,14 @@ impl EventStore {
         after_sequence: i64,
         limit: u32,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        let filter = "WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4";
+        macro_rules! filter {
+            () => {
+                " FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4"
+            };
+        }
         match &self.db {
             Db::Postgres(pool) => {
-                let rows = sqlx::query(&format!("SELECT {PG_LOG_COLUMNS} FROM events {filter}"))
+                let rows = sqlx::query(concat!("SELECT ", pg_log_columns!(), filter!()))
                     .bind(aggregate_type)
                     .bind(aggregate_id)
                     .bind(after_sequence)
@@ -569,7 +593,7 @@ impl EventStore {
                 rows.iter().map(pg_log_event).collect()
             }
             Db::Sqlite { read, .. } => {
-                let rows = sqlx::query(&format!("SELECT {SQLITE_LOG_COLUMNS} FROM events {filter}"))
+                let rows = sqlx::query(concat!("SELECT ", sqlite_log_columns!(), filter!()))
                     .bind(aggregate_type)
                     .bind(aggregate_id)
                     .bind(after_sequence)
@@ -581,14 +605,6 @@ impl EventStore {
         }
     }
 }
-
-/// The columns of a [`LogEvent`] on PostgreSQL (`jsonb` payloads, the writer's transaction).
-const PG_LOG_COLUMNS: &str = "transaction_id::text::bigint AS tx, global_position, aggregate_type, aggregate_id, \
-                              sequence, event_type, event_version, payload, metadata, recorded_at";
-
-/// The columns of a [`LogEvent`] on SQLite (text payloads; one writer, so no transaction id).
-const SQLITE_LOG_COLUMNS: &str =
-    "global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
 
 fn pg_log_event(r: &sqlx::postgres::PgRow) -> Result<LogEvent, StoreError> {
     Ok(LogEvent {

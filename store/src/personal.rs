@@ -160,14 +160,13 @@ impl KeyStore for SqlKeyStore {
                    ON CONFLICT (tenant, subject) DO UPDATE SET data_key = NULL, erased_at_ms = $4 \
                    WHERE personal_keys.data_key IS NOT NULL";
         let id = uuid::Uuid::now_v7().to_string();
-        let done = match self.store.db() {
-            Db::Postgres(pool) => sqlx::query(sql).bind(&id).bind(tenant).bind(subject).bind(now).execute(pool).await?,
+        let erased = match self.store.db() {
+            Db::Postgres(pool) => sqlx::query(sql).bind(&id).bind(tenant).bind(subject).bind(now).execute(pool).await?.rows_affected(),
             Db::Sqlite { write, .. } => {
-                let r = sqlx::query(sql).bind(&id).bind(tenant).bind(subject).bind(now).execute(write).await?;
-                return Ok(r.rows_affected() > 0);
+                sqlx::query(sql).bind(&id).bind(tenant).bind(subject).bind(now).execute(write).await?.rows_affected()
             }
         };
-        Ok(done.rows_affected() > 0)
+        Ok(erased > 0)
     }
 }
 

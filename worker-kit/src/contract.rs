@@ -70,10 +70,9 @@ pub struct EventSchema {
     pub data: Value,
 }
 
-/// The event types of an aggregate from the JSON Schema of its (externally tagged) event enum:
-/// a variant with fields is an object with one property, its name; a variant without is a
-/// string. Definitions the schemas refer to are collected into `defs`, under the names
-/// components get (`#/components/schemas/<name>`).
+/// The event types of an aggregate from the JSON Schema of its (externally tagged) event enum
+/// ([`domain::schema::variants`]), sorted by name. Definitions the schemas refer to are
+/// collected into `defs`, under the names components get (`#/components/schemas/<name>`).
 pub fn events_of(aggregate_type: &str, enum_schema: &Value, defs: &mut Map<String, Value>) -> Vec<EventSchema> {
     let mut schema = enum_schema.clone();
     rewrite_refs(&mut schema);
@@ -82,32 +81,17 @@ pub fn events_of(aggregate_type: &str, enum_schema: &Value, defs: &mut Map<Strin
             defs.extend(found.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
     }
-    let variants =
-        schema.get("oneOf").or_else(|| schema.get("anyOf")).and_then(Value::as_array).cloned().unwrap_or_else(|| vec![schema.clone()]);
-    let mut out = Vec::new();
-    for variant in variants {
-        if let Some(names) = variant.get("enum").and_then(Value::as_array) {
-            for name in names.iter().filter_map(Value::as_str) {
-                out.push(EventSchema {
-                    name: format!("{aggregate_type}.{name}"),
-                    data: json!({"type": "object", "properties": {}, "additionalProperties": false}),
-                });
-            }
-        } else if let Some(name) = variant.get("const").and_then(Value::as_str) {
-            out.push(EventSchema {
-                name: format!("{aggregate_type}.{name}"),
-                data: json!({"type": "object", "properties": {}, "additionalProperties": false}),
-            });
-        } else if let Some(Value::Object(properties)) = variant.get("properties") {
-            for (name, inner) in properties {
-                let mut data = inner.clone();
-                strip_redacted(&mut data, defs);
-                out.push(EventSchema { name: format!("{aggregate_type}.{name}"), data });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    let no_fields = || json!({"type": "object", "properties": {}, "additionalProperties": false});
+    domain::schema::variants(&schema)
+        .into_iter()
+        .map(|(name, fields)| EventSchema {
+            name: format!("{aggregate_type}.{name}"),
+            data: fields.map_or_else(no_fields, |mut data| {
+                strip_redacted(&mut data);
+                data
+            }),
+        })
+        .collect()
 }
 
 /// `#/$defs/X` (and `#/definitions/X`) become `#/components/schemas/X`.
@@ -129,7 +113,7 @@ fn rewrite_refs(value: &mut Value) {
 }
 
 /// The relay never publishes [`REDACTED`] fields: they leave the data's schema (inline).
-fn strip_redacted(data: &mut Value, _defs: &Map<String, Value>) {
+fn strip_redacted(data: &mut Value) {
     if let Some(Value::Object(properties)) = data.get_mut("properties") {
         for secret in REDACTED {
             properties.remove(*secret);

@@ -1,8 +1,7 @@
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -57,23 +56,7 @@ macro_rules! typed_id {
             }
         }
 
-        impl JsonSchema for $name {
-            fn schema_name() -> Cow<'static, str> {
-                stringify!($name).into()
-            }
-
-            fn schema_id() -> Cow<'static, str> {
-                concat!(module_path!(), "::", stringify!($name)).into()
-            }
-
-            fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                schemars::json_schema!({
-                    "type": "string",
-                    "format": "uuid",
-                    "description": concat!($($doc, "\n"),*).trim(),
-                })
-            }
-        }
+        string_schema!($name, [$($doc),*], "format": "uuid");
     };
 }
 

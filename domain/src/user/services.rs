@@ -1,9 +1,7 @@
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::InvalidValue;
@@ -48,19 +46,7 @@ macro_rules! transparent_string {
         #[serde(transparent)]
         pub struct $name(pub String);
 
-        impl JsonSchema for $name {
-            fn schema_name() -> Cow<'static, str> {
-                stringify!($name).into()
-            }
-
-            fn schema_id() -> Cow<'static, str> {
-                concat!(module_path!(), "::", stringify!($name)).into()
-            }
-
-            fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                schemars::json_schema!({ "type": "string", "description": concat!($($doc, "\n"),*).trim() })
-            }
-        }
+        string_schema!($name, [$($doc),*]);
     };
 }
 
