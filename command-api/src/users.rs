@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use aide::axum::routing::{patch_with, post_with, put_with};
+use aide::axum::routing::{delete_with, patch_with, post_with, put_with};
 use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::Json;
@@ -32,6 +32,26 @@ pub fn router() -> ApiRouter<AppState> {
                     "Change the caller's name or phone number (E.164; null removes it). A new number clears the SMS opt-in.",
                 )
                 .problems(&[InvalidValue, NotFound, UserDeactivated, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/users/me",
+            delete_with(erase_me, |op| {
+                op.describe(
+                    "erase_me",
+                    "users",
+                    "Erase the caller's personal data (with the current password): the data key is deleted, so every copy of it in \
+                     the log, on Kafka and in backups reads as erased; read models blank it; every session ends. Orders keep their \
+                     amounts, tax and invoice numbers.",
+                )
+                .problems(&[WrongPassword, NotFound, UserErased, LastAdmin, VersionConflict])
+            }),
+        )
+        .api_route(
+            "/admin/users/{id}/erase",
+            post_with(erase_user, |op| {
+                op.describe("erase_user", "users", "Erase a user's personal data, as `DELETE /users/me` does, on an admin's word.")
+                    .problems(&[NotFound, UserErased, LastAdmin, VersionConflict])
             }),
         )
         .api_route(
@@ -82,7 +102,12 @@ pub async fn register_user(
     let user_id = UserId::new();
     let Registration { email, password, name } = registration;
     let user_stream = stream_id(tenant, user_id);
-    let claim_stream = stream_id(tenant, &email);
+    let claim_stream = email_claim_stream(state, tenant, &email).await?;
+    // An address claimed before claims were keyed by its hash is still taken (those claims
+    // are never written again, so reading one first is not a race).
+    if state.emails.read(&stream_id(tenant, &email)).await?.0.owner.is_some() {
+        return Err(ApiError::new(ErrorCode::EmailTaken, "this e-mail address is already registered"));
+    }
     let done = retry_on_conflict("user", || async {
         let claim = ClaimCommand::<EmailKind>::Claim { tenant: tenant.clone(), key: email.clone(), owner: user_id };
         let mut claim = state.emails.prepare(&claim_stream, claim, None).await.map_err(|e| e.map_domain(email_taken))?;
@@ -110,6 +135,13 @@ pub async fn register_user(
     .map_err(ApiError::from)?;
     tracing::info!(tenant = %tenant, user_id = %user_id, "user registered");
     Ok(CommandAccepted::new(user_id, &done))
+}
+
+/// The stream of `email`'s claim in `tenant`: keyed by a keyed hash of the address
+/// ([`store::personal::Personal::blind_index`]), so no stream id holds an address in clear.
+pub(crate) async fn email_claim_stream(state: &AppState, tenant: &TenantId, email: &domain::Email) -> Result<String, ApiError> {
+    let hash = state.store.personal().blind_index(tenant.as_str(), email.as_str()).await.map_err(ApiError::failure)?;
+    Ok(stream_id(tenant, format!("email-{hash}")))
 }
 
 /// `null` and absent differ for `phone`: absent leaves it, `null` removes it.
@@ -185,8 +217,7 @@ pub(crate) async fn change_password(
     IfMatch(if_match): IfMatch,
     AppJson(req): AppJson<PasswordRequest>,
 ) -> Result<Json<crate::auth::TokenResponse>, ApiError> {
-    // A current password that could never be valid is simply wrong.
-    let current: Password = req.current_password.parse().map_err(|_| ApiError::from(domain::user::UserError::WrongPassword))?;
+    let current = given_password(&req.current_password)?;
     let new: Password = req.new_password.parse()?;
     let metadata = meta.metadata(&user.tenant, Some(user.user_id));
     let stream = stream_id(&user.tenant, user.user_id);
@@ -225,6 +256,40 @@ async fn deactivate(
     run_on(&state, &admin, target, UserCommand::Deactivate, if_match, &meta).await
 }
 
+/// The user's current password as given: one that could never be valid is simply wrong.
+fn given_password(given: &str) -> Result<Password, ApiError> {
+    given.parse().map_err(|_| ApiError::from(domain::user::UserError::WrongPassword))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct EraseRequest {
+    password: String,
+}
+
+/// `DELETE /users/me`: the right to erasure, asked by the user (with the password, so a stolen
+/// access token alone cannot erase an account).
+async fn erase_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    meta: RequestMeta,
+    AppJson(req): AppJson<EraseRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    let password = given_password(&req.password)?;
+    run_on(&state, &user, user.user_id, UserCommand::Erase { password: Some(password) }, None, &meta).await
+}
+
+/// `POST /admin/users/{id}/erase`. The store deletes the user's data key as `user.erased`
+/// commits (and every log reader again as it reads it, should the process stop in between).
+async fn erase_user(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Id(target): Id<UserId>,
+    meta: RequestMeta,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    run_on(&state, &admin, target, UserCommand::Erase { password: None }, None, &meta).await
+}
+
 /// The tenant's admin roster with `change` handled, to commit with the user's change. The
 /// roster goes before the user in the commit: a keyed request's effect is the last stream it
 /// appends, and the answer names the user.
@@ -259,7 +324,9 @@ async fn run_on(
         let change = user.events().iter().find_map(|e| match e {
             UserEvent::RoleGranted { role: Role::Admin } => Some(AdminRosterCommand::Enroll { user: target }),
             UserEvent::RoleRevoked { role: Role::Admin } => Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id }),
-            UserEvent::Deactivated if user.state().is_admin() => Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id }),
+            UserEvent::Deactivated | UserEvent::Erased if user.state().is_admin() => {
+                Some(AdminRosterCommand::Remove { user: target, actor: caller.user_id })
+            }
             _ => None,
         });
         let mut roster = roster_change(state, &caller.tenant, change).await?;

@@ -20,6 +20,8 @@
 //! - [`payment`]: authorisation, capture, void, refunds; the `PaymentGateway` service and its
 //!   simulated provider.
 //!
+//! - [`personal`]: which event fields are personal data, whose, and what they read as once
+//!   erased (sealed by the store with the owner's key).
 //! - [`history`]: an aggregate's state folded up to any point; every aggregate type by name.
 //! - [`schema`]: the JSON Schema of every aggregate type's events, the Kafka topics' contract
 //!   (every event enum and every type in it implements `schemars::JsonSchema`).
@@ -57,6 +59,7 @@ pub mod common;
 pub mod history;
 pub mod order;
 pub mod payment;
+pub mod personal;
 pub mod product;
 pub mod promotion;
 pub mod schema;

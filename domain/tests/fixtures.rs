@@ -134,6 +134,7 @@ fn user_events() -> Vec<UserEvent> {
         UserEvent::PasswordResetRequested { token_hash: token_hash(0xa1), expires_at: at(2, 10, 30), requested_at: Some(at(2, 10, 0)) },
         UserEvent::PasswordResetCompleted { password_hash: password_hash() },
         UserEvent::Deactivated,
+        UserEvent::Erased,
         UserEvent::RoleGranted { role: Role::Admin },
         UserEvent::RoleRevoked { role: Role::Admin },
     ]

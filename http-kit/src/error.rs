@@ -87,6 +87,8 @@ codes! {
     AlreadyRegistered => CONFLICT, "already_registered";
     /// The user is deactivated.
     UserDeactivated => CONFLICT, "user_deactivated";
+    /// The user's personal data was erased; nothing more is done with the user.
+    UserErased => GONE, "user_erased";
     /// The current password given is wrong.
     WrongPassword => CONFLICT, "wrong_password";
     /// A user keeps at least one role.
@@ -309,6 +311,7 @@ impl From<UserError> for ApiError {
             UserError::AlreadyRegistered => ErrorCode::AlreadyRegistered,
             UserError::NotFound => return ApiError::not_found("user"),
             UserError::Deactivated => ErrorCode::UserDeactivated,
+            UserError::Erased => ErrorCode::UserErased,
             UserError::WrongPassword => ErrorCode::WrongPassword,
             UserError::ResetTokenInvalid | UserError::ResetTokenExpired => ErrorCode::InvalidResetToken,
             UserError::NoRoles => ErrorCode::NoRoles,

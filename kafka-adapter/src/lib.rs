@@ -225,7 +225,10 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// The relay reads the log as it is published ([`EventStore::as_published`]): personal
+    /// fields leave sealed, with their key ids.
     pub fn new(store: EventStore, db: ReadDb, config: RelayConfig) -> Result<Self, RelayError> {
+        let store = store.as_published();
         let producer = Self::producer(&config)?;
         metrics::counter!("shop_relay_messages_total").increment(0);
         metrics::counter!("shop_relay_producer_recreated_total").increment(0);

@@ -356,6 +356,15 @@ impl KafkaGroup {
                 }
             }
             let mut backoff = Duration::from_millis(100);
+            // Personal fields arrive sealed; the reader gets them opened (or erased).
+            while let Err(e) = self.open(&mut batch).await {
+                tracing::warn!(reader = self.reader.name(), error = %e, "kafka source: personal data not opened yet; retrying");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
             while let Err(e) = self.reader.consume_sourced(&batch).await {
                 tracing::warn!(reader = self.reader.name(), error = %e, "kafka source: batch not handled yet; retrying");
                 tokio::select! {
@@ -446,6 +455,15 @@ impl KafkaGroup {
         if let Err(e) = self.reader.tick_sourced(&assigned).await {
             tracing::warn!(reader = self.reader.name(), error = %e, "kafka source: timed work failed; trying again");
         }
+    }
+
+    /// Opens the personal fields of a batch with the store's keys.
+    async fn open(&self, batch: &mut [Sourced]) -> Result<(), store::StoreError> {
+        let mut fields: Vec<(&str, &str, &str, &mut _)> = batch
+            .iter_mut()
+            .map(|s| (s.event.aggregate_type.as_str(), s.event.aggregate_id.as_str(), s.event.event_type.as_str(), &mut s.event.payload))
+            .collect();
+        self.store.personal().open(&mut fields).await
     }
 
     fn push(&self, batch: &mut Vec<Sourced>, m: &impl Message) {

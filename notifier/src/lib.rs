@@ -191,6 +191,7 @@ impl std::str::FromStr for DeliveryStatus {
 #[serde(rename_all = "snake_case")]
 enum UserFacts {
     Registered { email: Email, name: Name },
+    Erased,
     MarketingEmailsSet { allowed: bool },
     PhoneChanged { phone: Option<Phone> },
     SmsSet { allowed: bool },
@@ -213,6 +214,8 @@ struct Notification {
     template: &'static str,
     tenant: String,
     to: String,
+    /// The user it goes to, if it goes to one: what erasure scrubs their deliveries by.
+    user: Option<String>,
     context: Value,
 }
 
@@ -334,12 +337,14 @@ impl Notifier {
         let Ok(domain::StreamId { tenant, key }) = domain::StreamId::parse(&e.aggregate_id) else {
             return Ok(Vec::new());
         };
-        let one = |template, to: String, context| {
-            Ok(vec![Notification { channel: Channel::Email, template, tenant: tenant.to_owned(), to, context }])
+        let one = |template, user: String, to: String, context| {
+            Ok(vec![Notification { channel: Channel::Email, template, tenant: tenant.to_owned(), to, user: Some(user), context }])
         };
         let typed = |what: &str, e: &LogEvent| format!("{what} {}: payload does not read", e.event_type);
         match e.aggregate_type.as_str() {
-            User::TYPE if matches!(e.event_type.as_str(), "registered" | "marketing_emails_set" | "phone_changed" | "sms_set") => {
+            User::TYPE
+                if matches!(e.event_type.as_str(), "registered" | "marketing_emails_set" | "phone_changed" | "sms_set" | "erased") =>
+            {
                 match UserFacts::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("user", e))))? {
                     UserFacts::MarketingEmailsSet { allowed } => {
                         sqlx::query(
@@ -380,7 +385,11 @@ impl Notifier {
                     }
                     UserFacts::Registered { email, name } => {
                         let (email, name) = (email.to_string(), name.to_string());
-                        one("welcome", email.clone(), json!({"user": {"name": name, "email": email}}))
+                        one("welcome", key.to_owned(), email.clone(), json!({"user": {"name": name, "email": email}}))
+                    }
+                    UserFacts::Erased => {
+                        self.scrub(tenant, key).await?;
+                        Ok(Vec::new())
                     }
                 }
             }
@@ -394,10 +403,11 @@ impl Notifier {
                     .marketing_audience(tenant)
                     .await?
                     .into_iter()
-                    .map(|(to, name)| Notification {
+                    .map(|(user, to, name)| Notification {
                         channel: Channel::Email,
                         template: "new_product",
                         tenant: tenant.to_owned(),
+                        user: Some(user),
                         context: json!({"user": {"name": name, "email": to}, "product": product}),
                         to,
                     })
@@ -446,10 +456,19 @@ impl Notifier {
                     template,
                     tenant: tenant.to_owned(),
                     to: email,
+                    user: Some(customer.to_string()),
                     context: context.clone(),
                 }];
                 if let (Some(template), Some(to)) = (text, phone) {
-                    out.push(Notification { channel: Channel::Sms, template, tenant: tenant.to_owned(), to, context: context.clone() });
+                    let user = Some(customer.to_string());
+                    out.push(Notification {
+                        channel: Channel::Sms,
+                        template,
+                        tenant: tenant.to_owned(),
+                        to,
+                        user,
+                        context: context.clone(),
+                    });
                 }
                 if let (Some(template), Some(_)) = (pushed, &self.push) {
                     for device in push::subscriptions(&self.db, tenant, &customer.to_string()).await? {
@@ -459,6 +478,7 @@ impl Notifier {
                             template,
                             tenant: tenant.to_owned(),
                             to,
+                            user: Some(customer.to_string()),
                             context: context.clone(),
                         });
                     }
@@ -482,7 +502,12 @@ impl Notifier {
                     .iter()
                     .map(|(sku, l)| json!({"sku": sku.to_string(), "quantity": l.quantity, "unit_price": l.unit_price.to_string()}))
                     .collect();
-                one("cart_reminder", email.clone(), json!({"user": {"name": name, "email": email}, "cart": {"lines": lines}}))
+                one(
+                    "cart_reminder",
+                    customer.to_string(),
+                    email.clone(),
+                    json!({"user": {"name": name, "email": email}, "cart": {"lines": lines}}),
+                )
             }
             Stock::TYPE => {
                 let event = StockEvent::deserialize(&e.payload).map_err(|err| malformed(format!("{}: {err}", typed("stock", e))))?;
@@ -504,17 +529,41 @@ impl Notifier {
                     .admins(tenant)
                     .await?
                     .into_iter()
-                    .map(|to| Notification {
+                    .map(|(user, to)| Notification {
                         channel: Channel::Email,
                         template: "low_stock",
                         tenant: tenant.to_owned(),
                         to,
+                        user: Some(user),
                         context: context.clone(),
                     })
                     .collect())
             }
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// What the notifier kept of an erased user: their deliveries' recipient and text, their
+    /// phone number, their push subscriptions.
+    async fn scrub(&self, tenant: &str, user: &str) -> Result<(), NotifyError> {
+        let erased = domain::personal::ERASED_TEXT;
+        sqlx::query("UPDATE notifier_deliveries SET recipient = $1, subject = $1, body = $1 WHERE tenant = $2 AND user_id = $3")
+            .bind(erased)
+            .bind(tenant)
+            .bind(user)
+            .execute(&self.db.pool)
+            .await?;
+        sqlx::query("UPDATE notifier_preferences SET phone = NULL, sms = 0 WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .execute(&self.db.pool)
+            .await?;
+        sqlx::query("DELETE FROM push_subscriptions WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
     }
 
     /// A user's e-mail address and name from the users view.
@@ -555,29 +604,32 @@ impl Notifier {
         Ok(row.try_get::<i64, _>(0)? == 1 && row.try_get::<i64, _>(1)? == 0)
     }
 
-    /// The tenant's active users who take marketing mail: (e-mail, name).
-    async fn marketing_audience(&self, tenant: &str) -> Result<Vec<(String, String)>, NotifyError> {
+    /// The tenant's active users who take marketing mail: (user id, e-mail, name).
+    async fn marketing_audience(&self, tenant: &str) -> Result<Vec<(String, String, String)>, NotifyError> {
         let rows = sqlx::query(
-            "SELECT u.email, u.name FROM rm_users u LEFT JOIN notifier_preferences p ON p.tenant = u.tenant AND p.user_id = u.user_id \
+            "SELECT u.user_id, u.email, u.name FROM rm_users u LEFT JOIN notifier_preferences p ON p.tenant = u.tenant AND p.user_id = u.user_id \
              WHERE u.tenant = $1 AND u.active = 1 AND COALESCE(p.marketing_opt_out, 0) = 0 ORDER BY u.email",
         )
         .bind(tenant)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<Vec<_>, sqlx::Error>>().map_err(NotifyError::from)
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(NotifyError::from)
     }
 
-    /// The e-mail addresses of the tenant's active admins.
-    async fn admins(&self, tenant: &str) -> Result<Vec<String>, NotifyError> {
-        let rows = sqlx::query("SELECT email, roles FROM rm_users WHERE tenant = $1 AND active = 1 ORDER BY email")
+    /// The tenant's active admins: (user id, e-mail address).
+    async fn admins(&self, tenant: &str) -> Result<Vec<(String, String)>, NotifyError> {
+        let rows = sqlx::query("SELECT user_id, email, roles FROM rm_users WHERE tenant = $1 AND active = 1 ORDER BY email")
             .bind(tenant)
             .fetch_all(&self.db.pool)
             .await?;
         let mut out = Vec::new();
         for r in rows {
-            let roles: String = r.try_get(1)?;
+            let roles: String = r.try_get(2)?;
             if roles.split(',').any(|role| role == "admin") {
-                out.push(r.try_get(0)?);
+                out.push((r.try_get(0)?, r.try_get(1)?));
             }
         }
         Ok(out)
@@ -600,10 +652,15 @@ impl Notifier {
             }
             let envelope = match &envelope {
                 Some(env) => env,
-                None => envelope.insert(
-                    worker_kit::envelope::Envelope::from_event(e)
-                        .map_err(|reason| NotifyError::Malformed { position: e.cursor.position, reason })?,
-                ),
+                None => {
+                    // Webhooks carry personal fields as the topics do: sealed, with their key ids.
+                    let mut published = e.clone();
+                    self.store.seal_event(&mut published).await?;
+                    envelope.insert(
+                        worker_kit::envelope::Envelope::from_event(&published)
+                            .map_err(|reason| NotifyError::Malformed { position: e.cursor.position, reason })?,
+                    )
+                }
             };
             let now = now_ms();
             sqlx::query(
@@ -627,7 +684,13 @@ impl Notifier {
 
     /// Claims, renders and sends one message, once.
     async fn deliver(&self, e: &LogEvent, n: Notification) -> Result<(), NotifyError> {
-        let id = format!("{}:{}:{}:{}", e.cursor.position, n.channel.as_str(), n.to, n.template);
+        // An erased person's address reads as erased: nothing goes there.
+        if n.to == domain::personal::ERASED_EMAIL {
+            return Ok(());
+        }
+        // The key names the recipient by a keyed hash, never in clear.
+        let recipient = self.store.personal().blind_index(&n.tenant, &n.to).await?;
+        let id = format!("{}:{}:{}:{}", e.cursor.position, n.channel.as_str(), &recipient[..32], n.template);
         let (subject, body) = match n.channel {
             Channel::Sms => (String::new(), self.templates.render_text(&n.tenant, n.template, &n.context)?),
             // What the service worker shows: title, text, and the page to open.
@@ -651,8 +714,8 @@ impl Notifier {
         let now = now_ms();
         let claimed = sqlx::query(
             "INSERT INTO notifier_deliveries (id, tenant, channel, recipient, template, event_position, subject, body, status, \
-             attempts, last_error, next_attempt_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $12) ON CONFLICT (id) DO NOTHING",
+             attempts, last_error, next_attempt_ms, created_at_ms, updated_at_ms, user_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $12, $13) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
         .bind(&n.tenant)
@@ -666,6 +729,7 @@ impl Notifier {
         .bind(attempts)
         .bind(&error)
         .bind(now)
+        .bind(&n.user)
         .execute(&self.db.pool)
         .await?
         .rows_affected();

@@ -401,8 +401,9 @@ impl Projection for Orders {
         NAME
     }
 
+    /// Users too, for `user.erased`: the customer's orders lose their name and address.
     fn handles(&self, aggregate_type: &str) -> bool {
-        aggregate_type == "order" || aggregate_type == "payment"
+        aggregate_type == "order" || aggregate_type == "payment" || aggregate_type == "user"
     }
 
     fn table(&self) -> &'static str {
@@ -416,7 +417,14 @@ impl Projection for Orders {
     async fn apply(&self, tx: &mut Transaction<'static, Any>, table: &str, events: &[&LogEvent]) -> Result<(), ProjectionError> {
         // Ordered keys: concurrent writers touch rows in the same order and cannot deadlock.
         let mut by_order: BTreeMap<(&str, &str), Vec<(&LogEvent, Fact)>> = BTreeMap::new();
+        let mut erased = Vec::new();
         for e in events {
+            if e.aggregate_type == "user" {
+                if e.event_type == "erased" {
+                    erased.push(split_stream_id(&e.aggregate_id)?);
+                }
+                continue;
+            }
             by_order.entry(split_stream_id(&e.aggregate_id)?).or_default().push((*e, Fact::of(e)?));
         }
         let ids: Vec<&str> = by_order.keys().map(|(_, id)| *id).collect();
@@ -536,11 +544,43 @@ impl Projection for Orders {
         restate_payments(tx, &timeline_table(table), &reordered).await?;
         write_pending(tx, &pending_table(table), &pending).await?;
         drain_pending(tx, &pending_table(table), &drained.into_iter().collect::<Vec<_>>()).await?;
+        erase_addresses(tx, table, &erased).await?;
         if table == TABLE {
             signal_timelines(tx, changed.into_iter()).await?;
         }
         Ok(())
     }
+}
+
+/// The shipping address of every order of these (erased) customers, as their events read now
+/// the key is gone: the personal fields erased, the country kept (as a rebuild writes it).
+async fn erase_addresses(tx: &mut Transaction<'static, Any>, table: &str, customers: &[(&str, &str)]) -> Result<(), ProjectionError> {
+    let Some(personal) = domain::personal::of("order", "placed") else { return Ok(()) };
+    for (tenant, customer) in customers {
+        let rows = sqlx::query(&format!("SELECT order_id, shipping_address FROM {table} WHERE tenant = $1 AND customer = $2"))
+            .bind(*tenant)
+            .bind(*customer)
+            .fetch_all(&mut **tx)
+            .await?;
+        for r in rows {
+            let (order_id, address): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let mut address: serde_json::Value = serde_json::from_str(&address)?;
+            if let serde_json::Value::Object(fields) = &mut address {
+                for (name, value) in fields.iter_mut() {
+                    if let Some(field) = personal.field_in_data(&format!("/shipping_address/{name}")) {
+                        *value = (field.erased)();
+                    }
+                }
+            }
+            sqlx::query(&format!("UPDATE {table} SET shipping_address = $1 WHERE tenant = $2 AND order_id = $3"))
+                .bind(address.to_string())
+                .bind(*tenant)
+                .bind(order_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Tells the live order streams of every process which orders changed: `NOTIFY` on PostgreSQL,

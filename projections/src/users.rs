@@ -28,6 +28,7 @@ enum UserFact {
     RoleGranted { role: Role },
     RoleRevoked { role: Role },
     Deactivated,
+    Erased,
     MarketingEmailsSet { allowed: bool },
     PhoneChanged { phone: Option<Phone> },
     SmsSet { allowed: bool },
@@ -46,6 +47,9 @@ struct Change {
     /// …or the grants (true) and revocations (false) to apply to the stored set.
     role_changes: Vec<(Role, bool)>,
     deactivated: bool,
+    /// Erased in this batch: the row keeps ids, roles and dates, its personal data reads as
+    /// erased (as the user's events do once the key is gone, so a rebuild gives the same row).
+    erased: bool,
     /// Whether the user takes marketing mail, when it changed in this batch.
     marketing: Option<bool>,
     /// The phone number (or none), when it changed in this batch.
@@ -80,7 +84,9 @@ impl Projection for Users {
             match crate::projection::payload(e)? {
                 UserFact::Registered { email, name, roles } => {
                     *change = Change {
-                        registered: Some((email.to_string(), e.recorded_at.to_rfc3339())),
+                        // Milliseconds: what the log and the topics both carry, so a
+                        // Kafka-fed row and a rebuilt one agree.
+                        registered: Some((email.to_string(), e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false))),
                         name: Some(name.to_string()),
                         roles: Some(roles),
                         ..Change::default()
@@ -100,6 +106,16 @@ impl Projection for Users {
                     }
                 }
                 UserFact::Deactivated => change.deactivated = true,
+                UserFact::Erased => {
+                    change.erased = true;
+                    change.deactivated = true;
+                    change.name = Some(domain::personal::ERASED_TEXT.to_owned());
+                    change.phone = Some(None);
+                    change.sms = Some(false);
+                    if let Some((email, _)) = &mut change.registered {
+                        *email = domain::personal::ERASED_EMAIL.to_owned();
+                    }
+                }
                 UserFact::MarketingEmailsSet { allowed } => change.marketing = Some(allowed),
                 UserFact::PhoneChanged { phone } => {
                     change.phone = Some(phone.map(String::from));
@@ -166,6 +182,9 @@ impl Projection for Users {
             }
             if c.deactivated {
                 sets.push("active = 0".to_owned());
+            }
+            if c.erased {
+                sets.push(format!("email = '{}'", domain::personal::ERASED_EMAIL));
             }
             if let Some(allowed) = c.marketing {
                 sets.push(format!("marketing_emails = {}", i64::from(allowed)));

@@ -94,7 +94,7 @@ async fn register(client: &reqwest::Client, http: u16, n: usize) {
     assert_eq!(res.status(), StatusCode::CREATED, "the command succeeds whatever the broker does");
 }
 
-/// Reads `user.registered` messages until `want` distinct e-mails have arrived.
+/// Reads `user.registered` messages until `want` distinct users' have arrived.
 async fn read_emails(consumer: &StreamConsumer, emails: &mut std::collections::BTreeSet<String>, want: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while emails.len() < want && Instant::now() < deadline {
@@ -104,7 +104,9 @@ async fn read_emails(consumer: &StreamConsumer, emails: &mut std::collections::B
         let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
         assert_eq!(value["type"], "user.registered");
         assert!(value["data"].get("password_hash").is_none(), "no hashes on the wire");
-        emails.insert(value["data"]["email"].as_str().expect("email").to_owned());
+        // Personal data travels sealed; one message per registered user.
+        assert!(value["data"]["email"]["$personal"]["kid"].is_string(), "the address is sealed: {value}");
+        emails.insert(value["aggregate_id"].as_str().expect("aggregate id").to_owned());
     }
     assert_eq!(emails.len(), want, "every registration arrived: {emails:?}");
 }

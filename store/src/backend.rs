@@ -10,6 +10,7 @@ use sqlx::{QueryBuilder, Row as _};
 
 use crate::batch::Batcher;
 use crate::idempotency::{Effect, PendingKey};
+use crate::personal::{KeyStore, Personal, SqlKeyStore};
 use crate::{LogCursor, LogEvent, StoreError};
 
 /// The columns of a [`LogEvent`] on PostgreSQL (`jsonb` payloads, the writer's transaction),
@@ -105,6 +106,10 @@ pub struct EventStore {
     /// Each stream this process appended to, as its append commits (for in-process wake-ups of
     /// one stream's reader; lossy: a reader that falls behind still has the log).
     commits: tokio::sync::broadcast::Sender<AppendedStream>,
+    /// Seals personal fields as they are appended and opens them as they are read.
+    personal: std::sync::Arc<Personal>,
+    /// Whether reads open personal fields (all but the published view, [`EventStore::as_published`]).
+    opens: bool,
 }
 
 /// A stream this process just appended to.
@@ -277,7 +282,46 @@ impl EventStore {
 
     fn new(db: Db, batch_workers: usize) -> Self {
         let batcher = Batcher::start(db.clone(), batch_workers);
-        Self { db, batcher, appended: Default::default(), commits: tokio::sync::broadcast::channel(4096).0 }
+        let personal = std::sync::Arc::new(Personal::new(std::sync::Arc::new(SqlKeyStore::of(db.clone()))));
+        Self { db, batcher, appended: Default::default(), commits: tokio::sync::broadcast::channel(4096).0, personal, opens: true }
+    }
+
+    /// This store with personal data keys kept in `keys` (a KMS, a separate database) instead
+    /// of the store's own `personal_keys` table.
+    pub fn with_key_store(mut self, keys: std::sync::Arc<dyn KeyStore>) -> Self {
+        self.personal = std::sync::Arc::new(Personal::new(keys));
+        self
+    }
+
+    /// The log as it is published (the relay, webhooks): personal fields stay sealed as read.
+    pub fn as_published(&self) -> Self {
+        Self { opens: false, ..self.clone() }
+    }
+
+    /// Sealing, opening and erasing personal data, and blind indexes.
+    pub fn personal(&self) -> &Personal {
+        &self.personal
+    }
+
+    /// Opens the personal fields of events read elsewhere (from Kafka).
+    pub async fn open_events(&self, events: &mut [LogEvent]) -> Result<(), StoreError> {
+        let mut fields: Vec<(&str, &str, &str, &mut serde_json::Value)> = events
+            .iter_mut()
+            .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str(), e.event_type.as_str(), &mut e.payload))
+            .collect();
+        self.personal.open(&mut fields).await
+    }
+
+    /// Seals the personal fields of an event read opened, as the published log has them.
+    pub async fn seal_event(&self, e: &mut LogEvent) -> Result<(), StoreError> {
+        self.personal.seal(&e.aggregate_type, &e.aggregate_id, &e.event_type, &mut e.payload).await
+    }
+
+    async fn opened(&self, mut events: Vec<LogEvent>) -> Result<Vec<LogEvent>, StoreError> {
+        if self.opens {
+            self.open_events(&mut events).await?;
+        }
+        Ok(events)
     }
 
     /// Notified after each successful append made through this store (and its clones).
@@ -358,6 +402,20 @@ impl EventStore {
     /// answer is [`StoreError::Conflict`]. Returns the global position of each event, stream by
     /// stream, in the order given.
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
+        let personal = |a: &StreamAppend| a.events.iter().any(|e| domain::personal::of(&a.aggregate_type, &e.event_type).is_some());
+        let sealed;
+        let appends = if appends.iter().any(personal) {
+            let mut copy = appends.to_vec();
+            for a in copy.iter_mut() {
+                for e in a.events.iter_mut() {
+                    self.personal.seal(&a.aggregate_type, &a.aggregate_id, &e.event_type, &mut e.payload).await?;
+                }
+            }
+            sealed = copy;
+            &sealed[..]
+        } else {
+            appends
+        };
         // The common case, one event for one stream, shares a statement and a commit with the
         // other single events waiting at the same moment.
         // A request with a claimed Idempotency-Key records its effect with its events, in a
@@ -373,6 +431,7 @@ impl EventStore {
             key.mark_used();
         }
         if result.is_ok() {
+            self.after_erasures(appends).await;
             self.appended.notify_waiters();
             if self.commits.receiver_count() > 0 {
                 for a in appends.iter().filter(|a| !a.events.is_empty()) {
@@ -385,6 +444,28 @@ impl EventStore {
             }
         }
         result
+    }
+
+    /// For each `user.erased` just committed: the user's data key is deleted and stored
+    /// answers that name the user are dropped. A failure here is logged: every log reader
+    /// deletes the key again as it reads the event.
+    async fn after_erasures(&self, appends: &[StreamAppend]) {
+        for a in appends.iter().filter(|a| a.aggregate_type == "user" && a.events.iter().any(|e| e.event_type == "erased")) {
+            let Ok(id) = domain::StreamId::parse(&a.aggregate_id) else { continue };
+            if let Err(e) = self.personal.erase(id.tenant, id.key).await {
+                tracing::error!(user = %a.aggregate_id, error = %e, "user erased but the data key not yet deleted; log readers will");
+            }
+            if let Err(e) = self.forget_answers_about(id.tenant, id.key).await {
+                tracing::error!(user = %a.aggregate_id, error = %e, "stored answers about an erased user not dropped");
+            }
+        }
+    }
+
+    /// Drops the stored `Idempotency-Key` answers of `user` or that name them (a registration's).
+    pub async fn forget_answers_about(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM idempotency_keys WHERE scope = $1 OR response_body LIKE $2";
+        let (scope, named) = (format!("{tenant}:{user}"), format!("%{user}%"));
+        Ok(on_pool!(&self.db, write, |pool| sqlx::query(sql).bind(&scope).bind(&named).execute(pool).await?.rows_affected()))
     }
 
     async fn append_now(&self, appends: &[StreamAppend], key: Option<&PendingKey>) -> Result<Vec<Vec<i64>>, StoreError> {
@@ -416,13 +497,19 @@ impl EventStore {
         let rows: Vec<(i64, i64, String, String, Json<serde_json::Value>)> = on_pool!(&self.db, read, |pool| {
             sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).bind(after_sequence as i64).fetch_all(pool).await?
         });
-        Ok(rows
+        let mut events: Vec<(String, StoredEvent)> = rows
             .into_iter()
             .map(|(s, p, event_type, mut version, Json(mut payload))| {
                 domain::upcast::upcast(aggregate_type, &event_type, &mut version, &mut payload);
-                StoredEvent { sequence: s as u64, position: p, payload }
+                (event_type, StoredEvent { sequence: s as u64, position: p, payload })
             })
-            .collect())
+            .collect();
+        if self.opens {
+            let mut fields: Vec<(&str, &str, &str, &mut serde_json::Value)> =
+                events.iter_mut().map(|(t, e)| (aggregate_type, aggregate_id, t.as_str(), &mut e.payload)).collect();
+            self.personal.open(&mut fields).await?;
+        }
+        Ok(events.into_iter().map(|(_, e)| e).collect())
     }
 
     /// The current version (last sequence) of a stream; 0 if it has no events.
@@ -550,7 +637,7 @@ impl EventStore {
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?;
-                rows.iter().map(pg_log_event).collect()
+                self.opened(rows.iter().map(pg_log_event).collect::<Result<_, _>>()?).await
             }
             Db::Sqlite { read, .. } => {
                 let rows = sqlx::query(concat!(
@@ -562,7 +649,7 @@ impl EventStore {
                 .bind(i64::from(limit))
                 .fetch_all(read)
                 .await?;
-                rows.iter().map(sqlite_log_event).collect()
+                self.opened(rows.iter().map(sqlite_log_event).collect::<Result<_, _>>()?).await
             }
         }
     }
@@ -590,7 +677,7 @@ impl EventStore {
                     .bind(i64::from(limit))
                     .fetch_all(pool)
                     .await?;
-                rows.iter().map(pg_log_event).collect()
+                self.opened(rows.iter().map(pg_log_event).collect::<Result<_, _>>()?).await
             }
             Db::Sqlite { read, .. } => {
                 let rows = sqlx::query(concat!("SELECT ", sqlite_log_columns!(), filter!()))
@@ -600,7 +687,7 @@ impl EventStore {
                     .bind(i64::from(limit))
                     .fetch_all(read)
                     .await?;
-                rows.iter().map(sqlite_log_event).collect()
+                self.opened(rows.iter().map(sqlite_log_event).collect::<Result<_, _>>()?).await
             }
         }
     }

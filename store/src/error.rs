@@ -17,6 +17,9 @@ pub enum StoreError {
     /// takeover bound); nothing was written.
     #[error("the Idempotency-Key's claim was taken over by another request")]
     ClaimLost,
+    /// Personal data could not be sealed (its owner is missing, the index key is gone).
+    #[error("personal data: {0}")]
+    Personal(String),
 }
 
 /// Whether `e` says the database cannot be reached or is going away (a restart, a network

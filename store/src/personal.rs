@@ -13,6 +13,12 @@ use base64::Engine as _;
 use rand::RngCore as _;
 use serde_json::{json, Value};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::Mac as _;
+
 use crate::{Db, EventStore, StoreError};
 
 /// The key of a sealed field.
@@ -63,6 +69,15 @@ pub trait KeyStore: Send + Sync {
     /// Deletes the key of `subject` (and keeps a tombstone, so nothing is sealed for it again);
     /// `false` when it was erased already.
     async fn erase(&self, tenant: &str, subject: &str) -> Result<bool, StoreError>;
+    /// The keys of `key_ids`, each [`KeyState::Unknown`] when not found (one round trip where
+    /// the store can).
+    async fn keys(&self, key_ids: &[String]) -> Result<HashMap<String, KeyState>, StoreError> {
+        let mut found = HashMap::with_capacity(key_ids.len());
+        for id in key_ids {
+            found.insert(id.clone(), self.key(id).await?);
+        }
+        Ok(found)
+    }
 }
 
 /// Seals `value` with `key` under `key_id`.
@@ -104,12 +119,16 @@ pub fn open(sealed: &Value, key: &DataKey) -> Result<Value, String> {
 /// production until a KMS-backed store replaces it.
 #[derive(Clone)]
 pub struct SqlKeyStore {
-    store: EventStore,
+    db: Db,
 }
 
 impl SqlKeyStore {
-    pub fn new(store: EventStore) -> Self {
-        Self { store }
+    pub fn new(store: &EventStore) -> Self {
+        Self { db: store.db().clone() }
+    }
+
+    pub(crate) fn of(db: Db) -> Self {
+        Self { db }
     }
 }
 
@@ -126,7 +145,7 @@ impl KeyStore for SqlKeyStore {
         let insert = "INSERT INTO personal_keys (key_id, tenant, subject, data_key, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
                       ON CONFLICT (tenant, subject) DO NOTHING";
         let select = "SELECT key_id, data_key FROM personal_keys WHERE tenant = $1 AND subject = $2";
-        let row: (String, Option<Vec<u8>>) = match self.store.db() {
+        let row: (String, Option<Vec<u8>>) = match &self.db {
             Db::Postgres(pool) => {
                 sqlx::query(insert).bind(&fresh_id).bind(tenant).bind(subject).bind(&fresh.0[..]).bind(now_ms()).execute(pool).await?;
                 sqlx::query_as(select).bind(tenant).bind(subject).fetch_one(pool).await?
@@ -141,7 +160,7 @@ impl KeyStore for SqlKeyStore {
 
     async fn key(&self, key_id: &str) -> Result<KeyState, StoreError> {
         let select = "SELECT data_key FROM personal_keys WHERE key_id = $1";
-        let row: Option<(Option<Vec<u8>>,)> = match self.store.db() {
+        let row: Option<(Option<Vec<u8>>,)> = match &self.db {
             Db::Postgres(pool) => sqlx::query_as(select).bind(key_id).fetch_optional(pool).await?,
             Db::Sqlite { read, .. } => sqlx::query_as(select).bind(key_id).fetch_optional(read).await?,
         };
@@ -152,6 +171,35 @@ impl KeyStore for SqlKeyStore {
         })
     }
 
+    async fn keys(&self, key_ids: &[String]) -> Result<HashMap<String, KeyState>, StoreError> {
+        let ids = serde_json::to_string(key_ids)?;
+        let rows: Vec<(String, Option<Vec<u8>>)> = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT key_id, data_key FROM personal_keys WHERE key_id IN (SELECT jsonb_array_elements_text($1::text::jsonb))",
+                )
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Sqlite { read, .. } => {
+                sqlx::query_as("SELECT key_id, data_key FROM personal_keys WHERE key_id IN (SELECT value FROM json_each(?))")
+                    .bind(&ids)
+                    .fetch_all(read)
+                    .await?
+            }
+        };
+        let mut found: HashMap<String, KeyState> = key_ids.iter().map(|id| (id.clone(), KeyState::Unknown)).collect();
+        for (id, key) in rows {
+            let state = match key {
+                None => KeyState::Erased,
+                Some(bytes) => DataKey::from_slice(&bytes).map_or(KeyState::Unknown, KeyState::Live),
+            };
+            found.insert(id, state);
+        }
+        Ok(found)
+    }
+
     async fn erase(&self, tenant: &str, subject: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         // A subject never sealed for gets a tombstone too: nothing is sealed for it afterwards.
@@ -160,13 +208,243 @@ impl KeyStore for SqlKeyStore {
                    ON CONFLICT (tenant, subject) DO UPDATE SET data_key = NULL, erased_at_ms = $4 \
                    WHERE personal_keys.data_key IS NOT NULL";
         let id = uuid::Uuid::now_v7().to_string();
-        let erased = match self.store.db() {
+        let erased = match &self.db {
             Db::Postgres(pool) => sqlx::query(sql).bind(&id).bind(tenant).bind(subject).bind(now).execute(pool).await?.rows_affected(),
             Db::Sqlite { write, .. } => {
                 sqlx::query(sql).bind(&id).bind(tenant).bind(subject).bind(now).execute(write).await?.rows_affected()
             }
         };
         Ok(erased > 0)
+    }
+}
+
+/// The key-store subject whose key makes blind indexes (never erased).
+const INDEX_SUBJECT: &str = "$index";
+/// How long a live key read for opening is trusted: another process's erasure shows here at
+/// most this late (this process's own at once; a `user.erased` read from the log also clears).
+const LIVE_FOR: Duration = Duration::from_secs(5);
+/// Keys cached at most; beyond it the cache starts again.
+const CACHE_MAX: usize = 50_000;
+
+#[derive(Default)]
+struct Cache {
+    /// For opening: key id → state (erased and unknown for good, live for [`LIVE_FOR`]).
+    by_id: HashMap<String, (KeyState, Instant)>,
+    /// For sealing: (tenant, subject) → its key, `None` once erased.
+    by_subject: HashMap<(String, String), Option<(String, DataKey)>>,
+}
+
+/// Seals and opens the personal fields of events ([`domain::personal`]) with their owners'
+/// keys, through a [`KeyStore`] and a cache in front of it. One per [`EventStore`] and its clones.
+pub struct Personal {
+    keys: Arc<dyn KeyStore>,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Personal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Personal(..)")
+    }
+}
+
+/// Every sealed value in `value`, with its JSON pointer.
+fn sealed_fields(value: &Value, at: &mut String, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if map.contains_key(SEALED) => found.push(at.clone()),
+        Value::Object(map) => {
+            for (k, v) in map {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                sealed_fields(v, at, found);
+                at.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("/{i}"));
+                sealed_fields(v, at, found);
+                at.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Personal {
+    pub fn new(keys: Arc<dyn KeyStore>) -> Self {
+        Self { keys, cache: Mutex::default() }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The sealing key of `subject`; `None` once erased.
+    async fn key_for(&self, tenant: &str, subject: &str) -> Result<Option<(String, DataKey)>, StoreError> {
+        let at = (tenant.to_owned(), subject.to_owned());
+        if let Some(known) = self.cache().by_subject.get(&at) {
+            return Ok(known.clone());
+        }
+        let key = self.keys.key_for(tenant, subject).await?;
+        let mut cache = self.cache();
+        if cache.by_subject.len() >= CACHE_MAX {
+            cache.by_subject.clear();
+        }
+        cache.by_subject.insert(at, key.clone());
+        Ok(key)
+    }
+
+    /// Seals the personal fields of one event in place, with its owner's key; an erased owner's
+    /// fields are stored as erased (nothing new is kept of an erased person).
+    pub async fn seal(&self, aggregate_type: &str, aggregate_id: &str, event_type: &str, payload: &mut Value) -> Result<(), StoreError> {
+        let Some(personal) = domain::personal::of(aggregate_type, event_type) else { return Ok(()) };
+        let (tenant, key) = match domain::StreamId::parse(aggregate_id) {
+            Ok(id) => (id.tenant, id.key),
+            Err(_) => ("", aggregate_id),
+        };
+        let Some(owner) = personal.owner_of(key, payload).map(str::to_owned) else {
+            return Err(StoreError::Personal(format!("{aggregate_type}.{event_type}: the owner of its personal data is missing")));
+        };
+        let key = self.key_for(tenant, &owner).await?;
+        for field in personal.fields {
+            let Some(value) = payload.pointer_mut(field.pointer) else { continue };
+            if value.is_null() || sealed_key_id(value).is_some() {
+                continue;
+            }
+            *value = match &key {
+                Some((key_id, key)) => seal(key_id, key, value),
+                None => (field.erased)(),
+            };
+        }
+        Ok(())
+    }
+
+    /// Opens every sealed field of these events (type, stream id, event type, payload) in
+    /// place; a field whose key is erased (or unknown, or that does not open) reads as its
+    /// erased value. A `user.erased` among them deletes the user's key (again: the writer did as
+    /// it committed, unless it stopped in between) and clears the cache, so nothing read after
+    /// it opens with a key cached before.
+    pub async fn open(&self, events: &mut [(&str, &str, &str, &mut Value)]) -> Result<(), StoreError> {
+        let mut wanted: Vec<(usize, String, String)> = Vec::new();
+        for (i, (aggregate_type, aggregate_id, event_type, payload)) in events.iter().enumerate() {
+            if *aggregate_type == "user" && *event_type == "erased" {
+                if let Ok(id) = domain::StreamId::parse(aggregate_id) {
+                    self.erase(id.tenant, id.key).await?;
+                }
+            }
+            if domain::personal::of(aggregate_type, event_type).is_none() {
+                continue;
+            }
+            let mut found = Vec::new();
+            sealed_fields(payload, &mut String::new(), &mut found);
+            for pointer in found {
+                let kid = payload.pointer(&pointer).and_then(sealed_key_id).unwrap_or_default().to_owned();
+                wanted.push((i, pointer, kid));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys_of(wanted.iter().map(|(_, _, kid)| kid.as_str())).await?;
+        for (i, pointer, kid) in wanted {
+            let (aggregate_type, _, event_type, payload) = &mut events[i];
+            let erased = || {
+                domain::personal::of(aggregate_type, event_type)
+                    .and_then(|p| p.fields.iter().find(|f| f.pointer == pointer))
+                    .map_or(Value::Null, |f| (f.erased)())
+            };
+            let opened = match keys.get(&kid) {
+                Some(KeyState::Live(key)) => match payload.pointer(&pointer).map(|v| open(v, key)) {
+                    Some(Ok(value)) => value,
+                    Some(Err(reason)) => {
+                        tracing::warn!(
+                            aggregate_type = *aggregate_type,
+                            event_type = *event_type,
+                            pointer,
+                            reason,
+                            "personal field does not open; read as erased"
+                        );
+                        erased()
+                    }
+                    None => continue,
+                },
+                Some(KeyState::Unknown) | None => {
+                    tracing::warn!(
+                        aggregate_type = *aggregate_type,
+                        event_type = *event_type,
+                        key_id = kid,
+                        "personal field sealed with an unknown key; read as erased"
+                    );
+                    erased()
+                }
+                Some(KeyState::Erased) => erased(),
+            };
+            if let Some(slot) = payload.pointer_mut(&pointer) {
+                *slot = opened;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of each key id, from the cache where it is fresh, the rest in one read.
+    async fn keys_of<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Result<HashMap<String, KeyState>, StoreError> {
+        let mut known = HashMap::new();
+        let mut missing = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+        {
+            let cache = self.cache();
+            for id in ids {
+                if !asked.insert(id) {
+                    continue;
+                }
+                match cache.by_id.get(id) {
+                    Some((KeyState::Live(k), at)) if at.elapsed() < LIVE_FOR => {
+                        known.insert(id.to_owned(), KeyState::Live(k.clone()));
+                    }
+                    Some((state @ KeyState::Erased, _)) => {
+                        known.insert(id.to_owned(), state.clone());
+                    }
+                    _ => missing.push(id.to_owned()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let read = self.keys.keys(&missing).await?;
+            let mut cache = self.cache();
+            if cache.by_id.len() >= CACHE_MAX {
+                cache.by_id.clear();
+            }
+            let now = Instant::now();
+            for (id, state) in read {
+                if !matches!(state, KeyState::Unknown) {
+                    cache.by_id.insert(id.clone(), (state.clone(), now));
+                }
+                known.insert(id, state);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Deletes `subject`'s key: everything sealed with it reads as erased from now on (in this
+    /// process at once, elsewhere within [`LIVE_FOR`]). `false` when it was erased already.
+    pub async fn erase(&self, tenant: &str, subject: &str) -> Result<bool, StoreError> {
+        let erased = self.keys.erase(tenant, subject).await?;
+        *self.cache() = Cache::default();
+        Ok(erased)
+    }
+
+    /// A keyed hash (HMAC-SHA-256, hex) of `value` under the tenant's index key: what stands
+    /// for a personal value where a key must find it (an e-mail claim's stream id) without
+    /// holding it in clear. The same value gives the same hash in one tenant.
+    pub async fn blind_index(&self, tenant: &str, value: &str) -> Result<String, StoreError> {
+        let Some((_, key)) = self.key_for(tenant, INDEX_SUBJECT).await? else {
+            return Err(StoreError::Personal("the index key was erased".into()));
+        };
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
+        mac.update(value.as_bytes());
+        Ok(mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 

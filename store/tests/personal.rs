@@ -9,7 +9,7 @@ use testkit::Backend;
 
 async fn one_key_per_person_and_erasure_is_for_good(backend: Backend) {
     let Some(t) = testkit::fresh_store(backend).await else { return };
-    let keys = Arc::new(SqlKeyStore::new(t.store.clone()));
+    let keys = Arc::new(SqlKeyStore::new(&t.store));
     // Twenty writers ask for Ada's key at once: one key, the same for all.
     let asked = futures::future::join_all((0..20).map(|_| {
         let keys = Arc::clone(&keys);

@@ -82,16 +82,74 @@ pub fn events_of(aggregate_type: &str, enum_schema: &Value, defs: &mut Map<Strin
         }
     }
     let no_fields = || json!({"type": "object", "properties": {}, "additionalProperties": false});
+    defs.insert(SEALED_SCHEMA.into(), sealed_schema());
     domain::schema::variants(&schema)
         .into_iter()
-        .map(|(name, fields)| EventSchema {
-            name: format!("{aggregate_type}.{name}"),
-            data: fields.map_or_else(no_fields, |mut data| {
+        .map(|(name, fields)| {
+            let mut data = fields.map_or_else(no_fields, |mut data| {
                 strip_redacted(&mut data);
                 data
-            }),
+            });
+            if let Some(personal) = domain::personal::of(aggregate_type, &name) {
+                for field in personal.fields {
+                    // `/<event type>/a/b` in the stored payload is `/a/b` of the data.
+                    let path: Vec<&str> = field.pointer.split('/').skip(2).collect();
+                    mark_sealed(&mut data, &path, defs);
+                }
+            }
+            EventSchema { name: format!("{aggregate_type}.{name}"), data }
         })
         .collect()
+}
+
+/// The component a sealed personal field's schema refers to.
+const SEALED_SCHEMA: &str = "Sealed";
+
+/// A personal field as published: sealed with its owner's data key (AES-256-GCM, the key id
+/// bound as associated data); once the owner is erased the key is gone and it opens no more.
+fn sealed_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Personal data, sealed with a data key of the person it belongs to (AES-256-GCM; kid: the key id, also the associated data; n: the 96-bit nonce; ct: ciphertext and tag; both base64 without padding). Consumers cannot open it: the shop's own readers can until the person is erased (user.erased), after which nobody can.",
+        "required": ["$personal"],
+        "additionalProperties": false,
+        "properties": {"$personal": {
+            "type": "object",
+            "required": ["kid", "n", "ct"],
+            "additionalProperties": false,
+            "properties": {"kid": {"type": "string"}, "n": {"type": "string"}, "ct": {"type": "string"}}
+        }}
+    })
+}
+
+/// The field at `path` of `schema` may be published sealed: its schema becomes "itself or
+/// [`sealed_schema`]". A `$ref` on the way is followed into `defs` (the component changes).
+fn mark_sealed(schema: &mut Value, path: &[&str], defs: &mut Map<String, Value>) {
+    let Some((first, rest)) = path.split_first() else { return };
+    if let Some(name) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/")).map(str::to_owned)
+    {
+        let mut def = defs.remove(&name).unwrap_or(Value::Null);
+        mark_sealed(&mut def, path, defs);
+        defs.insert(name, def);
+        return;
+    }
+    let Some(property) = schema.get_mut("properties").and_then(|p| p.get_mut(*first)) else { return };
+    if rest.is_empty() {
+        if !property["anyOf"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["$ref"] == json!(format!("#/components/schemas/{SEALED_SCHEMA}"))))
+        {
+            let mut original = property.take();
+            // A description stays on the field, beside the choice.
+            let description = original.as_object_mut().and_then(|o| o.remove("description"));
+            *property = json!({"anyOf": [original, {"$ref": format!("#/components/schemas/{SEALED_SCHEMA}")}]});
+            if let Some(d) = description {
+                property["description"] = d;
+            }
+        }
+    } else {
+        mark_sealed(property, rest, defs);
+    }
 }
 
 /// `#/$defs/X` (and `#/definitions/X`) become `#/components/schemas/X`.

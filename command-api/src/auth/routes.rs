@@ -161,8 +161,13 @@ fn invalid_credentials() -> ApiError {
 
 /// The active user owning `email` in `tenant`, if any.
 async fn user_by_email(state: &AppState, tenant: &TenantId, email: &Email) -> Result<Option<(UserId, User)>, ApiError> {
-    let (claim, _) = state.emails.read(&stream_id(tenant, email)).await?;
-    let Some(user_id) = claim.owner else {
+    let (claim, _) = state.emails.read(&crate::users::email_claim_stream(state, tenant, email).await?).await?;
+    // Claims made before they were keyed by a hash of the address.
+    let owner = match claim.owner {
+        Some(owner) => Some(owner),
+        None => state.emails.read(&stream_id(tenant, email)).await?.0.owner,
+    };
+    let Some(user_id) = owner else {
         return Ok(None);
     };
     let (user, _) = state.users.read(&stream_id(tenant, user_id)).await?;

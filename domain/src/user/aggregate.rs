@@ -51,6 +51,9 @@ pub struct User {
     /// and access tokens of an earlier epoch are no longer honoured.
     #[serde(default)]
     pub session_epoch: u64,
+    /// The user's personal data was erased; nothing more is done with the user.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 impl User {
@@ -66,6 +69,8 @@ impl User {
     fn ensure_active(&self) -> Result<(), UserError> {
         if !self.is_registered() {
             Err(UserError::NotFound)
+        } else if self.erased {
+            Err(UserError::Erased)
         } else if !self.active {
             Err(UserError::Deactivated)
         } else {
@@ -159,6 +164,21 @@ impl Aggregate for User {
                 self.ensure_active()?;
                 sink.write(UserEvent::Deactivated, self).await;
             }
+            UserCommand::Erase { password } => {
+                if !self.is_registered() {
+                    return Err(UserError::NotFound);
+                }
+                if self.erased {
+                    return Err(UserError::Erased);
+                }
+                if let Some(password) = password {
+                    let hash = self.password_hash.clone().ok_or(UserError::NotFound)?;
+                    if !services.hasher.verify(&password, &hash).await {
+                        return Err(UserError::WrongPassword);
+                    }
+                }
+                sink.write(UserEvent::Erased, self).await;
+            }
             UserCommand::GrantRole { role } => {
                 self.ensure_active()?;
                 let mut roles = self.roles.clone();
@@ -222,6 +242,17 @@ impl Aggregate for User {
             }
             UserEvent::Deactivated => {
                 self.active = false;
+                self.pending_resets.clear();
+                self.session_epoch += 1;
+            }
+            UserEvent::Erased => {
+                self.erased = true;
+                self.active = false;
+                self.email = None;
+                self.name = None;
+                self.phone = None;
+                self.sms = false;
+                self.password_hash = None;
                 self.pending_resets.clear();
                 self.session_epoch += 1;
             }
@@ -505,6 +536,22 @@ mod tests {
             .given(vec![registered(), reset_requested()])
             .when(UserCommand::ConfirmPasswordReset { token_hash: TokenHash("t1".into()), new: pw("battery staple"), now: at(2) })
             .then_expect_error(UserError::ResetTokenExpired);
+    }
+
+    #[test]
+    fn a_user_is_erased_once_with_the_right_password_or_by_an_admin() {
+        let erase = |password: Option<&str>| UserCommand::Erase { password: password.map(|p| p.parse().expect("password")) };
+        framework().given(vec![registered()]).when(erase(Some("wrong-password"))).then_expect_error(UserError::WrongPassword);
+        framework().given(vec![registered(), UserEvent::Deactivated]).when(erase(None)).then_expect_events(vec![UserEvent::Erased]);
+        framework().given(vec![registered(), UserEvent::Erased]).when(erase(None)).then_expect_error(UserError::Erased);
+        framework()
+            .given(vec![registered(), UserEvent::Erased])
+            .when(UserCommand::ChangeProfile { name: Some("Ada".parse().expect("name")), phone: None })
+            .then_expect_error(UserError::Erased);
+        let mut user = User::default();
+        user.apply(registered());
+        user.apply(UserEvent::Erased);
+        assert!(user.erased && !user.active && user.email.is_none() && user.name.is_none() && user.password_hash.is_none());
     }
 
     #[test]

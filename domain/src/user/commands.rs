@@ -47,6 +47,12 @@ pub enum UserCommand {
         now: DateTime<Utc>,
     },
     Deactivate,
+    /// Erase the user's personal data (the right to erasure): with the current password when
+    /// the user asks, without when an admin does. Once erased, nothing more can be done with
+    /// the user; an erased user cannot be erased again.
+    Erase {
+        password: Option<Password>,
+    },
     GrantRole {
         role: Role,
     },

@@ -6,6 +6,8 @@ pub enum UserError {
     NotFound,
     #[error("user is deactivated")]
     Deactivated,
+    #[error("user was erased")]
+    Erased,
     #[error("current password is wrong")]
     WrongPassword,
     #[error("password reset token is invalid or already used")]

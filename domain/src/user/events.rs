@@ -76,6 +76,9 @@ pub enum UserEvent {
         password_hash: PasswordHash,
     },
     Deactivated,
+    /// The user's personal data was erased: their data key is deleted, so every field sealed
+    /// with it reads as erased; read models blank what they kept of the user.
+    Erased,
     RoleGranted {
         role: Role,
     },
@@ -96,6 +99,7 @@ impl DomainEvent for UserEvent {
             UserEvent::PasswordResetRequested { .. } => "password_reset_requested",
             UserEvent::PasswordResetCompleted { .. } => "password_reset_completed",
             UserEvent::Deactivated => "deactivated",
+            UserEvent::Erased => "erased",
             UserEvent::RoleGranted { .. } => "role_granted",
             UserEvent::RoleRevoked { .. } => "role_revoked",
         }
