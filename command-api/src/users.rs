@@ -31,7 +31,7 @@ pub fn router() -> ApiRouter<AppState> {
                     "users",
                     "Change the caller's name or phone number (E.164; null removes it). A new number clears the SMS opt-in.",
                 )
-                .problems(&[InvalidValue, NotFound, UserDeactivated, VersionConflict])
+                .problems(&[InvalidValue, NotFound, UserDeactivated, UserErased, VersionConflict])
             }),
         )
         .api_route(
@@ -62,6 +62,7 @@ pub fn router() -> ApiRouter<AppState> {
                     NoPhone,
                     NotFound,
                     UserDeactivated,
+                    UserErased,
                     VersionConflict,
                 ])
             }),
@@ -74,7 +75,7 @@ pub fn router() -> ApiRouter<AppState> {
                     "users",
                     "Replace the roles of another user of the tenant; the last active admin keeps the role.",
                 )
-                .problems(&[NoRoles, UserDeactivated, VersionConflict, LastAdmin, Forbidden])
+                .problems(&[NoRoles, UserDeactivated, UserErased, VersionConflict, LastAdmin, Forbidden])
             }),
         )
         .api_route(
@@ -82,6 +83,7 @@ pub fn router() -> ApiRouter<AppState> {
             post_with(deactivate, |op| {
                 op.describe("deactivate_user", "users", "Deactivate a user of the tenant; the last active admin stays active.").problems(&[
                     UserDeactivated,
+                    UserErased,
                     VersionConflict,
                     LastAdmin,
                 ])

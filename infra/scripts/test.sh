@@ -98,13 +98,17 @@ ensure_kafka() {
 
 # Python tools from PyPI in virtualenvs of the cache: kubernetes-validate (the manifests
 # against the Kubernetes schemas), PyYAML (the compose file and the alert rules), schemathesis
-# (the HTTP API against its OpenAPI document) and python-hcl2 (the Terraform files); checkov in
+# (the HTTP API against its OpenAPI document), python-hcl2 (the Terraform files), and
+# confluent-kafka with jsonschema (the example consumer in examples/daily-sales); checkov in
 # one of its own (its fork of the HCL parser installs into the same `hcl2` package).
 ensure_python_tools() {
     local cache="${SHOP_CACHE_DIR:-$HOME/.cache/shop}"
     VENV="$cache/venv"
     CHECKOV_VENV="$cache/venv-checkov"
-    python_venv "$VENV" kubernetes-validate==1.37.0 pyyaml==6.0.4 schemathesis==4.32.5 python-hcl2==8.1.4
+    python_venv "$VENV" kubernetes-validate==1.37.0 pyyaml==6.0.4 schemathesis==4.32.5 python-hcl2==8.1.4 \
+        confluent-kafka==2.16.1 jsonschema==4.26.0
+    # The example consumers' Python (examples/daily-sales).
+    export SHOP_EXAMPLES_PYTHON="$VENV/bin/python"
     python_venv "$CHECKOV_VENV" checkov==3.3.30
 }
 

@@ -518,3 +518,39 @@ both_backends!(one_endpoints_backlog_does_not_delay_another_tenant, |t: TestStor
     assert!(started.elapsed() < Duration::from_secs(5), "it waited {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(dir);
 });
+
+// Webhooks carry personal fields as the topics do: sealed with the person's key, never in clear
+// (the notifier's own mail, read from the same event, has them opened).
+both_backends!(webhooks_carry_personal_fields_sealed, |t: TestStore| async move {
+    let (db, notifier, dir) = setup(&t).await;
+    let (base, shared) = receiver().await;
+    let registered = webhooks::register(&db, "acme", &format!("{base}/users"), vec!["user.*".into()], local_rules())
+        .await
+        .expect("db")
+        .expect("valid endpoint");
+    shared.lock().expect("receiver").secrets.insert("users".into(), registered.secret.clone().expect("secret at registration"));
+    let users =
+        Repository::<domain::user::User>::new(t.store.clone(), domain::user::UserServices { hasher: Arc::new(testkit::PlainHasher) });
+    let ada = domain::UserId::new();
+    let register = domain::user::UserCommand::Register {
+        tenant: tenant(),
+        user_id: ada,
+        email: "ada.sealed@example.com".parse().expect("email"),
+        name: "Ada Lovelace".parse().expect("name"),
+        password: "correct horse battery".parse().expect("password"),
+        roles: [domain::user::Role::Customer].into(),
+    };
+    users.execute(&stream_id(&tenant(), ada), register, None, &Metadata::default()).await.expect("registered");
+    pass_log(&t, &db, &notifier).await;
+    let bodies: Vec<String> =
+        sqlx::query_scalar("SELECT body FROM notifier_deliveries WHERE channel = 'webhook'").fetch_all(&db.pool).await.expect("bodies");
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let envelope: serde_json::Value = serde_json::from_str(&bodies[0]).expect("json");
+    assert_eq!(envelope["type"], "user.registered");
+    assert!(envelope["data"]["email"]["$personal"]["kid"].is_string(), "sealed: {envelope}");
+    assert!(!bodies[0].contains("ada.sealed@example.com") && !bodies[0].contains("Lovelace"), "{}", bodies[0]);
+    let welcome: Vec<String> =
+        std::fs::read_dir(&dir).expect("outbox").flatten().filter_map(|f| std::fs::read_to_string(f.path()).ok()).collect();
+    assert!(welcome.iter().any(|m| m.contains("ada.sealed@example.com")), "the welcome mail went to the address opened");
+    let _ = std::fs::remove_dir_all(&dir);
+});

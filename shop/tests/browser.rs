@@ -4,22 +4,12 @@
 //! at 375 and 1280 px under `target/screenshots/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use testkit::free_port;
-
-/// A process killed when the test ends, passed or not.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the browser tests need, from the test command (`SHOP_CHROMIUM`, `SHOP_CHROMEDRIVER`,
 /// `SHOP_AXE_JS`); outside CI a missing one skips the test, in CI it fails it.
@@ -47,7 +37,7 @@ fn tools() -> Option<Tools> {
 }
 
 /// `shop serve` on its embedded default, with the admin `root@example.com`.
-async fn shop(dir: &Path) -> (Process, String) {
+async fn shop(dir: &Path) -> (testkit::Running, String) {
     let port = free_port();
     testkit::create_admin(dir, "root@example.com", "root password");
     let base = format!("http://127.0.0.1:{port}");
@@ -58,13 +48,13 @@ async fn shop(dir: &Path) -> (Process, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("shop starts");
-    let process = Process(child);
+    let process = testkit::Running(child);
     testkit::until_ready(&base).await;
     (process, base)
 }
 
 /// chromedriver on a free port.
-async fn chromedriver(tools: &Tools) -> (Process, String) {
+async fn chromedriver(tools: &Tools) -> (testkit::Running, String) {
     let port = free_port();
     let child = Command::new(&tools.chromedriver)
         .arg(format!("--port={port}"))
@@ -72,7 +62,7 @@ async fn chromedriver(tools: &Tools) -> (Process, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver starts");
-    let process = Process(child);
+    let process = testkit::Running(child);
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {

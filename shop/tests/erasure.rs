@@ -176,8 +176,9 @@ async fn an_erased_customer_is_nowhere_in_clear_and_a_replay_agrees() {
     shop(&mut serve);
     // The projections, the saga and the notifier read Kafka: the sealed fields are opened
     // on that path too.
-    let mut child =
+    let child =
         serve.env("SHOP_EVENT_SOURCE", "kafka").arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shop starts");
+    let _serving = testkit::Running(child);
     let api = testkit::Remote::new(format!("http://127.0.0.1:{port}"));
     testkit::until_ready(&api.base).await;
 
@@ -318,7 +319,5 @@ async fn an_erased_customer_is_nowhere_in_clear_and_a_replay_agrees() {
     let after_replay = pg_dump(&url);
     assert!(found_in(&after_replay).is_empty(), "after the replay: {:?}", found_in(&after_replay));
 
-    let _ = child.kill();
-    let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 #![cfg(feature = "kafka")]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -15,15 +15,6 @@ use serde_json::{json, Value};
 use testkit::{in_ci, scratch_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shop");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -53,8 +44,8 @@ async fn wait_port(port: u16) {
     panic!("nothing listens on {port}");
 }
 
-fn start_broker(tansu: &PathBuf, port: u16, dir: &std::path::Path) -> Killed {
-    Killed(
+fn start_broker(tansu: &PathBuf, port: u16, dir: &std::path::Path) -> testkit::Running {
+    testkit::Running(
         Command::new(tansu)
             .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
             .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{port}"), "--storage-engine", "sqlite://tansu.db"])
@@ -67,8 +58,8 @@ fn start_broker(tansu: &PathBuf, port: u16, dir: &std::path::Path) -> Killed {
 }
 
 /// `shop serve` in embedded mode on `http`, with the brokers on `kafka`.
-fn serve(dir: &std::path::Path, http: u16, kafka: u16, env: &[(&str, &str)]) -> Killed {
-    Killed(
+fn serve(dir: &std::path::Path, http: u16, kafka: u16, env: &[(&str, &str)]) -> testkit::Running {
+    testkit::Running(
         Command::new(BIN)
             .arg("serve")
             .env("SHOP_DATA_DIR", dir)
@@ -168,8 +159,8 @@ async fn commands_succeed_while_kafka_is_down_and_the_relay_catches_up() {
 struct KafkaFed {
     dir: PathBuf,
     http: u16,
-    _broker: Killed,
-    _shop: Killed,
+    _broker: testkit::Running,
+    _shop: testkit::Running,
 }
 
 async fn kafka_fed_shop() -> Option<KafkaFed> {

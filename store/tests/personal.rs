@@ -47,3 +47,87 @@ async fn sqlite_keeps_one_key_per_person_and_erasure_for_good() {
 async fn postgres_keeps_one_key_per_person_and_erasure_for_good() {
     one_key_per_person_and_erasure_is_for_good(Backend::Postgres).await;
 }
+
+/// The text of every stored payload, as the database holds it.
+async fn stored_payloads(store: &store::EventStore) -> String {
+    let sql = "SELECT CAST(payload AS TEXT) FROM events ORDER BY global_position";
+    let rows: Vec<String> = match store.db() {
+        store::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("payloads"),
+        store::Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_all(read).await.expect("payloads"),
+    };
+    rows.join("\n")
+}
+
+fn one(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    expected_version: u64,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> store::StreamAppend {
+    store::StreamAppend {
+        aggregate_type: aggregate_type.into(),
+        aggregate_id: aggregate_id.into(),
+        expected_version,
+        events: vec![store::NewEvent { event_type: event_type.into(), event_version: "1".into(), payload, metadata: json!({}) }],
+    }
+}
+
+async fn sealed_as_appended_opened_as_read_erased_for_good(backend: Backend) {
+    let Some(t) = testkit::fresh_store(backend).await else { return };
+    let ada = uuid::Uuid::now_v7().to_string();
+    let user = format!("acme:{ada}");
+    let address = json!({"name": "Ada Lovelace", "line1": "Zwetschgenweg 42", "line2": null, "city": "Quedlinburg", "region": null, "postal_code": "06484", "country": "DE"});
+    let registered = json!({"registered": {"tenant": "acme", "user_id": ada, "email": "ada@example.com", "name": "Ada Lovelace", "password_hash": "$argon2id$x", "roles": ["customer"]}});
+    let placed = |order: &str| json!({"placed": {"tenant": "acme", "order_id": order, "customer": ada, "shipping_address": address}});
+    let first_order = uuid::Uuid::now_v7().to_string();
+    t.store
+        .append(&[
+            one("user", &user, 0, "registered", registered),
+            one("order", &format!("acme:{first_order}"), 0, "placed", placed(&first_order)),
+        ])
+        .await
+        .expect("appended");
+    let stored = stored_payloads(&t.store).await;
+    for clear in ["ada@example.com", "Lovelace", "Zwetschgenweg", "Quedlinburg", "06484"] {
+        assert!(!stored.contains(clear), "{clear} is stored sealed: {stored}");
+    }
+    assert!(stored.contains("\"DE\""), "the country stays in clear");
+
+    let read = t.store.read_log(store::LogCursor::default(), 100).await.expect("log");
+    assert_eq!(read[0].payload["registered"]["email"], "ada@example.com", "readers see it opened");
+    assert_eq!(read[1].payload["placed"]["shipping_address"], address);
+    let loaded = t.store.load_stream("user", &user, 0).await.expect("stream");
+    assert_eq!(loaded[0].payload["registered"]["name"], "Ada Lovelace");
+    let published = t.store.as_published().read_log(store::LogCursor::default(), 100).await.expect("log");
+    let kid = sealed_key_id(&published[0].payload["registered"]["email"]).expect("published sealed").to_owned();
+    assert_eq!(sealed_key_id(&published[1].payload["placed"]["shipping_address"]["line1"]), Some(kid.as_str()), "one key per person");
+    assert!(published[1].payload["placed"]["shipping_address"]["line2"].is_null(), "nothing to seal in a null");
+
+    // Erased: the key goes as the event commits; every reader sees the fields erased.
+    t.store.append(&[one("user", &user, 1, "erased", json!("erased"))]).await.expect("erased");
+    assert_eq!(SqlKeyStore::new(&t.store).key(&kid).await.expect("read"), KeyState::Erased);
+    let read = t.store.read_log(store::LogCursor::default(), 100).await.expect("log");
+    assert_eq!(read[0].payload["registered"]["email"], domain::personal::ERASED_EMAIL);
+    assert_eq!(read[0].payload["registered"]["name"], domain::personal::ERASED_TEXT);
+    let erased_address = &read[1].payload["placed"]["shipping_address"];
+    assert_eq!((erased_address["line1"].as_str(), erased_address["country"].as_str()), (Some("[erased]"), Some("DE")));
+    let loaded = t.store.load_stream("user", &user, 0).await.expect("stream");
+    assert_eq!(loaded[0].payload["registered"]["email"], domain::personal::ERASED_EMAIL, "aggregates load it erased");
+
+    // Nothing new is sealed for an erased person: it is stored erased.
+    let second_order = uuid::Uuid::now_v7().to_string();
+    t.store.append(&[one("order", &format!("acme:{second_order}"), 0, "placed", placed(&second_order))]).await.expect("appended");
+    let stored = stored_payloads(&t.store).await;
+    assert!(!stored.contains("Zwetschgenweg") && stored.contains("[erased]"), "{stored}");
+}
+
+#[tokio::test]
+async fn sqlite_seals_as_appended_opens_as_read_and_erases_for_good() {
+    sealed_as_appended_opened_as_read_erased_for_good(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_seals_as_appended_opens_as_read_and_erases_for_good() {
+    sealed_as_appended_opened_as_read_erased_for_good(Backend::Postgres).await;
+}

@@ -235,6 +235,17 @@ pub fn shop_bin() -> std::path::PathBuf {
     exe.parent().and_then(|deps| deps.parent()).map(|profile| profile.join("shop")).expect("target/<profile>/shop")
 }
 
+/// A child process (a `shop`, a consumer, a driver) killed when dropped: when the test ends,
+/// passed or failed.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The real `shop` binary in embedded mode on `dir` and `port`, with none of the caller's
 /// settings (`SHOP_*`, `OTEL_*`, server URLs) inherited.
 pub fn binary(dir: &std::path::Path, port: u16) -> std::process::Command {

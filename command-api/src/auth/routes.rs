@@ -63,7 +63,7 @@ pub fn tokens() -> ApiRouter<AppState> {
                     "users",
                     "Change the caller's password, given the current one: every session of the account ends, and the answer is a fresh token pair.",
                 )
-                .problems(&[NotFound, UserDeactivated, WrongPassword, VersionConflict, Unavailable])
+                .problems(&[NotFound, UserDeactivated, UserErased, WrongPassword, VersionConflict, Unavailable])
             }),
         )
         .api_route(
@@ -78,7 +78,7 @@ pub fn tokens() -> ApiRouter<AppState> {
                 op.describe("confirm_password_reset", "auth", "Set a new password with a password-reset token.").problems(&[
                     InvalidResetToken,
                     VersionConflict,
-                    UserDeactivated,
+                    UserDeactivated, UserErased,
                 ])
             }),
         )
@@ -404,7 +404,7 @@ async fn confirm_password_reset(
     let done =
         state.users.execute(&stream_id(&tenant, token.id), confirm, if_match, &meta.metadata(&tenant, Some(token.id))).await.map_err(
             |e| match e {
-                store::ExecError::Domain(UserError::NotFound | UserError::Deactivated) => invalid(),
+                store::ExecError::Domain(UserError::NotFound | UserError::Deactivated | UserError::Erased) => invalid(),
                 other => other.into(),
             },
         )?;
