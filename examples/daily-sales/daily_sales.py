@@ -117,12 +117,17 @@ def csv_text(state):
 
 
 def caught_up(consumer, assignment):
-    """Whether this member holds partitions and has read each to its end."""
+    """Whether this member holds partitions and has read each to its end. A partition this
+    member has consumed nothing from yet stands where the group committed (its position is
+    unknown until a message comes)."""
     if not assignment:
         return False
-    for position in consumer.position(assignment):
-        _, high = consumer.get_watermark_offsets(position, timeout=5)
-        if high > 0 and position.offset < high:
+    positions = consumer.position(assignment)
+    committed = {(c.topic, c.partition): c.offset for c in consumer.committed(assignment, timeout=5)}
+    for p in positions:
+        at = p.offset if p.offset >= 0 else committed.get((p.topic, p.partition), -1)
+        low, high = consumer.get_watermark_offsets(p, timeout=5)
+        if high > max(at, low):
             return False
     return True
 

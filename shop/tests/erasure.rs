@@ -191,9 +191,17 @@ async fn an_erased_customer_is_nowhere_in_clear_and_a_replay_agrees() {
     assert!(api.post("/api/v1/stock/ERASE-1/receipts", Some(&admin), json!({"quantity": 5})).await.0.is_success());
 
     // Register, change the profile, order.
-    let (status, registered) =
-        api.post("/api/v1/auth/register", None, json!({"email": EMAIL, "password": PASSWORD, "name": "Erin Quill"})).await;
-    assert_eq!(status, StatusCode::CREATED, "{registered:?}");
+    // With an Idempotency-Key: its stored answer names the user, and goes with the erasure.
+    let registered = api
+        .http
+        .post(format!("{}/api/v1/auth/register", api.base))
+        .header("Idempotency-Key", "erasure-register-key-51")
+        .json(&json!({"email": EMAIL, "password": PASSWORD, "name": "Erin Quill"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let registered: Value = registered.json().await.expect("json");
     let user_id = registered["id"].as_str().expect("id").to_owned();
     let erin = api.login(EMAIL, PASSWORD).await["access_token"].as_str().expect("token").to_owned();
     let (status, changed) = api
@@ -225,6 +233,13 @@ async fn an_erased_customer_is_nowhere_in_clear_and_a_replay_agrees() {
     // never does (sealed), and the log holds it sealed only.
     let before = pg_dump(&url);
     assert_eq!(found_in(&before), SECRETS.to_vec(), "the read models hold the customer's data before the erasure");
+    // The stored answers' table in a dump (the key is also in the event's metadata).
+    let answer_kept = |dump: &[u8]| {
+        let text = String::from_utf8_lossy(dump);
+        let table = text.split("COPY public.idempotency_keys ").nth(1).expect("the stored answers are dumped");
+        table[..table.find("\\.").expect("end of the table's data")].contains("erasure-register-key-51")
+    };
+    assert!(answer_kept(&before), "the registration's answer is stored");
     let messages = kafka_messages(&broker.address());
     let on_kafka: Vec<&str> = messages.iter().flat_map(|m| found_in(m)).collect();
     assert!(on_kafka.is_empty(), "personal data on Kafka in clear: {on_kafka:?}");
@@ -289,6 +304,7 @@ async fn an_erased_customer_is_nowhere_in_clear_and_a_replay_agrees() {
     }
     let after = pg_dump(&url);
     assert!(found_in(&after).is_empty(), "in the database dump after the erasure: {:?}", found_in(&after));
+    assert!(!answer_kept(&after), "stored answers that name the user are dropped");
     assert!(found_in(&redis_contents(&redis_url).await).is_empty(), "in Redis");
     let mut index = Vec::new();
     files_under(&dir, &|p| !p.components().any(|c| c.as_os_str() == "outbox"), &mut index);

@@ -402,13 +402,18 @@ impl EventStore {
     /// answer is [`StoreError::Conflict`]. Returns the global position of each event, stream by
     /// stream, in the order given.
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<Vec<i64>>, StoreError> {
-        let personal = |a: &StreamAppend| a.events.iter().any(|e| domain::personal::of(&a.aggregate_type, &e.event_type).is_some());
+        let personal = |a: &StreamAppend| {
+            a.events
+                .iter()
+                .any(|e| domain::personal::of(&a.aggregate_type, &e.event_type).is_some() || e.metadata.get("client_addr").is_some())
+        };
         let sealed;
         let appends = if appends.iter().any(personal) {
             let mut copy = appends.to_vec();
             for a in copy.iter_mut() {
                 for e in a.events.iter_mut() {
                     self.personal.seal(&a.aggregate_type, &a.aggregate_id, &e.event_type, &mut e.payload).await?;
+                    self.personal.seal_metadata(&a.aggregate_id, &mut e.metadata).await?;
                 }
             }
             sealed = copy;

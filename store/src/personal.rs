@@ -321,6 +321,28 @@ impl Personal {
         Ok(())
     }
 
+    /// Seals the client address a write's metadata records (personal data too) with the key
+    /// of the user who caused it; without one (an anonymous request) or for an erased user it
+    /// is not kept. Nothing reads it back but an audit with the key.
+    pub async fn seal_metadata(&self, aggregate_id: &str, metadata: &mut Value) -> Result<(), StoreError> {
+        let Some(fields) = metadata.as_object_mut() else { return Ok(()) };
+        let Some(addr) = fields.get("client_addr").filter(|a| a.is_string()).cloned() else { return Ok(()) };
+        let tenant = domain::StreamId::parse(aggregate_id).map(|id| id.tenant.to_owned()).unwrap_or_default();
+        let key = match fields.get("user_id").and_then(Value::as_str) {
+            Some(user) => self.key_for(&tenant, user).await?,
+            None => None,
+        };
+        match key {
+            Some((key_id, key)) => {
+                fields.insert("client_addr".into(), seal(&key_id, &key, &addr));
+            }
+            None => {
+                fields.remove("client_addr");
+            }
+        }
+        Ok(())
+    }
+
     /// Opens every sealed field of these events (type, stream id, event type, payload) in
     /// place; a field whose key is erased (or unknown, or that does not open) reads as its
     /// erased value. A `user.erased` among them deletes the user's key (again: the writer did as

@@ -48,9 +48,9 @@ async fn postgres_keeps_one_key_per_person_and_erasure_for_good() {
     one_key_per_person_and_erasure_is_for_good(Backend::Postgres).await;
 }
 
-/// The text of every stored payload, as the database holds it.
+/// The text of every stored payload and metadata, as the database holds them.
 async fn stored_payloads(store: &store::EventStore) -> String {
-    let sql = "SELECT CAST(payload AS TEXT) FROM events ORDER BY global_position";
+    let sql = "SELECT CAST(payload AS TEXT) || CAST(metadata AS TEXT) FROM events ORDER BY global_position";
     let rows: Vec<String> = match store.db() {
         store::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.expect("payloads"),
         store::Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_all(read).await.expect("payloads"),
@@ -81,15 +81,17 @@ async fn sealed_as_appended_opened_as_read_erased_for_good(backend: Backend) {
     let registered = json!({"registered": {"tenant": "acme", "user_id": ada, "email": "ada@example.com", "name": "Ada Lovelace", "password_hash": "$argon2id$x", "roles": ["customer"]}});
     let placed = |order: &str| json!({"placed": {"tenant": "acme", "order_id": order, "customer": ada, "shipping_address": address}});
     let first_order = uuid::Uuid::now_v7().to_string();
-    t.store
-        .append(&[
-            one("user", &user, 0, "registered", registered),
-            one("order", &format!("acme:{first_order}"), 0, "placed", placed(&first_order)),
-        ])
-        .await
-        .expect("appended");
+    let mut order = one("order", &format!("acme:{first_order}"), 0, "placed", placed(&first_order));
+    // The client address of a write is personal data too: sealed with the causing user's key.
+    order.events[0].metadata = json!({"tenant": "acme", "user_id": ada, "client_addr": "203.0.113.7"});
+    let mut anonymous = one("user", &user, 0, "registered", registered);
+    anonymous.events[0].metadata = json!({"tenant": "acme", "client_addr": "198.51.100.9"});
+    t.store.append(&[anonymous, order]).await.expect("appended");
+    let metadata = t.store.as_published().read_log(store::LogCursor::default(), 100).await.expect("log");
+    assert!(metadata[0].metadata.get("client_addr").is_none(), "an anonymous request's address is not kept");
+    assert!(sealed_key_id(&metadata[1].metadata["client_addr"]).is_some(), "{}", metadata[1].metadata);
     let stored = stored_payloads(&t.store).await;
-    for clear in ["ada@example.com", "Lovelace", "Zwetschgenweg", "Quedlinburg", "06484"] {
+    for clear in ["ada@example.com", "Lovelace", "Zwetschgenweg", "Quedlinburg", "06484", "203.0.113.7", "198.51.100.9"] {
         assert!(!stored.contains(clear), "{clear} is stored sealed: {stored}");
     }
     assert!(stored.contains("\"DE\""), "the country stays in clear");
