@@ -547,12 +547,17 @@ impl Notifier {
     /// phone number, their push subscriptions.
     async fn scrub(&self, tenant: &str, user: &str) -> Result<(), NotifyError> {
         let erased = domain::personal::ERASED_TEXT;
-        sqlx::query("UPDATE notifier_deliveries SET recipient = $1, subject = $1, body = $1 WHERE tenant = $2 AND user_id = $3")
-            .bind(erased)
-            .bind(tenant)
-            .bind(user)
-            .execute(&self.db.pool)
-            .await?;
+        // Blanked, and never sent again: a failed delivery is dead, its error (which may echo
+        // the address) gone.
+        sqlx::query(
+            "UPDATE notifier_deliveries SET recipient = $1, subject = $1, body = $1, last_error = NULL, next_attempt_ms = NULL, \
+             status = CASE WHEN status = 'sent' THEN status ELSE 'dead' END WHERE tenant = $2 AND user_id = $3",
+        )
+        .bind(erased)
+        .bind(tenant)
+        .bind(user)
+        .execute(&self.db.pool)
+        .await?;
         sqlx::query("UPDATE notifier_preferences SET phone = NULL, sms = 0 WHERE tenant = $1 AND user_id = $2")
             .bind(tenant)
             .bind(user)

@@ -232,6 +232,8 @@ struct Cache {
     by_id: HashMap<String, (KeyState, Instant)>,
     /// For sealing: (tenant, subject) → its key, `None` once erased.
     by_subject: HashMap<(String, String), Option<(String, DataKey)>>,
+    /// Moves on with every erasure: a key read before one is not cached after it.
+    generation: u64,
 }
 
 /// Seals and opens the personal fields of events ([`domain::personal`]) with their owners'
@@ -284,15 +286,21 @@ impl Personal {
     /// The sealing key of `subject`; `None` once erased.
     async fn key_for(&self, tenant: &str, subject: &str) -> Result<Option<(String, DataKey)>, StoreError> {
         let at = (tenant.to_owned(), subject.to_owned());
-        if let Some(known) = self.cache().by_subject.get(&at) {
-            return Ok(known.clone());
-        }
+        let generation = {
+            let cache = self.cache();
+            if let Some(known) = cache.by_subject.get(&at) {
+                return Ok(known.clone());
+            }
+            cache.generation
+        };
         let key = self.keys.key_for(tenant, subject).await?;
         let mut cache = self.cache();
         if cache.by_subject.len() >= CACHE_MAX {
             cache.by_subject.clear();
         }
-        cache.by_subject.insert(at, key.clone());
+        if cache.generation == generation {
+            cache.by_subject.insert(at, key.clone());
+        }
         Ok(key)
     }
 
@@ -344,16 +352,20 @@ impl Personal {
     }
 
     /// Opens every sealed field of these events (type, stream id, event type, payload) in
-    /// place; a field whose key is erased (or unknown, or that does not open) reads as its
-    /// erased value. A `user.erased` among them deletes the user's key (again: the writer did as
-    /// it committed, unless it stopped in between) and clears the cache, so nothing read after
-    /// it opens with a key cached before.
+    /// place; a field whose key is erased reads as its erased value. A key the key store does
+    /// not know, or a field that does not open with its key, is an error (the reader stops and
+    /// retries, loudly) rather than data quietly read as erased. A `user.erased` among them
+    /// deletes the user's key (again: the writer did as it committed, unless it stopped in
+    /// between) and clears the cache, so nothing read after it opens with a key cached before.
     pub async fn open(&self, events: &mut [(&str, &str, &str, &mut Value)]) -> Result<(), StoreError> {
         let mut wanted: Vec<(usize, String, String)> = Vec::new();
         for (i, (aggregate_type, aggregate_id, event_type, payload)) in events.iter().enumerate() {
             if *aggregate_type == "user" && *event_type == "erased" {
                 if let Ok(id) = domain::StreamId::parse(aggregate_id) {
-                    self.erase(id.tenant, id.key).await?;
+                    let known = self.cache().by_subject.get(&(id.tenant.to_owned(), id.key.to_owned())).is_some_and(Option::is_none);
+                    if !known {
+                        self.erase(id.tenant, id.key).await?;
+                    }
                 }
             }
             if domain::personal::of(aggregate_type, event_type).is_none() {
@@ -381,25 +393,14 @@ impl Personal {
                 Some(KeyState::Live(key)) => match payload.pointer(&pointer).map(|v| open(v, key)) {
                     Some(Ok(value)) => value,
                     Some(Err(reason)) => {
-                        tracing::warn!(
-                            aggregate_type = *aggregate_type,
-                            event_type = *event_type,
-                            pointer,
-                            reason,
-                            "personal field does not open; read as erased"
-                        );
-                        erased()
+                        return Err(StoreError::Personal(format!("{aggregate_type}.{event_type} {pointer}: {reason}")));
                     }
                     None => continue,
                 },
                 Some(KeyState::Unknown) | None => {
-                    tracing::warn!(
-                        aggregate_type = *aggregate_type,
-                        event_type = *event_type,
-                        key_id = kid,
-                        "personal field sealed with an unknown key; read as erased"
-                    );
-                    erased()
+                    return Err(StoreError::Personal(format!(
+                        "{aggregate_type}.{event_type} {pointer}: sealed with key {kid}, which the key store does not know"
+                    )));
                 }
                 Some(KeyState::Erased) => erased(),
             };
@@ -415,8 +416,10 @@ impl Personal {
         let mut known = HashMap::new();
         let mut missing = Vec::new();
         let mut asked = std::collections::HashSet::new();
+        let generation;
         {
             let cache = self.cache();
+            generation = cache.generation;
             for id in ids {
                 if !asked.insert(id) {
                     continue;
@@ -440,7 +443,8 @@ impl Personal {
             }
             let now = Instant::now();
             for (id, state) in read {
-                if !matches!(state, KeyState::Unknown) {
+                // Erased meanwhile: the read may be from before the erasure.
+                if !matches!(state, KeyState::Unknown) && cache.generation == generation {
                     cache.by_id.insert(id.clone(), (state.clone(), now));
                 }
                 known.insert(id, state);
@@ -453,18 +457,25 @@ impl Personal {
     /// process at once, elsewhere within [`LIVE_FOR`]). `false` when it was erased already.
     pub async fn erase(&self, tenant: &str, subject: &str) -> Result<bool, StoreError> {
         let erased = self.keys.erase(tenant, subject).await?;
-        *self.cache() = Cache::default();
+        let mut cache = self.cache();
+        let generation = cache.generation + 1;
+        *cache = Cache { generation, ..Cache::default() };
+        cache.by_subject.insert((tenant.to_owned(), subject.to_owned()), None);
         Ok(erased)
     }
 
-    /// A keyed hash (HMAC-SHA-256, hex) of `value` under the tenant's index key: what stands
-    /// for a personal value where a key must find it (an e-mail claim's stream id) without
-    /// holding it in clear. The same value gives the same hash in one tenant.
+    /// A keyed hash (HMAC-SHA-256, hex) of `value` in `tenant` under the index key: what
+    /// stands for a personal value where a key must find it (an e-mail claim's stream id)
+    /// without holding it in clear. The same value gives the same hash in one tenant, another
+    /// in another. One index key for all tenants (made once), so asking about a tenant that
+    /// does not exist writes nothing.
     pub async fn blind_index(&self, tenant: &str, value: &str) -> Result<String, StoreError> {
-        let Some((_, key)) = self.key_for(tenant, INDEX_SUBJECT).await? else {
+        let Some((_, key)) = self.key_for("", INDEX_SUBJECT).await? else {
             return Err(StoreError::Personal("the index key was erased".into()));
         };
         let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
+        mac.update(tenant.as_bytes());
+        mac.update(b"\0");
         mac.update(value.as_bytes());
         Ok(mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect())
     }

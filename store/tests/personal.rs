@@ -122,6 +122,14 @@ async fn sealed_as_appended_opened_as_read_erased_for_good(backend: Backend) {
     t.store.append(&[one("order", &format!("acme:{second_order}"), 0, "placed", placed(&second_order))]).await.expect("appended");
     let stored = stored_payloads(&t.store).await;
     assert!(!stored.contains("Zwetschgenweg") && stored.contains("[erased]"), "{stored}");
+
+    // A field sealed with a key nobody knows is not quietly read as erased: the read fails.
+    let grace = uuid::Uuid::now_v7().to_string();
+    let stray = seal("no-such-key", &store::personal::DataKey::generate(), &json!("grace@example.com"));
+    let registered = json!({"registered": {"tenant": "acme", "user_id": grace, "email": stray, "name": "Grace", "password_hash": "$argon2id$x", "roles": ["customer"]}});
+    t.store.append(&[one("user", &format!("acme:{grace}"), 0, "registered", registered)]).await.expect("appended");
+    let failed = t.store.read_log(store::LogCursor::default(), 100).await;
+    assert!(matches!(failed, Err(store::StoreError::Personal(_))), "{failed:?}");
 }
 
 #[tokio::test]
