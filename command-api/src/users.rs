@@ -7,7 +7,7 @@ use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::Json;
 use domain::admins::{AdminRoster, AdminRosterCommand, ROSTER};
-use domain::claim::{ClaimCommand, EmailKind};
+use domain::claim::{ClaimCommand, ClaimError, EmailClaim, EmailKind};
 use domain::user::{Password, Role, UserCommand, UserEvent};
 use domain::{stream_id, Name, Phone, TenantId, UserId};
 use serde::Deserialize;
@@ -292,6 +292,22 @@ async fn erase_user(
     run_on(&state, &admin, target, UserCommand::Erase { password: None }, None, &meta).await
 }
 
+/// The release of `user`'s e-mail claim, to commit with their erasure; `None` when they hold
+/// none (the claim under the address's hash, or one made before claims were hashed).
+async fn release_email(state: &AppState, tenant: &TenantId, user: UserId) -> Result<Option<Prepared<EmailClaim>>, ExecError<ApiError>> {
+    let (found, _) = state.users.read(&stream_id(tenant, user)).await.map_err(ExecError::Store)?;
+    let Some(email) = found.email else { return Ok(None) };
+    let hashed = email_claim_stream(state, tenant, &email).await.map_err(ExecError::Domain)?;
+    for stream in [hashed, stream_id(tenant, &email)] {
+        match state.emails.prepare(&stream, ClaimCommand::Release { owner: user }, None).await {
+            Ok(release) => return Ok(Some(release)),
+            Err(ExecError::Domain(ClaimError::NotHeld)) => continue,
+            Err(e) => return Err(e.map_domain(|_| ApiError::new(ErrorCode::EmailTaken, "the e-mail address is not this user's"))),
+        }
+    }
+    Ok(None)
+}
+
 /// The tenant's admin roster with `change` handled, to commit with the user's change. The
 /// roster goes before the user in the commit: a keyed request's effect is the last stream it
 /// appends, and the answer names the user.
@@ -321,7 +337,10 @@ async fn run_on(
     let user_stream = stream_id(&caller.tenant, target);
     // A change that gives or takes the admin role commits with the tenant's admin roster, so
     // two admins demoting each other at once cannot leave the tenant without one.
+    let erasing = matches!(command, UserCommand::Erase { .. });
     let done = retry_on_conflict("user", || async {
+        // An erased user's e-mail address is given up in the same write: it may register again.
+        let mut release = if erasing { release_email(state, &caller.tenant, target).await? } else { None };
         let mut user = state.users.prepare(&user_stream, command.clone(), if_match).await.map_err(|e| e.map_domain(ApiError::from))?;
         let change = user.events().iter().find_map(|e| match e {
             UserEvent::RoleGranted { role: Role::Admin } => Some(AdminRosterCommand::Enroll { user: target }),
@@ -333,10 +352,14 @@ async fn run_on(
         });
         let mut roster = roster_change(state, &caller.tenant, change).await?;
         let mut stages: Vec<&mut dyn Stage> = roster.iter_mut().map(|r| r as &mut dyn Stage).collect();
+        stages.extend(release.iter_mut().map(|r| r as &mut dyn Stage));
         stages.push(&mut user);
         commit(&state.store, &metadata, &mut stages).await?;
         if let Some(roster) = roster {
             roster.finish().await;
+        }
+        if let Some(release) = release {
+            release.finish().await;
         }
         Ok(user.finish().await)
     })

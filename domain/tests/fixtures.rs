@@ -192,11 +192,14 @@ fn order_events() -> Vec<OrderEvent> {
 }
 
 fn email_claim_events() -> Vec<ClaimEvent<EmailKind>> {
-    vec![ClaimEvent::Claimed { tenant: tenant(), key: parse("ada.lovelace@example.com"), owner: user() }]
+    vec![
+        ClaimEvent::Claimed { tenant: tenant(), key: parse("ada.lovelace@example.com"), owner: user() },
+        ClaimEvent::Released { owner: user() },
+    ]
 }
 
 fn sku_claim_events() -> Vec<ClaimEvent<SkuKind>> {
-    vec![ClaimEvent::Claimed { tenant: tenant(), key: tshirt(), owner: product() }]
+    vec![ClaimEvent::Claimed { tenant: tenant(), key: tshirt(), owner: product() }, ClaimEvent::Released { owner: product() }]
 }
 
 fn payment_events() -> Vec<PaymentEvent> {

@@ -335,5 +335,11 @@ async fn an_erased_customer_is_nowhere_in_clear_and_a_replay_agrees() {
     let after_replay = pg_dump(&url);
     assert!(found_in(&after_replay).is_empty(), "after the replay: {:?}", found_in(&after_replay));
 
+    // The erasure gave the address up: the person may register with it again, as someone new.
+    let (status, again) = api.post("/api/v1/auth/register", None, json!({"email": EMAIL, "password": PASSWORD, "name": "Erin"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{again:?}");
+    assert_ne!(again["id"], json!(user_id), "a new user");
+    assert!(api.login(EMAIL, PASSWORD).await["access_token"].is_string(), "who can sign in");
+
     let _ = std::fs::remove_dir_all(&dir);
 }

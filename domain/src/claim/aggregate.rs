@@ -9,7 +9,7 @@ use crate::TenantId;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Claim<K: ClaimKind> {
-    /// The owner, set by the first and only `Claimed` event.
+    /// The owner: set by `Claimed`, cleared by `Released`.
     pub owner: Option<K::Owner>,
     pub tenant: Option<TenantId>,
 }
@@ -36,6 +36,13 @@ impl<K: ClaimKind> Aggregate for Claim<K> {
                 sink.write(ClaimEvent::Claimed { tenant, key, owner }, self).await;
                 Ok(())
             }
+            ClaimCommand::Release { owner } => {
+                if self.owner != Some(owner) {
+                    return Err(ClaimError::NotHeld);
+                }
+                sink.write(ClaimEvent::Released { owner }, self).await;
+                Ok(())
+            }
         }
     }
 
@@ -45,6 +52,7 @@ impl<K: ClaimKind> Aggregate for Claim<K> {
                 self.owner = Some(owner);
                 self.tenant = Some(tenant);
             }
+            ClaimEvent::Released { .. } => self.owner = None,
         }
     }
 }
@@ -76,6 +84,23 @@ mod tests {
             .given(vec![claimed_email(UserId::new())])
             .when(ClaimCommand::Claim { tenant: TenantId::default(), key: "ada@example.com".parse().expect("valid"), owner: UserId::new() })
             .then_expect_error(ClaimError::AlreadyClaimed);
+    }
+
+    #[test]
+    fn only_its_owner_releases_a_claim_and_then_it_can_be_claimed_again() {
+        let (ada, bob) = (UserId::new(), UserId::new());
+        TestFramework::<EmailClaim>::with(())
+            .given(vec![claimed_email(ada)])
+            .when(ClaimCommand::Release { owner: bob })
+            .then_expect_error(ClaimError::NotHeld);
+        TestFramework::<EmailClaim>::with(())
+            .given(vec![claimed_email(ada)])
+            .when(ClaimCommand::Release { owner: ada })
+            .then_expect_events(vec![ClaimEvent::Released { owner: ada }]);
+        TestFramework::<EmailClaim>::with(())
+            .given(vec![claimed_email(ada), ClaimEvent::Released { owner: ada }])
+            .when(ClaimCommand::Claim { tenant: TenantId::default(), key: "ada@example.com".parse().expect("valid"), owner: bob })
+            .then_expect_events(vec![claimed_email(bob)]);
     }
 
     #[test]

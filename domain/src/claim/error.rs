@@ -2,4 +2,6 @@
 pub enum ClaimError {
     #[error("already claimed")]
     AlreadyClaimed,
+    #[error("not held by that owner")]
+    NotHeld,
 }

@@ -9,13 +9,22 @@ use crate::TenantId;
 #[serde(bound = "", rename_all = "snake_case")]
 #[schemars(rename = "{K}Event")]
 pub enum ClaimEvent<K: ClaimKind> {
-    Claimed { tenant: TenantId, key: K::Key, owner: K::Owner },
+    Claimed {
+        tenant: TenantId,
+        key: K::Key,
+        owner: K::Owner,
+    },
+    /// Given up by its owner: the key may be claimed again.
+    Released {
+        owner: K::Owner,
+    },
 }
 
 impl<K: ClaimKind> DomainEvent for ClaimEvent<K> {
     fn event_type(&self) -> String {
         match self {
             ClaimEvent::Claimed { .. } => "claimed".to_owned(),
+            ClaimEvent::Released { .. } => "released".to_owned(),
         }
     }
 
