@@ -357,7 +357,7 @@ impl KafkaGroup {
             }
             let mut backoff = Duration::from_millis(100);
             // Personal fields arrive sealed; the reader gets them opened (or erased).
-            while let Err(e) = self.open(&mut batch).await {
+            while let Err(e) = self.store.open_events(batch.iter_mut().map(|s| &mut s.event)).await {
                 tracing::warn!(reader = self.reader.name(), error = %e, "kafka source: personal data not opened yet; retrying");
                 tokio::select! {
                     _ = stop.changed() => return,
@@ -455,15 +455,6 @@ impl KafkaGroup {
         if let Err(e) = self.reader.tick_sourced(&assigned).await {
             tracing::warn!(reader = self.reader.name(), error = %e, "kafka source: timed work failed; trying again");
         }
-    }
-
-    /// Opens the personal fields of a batch with the store's keys.
-    async fn open(&self, batch: &mut [Sourced]) -> Result<(), store::StoreError> {
-        let mut fields: Vec<(&str, &str, &str, &mut _)> = batch
-            .iter_mut()
-            .map(|s| (s.event.aggregate_type.as_str(), s.event.aggregate_id.as_str(), s.event.event_type.as_str(), &mut s.event.payload))
-            .collect();
-        self.store.personal().open(&mut fields).await
     }
 
     fn push(&self, batch: &mut Vec<Sourced>, m: &impl Message) {

@@ -304,9 +304,9 @@ impl EventStore {
     }
 
     /// Opens the personal fields of events read elsewhere (from Kafka).
-    pub async fn open_events(&self, events: &mut [LogEvent]) -> Result<(), StoreError> {
+    pub async fn open_events<'a>(&self, events: impl IntoIterator<Item = &'a mut LogEvent>) -> Result<(), StoreError> {
         let mut fields: Vec<(&str, &str, &str, &mut serde_json::Value)> = events
-            .iter_mut()
+            .into_iter()
             .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str(), e.event_type.as_str(), &mut e.payload))
             .collect();
         self.personal.open(&mut fields).await
@@ -319,7 +319,7 @@ impl EventStore {
 
     async fn opened(&self, mut events: Vec<LogEvent>) -> Result<Vec<LogEvent>, StoreError> {
         if self.opens {
-            self.open_events(&mut events).await?;
+            self.open_events(events.iter_mut()).await?;
         }
         Ok(events)
     }
