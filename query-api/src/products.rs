@@ -208,7 +208,9 @@ async fn detail(
     let tenant = viewer.tenant().as_str();
     let lookup = match state.read.details().lookup(tenant, &id).await {
         Ok(Lookup::Rebuilding) => None,
-        // Documents that can be trusted: the one at (at least) the position asked for.
+        // Documents that can be trusted, and no position asked for: this answer will do.
+        Ok(found) if min.0.is_none() => Some(found),
+        // The one at (at least) the position asked for, once the documents have reached it.
         Ok(_) => {
             state.consistent(projections::detail::NAME, min).await?;
             state.read.details().lookup(tenant, &id).await.ok().filter(|l| *l != Lookup::Rebuilding)

@@ -110,6 +110,11 @@ pub struct EventStore {
     personal: std::sync::Arc<Personal>,
     /// Whether reads open personal fields (all but the published view, [`EventStore::as_published`]).
     opens: bool,
+    /// The newest stretch of the log as this process last read it, shared by every reader.
+    log_window: std::sync::Arc<tokio::sync::Mutex<crate::log_cache::Window>>,
+    /// Appends committed through this store and its clones, so that a read served from the
+    /// window still sees what this process wrote before it.
+    appends: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A stream this process just appended to.
@@ -283,7 +288,16 @@ impl EventStore {
     fn new(db: Db, batch_workers: usize) -> Self {
         let batcher = Batcher::start(db.clone(), batch_workers);
         let personal = std::sync::Arc::new(Personal::new(std::sync::Arc::new(SqlKeyStore::of(db.clone()))));
-        Self { db, batcher, appended: Default::default(), commits: tokio::sync::broadcast::channel(4096).0, personal, opens: true }
+        Self {
+            db,
+            batcher,
+            appended: Default::default(),
+            commits: tokio::sync::broadcast::channel(4096).0,
+            personal,
+            opens: true,
+            log_window: Default::default(),
+            appends: Default::default(),
+        }
     }
 
     /// This store with personal data keys kept in `keys` (a KMS, a separate database) instead
@@ -436,6 +450,7 @@ impl EventStore {
             key.mark_used();
         }
         if result.is_ok() {
+            self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.after_erasures(appends).await;
             self.appended.notify_waiters();
             if self.commits.receiver_count() > 0 {
@@ -625,7 +640,48 @@ impl EventStore {
     /// running (`pg_snapshot_xmin`) and ordering by (transaction, position) means that nothing
     /// can ever appear behind the cursor: no event is skipped. SQLite commits one writer at a
     /// time, so its positions become visible in order.
+    ///
+    /// Readers at the head of the log share one query: the first one reads the database, the
+    /// others are served the same events from this process's window of the log (`log_cache`).
+    /// A read served from the window that reaches its end goes on in the database when this
+    /// process has appended since the window was read, so a process reads its own writes as
+    /// before; other processes' commits are read by the next call at the latest.
     pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
+        use crate::log_cache::Hit;
+        use std::sync::atomic::Ordering;
+        let known = {
+            // Held while reading, so that readers arriving meanwhile are served from the window.
+            let mut window = self.log_window.lock().await;
+            match window.get(after, limit as usize) {
+                Hit::Events(mut events) => {
+                    let end = window.end();
+                    let appends = self.appends.load(Ordering::SeqCst);
+                    let short = events.len() < limit as usize && events.last().is_some_and(|e| e.cursor == end);
+                    if short && window.read_at() < appends {
+                        let more = self.query_log(end, limit - events.len() as u32).await?;
+                        window.record(end, &more, appends);
+                        events.extend(more);
+                    }
+                    Some(events)
+                }
+                Hit::Behind => None,
+                Hit::AtEnd | Hit::Ahead => {
+                    let appends = self.appends.load(Ordering::SeqCst);
+                    let events = self.query_log(after, limit).await?;
+                    window.record(after, &events, appends);
+                    Some(events)
+                }
+            }
+        };
+        let events = match known {
+            Some(events) => events,
+            None => self.query_log(after, limit).await?,
+        };
+        self.opened(events).await
+    }
+
+    /// [`Self::read_log`] from the database, personal fields as stored.
+    async fn query_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
         match &self.db {
             Db::Postgres(pool) => {
                 let rows = sqlx::query(concat!(
@@ -642,7 +698,7 @@ impl EventStore {
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?;
-                self.opened(rows.iter().map(pg_log_event).collect::<Result<_, _>>()?).await
+                rows.iter().map(pg_log_event).collect()
             }
             Db::Sqlite { read, .. } => {
                 let rows = sqlx::query(concat!(
@@ -654,7 +710,7 @@ impl EventStore {
                 .bind(i64::from(limit))
                 .fetch_all(read)
                 .await?;
-                self.opened(rows.iter().map(sqlite_log_event).collect::<Result<_, _>>()?).await
+                rows.iter().map(sqlite_log_event).collect()
             }
         }
     }

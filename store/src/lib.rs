@@ -15,7 +15,8 @@
 //!   one commit (group commit), each still succeeding or conflicting on its own.
 //! - [`Repository`] (`repository.rs`): load (cached, snapshot + tail), handle, append, retry on
 //!   conflict; several aggregates can be committed in one atomic write ([`commit`]).
-//! - [`LogCursor`], [`LogEvent`] (`log.rs`): the global log, read in commit order.
+//! - [`LogCursor`], [`LogEvent`] (`log.rs`): the global log, read in commit order;
+//!   `log_cache.rs`: its newest stretch, read once per process for every reader.
 //! - [`Idempotency`] (`idempotency.rs`): stored answers for retried requests.
 //! - [`trace`]: trace context carried in event metadata and Kafka headers.
 //! - [`personal`]: personal data sealed with a data key per person, and where the keys live
@@ -26,6 +27,7 @@ mod batch;
 mod error;
 mod idempotency;
 mod log;
+mod log_cache;
 mod metadata;
 pub mod personal;
 mod repository;

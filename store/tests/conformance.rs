@@ -148,20 +148,7 @@ both_backends!(the_global_log_keeps_every_stream_in_order, |t: TestStore| async 
 both_backends!(the_reader_never_skips_a_slow_commit, |t: TestStore| async move {
     let store = t.store.clone();
     let backend = t.backend;
-    let writers = (0..8).map(|w| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            for i in 0..15u64 {
-                let id = format!("w{w}");
-                if i % 5 == 2 {
-                    slow_append(&store, backend, &id, i).await;
-                } else {
-                    store.append(&[append(&id, i, vec![event(i as i64)])]).await.expect("append");
-                }
-            }
-        })
-    });
-    let writers = futures::future::join_all(writers);
+    let writers = futures::future::join_all(racing_writers(&store, backend, 8, 15, 5));
     let reader = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -194,6 +181,69 @@ both_backends!(the_reader_never_skips_a_slow_commit, |t: TestStore| async move {
         assert_eq!(*seqs, (1..=15).collect::<Vec<_>>(), "per-stream order kept");
     }
 });
+
+// Readers of one store share its window of the log (`log_cache`): one reads the database, the
+// others are served from memory. Writers race (some holding their transaction open) while
+// readers at different paces and batch sizes tail the log through one store, and one starts
+// late from the beginning. Each must see exactly what a store of its own (another window)
+// reads from the database: every event once, in the same order.
+both_backends!(readers_sharing_the_log_window_read_exactly_the_log, |t: TestStore| async move {
+    let store = t.store.clone();
+    let backend = t.backend;
+    const WRITERS: u64 = 6;
+    const EACH: u64 = 30;
+    let total = (WRITERS * EACH) as usize;
+    let writers = futures::future::join_all(racing_writers(&store, backend, WRITERS, EACH, 7));
+    let tail = |limit: u32, pause: u64, store: EventStore| {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = LogCursor::default();
+            while seen.len() < total {
+                let batch = store.read_log(cursor, limit).await.expect("log reads");
+                if let Some(last) = batch.last() {
+                    assert!(last.cursor > cursor, "the log moves forward");
+                    cursor = last.cursor;
+                }
+                seen.extend(batch.into_iter().map(|e| (e.cursor, e.aggregate_id, e.sequence, e.payload)));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            seen
+        })
+    };
+    let readers: Vec<_> =
+        [(1, 0), (3, 1), (7, 2), (50, 5), (500, 3)].into_iter().map(|(limit, pause)| tail(limit, pause, store.clone())).collect();
+    for w in writers.await {
+        w.expect("writer finished");
+    }
+    let late = tail(11, 0, store.clone());
+    let own = EventStore::connect(&t.url, 2).await.expect("a store with a window of its own");
+    let truth: Vec<_> = log_of(&own, total).await.into_iter().map(|e| (e.cursor, e.aggregate_id, e.sequence, e.payload)).collect();
+    assert_eq!(truth.len(), total);
+    for reader in readers.into_iter().chain([late]) {
+        let seen = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("reader caught up").expect("reader ok");
+        assert_eq!(seen, truth, "a reader of the shared window read the log as the database has it");
+    }
+});
+
+/// `writers` tasks, each appending `each` events to a stream of its own (`w<n>`), every
+/// `slow_every`th of them in a transaction held open for a while ([`slow_append`]).
+fn racing_writers(store: &EventStore, backend: Backend, writers: u64, each: u64, slow_every: u64) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("w{w}");
+                for i in 0..each {
+                    if i % slow_every == 2 {
+                        slow_append(&store, backend, &id, i).await;
+                    } else {
+                        store.append(&[append(&id, i, vec![event(i as i64)])]).await.expect("append");
+                    }
+                }
+            })
+        })
+        .collect()
+}
 
 /// Inserts one event in a transaction that stays open for 150 ms before it commits.
 async fn slow_append(store: &EventStore, backend: Backend, id: &str, version: u64) {
