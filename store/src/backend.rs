@@ -112,9 +112,6 @@ pub struct EventStore {
     opens: bool,
     /// The newest stretch of the log as this process last read it, shared by every reader.
     log_window: std::sync::Arc<tokio::sync::Mutex<crate::log_cache::Window>>,
-    /// Appends committed through this store and its clones, so that a read served from the
-    /// window still sees what this process wrote before it.
-    appends: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A stream this process just appended to.
@@ -296,7 +293,6 @@ impl EventStore {
             personal,
             opens: true,
             log_window: Default::default(),
-            appends: Default::default(),
         }
     }
 
@@ -450,7 +446,6 @@ impl EventStore {
             key.mark_used();
         }
         if result.is_ok() {
-            self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.after_erasures(appends).await;
             self.appended.notify_waiters();
             if self.commits.receiver_count() > 0 {
@@ -643,32 +638,31 @@ impl EventStore {
     ///
     /// Readers at the head of the log share one query: the first one reads the database, the
     /// others are served the same events from this process's window of the log (`log_cache`).
-    /// A read served from the window that reaches its end goes on in the database when this
-    /// process has appended since the window was read, so a process reads its own writes as
-    /// before; other processes' commits are read by the next call at the latest.
+    /// A read served from the window that reaches its end before `limit` goes on in the
+    /// database, so every read returns what the database alone would have returned.
     pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
         use crate::log_cache::Hit;
-        use std::sync::atomic::Ordering;
         let known = {
             // Held while reading, so that readers arriving meanwhile are served from the window.
             let mut window = self.log_window.lock().await;
             match window.get(after, limit as usize) {
                 Hit::Events(mut events) => {
                     let end = window.end();
-                    let appends = self.appends.load(Ordering::SeqCst);
+                    // Short of the limit at the window's end: the rest comes from the database,
+                    // so that a read returns what it would have without the window (a reader
+                    // that reads again from the same cursor must see the log move on).
                     let short = events.len() < limit as usize && events.last().is_some_and(|e| e.cursor == end);
-                    if short && window.read_at() < appends {
+                    if short {
                         let more = self.query_log(end, limit - events.len() as u32).await?;
-                        window.record(end, &more, appends);
+                        window.record(end, &more);
                         events.extend(more);
                     }
                     Some(events)
                 }
                 Hit::Behind => None,
                 Hit::AtEnd | Hit::Ahead => {
-                    let appends = self.appends.load(Ordering::SeqCst);
                     let events = self.query_log(after, limit).await?;
-                    window.record(after, &events, appends);
+                    window.record(after, &events);
                     Some(events)
                 }
             }

@@ -30,8 +30,6 @@ pub(crate) const CAPACITY: usize = 1024;
 pub(crate) struct Window {
     start: LogCursor,
     events: VecDeque<LogEvent>,
-    /// The store's count of its own appends when the window's end was last read.
-    read_at: u64,
 }
 
 /// What the window can do for a read from `after`.
@@ -66,17 +64,9 @@ impl Window {
         Hit::Events(self.events.range(first..).take(limit).cloned().collect())
     }
 
-    /// The store's count of its own appends when the window's end was last read: a later
-    /// count means this process wrote something the window may not hold.
-    pub(crate) fn read_at(&self) -> u64 {
-        self.read_at
-    }
-
-    /// Records that a read from `after`, begun when the store had made `appends` appends,
-    /// returned `events` (all of them, in order). A read from the window's end extends it; one
-    /// from anywhere else replaces it.
-    pub(crate) fn record(&mut self, after: LogCursor, events: &[LogEvent], appends: u64) {
-        self.read_at = appends;
+    /// Records that a read from `after` returned `events` (all of them, in order). A read from
+    /// the window's end extends it; one from anywhere else replaces it.
+    pub(crate) fn record(&mut self, after: LogCursor, events: &[LogEvent]) {
         if after != self.end() {
             self.start = after;
             self.events.clear();
@@ -125,7 +115,7 @@ mod tests {
         assert_eq!(positions(w.get(LogCursor::default(), 10)), [-1]);
         // A reader further on knows nothing the window could serve.
         assert_eq!(positions(w.get(c(5), 10)), [-2]);
-        w.record(c(5), &[event(7), event(8), event(12)], 0);
+        w.record(c(5), &[event(7), event(8), event(12)]);
         // Inside: the events after the cursor, up to the limit.
         assert_eq!(positions(w.get(c(5), 2)), [7, 8]);
         assert_eq!(positions(w.get(c(7), 10)), [8, 12]);
@@ -135,14 +125,13 @@ mod tests {
         // Before the window: 5 itself is its start (nothing after 5 is unknown), 4 is not.
         assert_eq!(positions(w.get(c(4), 10)), [-3]);
         // Extending from the end keeps the stretch; a read from elsewhere replaces it.
-        w.record(c(12), &[event(13)], 1);
+        w.record(c(12), &[event(13)]);
         assert_eq!(positions(w.get(c(5), 10)), [7, 8, 12, 13]);
-        w.record(c(40), &[event(41)], 2);
+        w.record(c(40), &[event(41)]);
         assert_eq!(positions(w.get(c(13), 10)), [-3]);
         assert_eq!(positions(w.get(c(40), 10)), [41]);
         // An empty read from the end changes nothing.
-        w.record(c(41), &[], 3);
-        assert_eq!(w.read_at(), 3);
+        w.record(c(41), &[]);
         assert_eq!(positions(w.get(c(40), 10)), [41]);
     }
 
@@ -150,7 +139,7 @@ mod tests {
     fn keeps_at_most_its_capacity_and_moves_its_start() {
         let mut w = Window::default();
         let events: Vec<LogEvent> = (1..=(CAPACITY as i64 + 10)).map(event).collect();
-        w.record(LogCursor::default(), &events, 0);
+        w.record(LogCursor::default(), &events);
         assert_eq!(w.events.len(), CAPACITY);
         assert_eq!(w.start, event(10).cursor);
         assert_eq!(positions(w.get(event(9).cursor, 1)), [-3]);

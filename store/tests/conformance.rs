@@ -225,6 +225,27 @@ both_backends!(readers_sharing_the_log_window_read_exactly_the_log, |t: TestStor
     }
 });
 
+// A read from a cursor inside the window returns what the database has, not the window's
+// stretch alone: another process's commit is seen by a reader that reads again from where it
+// stood (a reader held back by a failing neighbour, a test polling from the start).
+both_backends!(a_read_inside_the_window_sees_what_another_process_appended, |t: TestStore| async move {
+    t.store.append(&[append("mine", 0, vec![event(1)])]).await.expect("append");
+    assert_eq!(log_of(&t.store, 1).await.len(), 1);
+    let other = EventStore::connect(&t.url, 2).await.expect("another process's store");
+    other.append(&[append("theirs", 0, vec![event(2)])]).await.expect("append elsewhere");
+    // Read again and again from the start, as one call each (an open transaction elsewhere in
+    // the cluster may hide the commit for a moment).
+    let mut ids = Vec::new();
+    for _ in 0..400 {
+        ids = t.store.read_log(LogCursor::default(), 100).await.expect("log reads").into_iter().map(|e| e.aggregate_id).collect::<Vec<_>>();
+        if ids.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ids, ["mine", "theirs"]);
+});
+
 /// `writers` tasks, each appending `each` events to a stream of its own (`w<n>`), every
 /// `slow_every`th of them in a transaction held open for a while ([`slow_append`]).
 fn racing_writers(store: &EventStore, backend: Backend, writers: u64, each: u64, slow_every: u64) -> Vec<tokio::task::JoinHandle<()>> {
