@@ -636,10 +636,10 @@ impl EventStore {
     /// can ever appear behind the cursor: no event is skipped. SQLite commits one writer at a
     /// time, so its positions become visible in order.
     ///
-    /// Readers at the head of the log share one query: the first one reads the database, the
-    /// others are served the same events from this process's window of the log (`log_cache`).
-    /// A read served from the window that reaches its end before `limit` goes on in the
-    /// database, so every read returns what the database alone would have returned.
+    /// Events this process has already read are served from its window of the log
+    /// (`log_cache`) instead of being queried and decoded again; a read queries the database
+    /// only from the window's end on, so every read returns what the database alone would have
+    /// returned.
     pub async fn read_log(&self, after: LogCursor, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
         use crate::log_cache::Hit;
         let known = {
@@ -647,12 +647,11 @@ impl EventStore {
             let mut window = self.log_window.lock().await;
             match window.get(after, limit as usize) {
                 Hit::Events(mut events) => {
-                    let end = window.end();
-                    // Short of the limit at the window's end: the rest comes from the database,
-                    // so that a read returns what it would have without the window (a reader
-                    // that reads again from the same cursor must see the log move on).
-                    let short = events.len() < limit as usize && events.last().is_some_and(|e| e.cursor == end);
-                    if short {
+                    // Short of the limit, the window has run out: the rest comes from the
+                    // database, so that a read returns what it would have without the window (a
+                    // reader that reads again from the same cursor must see the log move on).
+                    if events.len() < limit as usize {
+                        let end = window.end();
                         let more = self.query_log(end, limit - events.len() as u32).await?;
                         window.record(end, &more);
                         events.extend(more);

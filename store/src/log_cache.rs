@@ -5,8 +5,9 @@
 //! saga, the notifier, the relay). They all follow the head of the log, so without this each
 //! of them queried the same rows and parsed the same JSON: under load, decoding the log was
 //! about a seventh of the process's CPU (`pg_log_event` in the session 14 profile,
-//! `bench/README.md`). Here the first reader at the head queries, and the others are served
-//! the same events from memory.
+//! `bench/README.md`). Here the head of the log is queried and decoded once per process: a read is
+//! served from the window as far as it reaches and queries only from its end on, and readers
+//! queue on the window, so one arriving during another's query finds its events there.
 //!
 //! Why serving from the window is as safe as the query: a read returns every event after its
 //! cursor up to the last one it returns (ordered by cursor, and on PostgreSQL only transactions
