@@ -7,6 +7,8 @@
 //! Orders: each client is a customer who places an order and waits until the query API shows
 //! it confirmed and invoiced (orders/s, p50/p99 from POST to visible confirmation); then 1,000
 //! orders race for one SKU with 100 units (time until all are settled; exactly 100 confirmed).
+//! Clients follow each order's live event stream, as a storefront does (`--await-orders poll`
+//! asks for the order every 5 ms instead).
 //!
 //! Shopping: each client opens a cart, adds three lines, applies a discount code and checks
 //! out, again and again (flows/s; the checkout's own p50/p99).
@@ -72,7 +74,21 @@ struct Args {
     /// and measure `GET /products/{id}` again while they stay open.
     #[arg(long, default_value_t = 0)]
     idle_streams: usize,
+    /// How the orders phases learn that an order settled: `live` follows the order's event
+    /// stream (`GET /orders/{id}/events`), as a storefront does; `poll` asks for the order every
+    /// 5 ms (the bench's way until session 15: the polls themselves then load the shop).
+    #[arg(long, value_enum, default_value_t = AwaitOrders::Live)]
+    await_orders: AwaitOrders,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AwaitOrders {
+    Live,
+    Poll,
+}
+
+/// Live order streams the hot-SKU phase keeps open at once.
+const HOT_STREAMS: usize = 64;
 
 struct Shop {
     child: Child,
@@ -136,7 +152,7 @@ async fn start_role(args: &Args, database_url: &str, role: &str) -> anyhow::Resu
         // The bench logs many customers in from one address; the limits are not what it measures.
         .env("SHOP_AUTH_RATE_PER_CLIENT", "1000000")
         .env("SHOP_LIVE_STREAMS_PER_USER", "1000")
-        .env("SHOP_LIVE_STREAMS_MAX", (args.idle_streams + 100).to_string())
+        .env("SHOP_LIVE_STREAMS_MAX", (args.idle_streams + args.clients + HOT_STREAMS + 100).to_string())
         .env("SHOP_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(shop_log(args, &dir)?)
@@ -487,9 +503,55 @@ async fn place_order(client: &reqwest::Client, base: &str, token: &str, sku: &st
     Ok((v["id"].as_str().context("order id")?.to_owned(), v["position"].as_i64().unwrap_or(0)))
 }
 
-/// Polls the query API until the order is settled (`confirmed` with an invoice, or
-/// `cancelled`); returns its final status.
-async fn await_order(client: &reqwest::Client, base: &str, token: &str, id: &str) -> anyhow::Result<String> {
+/// Waits until the query API shows the order settled (`confirmed` with an invoice, or
+/// `cancelled`) the way `how` says; returns its final status. `position` is the placing
+/// command's, so the stream is opened once the order is in the read model.
+async fn await_order(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    (id, position): (&str, i64),
+    how: AwaitOrders,
+) -> anyhow::Result<String> {
+    match how {
+        AwaitOrders::Live => follow_order(client, base, token, id, position).await,
+        AwaitOrders::Poll => poll_order(client, base, token, id).await,
+    }
+}
+
+/// Follows the order's live event stream until an entry settles it.
+async fn follow_order(client: &reqwest::Client, base: &str, token: &str, id: &str, position: i64) -> anyhow::Result<String> {
+    let mut r = client
+        .get(format!("{base}/api/v1/orders/{id}/events"))
+        .bearer_auth(token)
+        .header("X-Min-Position", position.to_string())
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut pending = String::new();
+    while let Some(chunk) = r.chunk().await? {
+        pending.push_str(std::str::from_utf8(&chunk).context("event stream text")?);
+        while let Some(end) = pending.find("\n\n") {
+            let message: String = pending.drain(..end + 2).collect();
+            for data in message.lines().filter_map(|l| l.strip_prefix("data:")) {
+                let entry: Value = serde_json::from_str(data.trim())?;
+                match (entry["source"].as_str(), entry["event"].as_str(), entry["status"].as_str()) {
+                    (Some("order"), Some("invoiced"), Some("confirmed")) => return Ok("confirmed".into()),
+                    (_, event, Some("cancelled")) => {
+                        let reason = entry["detail"]["reason"].as_str().or(event).unwrap_or("?");
+                        return Ok(format!("cancelled:{reason}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    bail!("the event stream of order {id} ended before it settled")
+}
+
+/// Polls the query API until the order is settled.
+async fn poll_order(client: &reqwest::Client, base: &str, token: &str, id: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let r = client.get(format!("{base}/api/v1/orders/{id}")).bearer_auth(token).send().await?;
@@ -508,13 +570,13 @@ async fn await_order(client: &reqwest::Client, base: &str, token: &str, id: &str
 
 /// Orders end to end: each client places an order and waits until the query API shows it
 /// confirmed and invoiced, then places the next. Latency is POST to visible confirmation.
-async fn orders_end_to_end(base: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<String>>, seconds: u64) -> PhaseResult {
+async fn orders_end_to_end(base: &str, tokens: Arc<Vec<String>>, skus: Arc<Vec<String>>, seconds: u64, how: AwaitOrders) -> PhaseResult {
     let base = base.to_owned();
     run_workers(tokens.len(), seconds, move |client, w, n| {
         let (base, token, sku) = (base.clone(), tokens[w].clone(), skus[(w * 7919 + n as usize * 31) % skus.len()].clone());
         async move {
             match place_order(&client, &base, &token, &sku).await {
-                Ok((id, _)) => await_order(&client, &base, &token, &id).await.is_ok_and(|s| s == "confirmed"),
+                Ok((id, position)) => await_order(&client, &base, &token, (&id, position), how).await.is_ok_and(|s| s == "confirmed"),
                 Err(_) => false,
             }
         }
@@ -631,7 +693,7 @@ async fn published_product(
 
 /// 1,000 orders of one unit each race for a SKU with 100 units: how long until every order
 /// is settled, and whether exactly 100 were confirmed.
-async fn hot_sku(base: &str, admin: &str, tokens: Arc<Vec<String>>, orders: usize, units: usize) -> anyhow::Result<()> {
+async fn hot_sku(base: &str, admin: &str, tokens: Arc<Vec<String>>, orders: usize, units: usize, how: AwaitOrders) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let sku = format!("HOT-{}", std::process::id());
     published_product(&client, base, admin, &sku, "Hot item", "bench/hot").await?;
@@ -640,7 +702,7 @@ async fn hot_sku(base: &str, admin: &str, tokens: Arc<Vec<String>>, orders: usiz
     let placing: Vec<_> = (0..orders)
         .map(|i| {
             let (client, base, token, sku) = (client.clone(), base.to_owned(), tokens[i % tokens.len()].clone(), sku.clone());
-            tokio::spawn(async move { place_order(&client, &base, &token, &sku).await.map(|(id, _)| (id, token)) })
+            tokio::spawn(async move { place_order(&client, &base, &token, &sku).await.map(|placed| (placed, token)) })
         })
         .collect();
     let mut placed = Vec::new();
@@ -648,11 +710,17 @@ async fn hot_sku(base: &str, admin: &str, tokens: Arc<Vec<String>>, orders: usiz
         placed.push(p.await??);
     }
     let all_placed = start.elapsed();
+    // At most HOT_STREAMS orders are followed at once; one whose turn comes after it settled
+    // shows its whole timeline at once.
+    let streams = Arc::new(tokio::sync::Semaphore::new(HOT_STREAMS));
     let settling: Vec<_> = placed
         .into_iter()
-        .map(|(id, token)| {
-            let (client, base) = (client.clone(), base.to_owned());
-            tokio::spawn(async move { await_order(&client, &base, &token, &id).await })
+        .map(|((id, position), token)| {
+            let (client, base, streams) = (client.clone(), base.to_owned(), Arc::clone(&streams));
+            tokio::spawn(async move {
+                let _turn = streams.acquire().await?;
+                await_order(&client, &base, &token, (&id, position), how).await
+            })
         })
         .collect();
     let mut ends: HashMap<String, usize> = HashMap::new();
@@ -894,14 +962,14 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
             .send()
             .await?;
     }
-    let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await;
+    let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds, args.await_orders).await;
     report("orders end to end", &orders);
     rss.report("orders");
     // A shop from before carts (an old build driven for comparison) has no shopping phase.
     if let Err(e) = shopping(&shop.base, &token, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await {
         println!("shopping flows         skipped: {e}");
     }
-    hot_sku(&shop.base, &token, Arc::clone(&tokens), 1_000, 100).await?;
+    hot_sku(&shop.base, &token, Arc::clone(&tokens), 1_000, 100, args.await_orders).await?;
     if args.idle_streams > 0 {
         idle_streams(&shop.base, &tokens, &skus, &products, args).await?;
     }

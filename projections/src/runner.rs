@@ -159,7 +159,7 @@ impl Runner {
             })
             .collect();
         Self {
-            driver: Arc::new(Driver::new("projection", store, members).with_health_db(db.clone())),
+            driver: Arc::new(Driver::new("projection", store, members).with_health_db(db.clone()).with_concurrent_members(!db.is_sqlite())),
             db,
             #[cfg(feature = "faults")]
             fault,
@@ -184,7 +184,11 @@ impl Runner {
     pub fn with_batch_size(self, n: u32) -> Self {
         let members = self.driver.members().to_vec();
         let store = self.driver.store().clone();
-        Self { driver: Arc::new(Driver::new("projection", store, members).with_batch_size(n).with_health_db(self.db.clone())), ..self }
+        let driver = Driver::new("projection", store, members)
+            .with_batch_size(n)
+            .with_health_db(self.db.clone())
+            .with_concurrent_members(!self.db.is_sqlite());
+        Self { driver: Arc::new(driver), ..self }
     }
 
     pub fn driver(&self) -> &Arc<Driver<SqlProjection>> {

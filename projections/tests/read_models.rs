@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use domain::stock::{Stock, StockCommand};
 use domain::{Quantity, TenantId};
-use projections::Runner;
+use projections::{Projection as _, Runner};
 use sqlx::Row as _;
 use store::{Metadata, Repository};
 use testkit::both_backends;
@@ -364,3 +364,45 @@ both_backends!(every_projection_moves_past_batches_without_its_events, |t: TestS
         testkit::moves_past_foreign_events(&t, Arc::clone(member), 120).await;
     }
 });
+
+// A projection waiting on a lock (an operator's transaction, a long migration) holds none of
+// the others back: on PostgreSQL the members of the driver work at the same time, so each
+// step takes as long as its slowest member rather than the sum of them all. One after another,
+// every projection after the catalogue would wait here as long as the lock is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_waiting_on_a_lock_holds_none_of_the_others_back() {
+    let Some(t) = testkit::fresh_store(testkit::Backend::Postgres).await else {
+        return;
+    };
+    write_events(&t).await;
+    let head = t.store.head_position().await.expect("head");
+    let db = ReadDb::connect(&t.url, 16).await.expect("read db");
+    db.migrate().await.expect("schema");
+    let runner = Arc::new(Runner::new(t.store.clone(), db, projections::all()));
+    let names: Vec<&'static str> = runner.projections().map(|p| p.name()).collect();
+    assert_eq!(names.first(), Some(&"catalogue"), "the blocked projection is the first member");
+    let mut lock = runner.db().pool.begin().await.expect("begin");
+    sqlx::query(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", projections::Catalogue.table()))
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(Arc::clone(runner.driver()).run(stopped));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    for name in &names[1..] {
+        while !runner.reached(name, head).await.expect("checkpoint") {
+            assert!(tokio::time::Instant::now() < deadline, "{name} waited for the catalogue's lock");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert!(!runner.reached("catalogue", head).await.expect("checkpoint"), "the catalogue waits for its table");
+    lock.rollback().await.expect("release");
+    assert!(
+        runner.wait_for("catalogue", head, std::time::Duration::from_secs(20)).await.expect("wait"),
+        "the catalogue goes on once its table is free"
+    );
+    let rows = dump(runner.db()).await;
+    assert!(rows.contains(&"acme|SKU-0|10|3|7|2".to_owned()), "{rows:#?}");
+    stop.send(true).expect("workers listen");
+    tokio::time::timeout(std::time::Duration::from_secs(10), worker).await.expect("workers stop").expect("workers ran");
+}

@@ -539,17 +539,21 @@ impl LiveStream {
 /// `GET /orders/{id}/events`: the order's timeline as Server-Sent Events (`event: status`,
 /// `id:` the log position, `data:` the entry), then each new entry as it happens. A client
 /// that reconnects with `Last-Event-ID` gets only what came after it. Same visibility as the
-/// order. The stream ends shortly after the order's final entry or when the access token
+/// order; with `X-Min-Position` (the placing command's position) it opens once the order is in
+/// the view, like every read. The stream ends shortly after the order's final entry or when the access token
 /// expires; a user has at most a few streams open (429 beyond), and new entries reach every
 /// stream of the process from one feed ([`crate::live`]).
 async fn live(
     State(state): State<QueryState>,
     user: AuthUser,
+    min: MinPosition,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<EventStream<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static>, ApiError>
 {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    // A client that just placed the order follows it from the placing command's position.
+    state.consistent(NAME, min).await?;
     let view = visible(&state, &user, &id, "order").await?;
     let permit = state
         .live

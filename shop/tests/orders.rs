@@ -236,17 +236,16 @@ both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, 
     app.stocked(&admin, "SSE-1", 1_000, 5).await;
     let ada = app.customer_token("ada@example.com").await;
     let bob = app.customer_token("bob@example.com").await;
-    let id = place(&app, &ada, json!([{"sku": "SSE-1", "quantity": 1}]), "tok_approve").await;
+    let placed = app.post("/api/v1/orders", Some(&ada), order_body(json!([{"sku": "SSE-1", "quantity": 1}]), "tok_approve")).await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
+    let (id, position) = (placed.body["id"].as_str().expect("order id").to_owned(), placed.body["position"].as_i64().expect("position"));
     let url = format!("{}/api/v1/orders/{id}/events", app.base);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // The order shows in the view a moment after it is placed.
-    let response = loop {
-        let r = app.client.get(&url).bearer_auth(&ada).send().await.expect("answers");
-        if r.status() == StatusCode::OK || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // A position no command has answered is refused at once, as on every read.
+    let beyond = app.client.get(&url).bearer_auth(&ada).header("X-Min-Position", (position + 1_000_000).to_string()).send().await;
+    assert_eq!(beyond.expect("answers").status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The order shows in the view a moment after it is placed: the placing command's position
+    // opens the stream once it does.
+    let response = app.client.get(&url).bearer_auth(&ada).header("X-Min-Position", position.to_string()).send().await.expect("answers");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let seen = read_events(response, |e| e.iter().any(|(_, d)| d["event"] == "invoiced")).await;

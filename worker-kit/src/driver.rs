@@ -9,7 +9,8 @@
 //!
 //! - one step ([`Driver::try_process_next`]): read the members' checkpoints, read the log once
 //!   from the one furthest behind, give each member the part after its own checkpoint, then
-//!   let each do its timed work ([`Consumer::tick`]);
+//!   let each do its timed work ([`Consumer::tick`]); members run one after another, or all
+//!   at once where their store takes concurrent writers ([`Driver::with_concurrent_members`]);
 //! - a member that fails is retried with a growing backoff without holding the others back;
 //!   after [`ATTEMPTS_BEFORE_PARKING`] failures in a row a member that can park
 //!   ([`Consumer::can_park`]) gets its batch event by event and parks the events that fail;
@@ -127,6 +128,9 @@ pub struct Driver<C: Consumer> {
     health: Mutex<HashMap<&'static str, Health>>,
     /// Where failures are recorded for other processes' status pages (`reader_health`).
     health_db: Option<crate::ReadDb>,
+    /// Whether the members' checkpoints, batches and timed work run at the same time in a
+    /// step (a step then takes as long as its slowest member, not the sum of them all).
+    concurrent: bool,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -147,7 +151,16 @@ impl<C: Consumer> Driver<C> {
             gather: Duration::from_millis(10),
             health: Mutex::new(HashMap::new()),
             health_db: None,
+            concurrent: false,
         }
+    }
+
+    /// Runs the members' work in each step at the same time rather than one after another:
+    /// for members whose stores take concurrent writers (SQLite has one writer, so members
+    /// there would only queue on its lock).
+    pub fn with_concurrent_members(mut self, concurrent: bool) -> Self {
+        self.concurrent = concurrent;
+        self
     }
 
     /// Records each member's failures in `db` (`reader_health`) while they last, so that any
@@ -206,28 +219,25 @@ impl<C: Consumer> Driver<C> {
         } else {
             self.members.iter().collect()
         };
-        let mut checkpoints = Vec::with_capacity(due.len());
-        for member in &due {
-            checkpoints.push(member.checkpoint().await?);
-        }
+        let checkpoints: Vec<_> = due.iter().map(|member| member.checkpoint()).collect();
+        let checkpoints = self.each(checkpoints).await.into_iter().collect::<Result<Vec<_>, _>>()?;
         let Some(from) = checkpoints.iter().map(|c| c.map(|(c, _)| c).unwrap_or_default()).min() else {
             return Ok(Outcome::Idle);
         };
         let events = self.store.read_log(from, self.batch_size).await?;
-        let mut first_error = None;
+        let mut batches = Vec::with_capacity(due.len());
         for (member, checkpoint) in due.iter().zip(checkpoints) {
             let after = checkpoint.map(|(c, _)| c).unwrap_or_default();
             let mine = &events[events.partition_point(|e| e.cursor <= after)..];
-            if mine.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.consume(member, checkpoint, mine).await {
-                first_error.get_or_insert(e);
+            if !mine.is_empty() {
+                batches.push(self.consume(member, checkpoint, mine));
             }
         }
+        let mut first_error = self.each(batches).await.into_iter().find_map(Result::err);
+        let ticks: Vec<_> = due.iter().map(|member| member.tick()).collect();
         let mut ticked = false;
-        for member in &due {
-            match member.tick().await {
+        for (member, result) in due.iter().zip(self.each(ticks).await) {
+            match result {
                 Ok(found) => ticked |= found,
                 Err(e) => {
                     tracing::warn!(reader = member.name(), error = %e, "timed work failed");
@@ -240,6 +250,19 @@ impl<C: Consumer> Driver<C> {
             None if events.is_empty() && !ticked => Ok(Outcome::Idle),
             None => Ok(Outcome::Worked(events.len())),
         }
+    }
+
+    /// Runs `work`, all at once when the members run concurrently, one after another
+    /// otherwise; the results in the order of `work`.
+    async fn each<Fut: std::future::Future>(&self, work: Vec<Fut>) -> Vec<Fut::Output> {
+        if self.concurrent {
+            return futures::future::join_all(work).await;
+        }
+        let mut done = Vec::with_capacity(work.len());
+        for future in work {
+            done.push(future.await);
+        }
+        done
     }
 
     /// Gives one member its batch, with metrics, span and failure bookkeeping.
