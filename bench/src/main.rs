@@ -90,6 +90,10 @@ enum AwaitOrders {
 /// Live order streams the hot-SKU phase keeps open at once.
 const HOT_STREAMS: usize = 64;
 
+/// For each order followed live: from its `invoiced` event's time (when the invoicing
+/// transaction began) until the client read the entry, in ms.
+static INVOICE_SEEN_AFTER: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+
 struct Shop {
     child: Child,
     base: String,
@@ -537,7 +541,13 @@ async fn follow_order(client: &reqwest::Client, base: &str, token: &str, id: &st
             for data in message.lines().filter_map(|l| l.strip_prefix("data:")) {
                 let entry: Value = serde_json::from_str(data.trim())?;
                 match (entry["source"].as_str(), entry["event"].as_str(), entry["status"].as_str()) {
-                    (Some("order"), Some("invoiced"), Some("confirmed")) => return Ok("confirmed".into()),
+                    (Some("order"), Some("invoiced"), Some("confirmed")) => {
+                        if let Some(at) = entry["at"].as_str().and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok()) {
+                            let after = (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0);
+                            INVOICE_SEEN_AFTER.lock().unwrap_or_else(|p| p.into_inner()).push(after as f64 / 1000.0);
+                        }
+                        return Ok("confirmed".into());
+                    }
                     (_, event, Some("cancelled")) => {
                         let reason = entry["detail"]["reason"].as_str().or(event).unwrap_or("?");
                         return Ok(format!("cancelled:{reason}"));
@@ -964,6 +974,16 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     }
     let orders = orders_end_to_end(&shop.base, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds, args.await_orders).await;
     report("orders end to end", &orders);
+    let mut seen = std::mem::take(&mut *INVOICE_SEEN_AFTER.lock().unwrap_or_else(|p| p.into_inner()));
+    if !seen.is_empty() {
+        seen.sort_by(f64::total_cmp);
+        let at = |q: f64| seen[((seen.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "  invoice → client     p50 {:>7.2} ms   p99 {:>7.2} ms   (the invoicing transaction, the orders view, the live stream)",
+            at(0.5),
+            at(0.99)
+        );
+    }
     rss.report("orders");
     // A shop from before carts (an old build driven for comparison) has no shopping phase.
     if let Err(e) = shopping(&shop.base, &token, Arc::clone(&tokens), Arc::new(skus.clone()), args.seconds).await {

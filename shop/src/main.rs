@@ -82,7 +82,27 @@ enum UserCommand {
     },
 }
 
+/// `mi_option_purge_delay` in mimalloc.h (v3): how long freed memory stays resident before it
+/// goes back to the system, in milliseconds.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory may stay resident for reuse: mimalloc v2's default. mimalloc v3 keeps
+/// it for a second, and under the bench's mix that held `shop serve` at 174-188 MiB where its
+/// live heap peaked near 70 MiB (heaptrack); with 10 ms the mix peaked at 136 MiB at the same
+/// throughput (`bench/README.md`, session 15).
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// Returns freed memory to the system after [`PURGE_DELAY_MS`], unless `MIMALLOC_PURGE_DELAY`
+/// says otherwise.
+fn return_freed_memory_soon() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it on its next purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    return_freed_memory_soon();
     let cli = Cli::try_parse().unwrap_or_else(|e| exit_naming_the_variable(e));
     // Built before the runtime: the OTLP exporter's blocking HTTP client must not live inside it.
     let traces = shop::telemetry::init(&cli.config, cli.command.role_name())?;
@@ -162,5 +182,21 @@ fn exit_naming_the_variable(e: clap::Error) -> ! {
             std::process::exit(2)
         }
         None => e.exit(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freed_memory_goes_back_soon() {
+        // SAFETY: reads a plain integer option.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert!(std::env::var_os("MIMALLOC_PURGE_DELAY").is_none(), "the test sets the option itself");
+        // The option this names is the purge delay: v3's default, and the only option of 1,000.
+        assert_eq!(get(), 1000, "MI_OPTION_PURGE_DELAY names mimalloc's purge delay");
+        return_freed_memory_soon();
+        assert_eq!(get(), PURGE_DELAY_MS);
     }
 }
