@@ -91,8 +91,8 @@ enum AwaitOrders {
 const HOT_STREAMS: usize = 64;
 
 /// For each order followed live: from its `invoiced` event's time (when the invoicing
-/// transaction began) until the client read the entry, in ms.
-static INVOICE_SEEN_AFTER: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+/// transaction began) until the client read the entry.
+static INVOICE_SEEN_AFTER: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
 
 struct Shop {
     child: Child,
@@ -542,9 +542,9 @@ async fn follow_order(client: &reqwest::Client, base: &str, token: &str, id: &st
                 let entry: Value = serde_json::from_str(data.trim())?;
                 match (entry["source"].as_str(), entry["event"].as_str(), entry["status"].as_str()) {
                     (Some("order"), Some("invoiced"), Some("confirmed")) => {
-                        if let Some(at) = entry["at"].as_str().and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok()) {
-                            let after = (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0);
-                            INVOICE_SEEN_AFTER.lock().unwrap_or_else(|p| p.into_inner()).push(after as f64 / 1000.0);
+                        let at = entry["at"].as_str().and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
+                        if let Some(after) = at.and_then(|at| (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).to_std().ok()) {
+                            INVOICE_SEEN_AFTER.lock().unwrap_or_else(|p| p.into_inner()).push(after);
                         }
                         return Ok("confirmed".into());
                     }
@@ -976,12 +976,11 @@ async fn run(args: &Args, database_url: &str) -> anyhow::Result<()> {
     report("orders end to end", &orders);
     let mut seen = std::mem::take(&mut *INVOICE_SEEN_AFTER.lock().unwrap_or_else(|p| p.into_inner()));
     if !seen.is_empty() {
-        seen.sort_by(f64::total_cmp);
-        let at = |q: f64| seen[((seen.len() - 1) as f64 * q).round() as usize];
+        seen.sort();
         println!(
             "  invoice → client     p50 {:>7.2} ms   p99 {:>7.2} ms   (the invoicing transaction, the orders view, the live stream)",
-            at(0.5),
-            at(0.99)
+            percentile(&seen, 0.50).as_secs_f64() * 1000.0,
+            percentile(&seen, 0.99).as_secs_f64() * 1000.0
         );
     }
     rss.report("orders");

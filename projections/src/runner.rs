@@ -130,6 +130,12 @@ async fn apply_events(
     Ok(events.len())
 }
 
+/// The driver of the SQL projections in `db`: failures recorded there, members at the same time
+/// where the database takes concurrent writers.
+fn sql_driver(store: EventStore, db: &ReadDb, members: Vec<Arc<SqlProjection>>) -> Driver<SqlProjection> {
+    Driver::new("projection", store, members).with_health_db(db.clone()).with_concurrent_members(!db.is_sqlite())
+}
+
 /// The SQL projections on the one consumer driver, and what operators do with them: status,
 /// read-your-writes waits, rebuilds, resets, dead letters.
 pub struct Runner {
@@ -159,7 +165,7 @@ impl Runner {
             })
             .collect();
         Self {
-            driver: Arc::new(Driver::new("projection", store, members).with_health_db(db.clone()).with_concurrent_members(!db.is_sqlite())),
+            driver: Arc::new(sql_driver(store, &db, members)),
             db,
             #[cfg(feature = "faults")]
             fault,
@@ -184,11 +190,7 @@ impl Runner {
     pub fn with_batch_size(self, n: u32) -> Self {
         let members = self.driver.members().to_vec();
         let store = self.driver.store().clone();
-        let driver = Driver::new("projection", store, members)
-            .with_batch_size(n)
-            .with_health_db(self.db.clone())
-            .with_concurrent_members(!self.db.is_sqlite());
-        Self { driver: Arc::new(driver), ..self }
+        Self { driver: Arc::new(sql_driver(store, &self.db, members).with_batch_size(n)), ..self }
     }
 
     pub fn driver(&self) -> &Arc<Driver<SqlProjection>> {

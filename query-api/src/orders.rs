@@ -540,9 +540,9 @@ impl LiveStream {
 /// `id:` the log position, `data:` the entry), then each new entry as it happens. A client
 /// that reconnects with `Last-Event-ID` gets only what came after it. Same visibility as the
 /// order; with `X-Min-Position` (the placing command's position) it opens once the order is in
-/// the view, like every read. The stream ends shortly after the order's final entry or when the access token
-/// expires; a user has at most a few streams open (429 beyond), and new entries reach every
-/// stream of the process from one feed ([`crate::live`]).
+/// the view, like every read. The stream ends shortly after the order's final entry or when
+/// the access token expires; a user has at most a few streams open (429 beyond), and new
+/// entries reach every stream of the process from one feed ([`crate::live`]).
 async fn live(
     State(state): State<QueryState>,
     user: AuthUser,

@@ -18,9 +18,14 @@ fn order_body(lines: Value, method: &str) -> Value {
 }
 
 async fn place(app: &TestApp, token: &str, lines: Value, method: &str) -> String {
+    placed(app, token, lines, method).await.0
+}
+
+/// Places an order; its id and the placing command's log position.
+async fn placed(app: &TestApp, token: &str, lines: Value, method: &str) -> (String, i64) {
     let placed = app.post("/api/v1/orders", Some(token), order_body(lines, method)).await;
     assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
-    placed.body["id"].as_str().expect("order id").to_owned()
+    (placed.body["id"].as_str().expect("order id").to_owned(), placed.body["position"].as_i64().expect("position"))
 }
 
 async fn get(app: &TestApp, path: &str, token: &str) -> Answer {
@@ -236,9 +241,7 @@ both_modes!(order_status_changes_stream_live_and_resume_from_the_last_event_id, 
     app.stocked(&admin, "SSE-1", 1_000, 5).await;
     let ada = app.customer_token("ada@example.com").await;
     let bob = app.customer_token("bob@example.com").await;
-    let placed = app.post("/api/v1/orders", Some(&ada), order_body(json!([{"sku": "SSE-1", "quantity": 1}]), "tok_approve")).await;
-    assert_eq!(placed.status, StatusCode::ACCEPTED, "{:?}", placed.body);
-    let (id, position) = (placed.body["id"].as_str().expect("order id").to_owned(), placed.body["position"].as_i64().expect("position"));
+    let (id, position) = placed(&app, &ada, json!([{"sku": "SSE-1", "quantity": 1}]), "tok_approve").await;
     let url = format!("{}/api/v1/orders/{id}/events", app.base);
     // A position no command has answered is refused at once, as on every read.
     let beyond = app.client.get(&url).bearer_auth(&ada).header("X-Min-Position", (position + 1_000_000).to_string()).send().await;
