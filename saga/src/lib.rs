@@ -6,6 +6,8 @@
 //! - [`OrderSaga`] (this file): a consumer of the log on the worker kit's driver
 //!   ([`OrderSaga::driver`]); where each order stands (`order_sagas`); the due sweep.
 //! - `steps.rs`: reconciling one order, step by step.
+//! - `invoicing.rs`: orders ready for their invoice at the same time, invoiced in one append of
+//!   their tenant's invoice book.
 //! - `carts.rs`: carts' deadlines (expiry, the customer's reminder), kept the same way.
 //! - [`routes`]: `GET /api/v1/admin/orders/{id}/saga`.
 //! - `gateway.rs`: [`HttpGateway`], a payment provider over HTTP (`SHOP_PAYMENT_GATEWAY=http`).
@@ -38,7 +40,8 @@
 //!   (`saga:<order>:<step>`).
 //! - Steps that must not be half-done are one atomic append across streams: every line's
 //!   reservation with the order's `StockReserved`; every line's stock commit with the next
-//!   number of the tenant's invoice book and the order's `Invoiced`; a paid refund on the
+//!   number of the tenant's invoice book and the order's `Invoiced` (for every order of the
+//!   tenant waiting for its invoice at that moment, in one append); a paid refund on the
 //!   payment and on the order; restocked units with the order's `Restocked`.
 //! - Durable deadlines: an order's reservations lapse at the time recorded in its
 //!   `StockReserved`; `order_sagas.due_at_ms` holds when each order next needs a look
@@ -49,6 +52,7 @@
 
 mod carts;
 mod gateway;
+mod invoicing;
 pub mod routes;
 mod steps;
 
@@ -155,6 +159,9 @@ pub enum SagaError {
     Gateway(String),
     #[error("malformed order stream id {0}")]
     Malformed(String),
+    /// The append that was to invoice this order with others failed as a whole.
+    #[error("invoicing with other orders failed: {0}")]
+    Batch(String),
     /// Raised by [`OrderSaga::crash_after`]: stands in for the process dying at that point.
     #[cfg(feature = "faults")]
     #[error("injected crash")]
@@ -238,6 +245,8 @@ pub struct OrderSaga {
     pub(crate) config: SagaConfig,
     /// A lock per order being reconciled in this process.
     busy: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The tenants' invoice books, where orders wait to be invoiced together.
+    books: invoicing::Books,
     /// Steps left before an injected crash (tests).
     #[cfg(feature = "faults")]
     budget: worker_kit::CrashBudget,
@@ -263,6 +272,7 @@ impl OrderSaga {
             clock,
             config,
             busy: Default::default(),
+            books: Default::default(),
             #[cfg(feature = "faults")]
             budget: worker_kit::CrashBudget::default(),
             #[cfg(feature = "faults")]

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 
 use cqrs_es::Aggregate;
-use domain::order::{CancelReason, InvoiceCommand, Order, OrderCommand, OrderError, Status, INVOICE_BOOK};
+use domain::order::{CancelReason, Order, OrderCommand, OrderError, Status};
 use domain::payment::{FailureReason, GatewayError, Payment, PaymentCommand, PaymentStatus};
 use domain::promotion::PromotionCommand;
 use domain::stock::{StockCommand, StockError};
@@ -24,7 +24,7 @@ fn unavailable(e: GatewayError) -> SagaError {
     SagaError::Gateway(e.to_string())
 }
 
-fn refused<E: Display>(aggregate: &'static str, action: &'static str, e: ExecError<E>) -> SagaError {
+pub(crate) fn refused<E: Display>(aggregate: &'static str, action: &'static str, e: ExecError<E>) -> SagaError {
     match e {
         ExecError::Store(e) => SagaError::Store(e),
         ExecError::Conflict { .. } | ExecError::VersionMismatch { .. } => SagaError::Conflict(action),
@@ -325,76 +325,25 @@ impl OrderSaga {
     /// recorded on the payment in the same write (alone if the order moved on meanwhile).
     async fn invoice(&self, id: &str, order: &Order, captured: bool) -> Result<(), SagaError> {
         let (tenant, order_id) = parse(id)?;
-        let book = stream_id(&tenant, INVOICE_BOOK);
         let meta = self.meta(&tenant, &order_id, "invoice");
         self.tick()?;
         if self.invoice_lost() {
             return Err(SagaError::Conflict("invoice"));
         }
-        retry_on_conflict("order", || async {
-            // SKUs in sorted order, then the book, the payment, the order: the saga's one lock
-            // order.
-            let mut committed = Vec::new();
-            for sku in order.reservations().keys() {
-                let stream = stream_id(&tenant, sku);
-                committed.push(
-                    self.repos
-                        .stock
-                        .prepare(&stream, StockCommand::Commit { order_id }, None)
-                        .await
-                        .map_err(|e| e.map_domain(|e| e.to_string()))?,
-                );
-            }
-            let mut issued = self
-                .repos
-                .invoices
-                .prepare(&book, InvoiceCommand::Issue { order_id }, None)
-                .await
-                .map_err(|e| e.map_domain(|e| e.to_string()))?;
-            let number = issued.state().last;
-            let mut capture = match captured {
-                true => Some(
-                    self.repos
-                        .payments
-                        .prepare(id, PaymentCommand::RecordCaptured, None)
-                        .await
-                        .map_err(|e| e.map_domain(|e| e.to_string()))?,
-                ),
-                false => None,
-            };
-            let mut invoiced = match self.repos.orders.prepare(id, OrderCommand::AssignInvoice { number }, None).await {
-                Ok(p) => p,
-                // Invoiced already, or cancelled meanwhile: the next look decides (after the
-                // capture is on record).
-                Err(ExecError::Domain(OrderError::AlreadyInvoiced(_) | OrderError::IllegalTransition { .. })) => {
-                    drop((committed, issued));
-                    if let Some(mut capture) = capture {
-                        commit(self.repos.payments.store(), &meta, &mut [&mut capture]).await?;
-                        capture.finish().await;
-                    }
-                    return Ok(());
+        // With whatever else the tenant's book has waiting: one append for them all.
+        let (request, answer) = crate::invoicing::Request::new(id, order_id, order, captured, meta);
+        match self.invoice_together(&tenant, request, answer).await? {
+            crate::invoicing::Invoiced::Done => Ok(()),
+            // Invoiced already, or cancelled meanwhile: the next look decides, after the
+            // capture is on record.
+            crate::invoicing::Invoiced::MovedOn if captured => {
+                match self.exec(&self.repos.payments, id, PaymentCommand::RecordCaptured, "invoice").await {
+                    Err(SagaError::Refused { .. }) => Ok(()), // on record already
+                    other => other,
                 }
-                Err(e) => return Err(e.map_domain(|e| e.to_string())),
-            };
-            let mut stages: Vec<&mut dyn store::Stage> = committed.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
-            stages.push(&mut issued);
-            if let Some(c) = capture.as_mut() {
-                stages.push(c);
             }
-            stages.push(&mut invoiced);
-            commit(self.repos.orders.store(), &meta, &mut stages).await?;
-            for p in committed {
-                p.finish().await;
-            }
-            issued.finish().await;
-            if let Some(c) = capture {
-                c.finish().await;
-            }
-            invoiced.finish().await;
-            Ok(())
-        })
-        .await
-        .map_err(|e| refused(Order::TYPE, "invoice", e))
+            crate::invoicing::Invoiced::MovedOn => Ok(()),
+        }
     }
 
     /// The order is cancelled: give back its stock, its money and its discount code's use.

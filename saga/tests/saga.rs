@@ -547,3 +547,80 @@ both_backends!(orders_committed_here_settle_without_the_log_and_the_log_repeats_
     let stock = shop.stock("EAGER").await;
     assert_eq!((stock.on_hand, stock.reservations.len()), (59, 0));
 });
+
+// Orders ready at the same time are invoiced in one append of the tenant's book. Twenty
+// confirmed orders over three SKUs wait while the book is held; one of them is cancelled by
+// its customer meanwhile. The other nineteen get numbers 1..=19 in one transaction (each
+// Issued event carrying its own order's metadata), their own stock leaves exactly, and the
+// cancelled one gets no number: its capture is kept, then refunded, and its stock released.
+both_backends!(orders_waiting_for_the_book_are_invoiced_in_one_append_without_the_one_that_moved_on, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    for s in ["BOOK-A", "BOOK-B", "BOOK-C"] {
+        shop.receive(s, 100).await;
+    }
+    let driver = shop.saga();
+    let saga = Arc::clone(&driver.members()[0]);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let eager = tokio::spawn(Arc::clone(&saga).follow_commits(stopped));
+    let held = saga.hold_invoice_book(&tenant()).await;
+
+    let shapes: [&[(&str, i64)]; 3] = [&[("BOOK-A", 1), ("BOOK-B", 2)], &[("BOOK-B", 1), ("BOOK-C", 1)], &[("BOOK-A", 1), ("BOOK-C", 3)]];
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(shop.place(shapes[i % 3], "tok_approve").await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while saga.invoices_waiting(&tenant()) < 20 {
+        assert!(Instant::now() < deadline, "orders never reached the book ({} waiting)", saga.invoices_waiting(&tenant()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gone = ids[7].clone();
+    assert_eq!(shop.order(&gone).await.status, Status::Confirmed);
+    Repository::<Order>::new(shop.t.store.clone(), ())
+        .execute(&gone, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default())
+        .await
+        .expect("cancel");
+    drop(held);
+    shop.settle(&driver, &ids).await;
+    let _ = stop.send(true);
+    eager.await.expect("eager task");
+
+    let mut numbers = Vec::new();
+    let mut left = [100i64, 100, 100];
+    for (i, id) in ids.iter().enumerate() {
+        let order = shop.order(id).await;
+        if *id == gone {
+            assert_eq!((order.status, order.invoice_number), (Status::Cancelled, None));
+            assert_eq!(shop.payment(id).await.status, PaymentStatus::Captured, "its capture kept, then refunded");
+            continue;
+        }
+        assert_eq!(order.status, Status::Confirmed);
+        numbers.push((order.invoice_number.expect("invoiced"), id.clone()));
+        for (s, n) in shapes[i % 3] {
+            left[["BOOK-A", "BOOK-B", "BOOK-C"].iter().position(|x| x == s).expect("known sku")] -= n;
+        }
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers.iter().map(|(n, _)| *n).collect::<Vec<u64>>(), (1..=19).collect::<Vec<u64>>(), "one number each, no gaps");
+    for (s, left) in ["BOOK-A", "BOOK-B", "BOOK-C"].into_iter().zip(left) {
+        let stock = shop.stock(s).await;
+        assert_eq!((stock.on_hand, stock.reservations.len()), (left, 0), "{s}: exactly the invoiced orders' units left");
+    }
+    let totals = shop.ledger.totals();
+    assert_eq!((totals.captured, totals.refunded), (20, 1));
+
+    // The book's events: one per number, naming its order, in its order's metadata, and all
+    // in one append (next to each other in the log).
+    let log = shop.t.store.read_log(store::LogCursor::default(), 10_000).await.expect("log");
+    let issued: Vec<(usize, &store::LogEvent)> = log.iter().enumerate().filter(|(_, e)| e.aggregate_type == "invoice_book").collect();
+    assert_eq!(issued.len(), 19);
+    for (n, (_, e)) in issued.iter().enumerate() {
+        let order = e.payload["issued"]["order_id"].as_str().expect("order id").to_owned();
+        let (number, id) = &numbers[n];
+        assert_eq!(e.payload["issued"]["number"].as_u64(), Some(*number));
+        assert!(id.ends_with(&order), "number {number} went to {order}, not {id}");
+        assert_eq!(e.metadata["correlation_id"].as_str(), Some(order.as_str()));
+        assert_eq!(e.metadata["idempotency_key"].as_str(), Some(format!("saga:{order}:invoice").as_str()));
+    }
+    assert_eq!(issued.last().map(|(i, _)| *i), issued.first().map(|(i, _)| i + 18), "the nineteen invoices were one append");
+});

@@ -104,6 +104,9 @@ pub struct Prepared<A: Aggregate> {
     position_before: i64,
     state: A,
     events: Vec<A::Event>,
+    /// Metadata stored with each event instead of the commit's, where one was given
+    /// ([`Prepared::label`]): one write may carry several requests' events on one stream.
+    labels: Vec<Option<serde_json::Value>>,
     positions: Vec<i64>,
 }
 
@@ -300,6 +303,7 @@ where
             position_before,
             state,
             events,
+            labels: Vec::new(),
             positions: Vec::new(),
         })
     }
@@ -417,6 +421,42 @@ impl<A: Aggregate + Clone> Prepared<A> {
         &self.state
     }
 
+    /// Handles one more command on the state the earlier ones left, to be appended with them
+    /// in the same write. A refused command leaves the prepared ones as they were. As with
+    /// [`Repository::prepare`], a refusal on cached state may be stale: if another writer
+    /// moved the stream on, this answers a conflict (and marks the cache stale), so the
+    /// caller prepares the whole write again on fresh state.
+    pub async fn and(&mut self, command: A::Command) -> Result<(), ExecError<A::Error>> {
+        let mut state = self.state.clone();
+        let sink = EventSink::default();
+        match state.handle(command, &self.inner.services, &sink).await {
+            Ok(()) => {
+                self.events.extend(sink.collect().await);
+                self.state = state;
+                Ok(())
+            }
+            Err(e) => match self.inner.store.stream_version(A::TYPE, &self.aggregate_id).await? {
+                current if current != self.version_before => {
+                    self.guard.stale = true;
+                    Err(ExecError::Conflict { current })
+                }
+                _ => Err(ExecError::Domain(e)),
+            },
+        }
+    }
+
+    /// Stores `metadata` with the events handled since the last label (all of them at first)
+    /// instead of the metadata given to [`commit`].
+    pub fn label(&mut self, metadata: &Metadata) -> Result<(), StoreError> {
+        let value = serde_json::to_value(metadata)?;
+        let from = self.labels.len();
+        self.labels.resize(self.events.len(), None);
+        for label in &mut self.labels[from..] {
+            *label = Some(value.clone());
+        }
+        Ok(())
+    }
+
     /// Releases the aggregate and reports what was committed; saves a snapshot when one is due.
     pub async fn finish(self) -> Committed<A> {
         let version = self.version_before + self.events.len() as u64;
@@ -454,12 +494,13 @@ impl<A: Aggregate + Clone> Stage for Prepared<A> {
         let events = self
             .events
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 Ok(NewEvent {
                     event_type: e.event_type(),
                     event_version: e.event_version(),
                     payload: serde_json::to_value(e)?,
-                    metadata: metadata.clone(),
+                    metadata: self.labels.get(i).and_then(Option::as_ref).unwrap_or(metadata).clone(),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -407,6 +407,42 @@ both_backends!(a_stale_cache_is_detected_and_the_command_rerun, |t: TestStore| a
     assert_eq!((done.version, done.state.on_hand), (3, 11));
 });
 
+// Several commands on one stream in one write (`Prepared::and`), each with its own metadata
+// (`Prepared::label`). A command refused on cached state that another process has moved on
+// answers a conflict, so the write is prepared again on fresh state instead of refusing.
+both_backends!(commands_joined_in_one_write_keep_their_metadata_and_recheck_a_stale_refusal, |t: TestStore| async move {
+    let store = t.store.clone();
+    let a = Repository::<Stock>::new(store.clone(), ());
+    let b = Repository::<Stock>::new(store.clone(), ());
+    let meta = |n: &str| Metadata { correlation_id: Some(n.to_owned()), ..Metadata::default() };
+    a.execute("default:HOT-1", receive(1), None, &meta("first")).await.expect("a receives");
+    // `b` receives five more; `a` still caches one unit on hand.
+    b.execute("default:HOT-1", receive(5), None, &meta("elsewhere")).await.expect("b receives");
+    let mut write = a.prepare("default:HOT-1", reserve_one(), None).await.expect("one unit is cached");
+    write.label(&meta("one")).expect("label");
+    let stale = write.and(reserve_one()).await.expect_err("the cache has no second unit");
+    assert!(matches!(stale, ExecError::Conflict { .. }), "a stale refusal is a conflict, not a refusal: {stale:?}");
+    drop(write);
+    // Prepared again: the cache catches up, both reservations fit, one append, two labels.
+    let mut write = a.prepare("default:HOT-1", reserve_one(), None).await.expect("fresh");
+    write.label(&meta("one")).expect("label");
+    write.and(reserve_one()).await.expect("six on hand now");
+    write.label(&meta("two")).expect("label");
+    store::commit::<StockError>(&store, &meta("fallback"), &mut [&mut write]).await.expect("one append");
+    let done = write.finish().await;
+    assert_eq!((done.version, done.state.available()), (4, 4));
+    let log = log_of(&store, 4).await;
+    let labels: Vec<_> = log.iter().map(|e| e.metadata["correlation_id"].as_str().map(str::to_owned)).collect();
+    assert_eq!(labels, ["first", "elsewhere", "one", "two"].map(|n| Some(n.to_owned())));
+    // A real refusal stays a refusal: seven reservations of six units.
+    let mut write = a.prepare("default:HOT-1", reserve_one(), None).await.expect("fresh");
+    for _ in 0..3 {
+        write.and(reserve_one()).await.expect("fits");
+    }
+    let refused = write.and(reserve_one()).await.expect_err("none left");
+    assert!(matches!(refused, ExecError::Domain(StockError::InsufficientStock { .. })), "{refused:?}");
+});
+
 both_backends!(an_expected_version_that_moved_is_reported, |t: TestStore| async move {
     let store = t.store.clone();
     let repo = Repository::<Stock>::new(store, ());

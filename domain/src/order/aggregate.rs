@@ -193,8 +193,10 @@ impl Aggregate for Order {
                 OrderEvent::Delivered
             }
             OrderCommand::Refund { amount } => {
-                // A cancelled order is refunded only if money was taken (it was invoiced).
-                let after_cancel = if self.invoice_number.is_some() { Cancelled } else { Confirmed };
+                // A cancelled order is refunded only if money may have been taken: its payment
+                // was authorised (then captured, and the order invoiced or cancelled before it
+                // could be; the payment holds what was really taken).
+                let after_cancel = if self.payment_id.is_some() { Cancelled } else { Confirmed };
                 self.require(&[Confirmed, Shipped, Delivered, after_cancel], "refunding")?;
                 let total = self.total.ok_or(OrderError::NotFound)?;
                 if amount.amount <= 0 || amount.currency != total.currency {
@@ -445,6 +447,24 @@ mod tests {
             .given(after_ship)
             .when(OrderCommand::Refund { amount: eur(1_000) })
             .then_expect_events(vec![OrderEvent::Refunded { amount: eur(1_000), refunded_total: eur(1_000) }]);
+    }
+
+    #[test]
+    fn a_cancelled_order_is_refunded_only_if_its_payment_was_authorised() {
+        let refund = || OrderCommand::Refund { amount: eur(1_000) };
+        let cancelled = OrderEvent::Cancelled { reason: CancelReason::CancelledByCustomer };
+        // Cancelled between the capture and the invoice: the captured money goes back.
+        let mut paid = confirmed();
+        paid.push(cancelled.clone());
+        framework()
+            .given(paid)
+            .when(refund())
+            .then_expect_events(vec![OrderEvent::Refunded { amount: eur(1_000), refunded_total: eur(1_000) }]);
+        // Cancelled before any payment: nothing was taken.
+        framework()
+            .given(vec![placed(), OrderEvent::StockReserved { expires_at: until() }, cancelled])
+            .when(refund())
+            .then_expect_error(OrderError::IllegalTransition { from: Status::Cancelled, action: "refunding" });
     }
 
     #[test]
