@@ -60,6 +60,11 @@ impl Request {
         (Self { id: id.to_owned(), order_id, skus, captured, meta, answer: Some(tx) }, Answer(rx))
     }
 
+    /// Whether nobody waits for the answer any more (the reconciling task was dropped).
+    fn abandoned(&self) -> bool {
+        self.answer.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
     fn answer(&mut self, result: Result<Invoiced, SagaError>) {
         if let Some(tx) = self.answer.take() {
             let _ = tx.send(result);
@@ -143,8 +148,11 @@ impl OrderSaga {
     }
 
     /// Appends the invoices of `batch`, answering every request.
-    async fn invoice_batch(&self, tenant: &TenantId, mut batch: Vec<Request>) {
-        batch.sort_by(|a, b| a.id.cmp(&b.id));
+    async fn invoice_batch(&self, tenant: &TenantId, batch: Vec<Request>) {
+        let mut batch = distinct(batch);
+        if batch.is_empty() {
+            return;
+        }
         metrics::histogram!("shop_saga_invoices_per_append").record(batch.len() as f64);
         while !batch.is_empty() {
             match retry_on_conflict(Order::TYPE, || self.append_invoices(tenant, &batch)).await {
@@ -251,6 +259,23 @@ impl OrderSaga {
     }
 }
 
+/// The requests of `batch` sorted by order, without those nobody waits for any more and with
+/// one request per order (the newest; an older one is told to look again), so no stream is
+/// prepared twice in one write.
+fn distinct(mut batch: Vec<Request>) -> Vec<Request> {
+    batch.retain(|r| !r.abandoned());
+    // Stable: of two requests for one order, the newer stays last.
+    batch.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out: Vec<Request> = Vec::with_capacity(batch.len());
+    for request in batch {
+        match out.last_mut() {
+            Some(last) if last.id == request.id => std::mem::replace(last, request).answer(Err(SagaError::Conflict("invoice"))),
+            _ => out.push(request),
+        }
+    }
+    out
+}
+
 /// A command's error as the batch's: a refusal names the order it excludes.
 fn domain<E: Display>(e: ExecError<E>, i: usize) -> ExecError<(usize, Excluded)> {
     e.map_domain(|e| (i, Excluded::Refused(e.to_string())))
@@ -280,4 +305,28 @@ where
     };
     p.label(meta)?;
     Ok(prepared.insert(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str, step: &str) -> (Request, Answer) {
+        let (tx, rx) = oneshot::channel();
+        let meta = Metadata { idempotency_key: Some(step.to_owned()), ..Metadata::default() };
+        (Request { id: id.to_owned(), order_id: OrderId::new(), skus: vec![], captured: false, meta, answer: Some(tx) }, Answer(rx))
+    }
+
+    #[test]
+    fn a_batch_holds_one_request_per_order_and_none_that_nobody_awaits() {
+        let (older_b, mut older_answer) = request("acme:b", "older");
+        let (a, _a_answer) = request("acme:a", "a");
+        let (newer_b, _newer_answer) = request("acme:b", "newer");
+        let (gone, gone_answer) = request("acme:c", "gone");
+        drop(gone_answer);
+        let batch = distinct(vec![older_b, a, gone, newer_b]);
+        let kept: Vec<(&str, Option<&str>)> = batch.iter().map(|r| (r.id.as_str(), r.meta.idempotency_key.as_deref())).collect();
+        assert_eq!(kept, [("acme:a", Some("a")), ("acme:b", Some("newer"))]);
+        assert!(matches!(older_answer.0.try_recv(), Ok(Err(SagaError::Conflict("invoice")))), "the older request looks again");
+    }
 }
