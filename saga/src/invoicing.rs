@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use crate::{OrderSaga, SagaError};
 
 /// Orders invoiced in one append at most.
-pub(crate) const MOST: usize = 64;
+const MOST: usize = 64;
 
 /// What became of an order's invoice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +43,13 @@ pub(crate) enum Invoiced {
 /// One order waiting for its invoice.
 pub(crate) struct Request {
     /// The order's stream id.
-    pub(crate) id: String,
-    pub(crate) order_id: OrderId,
+    id: String,
+    order_id: OrderId,
     /// Its SKUs (sorted).
-    pub(crate) skus: Vec<String>,
+    skus: Vec<String>,
     /// Record the gateway's capture on the payment in the same append.
-    pub(crate) captured: bool,
-    pub(crate) meta: Metadata,
+    captured: bool,
+    meta: Metadata,
     answer: Option<oneshot::Sender<Result<Invoiced, SagaError>>>,
 }
 
