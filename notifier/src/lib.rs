@@ -20,6 +20,10 @@
 //!   anywhere in a batch, finds the row and sends nothing new. A crash between the claim and
 //!   the send leaves the row `sending` (shown to operators; never sent twice, at most once in
 //!   effect). Every message carries a stable `Message-ID` made from its key.
+//! - A batch's messages go out stream by stream, up to 4 streams side by side, each stream's
+//!   events in log order. A user's event (preferences, phone, erasure) waits for everything
+//!   before it and holds back everything after it, since later messages read what it keeps.
+//!   Webhooks are queued first, in log order.
 //! - A failed send is kept `failed` with its rendered text and retried with backoff by later
 //!   rounds, then `dead` after `max_attempts` (or at once when the provider refuses it for
 //!   good); it never holds the log back. Admins list every channel's deliveries and send a
@@ -204,6 +208,50 @@ const ORDER_NEWS: [(&str, Option<&str>, Option<&str>); 3] = [
     ("order_cancelled", Some("sms/order_cancelled"), Some("push/order_cancelled")),
 ];
 
+/// Streams whose messages go out side by side within one batch. Each holds at most one
+/// connection of the read-model pool at a time, which `shop serve`'s other roles share (16
+/// connections, seven of them the SQL projections' transactions), so a backlog of messages
+/// takes a quarter of it at most.
+const STREAMS_AT_ONCE: usize = 4;
+
+/// Whether handling `e` writes what the handling of other events reads: a user's events keep
+/// their preferences, phone number and erasure in the notifier's tables, which every later
+/// order, cart and product message of theirs reads.
+fn writes_what_others_read(e: &LogEvent) -> bool {
+    e.aggregate_type == User::TYPE
+}
+
+/// `events` (in log order) as turns to handle one after the other, each turn a list of
+/// streams that may go side by side, each stream its events in log order. An event that
+/// [writes what others read](writes_what_others_read) is a turn of its own: everything before
+/// it is done before it, and everything after it starts after it.
+fn in_turns<'a>(events: &[&'a LogEvent]) -> Vec<Vec<Vec<&'a LogEvent>>> {
+    let mut turns = Vec::new();
+    let mut turn: Vec<Vec<&LogEvent>> = Vec::new();
+    let mut streams: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for &event in events {
+        if writes_what_others_read(event) {
+            if !turn.is_empty() {
+                turns.push(std::mem::take(&mut turn));
+                streams.clear();
+            }
+            turns.push(vec![vec![event]]);
+            continue;
+        }
+        match streams.get(event.aggregate_id.as_str()) {
+            Some(&i) => turn[i].push(event),
+            None => {
+                streams.insert(&event.aggregate_id, turn.len());
+                turn.push(vec![event]);
+            }
+        }
+    }
+    if !turn.is_empty() {
+        turns.push(turn);
+    }
+    turns
+}
+
 const IDLE: Duration = Duration::from_millis(100);
 const GATHER: Duration = Duration::from_millis(10);
 
@@ -312,9 +360,43 @@ impl Notifier {
         Ok(())
     }
 
-    /// Sends what one event calls for and queues its webhooks; safe to repeat (the
-    /// deliveries are keyed by the event's log position).
-    async fn handle_with(&self, event: &LogEvent, endpoints: &[(String, webhooks::Endpoint)]) -> Result<(), NotifyError> {
+    /// Sends what `events` (in log order) call for and queues their webhooks; safe to repeat
+    /// (the deliveries are keyed by the events' log positions). Fails with the first failing
+    /// event's position.
+    ///
+    /// Webhooks are queued first, one event after the other, since an endpoint gets its
+    /// deliveries in log order. The messages then go [`in_turns`]: the streams of a turn side
+    /// by side, each stream's events one after the other. Every stream of a turn runs to its
+    /// end or its first failure before the batch fails, so a message is never left claimed
+    /// and unsent because another stream failed (a user the users view has not caught up with).
+    async fn handle_all(&self, events: &[&LogEvent]) -> Result<(), (i64, NotifyError)> {
+        use futures::StreamExt as _;
+        let endpoints = webhooks::all_endpoints(&self.db).await.map_err(|e| (events.first().map_or(0, |e| e.cursor.position), e))?;
+        for event in events {
+            self.queue_webhooks(event, &endpoints).await.map_err(|e| (event.cursor.position, e))?;
+        }
+        for turn in in_turns(events) {
+            // The futures made first (lazy until polled): a closure inside the stream would
+            // not be general enough over the events' lifetime for `async_trait`'s `Send` bound.
+            let work: Vec<_> = turn.into_iter().map(|stream| self.handle_stream(stream)).collect();
+            let done: Vec<Result<(), (i64, NotifyError)>> = futures::stream::iter(work).buffer_unordered(STREAMS_AT_ONCE).collect().await;
+            if let Some(first) = done.into_iter().filter_map(Result::err).min_by_key(|(position, _)| *position) {
+                return Err(first);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what one stream's events call for, in their order, up to the first failure.
+    async fn handle_stream(&self, stream: Vec<&LogEvent>) -> Result<(), (i64, NotifyError)> {
+        for event in stream {
+            self.handle(event).await.map_err(|e| (event.cursor.position, e))?;
+        }
+        Ok(())
+    }
+
+    /// Sends what one event calls for.
+    async fn handle(&self, event: &LogEvent) -> Result<(), NotifyError> {
         use tracing::Instrument as _;
         // Continues the trace of the write that produced the event.
         let span =
@@ -324,7 +406,7 @@ impl Notifier {
             for notification in self.plan(event).await? {
                 self.deliver(event, notification).await?;
             }
-            self.queue_webhooks(event, endpoints).await
+            Ok(())
         }
         .instrument(span)
         .await
@@ -996,10 +1078,7 @@ impl Consumer for Notifier {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let endpoints = webhooks::all_endpoints(&self.db).await?;
-        for event in events {
-            self.handle_with(event, &endpoints).await?;
-        }
+        self.handle_all(&events.iter().collect::<Vec<_>>()).await.map_err(|(_, e)| e)?;
         let mut tx = self.db.begin().await?;
         advance_checkpoint(&mut tx, NAME, from.map(|(c, _)| c), last.cursor, events.len() as i64).await?;
         tx.commit().await?;
@@ -1031,12 +1110,51 @@ impl SourcedConsumer for Notifier {
 
     async fn consume_sourced(&self, batch: &[Sourced]) -> Result<(), String> {
         worker_kit::observed_sourced("notifier", NAME, batch, async {
-            let endpoints = webhooks::all_endpoints(&self.db).await.map_err(|e| e.to_string())?;
-            for m in batch {
-                self.handle_with(&m.event, &endpoints).await.map_err(|e| format!("event at position {}: {e}", m.event.cursor.position))?;
-            }
+            let events: Vec<&LogEvent> = batch.iter().map(|m| &m.event).collect();
+            self.handle_all(&events).await.map_err(|(position, e)| format!("event at position {position}: {e}"))?;
             self.retry_failed().await.map_err(|e| e.to_string())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64, aggregate_type: &str, stream: &str) -> LogEvent {
+        LogEvent {
+            cursor: store::LogCursor { transaction_id: 0, position },
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: stream.into(),
+            sequence: position,
+            event_type: "any".into(),
+            event_version: "1".into(),
+            payload: Value::Null,
+            metadata: Value::Null,
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_users_event_is_a_turn_of_its_own_and_each_stream_keeps_its_order() {
+        let log = [
+            event(1, Order::TYPE, "acme:o1"),
+            event(2, Stock::TYPE, "acme:LAMP"),
+            event(3, Order::TYPE, "acme:o2"),
+            event(4, Order::TYPE, "acme:o1"),
+            event(5, User::TYPE, "acme:u1"),
+            event(6, User::TYPE, "acme:u1"),
+            event(7, Order::TYPE, "acme:o1"),
+            event(8, Product::TYPE, "acme:p1"),
+            event(9, Order::TYPE, "acme:o1"),
+        ];
+        let events: Vec<&LogEvent> = log.iter().collect();
+        let turns: Vec<Vec<Vec<i64>>> = in_turns(&events)
+            .into_iter()
+            .map(|turn| turn.into_iter().map(|stream| stream.into_iter().map(|e| e.cursor.position).collect()).collect())
+            .collect();
+        assert_eq!(turns, vec![vec![vec![1, 4], vec![2], vec![3]], vec![vec![5]], vec![vec![6]], vec![vec![7, 9], vec![8]]]);
+        assert!(in_turns(&[]).is_empty());
     }
 }

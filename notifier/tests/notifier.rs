@@ -270,8 +270,10 @@ both_backends!(a_notifier_killed_mid_batch_sends_no_duplicate, |t: TestStore| as
     let mut unique = got.clone();
     unique.dedup();
     assert_eq!(got, unique, "no message twice");
-    // Each crash loses the message it was about to send, so fewer are left to crash on.
-    assert!(crashes >= 3, "the crash points were reached ({crashes})");
+    // Each crash loses the messages it was about to send (one per stream in flight: the
+    // order, stock and product streams go side by side after the users' turns), so fewer are
+    // left to crash on: a crash in the users' turns and one among the streams at least.
+    assert!(crashes >= 2, "the crash points were reached ({crashes})");
     // Each crash lands between a claim and its send: that message is never sent (at most
     // once), and the operators see it as `sending`.
     let rows = notifier::deliveries(&s.db, &tenant(), notifier::DeliveryFilter::default(), 100).await.expect("deliveries");
