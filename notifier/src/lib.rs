@@ -369,17 +369,19 @@ impl Notifier {
     /// by side, each stream's events one after the other. Every stream of a turn runs to its
     /// end or its first failure before the batch fails, so a message is never left claimed
     /// and unsent because another stream failed (a user the users view has not caught up with).
-    async fn handle_all(&self, events: &[&LogEvent]) -> Result<(), (i64, NotifyError)> {
+    async fn handle_all<'a>(&'a self, events: &[&'a LogEvent]) -> Result<(), (i64, NotifyError)> {
         use futures::StreamExt as _;
         let endpoints = webhooks::all_endpoints(&self.db).await.map_err(|e| (events.first().map_or(0, |e| e.cursor.position), e))?;
         for event in events {
             self.queue_webhooks(event, &endpoints).await.map_err(|e| (event.cursor.position, e))?;
         }
         for turn in in_turns(events) {
-            // The futures made first (lazy until polled): a closure inside the stream would
-            // not be general enough over the events' lifetime for `async_trait`'s `Send` bound.
-            let work: Vec<_> = turn.into_iter().map(|stream| self.handle_stream(stream)).collect();
-            let done: Vec<Result<(), (i64, NotifyError)>> = futures::stream::iter(work).buffer_unordered(STREAMS_AT_ONCE).collect().await;
+            // Each stream's future is made when a place is free, so at most four are alive.
+            // Boxed: with the closure's type in the future, rustc cannot prove `async_trait`'s
+            // `Send` for every lifetime of the events ("FnOnce is not general enough").
+            let streams: futures::stream::BoxStream<'a, Result<(), (i64, NotifyError)>> =
+                futures::stream::iter(turn).map(|stream| self.handle_stream(stream)).buffer_unordered(STREAMS_AT_ONCE).boxed();
+            let done: Vec<Result<(), (i64, NotifyError)>> = streams.collect().await;
             if let Some(first) = done.into_iter().filter_map(Result::err).min_by_key(|(position, _)| *position) {
                 return Err(first);
             }
