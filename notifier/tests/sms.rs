@@ -261,18 +261,7 @@ both_backends!(
         let n =
             Arc::new(Notifier::new(t.store.clone(), s.db.clone(), mailer, Arc::new(Templates::default()), config).with_sms(sender.clone()))
                 .driver();
-        let head = t.store.head_position().await.expect("head");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            n.try_process_next().await.expect("notifier");
-            let mut conn = s.db.pool.acquire().await.expect("conn");
-            let at = worker_kit::read_checkpoint(&mut conn, notifier::NAME).await.expect("checkpoint").map_or(0, |(c, _)| c.position);
-            if at >= head {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the notifier did not pass the log");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        common::drive_alone(&t, &s.db, &n).await.expect("notifier");
 
         let sent = sender.sent.lock().expect("sent").clone();
         let to_ada: Vec<&str> = sent.iter().filter(|m| m.to == ADA).map(|m| m.body.as_str()).collect();
