@@ -6,8 +6,11 @@
 //! - [`OrderSaga`] (this file): a consumer of the log on the worker kit's driver
 //!   ([`OrderSaga::driver`]); where each order stands (`order_sagas`); the due sweep.
 //! - `steps.rs`: reconciling one order, step by step.
+//! - `reserving.rs`: orders waiting for their stock at the same time, reserved (or rejected) in
+//!   one append.
 //! - `invoicing.rs`: orders ready for their invoice at the same time, invoiced in one append of
 //!   their tenant's invoice book.
+//! - `together.rs`: the group commit both share (a queue and a turn per tenant).
 //! - `carts.rs`: carts' deadlines (expiry, the customer's reminder), kept the same way.
 //! - [`routes`]: `GET /api/v1/admin/orders/{id}/saga`.
 //! - `gateway.rs`: [`HttpGateway`], a payment provider over HTTP (`SHOP_PAYMENT_GATEWAY=http`).
@@ -39,7 +42,9 @@
 //!   idempotency key, and the metadata of every write names the step
 //!   (`saga:<order>:<step>`).
 //! - Steps that must not be half-done are one atomic append across streams: every line's
-//!   reservation with the order's `StockReserved`; every line's stock commit with the next
+//!   reservation with the order's `StockReserved` (for every order of the tenant waiting for
+//!   stock at that moment, with the `StockRejected` of those that do not fit, in one append);
+//!   every line's stock commit with the next
 //!   number of the tenant's invoice book and the order's `Invoiced` (for every order of the
 //!   tenant waiting for its invoice at that moment, in one append); a paid refund on the
 //!   payment and on the order; restocked units with the order's `Restocked`.
@@ -53,8 +58,10 @@
 mod carts;
 mod gateway;
 mod invoicing;
+mod reserving;
 pub mod routes;
 mod steps;
+mod together;
 
 pub use gateway::{GatewayAnswer, GatewayRequest, HttpGateway};
 
@@ -159,8 +166,8 @@ pub enum SagaError {
     Gateway(String),
     #[error("malformed order stream id {0}")]
     Malformed(String),
-    /// The append that was to invoice this order with others failed as a whole.
-    #[error("invoicing with other orders failed: {0}")]
+    /// The append that was to take this order's step with other orders' failed as a whole.
+    #[error("the append shared with other orders failed: {0}")]
     Batch(String),
     /// Raised by [`OrderSaga::crash_after`]: stands in for the process dying at that point.
     #[cfg(feature = "faults")]
@@ -247,6 +254,8 @@ pub struct OrderSaga {
     busy: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The tenants' invoice books, where orders wait to be invoiced together.
     books: invoicing::Books,
+    /// The tenants' stock queues, where orders wait to be reserved together.
+    reservations: reserving::Queues,
     /// Steps left before an injected crash (tests).
     #[cfg(feature = "faults")]
     budget: worker_kit::CrashBudget,
@@ -272,7 +281,8 @@ impl OrderSaga {
             clock,
             config,
             busy: Default::default(),
-            books: Default::default(),
+            books: invoicing::books(),
+            reservations: reserving::queues(),
             #[cfg(feature = "faults")]
             budget: worker_kit::CrashBudget::default(),
             #[cfg(feature = "faults")]

@@ -120,49 +120,15 @@ impl OrderSaga {
     }
 
     /// Reserves every line and marks the order reserved in one atomic write, or rejects the
-    /// order naming the first SKU short of stock. Lines of one SKU are reserved as their sum.
+    /// order naming the first SKU short of stock; with whatever else the tenant has waiting
+    /// for stock, in one append. Lines of one SKU are reserved as their sum.
     async fn reserve(&self, id: &str, order: &Order) -> Result<(), SagaError> {
         let (tenant, order_id) = parse(id)?;
         let expires_at = self.clock.now() + self.config.reservation_ttl;
-        let meta = self.meta(&tenant, &order_id, "reserve");
+        let (reserved, rejected) = (self.meta(&tenant, &order_id, "reserve"), self.meta(&tenant, &order_id, "reject_stock"));
         self.tick()?;
-        let short = retry_on_conflict("order", || async {
-            // SKUs in sorted order (the map is sorted), then the order: one lock order for all.
-            let mut held = Vec::new();
-            for (sku, quantity) in order.reservations() {
-                let sku: domain::Sku = sku.parse().map_err(|_| ExecError::Domain(format!("bad sku {sku}")))?;
-                let quantity = domain::Quantity::try_from(quantity).map_err(|e| ExecError::Domain(e.to_string()))?;
-                let command = StockCommand::Reserve { tenant: tenant.clone(), sku: sku.clone(), order_id, quantity, expires_at };
-                match self.repos.stock.prepare(&stream_id(&tenant, &sku), command, None).await {
-                    Ok(p) => held.push(p),
-                    Err(ExecError::Domain(StockError::InsufficientStock { .. })) => return Ok(Some(sku)),
-                    Err(e) => return Err(e.map_domain(|e| e.to_string())),
-                }
-            }
-            let mut marked = match self.repos.orders.prepare(id, OrderCommand::MarkStockReserved { expires_at }, None).await {
-                Ok(p) => p,
-                // Cancelled meanwhile (or reserved by another saga process): nothing to hold.
-                Err(ExecError::Domain(OrderError::IllegalTransition { .. })) => return Ok(None),
-                Err(e) => return Err(e.map_domain(|e| e.to_string())),
-            };
-            let mut stages: Vec<&mut dyn store::Stage> = held.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
-            stages.push(&mut marked);
-            commit(self.repos.stock.store(), &meta, &mut stages).await?;
-            for p in held {
-                p.finish().await;
-            }
-            marked.finish().await;
-            Ok(None)
-        })
-        .await
-        .map_err(|e| refused(Order::TYPE, "reserve", e))?;
-        if let Some(sku) = short {
-            match self.exec(&self.repos.orders, id, OrderCommand::RejectStock { sku }, "reject_stock").await {
-                Err(SagaError::Refused { .. }) => {} // cancelled meanwhile
-                other => other?,
-            }
-        }
-        Ok(())
+        let (request, answer) = crate::reserving::Reservation::request(id, order_id, order.reservations(), expires_at, reserved, rejected);
+        self.reserve_together(&tenant, request, answer).await
     }
 
     /// Stock is held: authorise the payment, unless the reservation lapsed first.
@@ -331,7 +297,7 @@ impl OrderSaga {
             return Err(SagaError::Conflict("invoice"));
         }
         // With whatever else the tenant's book has waiting: one append for them all.
-        let (request, answer) = crate::invoicing::Request::new(id, order_id, order, captured, meta);
+        let (request, answer) = crate::invoicing::Invoice::request(id, order_id, order, captured, meta);
         match self.invoice_together(&tenant, request, answer).await? {
             crate::invoicing::Invoiced::Done => Ok(()),
             // Invoiced already, or cancelled meanwhile: the next look decides, after the

@@ -1,6 +1,7 @@
 //! The order saga against real stores (PostgreSQL and SQLite): every path, every compensation,
 //! a crash before each step, expiry with a moved clock, 1,000 orders racing for 100 units, and
-//! orders reconciled as this process commits them, beside the log's rounds, each step once.
+//! orders reconciled as this process commits them, beside the log's rounds, each step once;
+//! orders reserved and invoiced together, and two saga processes racing for one SKU.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,14 @@ impl Shop {
         Repository::<Order>::new(self.t.store.clone(), ()).read(id).await.expect("read").0
     }
 
+    /// The customer cancels order `id` (through another process's repository).
+    async fn cancel(&self, id: &str) {
+        Repository::<Order>::new(self.t.store.clone(), ())
+            .execute(id, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default())
+            .await
+            .expect("cancel");
+    }
+
     async fn payment(&self, id: &str) -> Payment {
         Repository::<Payment>::new(self.t.store.clone(), ()).read(id).await.expect("read").0
     }
@@ -126,6 +135,15 @@ impl Shop {
             assert!(Instant::now() < deadline, "orders not settled in time");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// Waits until `n` orders wait in a queue of the saga (`waiting`) for `what`.
+async fn until_queued(what: &str, n: usize, waiting: impl Fn() -> usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while waiting() < n {
+        assert!(Instant::now() < deadline, "orders never queued for {what} ({} waiting)", waiting());
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -569,17 +587,10 @@ both_backends!(orders_waiting_for_the_book_are_invoiced_in_one_append_without_th
     for i in 0..20 {
         ids.push(shop.place(shapes[i % 3], "tok_approve").await);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while saga.invoices_waiting(&tenant()) < 20 {
-        assert!(Instant::now() < deadline, "orders never reached the book ({} waiting)", saga.invoices_waiting(&tenant()));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_queued("the book", 20, || saga.invoices_waiting(&tenant())).await;
     let gone = ids[7].clone();
     assert_eq!(shop.order(&gone).await.status, Status::Confirmed);
-    Repository::<Order>::new(shop.t.store.clone(), ())
-        .execute(&gone, OrderCommand::Cancel { reason: CancelReason::CancelledByCustomer }, None, &Metadata::default())
-        .await
-        .expect("cancel");
+    shop.cancel(&gone).await;
     drop(held);
     shop.settle(&driver, &ids).await;
     let _ = stop.send(true);
@@ -623,4 +634,151 @@ both_backends!(orders_waiting_for_the_book_are_invoiced_in_one_append_without_th
         assert_eq!(e.metadata["idempotency_key"].as_str(), Some(format!("saga:{order}:invoice").as_str()));
     }
     assert_eq!(issued.last().map(|(i, _)| *i), issued.first().map(|(i, _)| i + 18), "the nineteen invoices were one append");
+});
+
+both_backends!(orders_waiting_for_stock_are_decided_in_one_append_each_holding_all_its_lines_or_none, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    for (s, n) in [("RES-A", 7), ("RES-B", 2), ("RES-C", 4)] {
+        shop.receive(s, n).await;
+    }
+    let driver = shop.saga();
+    let saga = Arc::clone(&driver.members()[0]);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let eager = tokio::spawn(Arc::clone(&saga).follow_commits(stopped));
+    let held = saga.hold_reservations(&tenant()).await;
+
+    // Three orders want A and B, and B has two units: two get both, the third neither (it
+    // is refused on B after its A fitted, so A is where a half-held order would show). With
+    // the four orders of one A each, six of A's seven units go, whichever is decided first.
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        pairs.push(shop.place(&[("RES-A", 1), ("RES-B", 1)], "tok_approve").await);
+    }
+    let mut singles = Vec::new();
+    for _ in 0..4 {
+        singles.push(shop.place(&[("RES-A", 1)], "tok_approve").await);
+    }
+    // Five of C's four units; and an order cancelled while it waits.
+    let big = shop.place(&[("RES-C", 5)], "tok_approve").await;
+    let gone = shop.place(&[("RES-C", 1)], "tok_approve").await;
+    let ids: Vec<String> = pairs.iter().chain(&singles).chain([&big, &gone]).cloned().collect();
+    until_queued("stock", ids.len(), || saga.reservations_waiting(&tenant())).await;
+    shop.cancel(&gone).await;
+    drop(held);
+    shop.settle(&driver, &ids).await;
+    let _ = stop.send(true);
+    eager.await.expect("eager task");
+
+    let mut ends = Vec::new();
+    for id in &pairs {
+        let order = shop.order(id).await;
+        ends.push((order.status, order.cancel_reason));
+    }
+    ends.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(ends, [(Status::Cancelled, Some(CancelReason::OutOfStock)), (Status::Confirmed, None), (Status::Confirmed, None)]);
+    for id in &singles {
+        assert_eq!(shop.order(id).await.status, Status::Confirmed);
+    }
+    let order = shop.order(&big).await;
+    assert_eq!((order.status, order.cancel_reason), (Status::Cancelled, Some(CancelReason::OutOfStock)));
+    let order = shop.order(&gone).await;
+    assert_eq!((order.status, order.cancel_reason), (Status::Cancelled, Some(CancelReason::CancelledByCustomer)));
+    for (s, left) in [("RES-A", 1), ("RES-B", 0), ("RES-C", 4)] {
+        let stock = shop.stock(s).await;
+        assert_eq!((stock.on_hand, stock.reservations.len()), (left, 0), "{s}: exactly the confirmed orders' units left");
+    }
+    assert_eq!(shop.ledger.totals().captured, 6);
+
+    // The decisions: eight reservations of stock and eight orders' answers, each in its own
+    // order's metadata, all in one append (next to each other in the log); the refused orders
+    // name the SKU short of stock; nothing for the cancelled order.
+    let log = shop.t.store.read_log(store::LogCursor::default(), 10_000).await.expect("log");
+    let decided: Vec<(usize, &store::LogEvent)> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            (e.aggregate_type == "stock" && e.event_type == "reserved")
+                || (e.aggregate_type == "order" && ["stock_reserved", "stock_rejected"].contains(&e.event_type.as_str()))
+        })
+        .collect();
+    assert_eq!(decided.len(), 16);
+    assert_eq!(decided.last().map(|(i, _)| *i), decided.first().map(|(i, _)| i + 15), "the sixteen decisions were one append");
+    for (_, e) in &decided {
+        let (order, step) = match e.event_type.as_str() {
+            "reserved" => (e.payload["reserved"]["order_id"].as_str().expect("order id").to_owned(), "reserve"),
+            "stock_rejected" => (e.aggregate_id.rsplit(':').next().expect("key").to_owned(), "reject_stock"),
+            _ => (e.aggregate_id.rsplit(':').next().expect("key").to_owned(), "reserve"),
+        };
+        assert!(!gone.ends_with(&order), "nothing was decided for the cancelled order");
+        assert_eq!(e.metadata["correlation_id"].as_str(), Some(order.as_str()));
+        assert_eq!(e.metadata["idempotency_key"].as_str(), Some(format!("saga:{order}:{step}").as_str()));
+        if e.event_type == "stock_rejected" {
+            let short = if big.ends_with(&order) { "RES-C" } else { "RES-B" };
+            assert_eq!(e.payload["stock_rejected"]["sku"].as_str(), Some(short));
+        }
+    }
+});
+
+both_backends!(a_refusal_on_stock_another_process_changed_is_decided_again_on_fresh_stock, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("STALE", 1).await;
+    let saga = shop.saga();
+    let first = shop.place(&[("STALE", 1)], "tok_approve").await;
+    shop.settle(&saga, std::slice::from_ref(&first)).await;
+    assert_eq!(shop.order(&first).await.status, Status::Confirmed);
+    // This saga's cache says none is left; another process receives one more.
+    shop.receive("STALE", 1).await;
+    let second = shop.place(&[("STALE", 1)], "tok_approve").await;
+    shop.settle(&saga, std::slice::from_ref(&second)).await;
+    assert_eq!(shop.order(&second).await.status, Status::Confirmed, "not refused on the stock it had cached");
+    let stock = shop.stock("STALE").await;
+    assert_eq!((stock.on_hand, stock.reservations.len()), (0, 0));
+});
+
+both_backends!(two_saga_processes_racing_for_a_hot_sku_hold_each_unit_once, |t: TestStore| async move {
+    let shop = Shop::new(t).await;
+    shop.receive("RACE", 50).await;
+    // Two processes, each with its own caches and locks, both reconciling every order at once.
+    let (one, two) = (shop.saga(), shop.saga());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let eager: Vec<_> =
+        [&one, &two].into_iter().map(|d| tokio::spawn(Arc::clone(&d.members()[0]).follow_commits(stopped.clone()))).collect();
+    let orders = Repository::<Order>::new(shop.t.store.clone(), ());
+    let placing: Vec<_> = (0..200)
+        .map(|_| {
+            let orders = orders.clone();
+            tokio::spawn(async move { place_with(&orders, &[("RACE", 1)], "tok_approve").await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for p in placing {
+        ids.push(p.await.expect("placed"));
+    }
+    shop.settle(&one, &ids).await;
+    let _ = stop.send(true);
+    for e in eager {
+        e.await.expect("eager task");
+    }
+    let (mut confirmed, mut out_of_stock, mut numbers) = (0, 0, Vec::new());
+    for id in &ids {
+        let order = shop.order(id).await;
+        match (order.status, order.cancel_reason) {
+            (Status::Confirmed, _) => confirmed += 1,
+            (Status::Cancelled, Some(CancelReason::OutOfStock)) => out_of_stock += 1,
+            other => panic!("unexpected end {other:?}"),
+        }
+        numbers.extend(order.invoice_number);
+    }
+    assert_eq!((confirmed, out_of_stock), (50, 150));
+    let stock = shop.stock("RACE").await;
+    assert_eq!((stock.on_hand, stock.reservations.len()), (0, 0));
+    let totals = shop.ledger.totals();
+    assert_eq!((totals.authorised, totals.captured), (50, 50), "one authorisation and one capture per confirmed order");
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=50).collect::<Vec<u64>>());
+    // Each order's stock was decided once: one reservation or one rejection, never both.
+    let log = shop.t.store.read_log(store::LogCursor::default(), 100_000).await.expect("log");
+    let decisions =
+        log.iter().filter(|e| e.aggregate_type == "order" && ["stock_reserved", "stock_rejected"].contains(&e.event_type.as_str()));
+    assert_eq!(decisions.count(), 200);
 });

@@ -110,6 +110,12 @@ pub struct Prepared<A: Aggregate> {
     positions: Vec<i64>,
 }
 
+/// A command handled on a [`Prepared`] write's state, not yet part of it ([`Prepared::trial`]).
+pub struct Trial<A: Aggregate> {
+    state: A,
+    events: Vec<A::Event>,
+}
+
 /// The part of a [`Prepared`] command that [`commit`] needs, whatever its aggregate type.
 pub trait Stage: Send {
     fn to_append(&self, metadata: &serde_json::Value) -> Result<StreamAppend, StoreError>;
@@ -293,9 +299,25 @@ where
                 }
             }
         };
-        let loaded = guard.loaded.as_ref().expect("loaded just above");
+        Ok(self.held(aggregate_id, guard, state, events))
+    }
+
+    /// Takes the aggregate's lock and its state as this process knows it, with nothing handled
+    /// yet: commands join with [`Prepared::and`], or with [`Prepared::trial`] and
+    /// [`Prepared::accept`]. A write that leaves it empty appends nothing on the stream.
+    pub async fn hold(&self, aggregate_id: &str) -> Result<Prepared<A>, StoreError> {
+        let mut guard = self.slot(aggregate_id).lock_owned().await;
+        let stale = guard.stale;
+        self.refresh(aggregate_id, &mut guard, stale).await?;
+        let state = guard.loaded.as_ref().expect("loaded just above").state.clone();
+        Ok(self.held(aggregate_id, guard, state, Vec::new()))
+    }
+
+    /// A write of `events`, which leave the loaded state in `guard` as `state`.
+    fn held(&self, aggregate_id: &str, guard: OwnedMutexGuard<Slot<A>>, state: A, events: Vec<A::Event>) -> Prepared<A> {
+        let loaded = guard.loaded.as_ref().expect("loaded before the write is prepared");
         let (version_before, position_before) = (loaded.version, loaded.position);
-        Ok(Prepared {
+        Prepared {
             inner: Arc::clone(&self.inner),
             guard,
             aggregate_id: aggregate_id.to_owned(),
@@ -305,7 +327,7 @@ where
             events,
             labels: Vec::new(),
             positions: Vec::new(),
-        })
+        }
     }
 
     /// Handles and appends one command, re-running it on fresh state when a concurrent writer
@@ -443,6 +465,41 @@ impl<A: Aggregate + Clone> Prepared<A> {
                 _ => Err(ExecError::Domain(e)),
             },
         }
+    }
+
+    /// Handles `command` on the state prepared so far without adding it to the write: a
+    /// command that spans several streams can join all of them or none ([`Prepared::accept`]).
+    /// Unlike [`Prepared::and`], a refusal is answered from the state this process holds,
+    /// without asking the store. The write's append checks that state when it appends on the
+    /// stream; where it appends nothing here, its caller asks [`Prepared::unchanged`] before
+    /// acting on a refusal.
+    pub async fn trial(&self, command: A::Command) -> Result<Trial<A>, A::Error> {
+        let mut state = self.state.clone();
+        let sink = EventSink::default();
+        state.handle(command, &self.inner.services, &sink).await?;
+        Ok(Trial { state, events: sink.collect().await })
+    }
+
+    /// Adds a command handled by [`Prepared::trial`] on the state it was tried on.
+    pub fn accept(&mut self, trial: Trial<A>) {
+        self.events.extend(trial.events);
+        self.state = trial.state;
+    }
+
+    /// Whether the write appends nothing on this stream.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Whether the stream is still at the version this write was prepared on: another process
+    /// may have appended since this one cached it. If not, the cache is marked stale, so the
+    /// next attempt reads what it missed.
+    pub async fn unchanged(&mut self) -> Result<bool, StoreError> {
+        let current = self.inner.store.stream_version(A::TYPE, &self.aggregate_id).await?;
+        if current != self.version_before {
+            self.guard.stale = true;
+        }
+        Ok(current == self.version_before)
     }
 
     /// Stores `metadata` with the events handled since the last label (all of them at first)
