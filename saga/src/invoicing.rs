@@ -53,7 +53,7 @@ type Answer = together::Answer<Invoiced>;
 pub(crate) type Books = together::Queues<Invoice, Invoiced>;
 
 pub(crate) fn books() -> Books {
-    Books::new(MOST)
+    Books::new("invoice", MOST)
 }
 
 impl Invoice {
@@ -93,12 +93,8 @@ impl OrderSaga {
     }
 
     /// Appends the invoices of `batch`, answering every request.
-    async fn invoice_batch(&self, tenant: &TenantId, batch: Vec<Request>) {
-        if batch.is_empty() {
-            return;
-        }
+    async fn invoice_batch(&self, tenant: &TenantId, mut batch: Vec<Request>) {
         metrics::histogram!("shop_saga_invoices_per_append").record(batch.len() as f64);
-        let mut batch = batch;
         loop {
             let attempt = retry_on_conflict(Order::TYPE, || self.append_invoices(tenant, &batch)).await;
             if together::answer(&mut batch, attempt, "invoice", Invoiced::Done, Invoiced::MovedOn) {

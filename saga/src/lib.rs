@@ -44,10 +44,10 @@
 //! - Steps that must not be half-done are one atomic append across streams: every line's
 //!   reservation with the order's `StockReserved` (for every order of the tenant waiting for
 //!   stock at that moment, with the `StockRejected` of those that do not fit, in one append);
-//!   every line's stock commit with the next
-//!   number of the tenant's invoice book and the order's `Invoiced` (for every order of the
-//!   tenant waiting for its invoice at that moment, in one append); a paid refund on the
-//!   payment and on the order; restocked units with the order's `Restocked`.
+//!   every line's stock commit with the next number of the tenant's invoice book and the
+//!   order's `Invoiced` (for every order of the tenant waiting for its invoice at that moment,
+//!   in one append); a paid refund on the payment and on the order; restocked units with the
+//!   order's `Restocked`.
 //! - Durable deadlines: an order's reservations lapse at the time recorded in its
 //!   `StockReserved`; `order_sagas.due_at_ms` holds when each order next needs a look
 //!   (expiry, or a retry after a gateway outage), and every round sweeps the due ones with the

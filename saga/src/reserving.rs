@@ -50,7 +50,7 @@ type Answer = together::Answer<()>;
 pub(crate) type Queues = together::Queues<Reservation, ()>;
 
 pub(crate) fn queues() -> Queues {
-    Queues::new(MOST)
+    Queues::new("reserve", MOST)
 }
 
 impl Reservation {
@@ -88,12 +88,8 @@ impl OrderSaga {
         self.reservations.join(tenant, request, answer, |batch| self.reserve_batch(tenant, batch)).await
     }
 
-    async fn reserve_batch(&self, tenant: &TenantId, batch: Vec<Request>) {
-        if batch.is_empty() {
-            return;
-        }
+    async fn reserve_batch(&self, tenant: &TenantId, mut batch: Vec<Request>) {
         metrics::histogram!("shop_saga_reservations_per_append").record(batch.len() as f64);
-        let mut batch = batch;
         loop {
             let attempt = retry_on_conflict(Order::TYPE, || self.append_reservations(tenant, &batch)).await;
             if together::answer(&mut batch, attempt, "reserve", (), ()) {

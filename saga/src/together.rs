@@ -73,13 +73,15 @@ struct Queue<W, T> {
 /// The queues of one step in this process, by tenant.
 pub(crate) struct Queues<W, T> {
     queues: Mutex<HashMap<TenantId, Arc<Queue<W, T>>>>,
+    /// The step, as errors name it.
+    action: &'static str,
     /// Orders taken in one append at most.
     most: usize,
 }
 
 impl<W, T> Queues<W, T> {
-    pub(crate) fn new(most: usize) -> Self {
-        Self { queues: Mutex::new(HashMap::new()), most: most.max(1) }
+    pub(crate) fn new(action: &'static str, most: usize) -> Self {
+        Self { queues: Mutex::new(HashMap::new()), action, most: most.max(1) }
     }
 
     fn of(&self, tenant: &TenantId) -> Arc<Queue<W, T>> {
@@ -104,8 +106,8 @@ impl<W, T> Queues<W, T> {
     }
 
     /// Queues `request` and waits for its answer: whenever this task gets the turn before its
-    /// request was answered, it runs `batch` on everything waiting, which must answer every
-    /// request it is given.
+    /// request was answered, it runs `batch` on everything waiting (never on nothing), which
+    /// must answer every request it is given.
     pub(crate) async fn join<F, Fut>(
         &self,
         tenant: &TenantId,
@@ -125,7 +127,7 @@ impl<W, T> Queues<W, T> {
             match answer.0.try_recv() {
                 Ok(result) => return result,
                 // Taken by a turn that was stopped before it answered: looked at again later.
-                Err(TryRecvError::Closed) => return Err(SagaError::Conflict("a step taken together")),
+                Err(TryRecvError::Closed) => return Err(SagaError::Conflict(self.action)),
                 Err(TryRecvError::Empty) => {}
             }
             let taken: Vec<Request<W, T>> = {
@@ -133,7 +135,10 @@ impl<W, T> Queues<W, T> {
                 let n = waiting.len().min(self.most);
                 waiting.drain(..n).collect()
             };
-            batch(distinct(taken)).await;
+            let taken = distinct(taken, self.action);
+            if !taken.is_empty() {
+                batch(taken).await;
+            }
             drop(turn);
         }
     }
@@ -142,16 +147,14 @@ impl<W, T> Queues<W, T> {
 /// The requests of `batch` sorted by order, without those nobody waits for any more and with
 /// one request per order (the newest; an older one is told to look again), so no stream is
 /// prepared twice in one write.
-fn distinct<W, T>(mut batch: Vec<Request<W, T>>) -> Vec<Request<W, T>> {
+fn distinct<W, T>(mut batch: Vec<Request<W, T>>, action: &'static str) -> Vec<Request<W, T>> {
     batch.retain(|r| !r.abandoned());
     // Stable: of two requests for one order, the newer stays last.
     batch.sort_by(|a, b| a.id.cmp(&b.id));
     let mut out: Vec<Request<W, T>> = Vec::with_capacity(batch.len());
     for request in batch {
         match out.last_mut() {
-            Some(last) if last.id == request.id => {
-                std::mem::replace(last, request).answer(Err(SagaError::Conflict("a step taken together")))
-            }
+            Some(last) if last.id == request.id => std::mem::replace(last, request).answer(Err(SagaError::Conflict(action))),
             _ => out.push(request),
         }
     }
@@ -214,9 +217,9 @@ mod tests {
         let (newer_b, _newer_answer) = request("acme:b", "newer");
         let (gone, gone_answer) = request("acme:c", "gone");
         drop(gone_answer);
-        let batch = distinct(vec![older_b, a, gone, newer_b]);
+        let batch = distinct(vec![older_b, a, gone, newer_b], "invoice");
         let kept: Vec<(&str, Option<&str>)> = batch.iter().map(|r| (r.id.as_str(), r.meta.idempotency_key.as_deref())).collect();
         assert_eq!(kept, [("acme:a", Some("a")), ("acme:b", Some("newer"))]);
-        assert!(matches!(older_answer.0.try_recv(), Ok(Err(SagaError::Conflict(_)))), "the older request looks again");
+        assert!(matches!(older_answer.0.try_recv(), Ok(Err(SagaError::Conflict("invoice")))), "the older request looks again");
     }
 }

@@ -138,6 +138,27 @@ impl Shop {
     }
 }
 
+/// Saga processes reconciling each order as it is committed (`follow_commits`), until stopped.
+struct Eager {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Eager {
+    fn follow(sagas: &[&Driver<OrderSaga>]) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = sagas.iter().map(|d| tokio::spawn(Arc::clone(&d.members()[0]).follow_commits(stopped.clone()))).collect();
+        Self { stop, tasks }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.expect("eager task");
+        }
+    }
+}
+
 /// Waits until `n` orders wait in a queue of the saga (`waiting`) for `what`.
 async fn until_queued(what: &str, n: usize, waiting: impl Fn() -> usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -532,9 +553,7 @@ both_backends!(orders_committed_here_settle_without_the_log_and_the_log_repeats_
     let shop = Shop::new(t).await;
     shop.receive("EAGER", 100).await;
     let driver = shop.saga();
-    let saga = Arc::clone(&driver.members()[0]);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let eager = tokio::spawn(Arc::clone(&saga).follow_commits(stopped));
+    let eager = Eager::follow(&[&driver]);
 
     // No log round runs: the commit alone moves the order through stock, payment and invoice.
     let first = shop.place(&[("EAGER", 1)], "tok_approve").await;
@@ -548,8 +567,7 @@ both_backends!(orders_committed_here_settle_without_the_log_and_the_log_repeats_
     // task at a time, so no gateway call is made twice and the invoice book has no gaps.
     let mut ids = futures::future::join_all((0..40).map(|_| shop.place(&[("EAGER", 1)], "tok_approve"))).await;
     shop.settle(&driver, &ids).await;
-    let _ = stop.send(true);
-    eager.await.expect("eager task");
+    eager.stop().await;
     ids.push(first);
     let totals = shop.ledger.totals();
     assert_eq!((totals.authorised, totals.captured), (41, 41));
@@ -578,8 +596,7 @@ both_backends!(orders_waiting_for_the_book_are_invoiced_in_one_append_without_th
     }
     let driver = shop.saga();
     let saga = Arc::clone(&driver.members()[0]);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let eager = tokio::spawn(Arc::clone(&saga).follow_commits(stopped));
+    let eager = Eager::follow(&[&driver]);
     let held = saga.hold_invoice_book(&tenant()).await;
 
     let shapes: [&[(&str, i64)]; 3] = [&[("BOOK-A", 1), ("BOOK-B", 2)], &[("BOOK-B", 1), ("BOOK-C", 1)], &[("BOOK-A", 1), ("BOOK-C", 3)]];
@@ -593,8 +610,7 @@ both_backends!(orders_waiting_for_the_book_are_invoiced_in_one_append_without_th
     shop.cancel(&gone).await;
     drop(held);
     shop.settle(&driver, &ids).await;
-    let _ = stop.send(true);
-    eager.await.expect("eager task");
+    eager.stop().await;
 
     let mut numbers = Vec::new();
     let mut left = [100i64, 100, 100];
@@ -643,8 +659,7 @@ both_backends!(orders_waiting_for_stock_are_decided_in_one_append_each_holding_a
     }
     let driver = shop.saga();
     let saga = Arc::clone(&driver.members()[0]);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let eager = tokio::spawn(Arc::clone(&saga).follow_commits(stopped));
+    let eager = Eager::follow(&[&driver]);
     let held = saga.hold_reservations(&tenant()).await;
 
     // Three orders want A and B, and B has two units: two get both, the third neither (it
@@ -666,8 +681,7 @@ both_backends!(orders_waiting_for_stock_are_decided_in_one_append_each_holding_a
     shop.cancel(&gone).await;
     drop(held);
     shop.settle(&driver, &ids).await;
-    let _ = stop.send(true);
-    eager.await.expect("eager task");
+    eager.stop().await;
 
     let mut ends = Vec::new();
     for id in &pairs {
@@ -740,9 +754,7 @@ both_backends!(two_saga_processes_racing_for_a_hot_sku_hold_each_unit_once, |t: 
     shop.receive("RACE", 50).await;
     // Two processes, each with its own caches and locks, both reconciling every order at once.
     let (one, two) = (shop.saga(), shop.saga());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let eager: Vec<_> =
-        [&one, &two].into_iter().map(|d| tokio::spawn(Arc::clone(&d.members()[0]).follow_commits(stopped.clone()))).collect();
+    let eager = Eager::follow(&[&one, &two]);
     let orders = Repository::<Order>::new(shop.t.store.clone(), ());
     let placing: Vec<_> = (0..200)
         .map(|_| {
@@ -755,10 +767,7 @@ both_backends!(two_saga_processes_racing_for_a_hot_sku_hold_each_unit_once, |t: 
         ids.push(p.await.expect("placed"));
     }
     shop.settle(&one, &ids).await;
-    let _ = stop.send(true);
-    for e in eager {
-        e.await.expect("eager task");
-    }
+    eager.stop().await;
     let (mut confirmed, mut out_of_stock, mut numbers) = (0, 0, Vec::new());
     for id in &ids {
         let order = shop.order(id).await;
