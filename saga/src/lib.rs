@@ -546,14 +546,22 @@ impl OrderSaga {
         }
         for (id, result) in results {
             if let Err(e) = result {
-                self.record_failure(tx, id, e).await?;
+                self.record_failure(tx, id, e, sources.get(id.as_str())).await?;
             }
         }
         Ok(())
     }
 
-    /// Writes an order's failure and when to try again.
-    async fn record_failure(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str, e: &SagaError) -> Result<(), SagaError> {
+    /// Writes an order's failure and when to try again, with the (topic, partition) that
+    /// brought it where a consumer group did: the member holding that partition is the one
+    /// whose sweep tries again, so an order failing on its first look must not lose it.
+    async fn record_failure(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        id: &str,
+        e: &SagaError,
+        source: Option<&(String, i32)>,
+    ) -> Result<(), SagaError> {
         let now = self.clock.now();
         let attempts: i64 = sqlx::query("SELECT attempts FROM order_sagas WHERE order_id = $1")
             .bind(id)
@@ -565,10 +573,11 @@ impl OrderSaga {
         let backoff = chrono::Duration::milliseconds(500 * (1i64 << attempts.min(6)));
         tracing::warn!(order = id, attempts = attempts + 1, error = %e, "order saga step failed; retrying later");
         sqlx::query(
-            "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, \
+            "INSERT INTO order_sagas (order_id, tenant, step, due_at_ms, attempts, last_error, updated_at_ms, source_topic, \
+             source_partition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO UPDATE SET step = excluded.step, \
              due_at_ms = excluded.due_at_ms, attempts = excluded.attempts, last_error = excluded.last_error, \
-             updated_at_ms = excluded.updated_at_ms",
+             updated_at_ms = excluded.updated_at_ms, source_topic = COALESCE(excluded.source_topic, order_sagas.source_topic), \
+             source_partition = COALESCE(excluded.source_partition, order_sagas.source_partition)",
         )
         .bind(id)
         .bind(tenant_of(id))
@@ -577,6 +586,8 @@ impl OrderSaga {
         .bind(attempts + 1)
         .bind(e.to_string())
         .bind(now.timestamp_millis())
+        .bind(source.map(|(topic, _)| topic.clone()))
+        .bind(source.map(|(_, partition)| i64::from(*partition)))
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -395,6 +395,44 @@ both_backends!(a_capture_whose_invoice_fails_is_kept_and_never_asked_again, |t: 
     assert_eq!((totals.authorised, totals.captured, totals.calls), (1, 1, 2), "one authorisation and one capture, each asked once");
 });
 
+both_backends!(
+    an_order_failing_its_first_look_in_a_consumer_group_is_tried_again_by_the_member_holding_its_partition,
+    |t: TestStore| async move {
+        use worker_kit::{Sourced, SourcedConsumer};
+        let shop = Shop::new(t).await;
+        shop.receive("PHONE", 10).await;
+        let saga = shop.saga();
+        let member = Arc::clone(&saga.members()[0]);
+        member.lose_invoices(1);
+        let id = shop.place(&[("PHONE", 1)], "tok_approve").await;
+        // The group brings the placement from partition 3 of the order topic: the order's first
+        // look, which fails at its invoice after the capture.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let placed = loop {
+            let log = shop.t.store.read_log(store::LogCursor::default(), 10_000).await.expect("log");
+            if let Some(e) = log.into_iter().find(|e| e.aggregate_id == id) {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the placement never reached the log");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let topic = "shop.order".to_owned();
+        member.consume_sourced(&[Sourced { topic: topic.clone(), partition: 3, offset: 0, event: placed }]).await.expect("batch");
+        let state = OrderSaga::state(&shop.db, &id).await.expect("state").expect("recorded");
+        assert_eq!((state.step, state.attempts), (SagaStep::Retrying, 1), "the first look failed and is on record: {state:?}");
+        assert_eq!(shop.order(&id).await.invoice_number, None);
+        // Once it is due, a member holding other partitions leaves it alone; the one holding
+        // partition 3 tries again.
+        shop.clock.advance(chrono::Duration::seconds(5));
+        member.tick_sourced(&[(topic.clone(), 2), ("shop.payment".to_owned(), 3)]).await.expect("tick");
+        assert_eq!(shop.order(&id).await.invoice_number, None, "not this member's order");
+        member.tick_sourced(&[(topic, 3)]).await.expect("tick");
+        assert_eq!(shop.order(&id).await.invoice_number, Some(1), "the member holding its partition finished it");
+        let state = OrderSaga::state(&shop.db, &id).await.expect("state").expect("recorded");
+        assert_eq!((state.step, state.attempts), (SagaStep::Completed, 0), "{state:?}");
+    }
+);
+
 /// A provider that cannot be reached: the order waits with its stock held.
 struct Unreachable;
 
