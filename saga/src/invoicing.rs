@@ -20,7 +20,7 @@ use domain::order::{InvoiceBook, InvoiceCommand, Order, OrderCommand, OrderError
 use domain::payment::{Payment, PaymentCommand};
 use domain::stock::{Stock, StockCommand};
 use domain::{stream_id, OrderId, TenantId};
-use store::{commit, retry_on_conflict, ExecError, Metadata, Prepared, Repository, Stage};
+use store::{commit, retry_on_conflict, ExecError, Metadata, Prepared, Stage};
 
 use crate::together::{self, excluding, Excluded};
 use crate::{OrderSaga, SagaError};
@@ -126,6 +126,7 @@ impl OrderSaga {
         Ok(())
     }
 
+    /// Every write of the batch, each stream held in lock order (each kind read in one query).
     async fn prepare_invoices(&self, tenant: &TenantId, batch: &[Request]) -> Result<Writes, ExecError<(usize, Excluded)>> {
         // Each SKU's stream once, with every order's commit on it.
         let mut skus: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -134,40 +135,29 @@ impl OrderSaga {
                 skus.entry(sku.as_str()).or_default().push(i);
             }
         }
-        let mut stock = Vec::with_capacity(skus.len());
-        for (sku, orders) in skus {
-            let stream = stream_id(tenant, sku);
-            let mut prepared = None;
-            for i in orders {
-                let command = StockCommand::Commit { order_id: batch[i].order_id };
-                add(&self.repos.stock, &mut prepared, &stream, command, i, &batch[i].meta).await?;
+        let streams: Vec<String> = skus.keys().map(|sku| stream_id(tenant, sku)).collect();
+        let mut stock = self.repos.stock.hold_all(&refs(&streams)).await?;
+        for (p, orders) in stock.iter_mut().zip(skus.values()) {
+            for &i in orders {
+                add(p, StockCommand::Commit { order_id: batch[i].order_id }, i, &batch[i].meta).await?;
             }
-            stock.extend(prepared);
         }
-        let book_stream = stream_id(tenant, INVOICE_BOOK);
-        let mut book = None;
+        let mut book = self.repos.invoices.hold(&stream_id(tenant, INVOICE_BOOK)).await?;
         let mut numbers = Vec::with_capacity(batch.len());
         for (i, request) in batch.iter().enumerate() {
-            let command = InvoiceCommand::Issue { order_id: request.order_id };
-            numbers.push(add(&self.repos.invoices, &mut book, &book_stream, command, i, &request.meta).await?.state().last);
+            add(&mut book, InvoiceCommand::Issue { order_id: request.order_id }, i, &request.meta).await?;
+            numbers.push(book.state().last);
         }
-        let Some(book) = book else {
-            return Err(ExecError::Domain((0, Excluded::Refused("nothing to invoice".into()))));
-        };
-        let mut payments = Vec::new();
-        for (i, request) in batch.iter().enumerate().filter(|(_, r)| r.work.captured) {
-            let mut p =
-                self.repos.payments.prepare(&request.id, PaymentCommand::RecordCaptured, None).await.map_err(|e| excluding(e, i))?;
-            p.label(&request.meta)?;
-            payments.push(p);
+        let captured: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].work.captured).collect();
+        let ids: Vec<&str> = captured.iter().map(|&i| batch[i].id.as_str()).collect();
+        let mut payments = self.repos.payments.hold_all(&ids).await?;
+        for (p, &i) in payments.iter_mut().zip(&captured) {
+            add(p, PaymentCommand::RecordCaptured, i, &batch[i].meta).await?;
         }
-        let mut orders = Vec::with_capacity(batch.len());
-        for (i, (request, number)) in batch.iter().zip(numbers).enumerate() {
-            match self.repos.orders.prepare(&request.id, OrderCommand::AssignInvoice { number }, None).await {
-                Ok(mut p) => {
-                    p.label(&request.meta)?;
-                    orders.push(p);
-                }
+        let mut orders = self.repos.orders.hold_all(&batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()).await?;
+        for (i, ((request, number), p)) in batch.iter().zip(numbers).zip(orders.iter_mut()).enumerate() {
+            match p.and(OrderCommand::AssignInvoice { number }).await {
+                Ok(()) => p.label(&request.meta)?,
                 // Invoiced already, or cancelled meanwhile: its caller decides (after the
                 // capture is on record), the others go without it.
                 Err(ExecError::Domain(OrderError::AlreadyInvoiced(_) | OrderError::IllegalTransition { .. })) => {
@@ -180,28 +170,19 @@ impl OrderSaga {
     }
 }
 
-/// Adds `command`, for the batch's `i`-th order and stored with its metadata, to the write on
-/// `stream`: the first command prepares it (and takes the stream's lock), later ones join it.
-async fn add<'p, A>(
-    repo: &Repository<A>,
-    prepared: &'p mut Option<Prepared<A>>,
-    stream: &str,
-    command: A::Command,
-    i: usize,
-    meta: &Metadata,
-) -> Result<&'p Prepared<A>, ExecError<(usize, Excluded)>>
+/// Adds `command`, for the batch's `i`-th order and stored with its metadata, to the write `p`.
+async fn add<A>(p: &mut Prepared<A>, command: A::Command, i: usize, meta: &Metadata) -> Result<(), ExecError<(usize, Excluded)>>
 where
     A: Aggregate + Clone,
     A::Command: Clone,
     A::Error: Display,
 {
-    let mut p = match prepared.take() {
-        Some(mut p) => {
-            p.and(command).await.map_err(|e| excluding(e, i))?;
-            p
-        }
-        None => repo.prepare(stream, command, None).await.map_err(|e| excluding(e, i))?,
-    };
+    p.and(command).await.map_err(|e| excluding(e, i))?;
     p.label(meta)?;
-    Ok(prepared.insert(p))
+    Ok(())
+}
+
+/// The strings of `ids` as `&str`.
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
 }

@@ -101,28 +101,25 @@ impl OrderSaga {
     /// One attempt at the whole batch: hold every SKU, decide each order, then one append.
     async fn append_reservations(&self, tenant: &TenantId, batch: &[Request]) -> Result<(), ExecError<(usize, Excluded)>> {
         let skus: BTreeSet<&str> = batch.iter().flat_map(|r| r.work.lines.keys().map(String::as_str)).collect();
-        let mut stock: BTreeMap<&str, Prepared<Stock>> = BTreeMap::new();
-        for sku in skus {
-            stock.insert(sku, self.repos.stock.hold(&stream_id(tenant, sku)).await?);
-        }
+        let streams: Vec<String> = skus.iter().map(|sku| stream_id(tenant, sku)).collect();
+        let held = self.repos.stock.hold_all(&streams.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let mut stock: BTreeMap<&str, Prepared<Stock>> = skus.into_iter().zip(held).collect();
         let mut refused_on = BTreeSet::new();
-        let mut orders = Vec::with_capacity(batch.len());
         let mut decisions = Vec::with_capacity(batch.len());
         for (i, request) in batch.iter().enumerate() {
             let short = self.decide(tenant, i, request, &mut stock).await?;
             refused_on.extend(short.as_ref().map(|(sku, _)| *sku));
             decisions.push(short.map(|(_, sku)| sku));
         }
-        for (i, (request, short)) in batch.iter().zip(decisions).enumerate() {
+        // The batch is sorted by order, the orders' lock order.
+        let mut orders = self.repos.orders.hold_all(&batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()).await?;
+        for (i, ((request, short), p)) in batch.iter().zip(decisions).zip(orders.iter_mut()).enumerate() {
             let (command, meta) = match short {
                 None => (OrderCommand::MarkStockReserved { expires_at: request.work.expires_at }, &request.meta),
                 Some(sku) => (OrderCommand::RejectStock { sku }, &request.work.rejected),
             };
-            match self.repos.orders.prepare(&request.id, command, None).await {
-                Ok(mut p) => {
-                    p.label(meta)?;
-                    orders.push(p);
-                }
+            match p.and(command).await {
+                Ok(()) => p.label(meta)?,
                 // Cancelled meanwhile, or reserved by another process: the others go without it.
                 Err(ExecError::Domain(OrderError::IllegalTransition { .. })) => return Err(ExecError::Domain((i, Excluded::MovedOn))),
                 Err(e) => return Err(excluding(e, i)),

@@ -67,6 +67,9 @@ pub struct StoredSnapshot {
 /// first use, which SQLite numbers the same way; JSON bound and read as `sqlx::types::Json`).
 /// Only what truly differs (the multi-row insert, the log reader, time arithmetic) is written per
 /// backend.
+/// Streams read in one query at most ([`EventStore::load_streams`]).
+pub const STREAMS_PER_READ: usize = 200;
+
 macro_rules! on_pool {
     ($db:expr, read, |$pool:ident| $body:expr) => {
         match $db {
@@ -507,24 +510,47 @@ impl EventStore {
 
     /// The events of one stream after `after_sequence`, in order, in their current shape.
     pub async fn load_stream(&self, aggregate_type: &str, aggregate_id: &str, after_sequence: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = "SELECT sequence, global_position, event_type, event_version, payload FROM events \
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
-        let rows: Vec<(i64, i64, String, String, Json<serde_json::Value>)> = on_pool!(&self.db, read, |pool| {
-            sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).bind(after_sequence as i64).fetch_all(pool).await?
-        });
-        let mut events: Vec<(String, StoredEvent)> = rows
-            .into_iter()
-            .map(|(s, p, event_type, mut version, Json(mut payload))| {
+        let mut streams = self.load_streams(aggregate_type, &[(aggregate_id, after_sequence)]).await?;
+        Ok(streams.pop().unwrap_or_default())
+    }
+
+    /// The events of several streams of one type, each after its own sequence, in one query
+    /// (per [`STREAMS_PER_READ`]): `streams` as distinct (id, after_sequence); the answer holds
+    /// each stream's events, in the order given.
+    pub async fn load_streams(&self, aggregate_type: &str, streams: &[(&str, u64)]) -> Result<Vec<Vec<StoredEvent>>, StoreError> {
+        let mut out: Vec<Vec<StoredEvent>> = streams.iter().map(|_| Vec::new()).collect();
+        for (c, chunk) in streams.chunks(STREAMS_PER_READ).enumerate() {
+            let each: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(aggregate_id = ${} AND sequence > ${})", 2 * i + 2, 2 * i + 3)).collect();
+            let sql = format!(
+                "SELECT aggregate_id, sequence, global_position, event_type, event_version, payload FROM events \
+                 WHERE aggregate_type = $1 AND ({}) ORDER BY aggregate_id, sequence",
+                each.join(" OR ")
+            );
+            let rows: Vec<(String, i64, i64, String, String, Json<serde_json::Value>)> = on_pool!(&self.db, read, |pool| {
+                let mut query = sqlx::query_as(&sql).bind(aggregate_type);
+                for (id, after) in chunk {
+                    query = query.bind(*id).bind(*after as i64);
+                }
+                query.fetch_all(pool).await?
+            });
+            let index: HashMap<&str, usize> = chunk.iter().enumerate().map(|(i, (id, _))| (*id, c * STREAMS_PER_READ + i)).collect();
+            let mut events: Vec<(usize, String, StoredEvent)> = Vec::with_capacity(rows.len());
+            for (id, s, p, event_type, mut version, Json(mut payload)) in rows {
+                let Some(&n) = index.get(id.as_str()) else { continue };
                 domain::upcast::upcast(aggregate_type, &event_type, &mut version, &mut payload);
-                (event_type, StoredEvent { sequence: s as u64, position: p, payload })
-            })
-            .collect();
-        if self.opens {
-            let mut fields: Vec<(&str, &str, &str, &mut serde_json::Value)> =
-                events.iter_mut().map(|(t, e)| (aggregate_type, aggregate_id, t.as_str(), &mut e.payload)).collect();
-            self.personal.open(&mut fields).await?;
+                events.push((n, event_type, StoredEvent { sequence: s as u64, position: p, payload }));
+            }
+            if self.opens {
+                let mut fields: Vec<(&str, &str, &str, &mut serde_json::Value)> =
+                    events.iter_mut().map(|(n, t, e)| (aggregate_type, streams[*n].0, t.as_str(), &mut e.payload)).collect();
+                self.personal.open(&mut fields).await?;
+            }
+            for (n, _, e) in events {
+                out[n].push(e);
+            }
         }
-        Ok(events.into_iter().map(|(_, e)| e).collect())
+        Ok(out)
     }
 
     /// The current version (last sequence) of a stream; 0 if it has no events.

@@ -192,14 +192,19 @@ where
     }
 
     async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
-        let mut loaded = Loaded { state: A::default(), version: 0, position: 0 };
-        if self.inner.snapshot_every.is_some() {
-            if let Some(s) = self.inner.store.load_snapshot(A::TYPE, aggregate_id).await? {
-                loaded = Loaded { state: serde_json::from_value(s.payload)?, version: s.last_sequence, position: s.last_position };
-            }
-        }
+        let mut loaded = self.from_snapshot(aggregate_id).await?;
         self.catch_up(aggregate_id, &mut loaded).await?;
         Ok(loaded)
+    }
+
+    /// The stream's latest snapshot when snapshots are kept, else the empty state.
+    async fn from_snapshot(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        if self.inner.snapshot_every.is_some() {
+            if let Some(s) = self.inner.store.load_snapshot(A::TYPE, aggregate_id).await? {
+                return Ok(Loaded { state: serde_json::from_value(s.payload)?, version: s.last_sequence, position: s.last_position });
+            }
+        }
+        Ok(Loaded { state: A::default(), version: 0, position: 0 })
     }
 
     /// Loads the entry when it is absent, and with `catch_up` reads the events after it; a
@@ -220,12 +225,7 @@ where
     }
 
     async fn catch_up(&self, aggregate_id: &str, loaded: &mut Loaded<A>) -> Result<(), StoreError> {
-        for e in self.inner.store.load_stream(A::TYPE, aggregate_id, loaded.version).await? {
-            loaded.state.apply(serde_json::from_value(e.payload)?);
-            loaded.version = e.sequence;
-            loaded.position = e.position;
-        }
-        Ok(())
+        apply(loaded, self.inner.store.load_stream(A::TYPE, aggregate_id, loaded.version).await?)
     }
 
     /// The aggregate's current state and version, read through to the store (so a write by
@@ -306,11 +306,56 @@ where
     /// yet: commands join with [`Prepared::and`], or with [`Prepared::trial`] and
     /// [`Prepared::accept`]. A write that leaves it empty appends nothing on the stream.
     pub async fn hold(&self, aggregate_id: &str) -> Result<Prepared<A>, StoreError> {
-        let mut guard = self.slot(aggregate_id).lock_owned().await;
-        let stale = guard.stale;
-        self.refresh(aggregate_id, &mut guard, stale).await?;
-        let state = guard.loaded.as_ref().expect("loaded just above").state.clone();
-        Ok(self.held(aggregate_id, guard, state, Vec::new()))
+        let mut held = self.hold_all(&[aggregate_id]).await?;
+        Ok(held.pop().expect("one stream held"))
+    }
+
+    /// [`Repository::hold`] for several streams (distinct, in the caller's lock order): each
+    /// lock is taken in turn, then every stream not yet cached, or stale after a conflict, is
+    /// read in one query, so a write over many streams tried again after a conflict reads
+    /// what beat it in one round trip rather than one per stream.
+    pub async fn hold_all(&self, aggregate_ids: &[&str]) -> Result<Vec<Prepared<A>>, StoreError> {
+        let mut guards = Vec::with_capacity(aggregate_ids.len());
+        for id in aggregate_ids {
+            guards.push(self.slot(id).lock_owned().await);
+        }
+        // A stream cached for the first time starts from its snapshot, if it has one.
+        for (id, guard) in aggregate_ids.iter().zip(guards.iter_mut()) {
+            if guard.loaded.is_none() {
+                guard.loaded = Some(self.from_snapshot(id).await?);
+                guard.stale = true;
+            }
+        }
+        let reading: Vec<usize> = (0..guards.len()).filter(|&i| guards[i].stale).collect();
+        let after: Vec<(&str, u64)> =
+            reading.iter().map(|&i| (aggregate_ids[i], guards[i].loaded.as_ref().map_or(0, |l| l.version))).collect();
+        let read = match self.inner.store.load_streams(A::TYPE, &after).await {
+            Ok(read) => read,
+            Err(e) => {
+                for &i in &reading {
+                    guards[i].loaded = None;
+                }
+                return Err(e);
+            }
+        };
+        for (&i, events) in reading.iter().zip(read) {
+            let guard = &mut guards[i];
+            if let Some(loaded) = guard.loaded.as_mut() {
+                if let Err(e) = apply(loaded, events) {
+                    guard.loaded = None;
+                    return Err(e);
+                }
+            }
+            guard.stale = false;
+        }
+        Ok(aggregate_ids
+            .iter()
+            .zip(guards)
+            .map(|(id, guard)| {
+                let state = guard.loaded.as_ref().expect("loaded just above").state.clone();
+                self.held(id, guard, state, Vec::new())
+            })
+            .collect())
     }
 
     /// A write of `events`, which leave the loaded state in `guard` as `state`.
@@ -354,6 +399,16 @@ where
             other => other,
         }
     }
+}
+
+/// Brings a cached state forward by events read after it.
+fn apply<A: Aggregate>(loaded: &mut Loaded<A>, events: Vec<crate::backend::StoredEvent>) -> Result<(), StoreError> {
+    for e in events {
+        loaded.state.apply(serde_json::from_value(e.payload)?);
+        loaded.version = e.sequence;
+        loaded.position = e.position;
+    }
+    Ok(())
 }
 
 /// Runs `attempt` again (with a little jitter) while it fails with a conflict, at most

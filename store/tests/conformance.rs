@@ -62,6 +62,31 @@ both_backends!(appends_land_in_sequence_and_load_back, |t: TestStore| async move
     assert_eq!(store.stream_version("thing", "none").await.expect("version"), 0);
 });
 
+// Many streams read in one call, each after its own sequence, over more streams than one
+// query takes: every stream gets exactly its own events, in order; an empty one gets none.
+both_backends!(streams_read_together_each_start_after_their_own_sequence, |t: TestStore| async move {
+    let store = t.store.clone();
+    let n = store::STREAMS_PER_READ + 50;
+    let ids: Vec<String> = (0..n).map(|i| format!("s-{i:03}")).collect();
+    let appends: Vec<StreamAppend> =
+        ids.iter().enumerate().map(|(i, id)| append(id, 0, (0..3).map(|k| event((i * 10 + k) as i64)).collect())).collect();
+    store.append(&appends).await.expect("append");
+    // Backwards, so the answer's order is the request's, not the table's.
+    let mut asked: Vec<(&str, u64)> = ids.iter().enumerate().rev().map(|(i, id)| (id.as_str(), (i % 4) as u64)).collect();
+    asked.insert(7, ("none", 0));
+    let read = store.load_streams("thing", &asked).await.expect("load");
+    assert_eq!(read.len(), asked.len());
+    for ((id, after), events) in asked.iter().zip(&read) {
+        let Some(i) = id.strip_prefix("s-").map(|i| i.parse::<usize>().expect("index")) else {
+            assert!(events.is_empty(), "{id}: {} events", events.len());
+            continue;
+        };
+        let want: Vec<(u64, i64)> = (*after + 1..=3).map(|s| (s, (i * 10) as i64 + s as i64 - 1)).collect();
+        let got: Vec<(u64, i64)> = events.iter().map(|e| (e.sequence, e.payload["n"].as_i64().expect("n"))).collect();
+        assert_eq!(got, want, "{id} after {after}");
+    }
+});
+
 both_backends!(an_append_at_a_stale_version_conflicts, |t: TestStore| async move {
     let store = t.store.clone();
     store.append(&[append("a", 0, vec![event(1)])]).await.expect("first append");
@@ -441,6 +466,49 @@ both_backends!(commands_joined_in_one_write_keep_their_metadata_and_recheck_a_st
     }
     let refused = write.and(reserve_one()).await.expect_err("none left");
     assert!(matches!(refused, ExecError::Domain(StockError::InsufficientStock { .. })), "{refused:?}");
+});
+
+// Streams held together (`Repository::hold_all`) start each from what this process knows of
+// it: cached ones are trusted until an append conflicts, then each stream catches up from
+// where it was, streams never seen are read whole, and one write over all of them lands.
+both_backends!(streams_held_together_catch_up_after_a_conflict_and_append_as_one, |t: TestStore| async move {
+    let store = t.store.clone();
+    let a = Repository::<Stock>::new(store.clone(), ());
+    let b = Repository::<Stock>::new(store.clone(), ());
+    let meta = Metadata::default();
+    a.execute("default:HOT-1", receive(1), None, &meta).await.expect("a receives");
+    a.execute("default:HOT-3", receive(2), None, &meta).await.expect("a receives");
+    // Unknown to `a`: five more of HOT-1, and HOT-4 from nothing.
+    b.execute("default:HOT-1", receive(5), None, &meta).await.expect("b receives");
+    b.execute("default:HOT-4", receive(4), None, &meta).await.expect("b receives");
+    let ids = ["default:HOT-1", "default:HOT-2", "default:HOT-3", "default:HOT-4"];
+    let on_hand = |held: &[store::Prepared<Stock>]| held.iter().map(|p| p.state().on_hand).collect::<Vec<_>>();
+    let mut held = a.hold_all(&ids).await.expect("held");
+    assert_eq!(on_hand(&held), [1, 0, 2, 4], "HOT-1 as cached, the others as stored");
+    for p in held.iter_mut() {
+        p.and(receive(1)).await.expect("receive");
+    }
+    let mut stages: Vec<&mut dyn store::Stage> = held.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
+    let lost = store::commit::<StockError>(&store, &meta, &mut stages).await.expect_err("HOT-1 moved on");
+    assert!(matches!(lost, ExecError::Conflict { .. }), "{lost:?}");
+    drop(held);
+    let mut held = a.hold_all(&ids).await.expect("held again");
+    assert_eq!(on_hand(&held), [6, 0, 2, 4], "HOT-1 caught up");
+    for p in held.iter_mut() {
+        p.and(receive(1)).await.expect("receive");
+    }
+    let mut stages: Vec<&mut dyn store::Stage> = held.iter_mut().map(|p| p as &mut dyn store::Stage).collect();
+    store::commit::<StockError>(&store, &meta, &mut stages).await.expect("one append");
+    let mut done = Vec::new();
+    for p in held {
+        let c = p.finish().await;
+        done.push((c.version, c.state.on_hand));
+    }
+    assert_eq!(done, [(3, 7), (1, 1), (2, 3), (2, 5)]);
+    for (id, (version, on_hand)) in ids.iter().zip(done) {
+        let (state, stored) = Repository::<Stock>::new(store.clone(), ()).read(id).await.expect("read");
+        assert_eq!((stored, state.on_hand), (version, on_hand), "{id} as stored");
+    }
 });
 
 both_backends!(an_expected_version_that_moved_is_reported, |t: TestStore| async move {
