@@ -21,23 +21,39 @@ use crate::Config;
 pub fn init(config: &Config, role: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
     // Both settings were checked by the parser. A log line carries only the fields each call
     // site names: never a request body, a header or a token.
-    // `SHOP_LOG` filters the log only: traces keep every info-level span whatever it says.
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = match config.log_format {
-        LogFormat::Json => vec![fmt.json().flatten_event(true).with_filter(EnvFilter::new(&config.log)).boxed()],
-        LogFormat::Text => vec![fmt.with_filter(EnvFilter::new(&config.log)).boxed()],
+    let Some(provider) = provider(role)? else {
+        // Without traces the filter is the subscriber's own, not a per-layer one: a per-layer
+        // filter remembers, per thread, what it refused when asked whether a callsite is on,
+        // and takes that for the thread's next event (tokio-rs/tracing#2704). rdkafka asks so
+        // of `librdkafka` at debug level each time it makes a client, and with a debug
+        // directive in `SHOP_LOG` the next line of that thread vanished ("shop started",
+        // "partitions assigned").
+        tracing_subscriber::registry().with(EnvFilter::new(&config.log)).with(log_layer(config.log_format)).init();
+        return Ok(None);
     };
-    let provider = provider(role)?;
-    if let Some(provider) = &provider {
-        store::trace::set_enabled(true);
-        let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"));
-        layers.push(otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO).boxed());
-    }
+    // `SHOP_LOG` filters the log only: traces keep every info-level span whatever it says, so
+    // each layer has a filter of its own (and tracing#2704 can still eat a line now and then).
+    store::trace::set_enabled(true);
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"));
+    let layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![
+        log_layer(config.log_format).with_filter(EnvFilter::new(&config.log)).boxed(),
+        otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO).boxed(),
+    ];
     tracing_subscriber::registry().with(layers).init();
-    if provider.is_some() {
-        tracing::info!(role, "exporting traces over OTLP");
+    tracing::info!(role, "exporting traces over OTLP");
+    Ok(Some(provider))
+}
+
+/// Log lines on standard error, as text or JSON.
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     }
-    Ok(provider)
 }
 
 fn provider(role: &str) -> anyhow::Result<Option<SdkTracerProvider>> {

@@ -129,6 +129,9 @@ async fn two_saga_members_split_the_orders_and_the_survivor_finishes_the_killed_
         ("SHOP_PAYMENT_GATEWAY_URL", gateway.url.clone()),
         ("SHOP_PAYMENT_GATEWAY_KEY", gateway.key.clone()),
         ("SHOP_DB_POOL_SIZE", "8".to_owned()),
+        // A debug directive for one target must not swallow other lines: the test waits for
+        // "partitions assigned" below, which once vanished with one (tokio-rs/tracing#2704).
+        ("SHOP_LOG", "info,sqlx=error,saga=debug".to_owned()),
     ];
     let _relay = Process::start("relay", "relay", &dir, &env);
     let mut members = [Process::start("saga-1", "saga", &dir, &env), Process::start("saga-2", "saga", &dir, &env)];
