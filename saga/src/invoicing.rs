@@ -136,7 +136,7 @@ impl OrderSaga {
             }
         }
         let streams: Vec<String> = skus.keys().map(|sku| stream_id(tenant, sku)).collect();
-        let mut stock = self.repos.stock.hold_all(&refs(&streams)).await?;
+        let mut stock = self.repos.stock.hold_all(&streams).await?;
         for (p, orders) in stock.iter_mut().zip(skus.values()) {
             for &i in orders {
                 add(p, StockCommand::Commit { order_id: batch[i].order_id }, i, &batch[i].meta).await?;
@@ -154,7 +154,7 @@ impl OrderSaga {
         for (p, &i) in payments.iter_mut().zip(&captured) {
             add(p, PaymentCommand::RecordCaptured, i, &batch[i].meta).await?;
         }
-        let mut orders = self.repos.orders.hold_all(&batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()).await?;
+        let mut orders = self.repos.orders.hold_all(&batch.iter().map(|r| &r.id).collect::<Vec<_>>()).await?;
         for (i, ((request, number), p)) in batch.iter().zip(numbers).zip(orders.iter_mut()).enumerate() {
             match p.and(OrderCommand::AssignInvoice { number }).await {
                 Ok(()) => p.label(&request.meta)?,
@@ -180,9 +180,4 @@ where
     p.and(command).await.map_err(|e| excluding(e, i))?;
     p.label(meta)?;
     Ok(())
-}
-
-/// The strings of `ids` as `&str`.
-fn refs(ids: &[String]) -> Vec<&str> {
-    ids.iter().map(String::as_str).collect()
 }

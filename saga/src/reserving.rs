@@ -102,7 +102,7 @@ impl OrderSaga {
     async fn append_reservations(&self, tenant: &TenantId, batch: &[Request]) -> Result<(), ExecError<(usize, Excluded)>> {
         let skus: BTreeSet<&str> = batch.iter().flat_map(|r| r.work.lines.keys().map(String::as_str)).collect();
         let streams: Vec<String> = skus.iter().map(|sku| stream_id(tenant, sku)).collect();
-        let held = self.repos.stock.hold_all(&streams.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let held = self.repos.stock.hold_all(&streams).await?;
         let mut stock: BTreeMap<&str, Prepared<Stock>> = skus.into_iter().zip(held).collect();
         let mut refused_on = BTreeSet::new();
         let mut decisions = Vec::with_capacity(batch.len());
@@ -112,7 +112,7 @@ impl OrderSaga {
             decisions.push(short.map(|(_, sku)| sku));
         }
         // The batch is sorted by order, the orders' lock order.
-        let mut orders = self.repos.orders.hold_all(&batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()).await?;
+        let mut orders = self.repos.orders.hold_all(&batch.iter().map(|r| &r.id).collect::<Vec<_>>()).await?;
         for (i, ((request, short), p)) in batch.iter().zip(decisions).zip(orders.iter_mut()).enumerate() {
             let (command, meta) = match short {
                 None => (OrderCommand::MarkStockReserved { expires_at: request.work.expires_at }, &request.meta),

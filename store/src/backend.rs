@@ -67,9 +67,6 @@ pub struct StoredSnapshot {
 /// first use, which SQLite numbers the same way; JSON bound and read as `sqlx::types::Json`).
 /// Only what truly differs (the multi-row insert, the log reader, time arithmetic) is written per
 /// backend.
-/// Streams read in one query at most ([`EventStore::load_streams`]).
-pub const STREAMS_PER_READ: usize = 200;
-
 macro_rules! on_pool {
     ($db:expr, read, |$pool:ident| $body:expr) => {
         match $db {
@@ -85,6 +82,9 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Streams read in one query at most ([`EventStore::load_streams`]).
+pub const STREAMS_PER_READ: usize = 200;
 
 /// The database behind an [`EventStore`].
 #[derive(Debug, Clone)]

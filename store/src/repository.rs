@@ -314,21 +314,22 @@ where
     /// lock is taken in turn, then every stream not yet cached, or stale after a conflict, is
     /// read in one query, so a write over many streams tried again after a conflict reads
     /// what beat it in one round trip rather than one per stream.
-    pub async fn hold_all(&self, aggregate_ids: &[&str]) -> Result<Vec<Prepared<A>>, StoreError> {
-        let mut guards = Vec::with_capacity(aggregate_ids.len());
-        for id in aggregate_ids {
+    pub async fn hold_all(&self, aggregate_ids: &[impl AsRef<str>]) -> Result<Vec<Prepared<A>>, StoreError> {
+        let ids: Vec<&str> = aggregate_ids.iter().map(AsRef::as_ref).collect();
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in &ids {
             guards.push(self.slot(id).lock_owned().await);
         }
         // A stream cached for the first time starts from its snapshot, if it has one.
-        for (id, guard) in aggregate_ids.iter().zip(guards.iter_mut()) {
+        for (id, guard) in ids.iter().zip(guards.iter_mut()) {
             if guard.loaded.is_none() {
                 guard.loaded = Some(self.from_snapshot(id).await?);
                 guard.stale = true;
             }
         }
+        let version = |guard: &Slot<A>| guard.loaded.as_ref().expect("loaded above").version;
         let reading: Vec<usize> = (0..guards.len()).filter(|&i| guards[i].stale).collect();
-        let after: Vec<(&str, u64)> =
-            reading.iter().map(|&i| (aggregate_ids[i], guards[i].loaded.as_ref().map_or(0, |l| l.version))).collect();
+        let after: Vec<(&str, u64)> = reading.iter().map(|&i| (ids[i], version(&guards[i]))).collect();
         let read = match self.inner.store.load_streams(A::TYPE, &after).await {
             Ok(read) => read,
             Err(e) => {
@@ -340,19 +341,17 @@ where
         };
         for (&i, events) in reading.iter().zip(read) {
             let guard = &mut guards[i];
-            if let Some(loaded) = guard.loaded.as_mut() {
-                if let Err(e) = apply(loaded, events) {
-                    guard.loaded = None;
-                    return Err(e);
-                }
+            if let Err(e) = apply(guard.loaded.as_mut().expect("loaded above"), events) {
+                guard.loaded = None;
+                return Err(e);
             }
             guard.stale = false;
         }
-        Ok(aggregate_ids
-            .iter()
+        Ok(ids
+            .into_iter()
             .zip(guards)
             .map(|(id, guard)| {
-                let state = guard.loaded.as_ref().expect("loaded just above").state.clone();
+                let state = guard.loaded.as_ref().expect("loaded above").state.clone();
                 self.held(id, guard, state, Vec::new())
             })
             .collect())
