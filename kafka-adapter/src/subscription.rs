@@ -92,10 +92,6 @@ pub struct KafkaGroup {
     /// Replaced when receiving keeps failing for longer than `RelayConfig::recreate_after`
     /// with errors other than an unreachable broker (from which librdkafka recovers itself).
     consumer: std::sync::RwLock<Arc<StreamConsumer<SeekOnAssign>>>,
-    /// Asks the broker about offsets (high watermarks, the group's commits) on connections of
-    /// its own: on the member's, each question waits behind the fetch in flight, which tansu
-    /// can hold for many seconds while a member catches up, and times out there.
-    asking: Arc<BaseConsumer>,
     starts: Starts,
     reader: Arc<dyn SourcedConsumer>,
     config: RelayConfig,
@@ -145,7 +141,6 @@ impl KafkaGroup {
         let starts: Starts = Arc::new(Mutex::new(reader.start_offsets().await?));
         let source = Self {
             consumer: std::sync::RwLock::new(Arc::new(Self::member(&config, group, &starts)?)),
-            asking: Arc::new(config.client().set("group.id", group).create()?),
             starts,
             reader,
             config,
@@ -248,7 +243,7 @@ impl KafkaGroup {
         let blocking = |work: Box<dyn FnOnce() -> Result<Vec<((String, i32), i64)>, WorkerError> + Send>| async move {
             tokio::task::spawn_blocking(work).await.map_err(|e| WorkerError::Source(format!("watermark task: {e}")))?
         };
-        let consumer = Arc::clone(&self.asking);
+        let consumer = self.current();
         let partitions = futures::future::try_join_all(topics.into_iter().map(|topic| {
             let consumer = Arc::clone(&consumer);
             blocking(Box::new(move || {
@@ -417,7 +412,7 @@ impl KafkaGroup {
         for ((topic, partition), _) in &others {
             tpl.add_partition(topic, *partition);
         }
-        let asking = Arc::clone(&self.asking);
+        let asking = Arc::clone(consumer);
         let committed = match tokio::task::spawn_blocking(move || asking.committed_offsets(tpl, Duration::from_secs(5))).await {
             Ok(Ok(committed)) => committed,
             _ => return false,
